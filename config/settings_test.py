@@ -1,0 +1,20 @@
+"""Test settings: the production module with fast hashing, captured email and eager tasks.
+
+DATABASE_URL and REDIS_URL still apply, so the same suite runs on the embedded defaults and
+on PostgreSQL + Redis.
+"""
+
+from config.settings import *  # noqa: F403
+from config.settings import CACHES, REDIS_URL, env
+
+EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_BROKER_URL = "memory://"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+if REDIS_URL:
+    # A prefix of its own so a test run never reads another run's counters.
+    CACHES["default"]["KEY_PREFIX"] = env.str("CACHE_KEY_PREFIX", default="lktest")

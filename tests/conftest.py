@@ -1,0 +1,90 @@
+"""Fixtures shared by every test: users, orgs, signed-in clients, a clean cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.core.cache import cache
+from django.test import Client
+
+from accounts.models import User
+from orgs.models import Membership, Organization, Role
+from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache() -> Iterator[None]:
+    """Counters and throttles must not leak from one test into the next."""
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def user(db: None) -> User:
+    return UserFactory.create(email="alice@example.com")
+
+
+@pytest.fixture
+def org(db: None) -> Organization:
+    return OrganizationFactory.create(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def other_org(db: None) -> Organization:
+    return OrganizationFactory.create(name="Globex", slug="globex")
+
+
+@pytest.fixture
+def owner(org: Organization) -> User:
+    membership = MembershipFactory.create(
+        org=org, user=UserFactory.create(email="owner@acme.test"), role=Role.OWNER
+    )
+    return membership.user
+
+
+@pytest.fixture
+def admin_user(org: Organization) -> User:
+    membership = MembershipFactory.create(
+        org=org, user=UserFactory.create(email="admin@acme.test"), role=Role.ADMIN
+    )
+    return membership.user
+
+
+@pytest.fixture
+def member_user(org: Organization) -> User:
+    membership = MembershipFactory.create(
+        org=org, user=UserFactory.create(email="member@acme.test"), role=Role.MEMBER
+    )
+    return membership.user
+
+
+def signed_in_client(user: User) -> Client:
+    """A test client whose session is fully authenticated (first and second factor)."""
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def owner_client(owner: User) -> Client:
+    return signed_in_client(owner)
+
+
+@pytest.fixture
+def admin_client_(admin_user: User) -> Client:
+    return signed_in_client(admin_user)
+
+
+@pytest.fixture
+def member_client(member_user: User) -> Client:
+    return signed_in_client(member_user)
+
+
+@pytest.fixture
+def membership_of() -> object:
+    def get(user: User, org: Organization) -> Membership:
+        return Membership.objects.get(user=user, org=org)
+
+    return get
