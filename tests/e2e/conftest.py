@@ -105,3 +105,19 @@ def authenticator(page: Page) -> Iterator[VirtualAuthenticator]:
     )
     yield VirtualAuthenticator(cdp, result["authenticatorId"])
     cdp.send("WebAuthn.removeVirtualAuthenticator", {"authenticatorId": result["authenticatorId"]})
+
+
+def sign_in_browser(context: BrowserContext, live_server: Any, user: Any) -> None:
+    """Give the browser a fully signed-in session for `user` (for tests of other journeys).
+
+    Journeys that test sign-in itself go through /login/ instead.
+    """
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME]
+    context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": cookie.value, "url": live_server.url}]
+    )
