@@ -88,3 +88,33 @@ def membership_of() -> object:
         return Membership.objects.get(user=user, org=org)
 
     return get
+
+
+def verified_client(user: User) -> Client:
+    """A signed-in client whose session passed a second factor (a confirmed TOTP device),
+    as django-otp records it. Platform staff need this to reach /platform/."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
+    client = signed_in_client(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return client
+
+
+@pytest.fixture
+def staff_user(db: None) -> User:
+    from accounts.models import PlatformRole
+
+    return UserFactory.create(
+        email="staff@latchkey.test", platform_role=PlatformRole.PLATFORM_ADMIN
+    )
+
+
+@pytest.fixture
+def staff_client(staff_user: User) -> Client:
+    return verified_client(staff_user)
