@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from orgs.ids import new_public_id
+from orgs.models import Organization
+
+
+def new_key_id() -> str:
+    return new_public_id("key")
+
+
+class Environment(models.TextChoices):
+    LIVE = "live", "Live"
+    TEST = "test", "Test"
+    SYS = "sys", "System"
+
+
+class KeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    EXPIRING = "expiring", "Expiring"
+    EXPIRED = "expired", "Expired"
+    REVOKED = "revoked", "Revoked"
+
+
+class ApiKey(models.Model):
+    """An API key. The secret is never stored: only its HMAC digest and a display form.
+
+    `org` is null exactly for system keys (environment `sys`). A rotated key keeps working
+    until `expires_at` (set by the rotation, `rotated_at` records when); its successor
+    points back through `predecessor`. `deleted_at` hides a key from every list; its audit
+    events remain.
+    """
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_key_id, editable=False)
+    org = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    environment = models.CharField(max_length=4, choices=Environment.choices)
+    scopes = models.JSONField(default=list, blank=True)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    display = models.CharField(max_length=80, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # Set when the key was created through the API by another key.
+    created_by_key = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    predecessor = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="successors"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["org", "-created_at"], name="apikeys_key_org_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(org__isnull=True) & Q(environment="sys"))
+                | (Q(org__isnull=False) & Q(environment__in=["live", "test"])),
+                name="apikeys_key_env_matches_owner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.display})"
+
+    @property
+    def is_system(self) -> bool:
+        return self.org_id is None
+
+    def status_at(self, now: datetime) -> KeyStatus:
+        if self.revoked_at is not None:
+            return KeyStatus.REVOKED
+        if self.expires_at is not None and self.expires_at <= now:
+            return KeyStatus.EXPIRED
+        if self.rotated_at is not None:
+            return KeyStatus.EXPIRING
+        return KeyStatus.ACTIVE
+
+    @property
+    def status(self) -> KeyStatus:
+        return self.status_at(timezone.now())
+
+    def is_usable(self, now: datetime | None = None) -> bool:
+        """Neither revoked, deleted nor expired (a rotated key is usable inside its grace).
+
+        The org's own state (suspension) is checked by the caller, which holds the org.
+        """
+        now = now or timezone.now()
+        return self.deleted_at is None and self.status_at(now) in (
+            KeyStatus.ACTIVE,
+            KeyStatus.EXPIRING,
+        )

@@ -1,0 +1,404 @@
+"""Writes for API keys: create, rotate, revoke, delete.
+
+Every function is keyword-only and atomic, records one audit event and returns the secret
+(where one is issued) to its caller only: the secret is never stored, logged, cached or
+put in an audit event. Errors are `ApiKeyError` subclasses carrying a stable `code` (the
+API's error code) and, where it helps, the `param` at fault.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from accounts.models import PlatformRole, User
+from apikeys.cache import invalidate_key
+from apikeys.keys import display_form, generate_secret, key_digest
+from apikeys.models import ApiKey, Environment, KeyStatus
+from apikeys.scopes import ScopeError, missing_scopes, normalize_scopes
+from orgs.models import KycStatus, Organization, OrgStatus
+from orgs.services import audit_record
+
+DEFAULT_GRACE = timedelta(hours=24)
+MAX_GRACE = timedelta(days=7)
+NAME_MAX_LENGTH = 100
+
+
+class ApiKeyError(Exception):
+    """A refused key operation. `code` is the API error code; `param` the field at fault."""
+
+    code = "validation_error"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+
+
+class InvalidKeyInput(ApiKeyError):
+    """Bad name, scopes, expiry or grace period."""
+
+    code = "validation_error"
+
+
+class EnvironmentNotAllowed(ApiKeyError):
+    """Live keys before KYC approval, a test key creating a live key, `sys` on an org."""
+
+    code = "environment_not_allowed"
+
+
+class ScopeNotAllowed(ApiKeyError):
+    """A key created through the API asked for a scope its creating key lacks."""
+
+    code = "insufficient_scope"
+
+    def __init__(self, message: str, *, required_scope: str) -> None:
+        super().__init__(message, param="scopes")
+        self.required_scope = required_scope
+
+
+class OrgSuspended(ApiKeyError):
+    code = "org_suspended"
+
+
+class KeyNotActive(ApiKeyError):
+    """Rotating a revoked, expired, deleted or already rotated key."""
+
+    code = "validation_error"
+
+
+class ActorNotAllowed(ApiKeyError):
+    """The acting user may not do this (system keys need a platform owner)."""
+
+    code = "permission_denied"
+
+
+def _clean_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise InvalidKeyInput("Give the key a name.", param="name")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidKeyInput(
+            f"The name is too long (at most {NAME_MAX_LENGTH} characters).", param="name"
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InvalidKeyInput("The name contains control characters.", param="name")
+    return name
+
+
+def _clean_scopes(scopes: Any, *, system: bool) -> list[str]:
+    try:
+        return normalize_scopes(scopes, system=system)
+    except ScopeError as exc:
+        raise InvalidKeyInput(exc.message, param="scopes") from None
+
+
+def _clean_expiry(expires_at: datetime | None, now: datetime) -> datetime | None:
+    if expires_at is None:
+        return None
+    if timezone.is_naive(expires_at):
+        raise InvalidKeyInput("The expiry needs a time zone.", param="expires_at")
+    if expires_at <= now:
+        raise InvalidKeyInput("The expiry must be in the future.", param="expires_at")
+    return expires_at
+
+
+def _check_org_may_hold(org: Organization, environment: str) -> None:
+    if org.status == OrgStatus.SUSPENDED:
+        raise OrgSuspended("This organisation is suspended; its keys cannot be changed.")
+    if environment == Environment.LIVE and org.kyc_status != KycStatus.APPROVED:
+        raise EnvironmentNotAllowed(
+            "Live keys are available once the organisation's KYC application is approved.",
+            param="environment",
+        )
+
+
+def _issue(
+    *,
+    org: Organization | None,
+    name: str,
+    environment: str,
+    scopes: list[str],
+    now: datetime,
+    expires_at: datetime | None,
+    created_by: User | None,
+    created_by_key: ApiKey | None,
+    predecessor: ApiKey | None = None,
+) -> tuple[ApiKey, str]:
+    secret = generate_secret(environment)
+    key = ApiKey.objects.create(
+        org=org,
+        name=name,
+        environment=environment,
+        scopes=scopes,
+        digest=key_digest(secret),
+        display=display_form(secret),
+        created_by=created_by,
+        created_by_key=created_by_key,
+        predecessor=predecessor,
+        created_at=now,
+        expires_at=expires_at,
+    )
+    return key, secret
+
+
+def _locked(key: ApiKey) -> ApiKey:
+    """The key's row, re-read under a row lock so concurrent writes serialise."""
+    return ApiKey.objects.select_for_update(of=("self",)).select_related("org").get(pk=key.pk)
+
+
+@transaction.atomic
+def apikey_create(
+    *,
+    org: Organization,
+    name: str,
+    environment: str,
+    scopes: Any,
+    expires_at: datetime | None = None,
+    created_by: User | None = None,
+    created_by_key: ApiKey | None = None,
+    request: HttpRequest | None = None,
+    external_actor_id: str = "",
+) -> tuple[ApiKey, str]:
+    """Issue an org key and return it with its secret (the only time the secret exists).
+
+    Invariants: scopes are registry scopes with write implying read; `live` only while the
+    org's KYC is approved; never for a suspended org; a key created by another key holds
+    no scope and no environment that key lacks (a test key cannot create a live key).
+    """
+    now = timezone.now()
+    name = _clean_name(name)
+    if environment not in (Environment.LIVE, Environment.TEST):
+        raise EnvironmentNotAllowed(
+            "Choose the live or test environment.", code="validation_error", param="environment"
+        )
+    clean_scopes = _clean_scopes(scopes, system=False)
+    expires_at = _clean_expiry(expires_at, now)
+    _check_org_may_hold(org, environment)
+    if created_by_key is not None:
+        if created_by_key.org_id != org.pk:
+            raise ValueError("A key can only create keys for its own organisation.")
+        if created_by_key.environment == Environment.TEST and environment == Environment.LIVE:
+            raise EnvironmentNotAllowed("A test key cannot create a live key.", param="environment")
+        missing = missing_scopes(created_by_key.scopes, clean_scopes)
+        if missing:
+            raise ScopeNotAllowed(
+                f"The key making this request lacks the scope {missing[0]!r}, "
+                "so it cannot grant it.",
+                required_scope=missing[0],
+            )
+
+    key, secret = _issue(
+        org=org,
+        name=name,
+        environment=environment,
+        scopes=clean_scopes,
+        now=now,
+        expires_at=expires_at,
+        created_by=created_by,
+        created_by_key=created_by_key,
+    )
+    audit_record(
+        action="api_key.created",
+        org=org,
+        request=request,
+        actor_user=created_by,
+        actor_api_key=created_by_key,
+        external_actor_id=external_actor_id,
+        target=key,
+        details={
+            "name": key.name,
+            "environment": key.environment,
+            "scopes": key.scopes,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
+    return key, secret
+
+
+@transaction.atomic
+def system_apikey_create(
+    *,
+    name: str,
+    scopes: Any,
+    created_by: User,
+    expires_at: datetime | None = None,
+    request: HttpRequest | None = None,
+) -> tuple[ApiKey, str]:
+    """Issue a system key (environment `sys`, no org, system scopes only).
+
+    Only a platform owner may create one.
+    """
+    if created_by.platform_role != PlatformRole.PLATFORM_OWNER:
+        raise ActorNotAllowed("Only platform owners manage system keys.")
+    now = timezone.now()
+    name = _clean_name(name)
+    clean_scopes = _clean_scopes(scopes, system=True)
+    expires_at = _clean_expiry(expires_at, now)
+    key, secret = _issue(
+        org=None,
+        name=name,
+        environment=Environment.SYS,
+        scopes=clean_scopes,
+        now=now,
+        expires_at=expires_at,
+        created_by=created_by,
+        created_by_key=None,
+    )
+    audit_record(
+        action="api_key.created",
+        org=None,
+        request=request,
+        actor_user=created_by,
+        target=key,
+        details={
+            "name": key.name,
+            "environment": key.environment,
+            "scopes": key.scopes,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
+    )
+    return key, secret
+
+
+@transaction.atomic
+def apikey_rotate(
+    *,
+    key: ApiKey,
+    grace: timedelta = DEFAULT_GRACE,
+    actor_user: User | None = None,
+    actor_key: ApiKey | None = None,
+    request: HttpRequest | None = None,
+    external_actor_id: str = "",
+) -> tuple[ApiKey, str]:
+    """Issue a successor (same org, name, environment, scopes) and retire `key` after `grace`.
+
+    Invariants: grace is between 0 and 7 days; the old key then expires at
+    `min(now + grace, its own expiry)` and the successor inherits the old key's expiry;
+    revoked, expired, deleted and already rotated keys are refused; the environment rule of
+    creation applies (a live successor needs approved KYC).
+    """
+    if not timedelta(0) <= grace <= MAX_GRACE:
+        raise InvalidKeyInput("The grace period must be between 0 and 7 days.", param="grace")
+    now = timezone.now()
+    old = _locked(key)
+    if old.deleted_at is not None:
+        raise KeyNotActive("This key was deleted.")
+    status = old.status_at(now)
+    if status == KeyStatus.REVOKED:
+        raise KeyNotActive("A revoked key cannot be rotated.")
+    if status == KeyStatus.EXPIRED:
+        raise KeyNotActive("An expired key cannot be rotated.")
+    if status == KeyStatus.EXPIRING:
+        raise KeyNotActive("This key was already rotated; rotate its successor instead.")
+    if old.org is not None:
+        _check_org_may_hold(old.org, old.environment)
+
+    original_expiry = old.expires_at
+    successor, secret = _issue(
+        org=old.org,
+        name=old.name,
+        environment=old.environment,
+        scopes=list(old.scopes),
+        now=now,
+        expires_at=original_expiry,
+        created_by=actor_user,
+        created_by_key=actor_key,
+        predecessor=old,
+    )
+    grace_end = now + grace
+    if original_expiry is not None:
+        grace_end = min(grace_end, original_expiry)
+    old.rotated_at = now
+    old.expires_at = grace_end
+    old.save(update_fields=["rotated_at", "expires_at"])
+    audit_record(
+        action="api_key.rotated",
+        org=old.org,
+        request=request,
+        actor_user=actor_user,
+        actor_api_key=actor_key,
+        external_actor_id=external_actor_id,
+        target=old,
+        details={
+            "successor_id": successor.public_id,
+            "grace_seconds": int(grace.total_seconds()),
+            "grace_ends_at": grace_end.isoformat(),
+        },
+    )
+    digest = old.digest
+    transaction.on_commit(lambda: invalidate_key(digest))
+    key.rotated_at, key.expires_at = old.rotated_at, old.expires_at
+    return successor, secret
+
+
+@transaction.atomic
+def apikey_revoke(
+    *,
+    key: ApiKey,
+    actor_user: User | None = None,
+    actor_key: ApiKey | None = None,
+    request: HttpRequest | None = None,
+    external_actor_id: str = "",
+) -> ApiKey:
+    """Revoke `key` at once and for good. Revoking a revoked key changes nothing."""
+    locked = _locked(key)
+    if locked.revoked_at is None:
+        locked.revoked_at = timezone.now()
+        locked.save(update_fields=["revoked_at"])
+        audit_record(
+            action="api_key.revoked",
+            org=locked.org,
+            request=request,
+            actor_user=actor_user,
+            actor_api_key=actor_key,
+            external_actor_id=external_actor_id,
+            target=locked,
+            details={"name": locked.name},
+        )
+        digest = locked.digest
+        transaction.on_commit(lambda: invalidate_key(digest))
+    key.revoked_at = locked.revoked_at
+    return locked
+
+
+@transaction.atomic
+def apikey_delete(
+    *,
+    key: ApiKey,
+    actor_user: User | None = None,
+    actor_key: ApiKey | None = None,
+    request: HttpRequest | None = None,
+    external_actor_id: str = "",
+) -> None:
+    """Remove `key` from every list; it stops working at once (it is revoked too).
+
+    The row stays, so the audit events that name it still resolve.
+    """
+    locked = _locked(key)
+    if locked.deleted_at is not None:
+        return
+    now = timezone.now()
+    was_revoked = locked.revoked_at is not None
+    locked.deleted_at = now
+    locked.revoked_at = locked.revoked_at or now
+    locked.save(update_fields=["deleted_at", "revoked_at"])
+    audit_record(
+        action="api_key.deleted",
+        org=locked.org,
+        request=request,
+        actor_user=actor_user,
+        actor_api_key=actor_key,
+        external_actor_id=external_actor_id,
+        target=locked,
+        details={"name": locked.name, "was_revoked": was_revoked},
+    )
+    digest = locked.digest
+    transaction.on_commit(lambda: invalidate_key(digest))
+    key.deleted_at, key.revoked_at = locked.deleted_at, locked.revoked_at

@@ -1,0 +1,44 @@
+"""Helpers for API-key tests: a frozen clock and a quick way to issue keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+from unittest import mock
+
+from apikeys.models import ApiKey
+from apikeys.services import apikey_create
+from orgs.models import Organization
+
+
+class FrozenClock:
+    """`django.utils.timezone.now` pinned to a moment that the test moves by hand."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@contextmanager
+def frozen_clock(start: datetime) -> Iterator[FrozenClock]:
+    clock = FrozenClock(start)
+    with mock.patch("django.utils.timezone.now", clock):
+        yield clock
+
+
+def make_key(org: Organization, **overrides: Any) -> tuple[ApiKey, str]:
+    params: dict[str, Any] = {
+        "org": org,
+        "name": "CI deploys",
+        "environment": "test",
+        "scopes": ["members:read"],
+    }
+    params.update(overrides)
+    return apikey_create(**params)
