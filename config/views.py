@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -17,7 +17,23 @@ logger = logging.getLogger(__name__)
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html")
+    """Anonymous visitors see the landing page. A signed-in user goes to the org of the
+    selected-org cookie if still a member, else to their first org, else to onboarding."""
+    if not request.user.is_authenticated:
+        return render(request, "home.html")
+    from accounts.models import User
+    from orgs.selectors import membership_find_for_slug, membership_first_for_user
+    from orgs.tenancy import SELECTED_ORG_COOKIE
+
+    user = request.user
+    assert isinstance(user, User)
+    selected = request.COOKIES.get(SELECTED_ORG_COOKIE, "")
+    membership = membership_find_for_slug(user=user, org_slug=selected) if selected else None
+    if membership is None:
+        membership = membership_first_for_user(user=user)
+    if membership is None:
+        return redirect("onboarding")
+    return redirect(f"/o/{membership.org.slug}/")
 
 
 def _check_database() -> str:

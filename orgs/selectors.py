@@ -1,12 +1,30 @@
-"""Reads of organisations and memberships. Org-owned reads take `org=`."""
+"""Reads of organisations, memberships, invitations and audit events.
+
+Org-owned reads take `org=` as a required keyword; lookups by public id inside an org
+raise the same 404 for "absent" and "another org's".
+"""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from typing import Any
+
+from django.apps import apps
+from django.db.models import (
+    BooleanField,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    OuterRef,
+    Q,
+    QuerySet,
+)
 from django.http import Http404
+from django.utils import timezone
+from django.utils.text import slugify
 
 from accounts.models import User
-from orgs.models import Membership, Organization
+from orgs.models import AuditEvent, Invitation, Membership, Organization, Role
+from orgs.tokens import invitation_token_hash
 
 
 def membership_get_for_slug(*, user: User, org_slug: str) -> Membership:
@@ -20,9 +38,133 @@ def membership_get_for_slug(*, user: User, org_slug: str) -> Membership:
         raise Http404("No such organisation.") from None
 
 
+def membership_find_for_slug(*, user: User, org_slug: str) -> Membership | None:
+    """Like `membership_get_for_slug`, but None instead of a 404 (one query)."""
+    return Membership.objects.select_related("org").filter(user=user, org__slug=org_slug).first()
+
+
+def membership_first_for_user(*, user: User) -> Membership | None:
+    return membership_list_for_user(user=user).first()
+
+
 def membership_list_for_user(*, user: User) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("org").order_by("org__name")
 
 
 def organization_list_for_user(*, user: User) -> QuerySet[Organization]:
     return Organization.objects.filter(memberships__user=user).order_by("name")
+
+
+def org_switcher_list(*, user: User) -> list[dict[str, str]]:
+    """Name and slug of each org of the user, for the shell's switcher: one query."""
+    rows = Organization.objects.filter(memberships__user=user).order_by("name", "slug")
+    return [{"name": name, "slug": slug} for name, slug in rows.values_list("name", "slug")]
+
+
+def org_slug_suggest(*, name: str) -> str:
+    """A free slug derived from `name` (`acme`, else `acme-2`, `acme-3`...): one query."""
+    base = slugify(name)[:40].strip("-") or "org"
+    if len(base) < 2:
+        base = f"{base}-org"
+    taken = set(Organization.objects.filter(slug__startswith=base).values_list("slug", flat=True))
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+# Confirmed django-otp devices that count as a second factor, as accounts defines it
+# (accounts.selectors.user_has_second_factor). Models not installed are skipped.
+TWO_FACTOR_DEVICE_MODELS = (
+    "otp_totp.TOTPDevice",
+    "accounts.PasskeyDevice",
+    "accounts.RecoveryCodeDevice",
+)
+
+
+def _has_two_factor() -> ExpressionWrapper:
+    """One EXISTS term per device model, OR-ed: the members page keeps a constant number
+    of queries however many members it lists (django-otp's `devices_for_user` would cost
+    a query per member and device type)."""
+    expression: Any = None
+    for label in TWO_FACTOR_DEVICE_MODELS:
+        try:
+            model = apps.get_model(label)
+        except LookupError:
+            continue
+        term = Exists(model.objects.filter(user=OuterRef("user"), confirmed=True))
+        expression = term if expression is None else expression | term
+    if expression is None:
+        expression = Q(pk__in=[])
+    return ExpressionWrapper(expression, output_field=BooleanField())
+
+
+def membership_list(*, org: Organization) -> QuerySet[Membership]:
+    """Members of the org with their user and `has_two_factor`, in joining order: one query."""
+    return (
+        Membership.objects.filter(org=org)
+        .select_related("user")
+        .annotate(has_two_factor=_has_two_factor())
+        .order_by("created_at", "id")
+    )
+
+
+def membership_get(*, org: Organization, public_id: str) -> Membership:
+    try:
+        return Membership.objects.select_related("user", "org").get(org=org, public_id=public_id)
+    except Membership.DoesNotExist:
+        raise Http404("No such member.") from None
+
+
+def membership_counts(*, org: Organization) -> dict[str, int]:
+    """Members by role and in total, in one query."""
+    counts = Membership.objects.filter(org=org).aggregate(
+        total=Count("id"),
+        owners=Count("id", filter=Q(role=Role.OWNER)),
+        admins=Count("id", filter=Q(role=Role.ADMIN)),
+        members=Count("id", filter=Q(role=Role.MEMBER)),
+    )
+    return {key: int(value or 0) for key, value in counts.items()}
+
+
+def invitation_list_pending(*, org: Organization) -> QuerySet[Invitation]:
+    """Open invitations (not accepted, not cancelled), expired ones included so they can
+    be resent, newest first: one query."""
+    return (
+        Invitation.objects.filter(org=org, accepted_at__isnull=True, cancelled_at__isnull=True)
+        .select_related("invited_by")
+        .order_by("-sent_at", "-id")
+    )
+
+
+def invitation_count_pending(*, org: Organization) -> int:
+    return Invitation.objects.filter(
+        org=org,
+        accepted_at__isnull=True,
+        cancelled_at__isnull=True,
+        expires_at__gt=timezone.now(),
+    ).count()
+
+
+def invitation_get(*, org: Organization, public_id: str) -> Invitation:
+    try:
+        return Invitation.objects.select_related("org").get(org=org, public_id=public_id)
+    except Invitation.DoesNotExist:
+        raise Http404("No such invitation.") from None
+
+
+def invitation_get_by_token(*, token: str) -> Invitation | None:
+    """The invitation a link's token names, usable or not, with its org and inviter."""
+    if not token or len(token) > 128:
+        return None
+    return (
+        Invitation.objects.select_related("org", "invited_by")
+        .filter(token_hash=invitation_token_hash(token))
+        .first()
+    )
+
+
+def audit_event_list_recent(*, org: Organization, limit: int = 10) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(org=org).order_by("-created_at", "-id")[:limit])

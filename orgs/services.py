@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from typing import Any
 
-from django.db import models
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.emails import queue_email
+from accounts.models import User, normalize_email
 from config.net import client_ip, user_agent
-from orgs.models import ActorType, AuditEvent, Organization
+from orgs import roles
+from orgs.models import (
+    ActorType,
+    AuditEvent,
+    Invitation,
+    KycStatus,
+    Membership,
+    Organization,
+    Role,
+)
+from orgs.plans import Plan
+from orgs.tokens import invitation_token_hash, new_invitation_token
 
 # Keys that would carry a secret; an event with one of them in `details` is refused.
 FORBIDDEN_DETAIL_KEYS = frozenset(
@@ -90,3 +105,589 @@ def audit_record(
         details=details,
         created_at=timezone.now(),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Organisations, memberships and invitations
+# ---------------------------------------------------------------------------------------
+
+INVITATION_TTL = timedelta(days=7)
+INVITATION_EMAIL_TEMPLATE = "orgs/email/invitation"
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
+SLUG_MIN_LENGTH = 2
+NAME_MAX_LENGTH = 120
+
+
+class OrgError(Exception):
+    """A refused org operation. `str(error)` is a message fit to show the user; `code` is
+    a stable machine-readable reason (`forbidden`, `last_owner`, `slug_taken`, ...)."""
+
+    code = "invalid"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class MembershipError(OrgError):
+    """A refused change to memberships or invitations (role rules, last owner, ...)."""
+
+
+class InvitationError(MembershipError):
+    """An invitation that cannot be used: unknown, expired, used, cancelled, not yours."""
+
+
+def _lock_org(org: Organization) -> None:
+    """Serialise membership changes of one org, so two concurrent demotions cannot both
+    see "another owner remains" and leave the org without one."""
+    Organization.objects.select_for_update().filter(pk=org.pk).first()
+
+
+def _owner_count(org: Organization) -> int:
+    return Membership.objects.filter(org=org, role=Role.OWNER).count()
+
+
+def _check_same_org(org: Organization, *memberships: Membership | None) -> None:
+    for membership in memberships:
+        if membership is not None and membership.org_id != org.pk:
+            raise MembershipError("That member belongs to another organisation.", code="not_found")
+
+
+def _clean_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not name:
+        raise OrgError("Enter a name for the organisation.", code="name_required")
+    if len(name) > NAME_MAX_LENGTH:
+        raise OrgError(
+            f"The name can have at most {NAME_MAX_LENGTH} characters.", code="name_too_long"
+        )
+    return name
+
+
+def clean_slug(slug: str) -> str:
+    """Normalise and validate a slug: lower-case letters, digits and inner hyphens."""
+    slug = slug.strip().lower()
+    if len(slug) < SLUG_MIN_LENGTH or not SLUG_RE.match(slug):
+        raise OrgError(
+            "Use 2 to 50 lower-case letters, digits or hyphens, starting and ending with a "
+            "letter or digit.",
+            code="slug_invalid",
+        )
+    return slug
+
+
+def _check_role(role: str) -> str:
+    if role not in Role.values:
+        raise MembershipError("Unknown role.", code="invalid_role")
+    return role
+
+
+@transaction.atomic
+def org_create(
+    *,
+    name: str,
+    slug: str,
+    owner: User,
+    plan: str = Plan.STARTER,
+    kyc_status: str = KycStatus.NOT_SUBMITTED,
+    request: HttpRequest | None = None,
+) -> Organization:
+    """Create an org and make `owner` its first owner.
+
+    Invariants: the slug is unique and valid (OrgError `slug_taken` / `slug_invalid`);
+    every org has at least one owner from its first moment.
+    """
+    name = _clean_name(name)
+    slug = clean_slug(slug)
+    if plan not in Plan.values:
+        raise OrgError("Unknown plan.", code="invalid_plan")
+    if kyc_status not in KycStatus.values:
+        raise OrgError("Unknown KYC status.", code="invalid_kyc_status")
+    if Organization.objects.filter(slug=slug).exists():
+        raise OrgError("That slug is already taken.", code="slug_taken")
+    try:
+        with transaction.atomic():
+            org = Organization.objects.create(
+                name=name, slug=slug, plan=plan, kyc_status=kyc_status
+            )
+    except IntegrityError:
+        raise OrgError("That slug is already taken.", code="slug_taken") from None
+    Membership.objects.create(org=org, user=owner, role=Role.OWNER)
+    audit_record(
+        action="org.created",
+        org=org,
+        request=request,
+        actor_user=owner,
+        target=org,
+        details={"slug": slug, "plan": plan, "kyc_status": kyc_status, "owner": owner.email},
+    )
+    return org
+
+
+@transaction.atomic
+def org_update_settings(
+    *,
+    org: Organization,
+    name: str,
+    slug: str,
+    require_two_factor: bool,
+    actor: Membership | None,
+    request: HttpRequest | None = None,
+    actor_api_key: Any | None = None,
+) -> Organization:
+    """Change the org's name, slug and two-factor policy.
+
+    Invariants: admins and owners only; only an owner changes `require_two_factor`; the
+    slug stays unique. Records `org.settings_changed` with the changed fields only.
+    """
+    _check_same_org(org, actor)
+    if not roles.can_manage_members(actor):
+        raise OrgError("Only admins and owners can change settings.", code="forbidden")
+    name = _clean_name(name)
+    slug = clean_slug(slug)
+    if require_two_factor != org.require_two_factor and not roles.can_change_two_factor_policy(
+        actor
+    ):
+        raise OrgError("Only an owner can change the two-factor requirement.", code="forbidden")
+    if slug != org.slug and Organization.objects.filter(slug=slug).exclude(pk=org.pk).exists():
+        raise OrgError("That slug is already taken.", code="slug_taken")
+
+    changes: dict[str, Any] = {}
+    for field, value in (
+        ("name", name),
+        ("slug", slug),
+        ("require_two_factor", require_two_factor),
+    ):
+        old = getattr(org, field)
+        if old != value:
+            changes[field] = {"from": old, "to": value}
+            setattr(org, field, value)
+    if not changes:
+        return org
+    try:
+        with transaction.atomic():
+            org.save(update_fields=[*changes, "updated_at"])
+    except IntegrityError:
+        raise OrgError("That slug is already taken.", code="slug_taken") from None
+    audit_record(
+        action="org.settings_changed",
+        org=org,
+        request=request,
+        actor_user=actor.user if actor is not None else None,
+        actor_api_key=actor_api_key,
+        target=org,
+        details={"changes": changes},
+    )
+    return org
+
+
+@transaction.atomic
+def org_delete(
+    *,
+    org: Organization,
+    actor: Membership,
+    confirm_slug: str,
+    request: HttpRequest | None = None,
+) -> None:
+    """Delete the org with its memberships and invitations (and, by cascade, what other
+    apps keep for it). Owners only, confirmed by typing the slug. Its audit events stay."""
+    _check_same_org(org, actor)
+    if actor.role != Role.OWNER:
+        raise OrgError("Only an owner can delete the organisation.", code="forbidden")
+    if confirm_slug.strip() != org.slug:
+        raise OrgError("Type the organisation's slug to confirm.", code="confirmation_mismatch")
+    _lock_org(org)
+    audit_record(
+        action="org.deleted",
+        org=org,
+        request=request,
+        actor_user=actor.user,
+        target=org,
+        details={"slug": org.slug, "name": org.name},
+    )
+    org.delete()
+
+
+def _invitation_send(*, invitation: Invitation, token: str, inviter: User | None) -> None:
+    accept_url = f"{settings.SITE_URL}/invitations/{token}/"
+    queue_email(
+        to=[invitation.email],
+        template=INVITATION_EMAIL_TEMPLATE,
+        context={
+            "org_name": invitation.org.name,
+            "role": Role(invitation.role).label,
+            "inviter_email": inviter.email if inviter is not None else "",
+            "accept_url": accept_url,
+            "expires_at": invitation.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
+        },
+    )
+
+
+@transaction.atomic
+def member_invite(
+    *,
+    org: Organization,
+    email: str,
+    role: str,
+    invited_by: User | None,
+    request: HttpRequest | None = None,
+    actor_api_key: Any | None = None,
+) -> Invitation:
+    """Invite `email` to the org with `role` and email them a link valid for 7 days.
+
+    Invariants: the inviter is an admin or owner of the org (`invited_by=None` means an
+    API key or the system, with an admin's powers); only owners invite owners; an address
+    that is already a member, or has an open invitation, is refused. An expired open
+    invitation for the same address is closed and replaced. Only the token's hash is kept.
+    """
+    _lock_org(org)
+    email = normalize_email(email)
+    if not email or "@" not in email:
+        raise MembershipError("Enter a valid email address.", code="invalid_email")
+    _check_role(role)
+    actor: Membership | None = None
+    if invited_by is not None:
+        actor = Membership.objects.filter(org=org, user=invited_by).first()
+        if actor is None:
+            raise MembershipError("You are not a member of this organisation.", code="forbidden")
+    if not roles.can_manage_members(actor):
+        raise MembershipError("Only admins and owners can invite members.", code="forbidden")
+    if not roles.can_assign(actor, role):
+        raise MembershipError(
+            f"You cannot invite someone as {Role(role).label.lower()}.", code="forbidden"
+        )
+    if Membership.objects.filter(org=org, user__email=email).exists():
+        raise MembershipError(f"{email} is already a member.", code="already_member")
+
+    now = timezone.now()
+    open_invitation = Invitation.objects.filter(
+        org=org, email=email, accepted_at__isnull=True, cancelled_at__isnull=True
+    ).first()
+    if open_invitation is not None:
+        if open_invitation.expires_at > now:
+            raise MembershipError(
+                f"{email} already has a pending invitation; resend it instead.",
+                code="already_invited",
+            )
+        open_invitation.cancelled_at = now
+        open_invitation.save(update_fields=["cancelled_at"])
+
+    token = new_invitation_token()
+    invitation = Invitation.objects.create(
+        org=org,
+        email=email,
+        role=role,
+        token_hash=invitation_token_hash(token),
+        invited_by=invited_by,
+        sent_at=now,
+        expires_at=now + INVITATION_TTL,
+    )
+    _invitation_send(invitation=invitation, token=token, inviter=invited_by)
+    audit_record(
+        action="member.invited",
+        org=org,
+        request=request,
+        actor_user=invited_by,
+        actor_api_key=actor_api_key,
+        target=invitation,
+        target_label=email,
+        details={"email": email, "role": role},
+    )
+    return invitation
+
+
+def _check_can_touch_invitation(invitation: Invitation, actor: Membership | None) -> None:
+    _check_same_org(invitation.org, actor)
+    if not roles.can_manage_members(actor):
+        raise MembershipError("Only admins and owners can manage invitations.", code="forbidden")
+    if not roles.can_assign(actor, invitation.role):
+        raise MembershipError(
+            "Only an owner can manage an invitation to become an owner.", code="forbidden"
+        )
+    if invitation.accepted_at is not None or invitation.cancelled_at is not None:
+        raise InvitationError("This invitation is no longer open.", code="invitation_closed")
+
+
+@transaction.atomic
+def invitation_resend(
+    *,
+    invitation: Invitation,
+    actor_membership: Membership | None,
+    request: HttpRequest | None = None,
+    actor_api_key: Any | None = None,
+) -> Invitation:
+    """Email the invitation again with a fresh link and a fresh 7-day expiry.
+
+    Only a hash is stored, so the old link cannot be re-sent: it stops working.
+    """
+    _check_can_touch_invitation(invitation, actor_membership)
+    now = timezone.now()
+    token = new_invitation_token()
+    invitation.token_hash = invitation_token_hash(token)
+    invitation.sent_at = now
+    invitation.expires_at = now + INVITATION_TTL
+    invitation.save(update_fields=["token_hash", "sent_at", "expires_at"])
+    inviter = actor_membership.user if actor_membership is not None else None
+    _invitation_send(invitation=invitation, token=token, inviter=inviter)
+    audit_record(
+        action="invitation.resent",
+        org=invitation.org,
+        request=request,
+        actor_user=inviter,
+        actor_api_key=actor_api_key,
+        target=invitation,
+        target_label=invitation.email,
+        details={"email": invitation.email, "role": invitation.role},
+    )
+    return invitation
+
+
+@transaction.atomic
+def invitation_cancel(
+    *,
+    invitation: Invitation,
+    actor_membership: Membership | None,
+    request: HttpRequest | None = None,
+    actor_api_key: Any | None = None,
+) -> Invitation:
+    """Close an open invitation: its link stops working at once."""
+    _check_can_touch_invitation(invitation, actor_membership)
+    invitation.cancelled_at = timezone.now()
+    invitation.save(update_fields=["cancelled_at"])
+    audit_record(
+        action="invitation.cancelled",
+        org=invitation.org,
+        request=request,
+        actor_user=actor_membership.user if actor_membership is not None else None,
+        actor_api_key=actor_api_key,
+        target=invitation,
+        target_label=invitation.email,
+        details={"email": invitation.email, "role": invitation.role},
+    )
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(
+    *,
+    user: User,
+    token: str | None = None,
+    invitation: Invitation | None = None,
+    request: HttpRequest | None = None,
+) -> Membership:
+    """Turn an open invitation into a membership of `user`.
+
+    Invariants: usable once, before it expires, only by the user whose email it names
+    (InvitationError otherwise). If the user is already a member, the invitation is used
+    up and the existing membership is returned unchanged.
+    """
+    if (token is None) == (invitation is None):
+        raise TypeError("Pass exactly one of token or invitation.")
+    lookup: dict[str, Any] = (
+        {"token_hash": invitation_token_hash(token)}
+        if token is not None
+        else {"pk": getattr(invitation, "pk", None)}
+    )
+    invitation = (
+        Invitation.objects.select_for_update().select_related("org").filter(**lookup).first()
+    )
+    if invitation is None or not invitation.is_usable:
+        raise InvitationError(
+            "This invitation is invalid, expired or already used.", code="invitation_invalid"
+        )
+    if normalize_email(user.email) != invitation.email:
+        raise InvitationError(
+            "This invitation was sent to another email address.", code="invitation_not_yours"
+        )
+    org = invitation.org
+    _lock_org(org)
+    membership, created = Membership.objects.get_or_create(
+        org=org, user=user, defaults={"role": invitation.role}
+    )
+    invitation.accepted_at = timezone.now()
+    invitation.accepted_by = user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    audit_record(
+        action="invitation.accepted",
+        org=org,
+        request=request,
+        actor_user=user,
+        target=membership,
+        target_label=user.email,
+        details={
+            "email": invitation.email,
+            "role": membership.role,
+            "invitation": invitation.public_id,
+            "already_member": not created,
+        },
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_change_role(
+    *,
+    membership: Membership,
+    role: str,
+    actor_membership: Membership | None,
+    request: HttpRequest | None = None,
+    actor_api_key: Any | None = None,
+) -> Membership:
+    """Give a member another role.
+
+    Invariants: owners change anyone's role; admins only promote or keep `member`s (up to
+    admin); nobody changes their own role here; the last owner cannot be demoted.
+    """
+    _check_role(role)
+    org = membership.org
+    _check_same_org(org, actor_membership)
+    _lock_org(org)
+    membership.refresh_from_db(fields=["role"])
+    if actor_membership is not None and actor_membership.pk == membership.pk:
+        raise MembershipError(
+            "You cannot change your own role; ask another owner, or transfer ownership.",
+            code="forbidden",
+        )
+    if not roles.can_manage(actor_membership, membership) or not roles.can_assign(
+        actor_membership, role
+    ):
+        raise MembershipError("Your role does not allow this change.", code="forbidden")
+    if membership.role == role:
+        return membership
+    if membership.role == Role.OWNER and _owner_count(org) <= 1:
+        raise MembershipError("The last owner cannot be demoted.", code="last_owner")
+    old_role = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        action="member.role_changed",
+        org=org,
+        request=request,
+        actor_user=actor_membership.user if actor_membership is not None else None,
+        actor_api_key=actor_api_key,
+        target=membership,
+        target_label=membership.user.email,
+        details={"email": membership.user.email, "from": old_role, "to": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(
+    *,
+    membership: Membership,
+    actor_membership: Membership | None,
+    request: HttpRequest | None = None,
+    actor_api_key: Any | None = None,
+) -> None:
+    """Remove someone else from the org. Owners remove anyone, admins remove `member`s;
+    the last owner cannot be removed; leaving oneself goes through `membership_leave`."""
+    org = membership.org
+    _check_same_org(org, actor_membership)
+    _lock_org(org)
+    membership.refresh_from_db(fields=["role"])
+    if actor_membership is not None and actor_membership.pk == membership.pk:
+        raise MembershipError("To leave the organisation, use “Leave” instead.", code="forbidden")
+    if not roles.can_manage(actor_membership, membership):
+        raise MembershipError("Your role does not allow removing this member.", code="forbidden")
+    if membership.role == Role.OWNER and _owner_count(org) <= 1:
+        raise MembershipError("The last owner cannot be removed.", code="last_owner")
+    _membership_delete(
+        membership=membership,
+        action="member.removed",
+        actor_user=actor_membership.user if actor_membership is not None else None,
+        actor_api_key=actor_api_key,
+        request=request,
+    )
+
+
+@transaction.atomic
+def membership_leave(*, membership: Membership, request: HttpRequest | None = None) -> None:
+    """The member leaves the org. The last owner cannot leave (transfer ownership or
+    delete the org instead)."""
+    org = membership.org
+    _lock_org(org)
+    membership.refresh_from_db(fields=["role"])
+    if membership.role == Role.OWNER and _owner_count(org) <= 1:
+        raise MembershipError(
+            "You are the last owner: transfer ownership or delete the organisation first.",
+            code="last_owner",
+        )
+    _membership_delete(
+        membership=membership,
+        action="member.left",
+        actor_user=membership.user,
+        actor_api_key=None,
+        request=request,
+    )
+
+
+def _membership_delete(
+    *,
+    membership: Membership,
+    action: str,
+    actor_user: User | None,
+    actor_api_key: Any | None,
+    request: HttpRequest | None,
+) -> None:
+    audit_record(
+        action=action,
+        org=membership.org,
+        request=request,
+        actor_user=actor_user,
+        actor_api_key=actor_api_key,
+        target=membership,
+        target_label=membership.user.email,
+        details={"email": membership.user.email, "role": membership.role},
+    )
+    membership.delete()
+
+
+@transaction.atomic
+def ownership_transfer(
+    *,
+    org: Organization,
+    to_membership: Membership,
+    actor_membership: Membership,
+    request: HttpRequest | None = None,
+) -> Membership:
+    """Make another member the owner; the acting owner becomes an admin (ADR 0021).
+
+    Invariants: only an owner transfers, to another member of the same org; the org has
+    an owner at every moment. Returns the new owner's membership.
+    """
+    _check_same_org(org, actor_membership, to_membership)
+    _lock_org(org)
+    actor_membership.refresh_from_db(fields=["role"])
+    to_membership.refresh_from_db(fields=["role"])
+    if actor_membership.role != Role.OWNER:
+        raise MembershipError("Only an owner can transfer ownership.", code="forbidden")
+    if to_membership.pk == actor_membership.pk:
+        raise MembershipError("Choose another member to transfer ownership to.", code="invalid")
+    if to_membership.role == Role.OWNER:
+        raise MembershipError(f"{to_membership.user.email} is already an owner.", code="invalid")
+    previous_role = to_membership.role
+    to_membership.role = Role.OWNER
+    to_membership.save(update_fields=["role"])
+    actor_membership.role = Role.ADMIN
+    actor_membership.save(update_fields=["role"])
+    audit_record(
+        action="org.ownership_transferred",
+        org=org,
+        request=request,
+        actor_user=actor_membership.user,
+        target=to_membership,
+        target_label=to_membership.user.email,
+        details={
+            "from": actor_membership.user.email,
+            "to": to_membership.user.email,
+            "new_owner_previous_role": previous_role,
+            "previous_owner_role": Role.ADMIN,
+        },
+    )
+    return to_membership

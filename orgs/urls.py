@@ -1,6 +1,47 @@
-"""Org URLs. `org_urlpatterns` are mounted under /o/<org_slug>/ (see config/urls.py)."""
+"""Org URLs. `org_urlpatterns` are mounted under /o/<org_slug>/ (see config/urls.py);
+every view there is built on orgs.tenancy.OrgMixin."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
-org_urlpatterns: list[URLPattern | URLResolver] = []
+from orgs import views
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("orgs/new/", views.OrgCreateView.as_view(), name="org_create"),
+    path("onboarding/", views.OrgCreateView.as_view(), name="onboarding"),
+    path("orgs/switch/", views.OrgSwitchView.as_view(), name="org_switch"),
+    path("invitations/<str:token>/", views.InvitationView.as_view(), name="invitation"),
+]
+
+org_urlpatterns: list[URLPattern | URLResolver] = [
+    path("", views.OrgOverviewView.as_view(), name="org_overview"),
+    path("members/", views.MembersView.as_view(), name="org_members"),
+    path("members/invite/", views.MemberInviteView.as_view(), name="org_member_invite"),
+    path("members/leave/", views.MemberLeaveView.as_view(), name="org_member_leave"),
+    path(
+        "members/<str:member_id>/role/",
+        views.MemberRoleView.as_view(),
+        name="org_member_role",
+    ),
+    path(
+        "members/<str:member_id>/remove/",
+        views.MemberRemoveView.as_view(),
+        name="org_member_remove",
+    ),
+    path(
+        "invitations/<str:invitation_id>/resend/",
+        views.InvitationResendView.as_view(),
+        name="org_invitation_resend",
+    ),
+    path(
+        "invitations/<str:invitation_id>/cancel/",
+        views.InvitationCancelView.as_view(),
+        name="org_invitation_cancel",
+    ),
+    path("settings/", views.SettingsView.as_view(), name="org_settings"),
+    path(
+        "settings/transfer/",
+        views.OwnershipTransferView.as_view(),
+        name="org_ownership_transfer",
+    ),
+    path("settings/delete/", views.OrgDeleteView.as_view(), name="org_delete"),
+]

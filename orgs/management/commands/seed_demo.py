@@ -9,9 +9,11 @@ from django.db import transaction
 
 from accounts.models import User
 from orgs.models import KycStatus, Membership, Organization, Role
+from orgs.services import org_create
 
 DEMO_OWNER_EMAIL = "owner@demo.latchkey.test"
 DEMO_ORG_SLUG = "demo"
+DEMO_ORG_NAME = "Demo Inc."
 
 
 class Command(BaseCommand):
@@ -19,11 +21,24 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
-        owner, _ = User.objects.get_or_create(email=DEMO_OWNER_EMAIL)
-        org, created = Organization.objects.get_or_create(
-            slug=DEMO_ORG_SLUG,
-            defaults={"name": "Demo Inc.", "kyc_status": KycStatus.APPROVED},
-        )
-        Membership.objects.get_or_create(org=org, user=owner, defaults={"role": Role.OWNER})
-        verb = "Created" if created else "Kept"
-        self.stdout.write(f"{verb} demo org '{org.slug}' owned by {owner.email}.")
+        owner = User.objects.filter(email=DEMO_OWNER_EMAIL).first()
+        if owner is None:
+            owner = User.objects.create_user(DEMO_OWNER_EMAIL)
+        org = Organization.objects.filter(slug=DEMO_ORG_SLUG).first()
+        if org is None:
+            org = org_create(
+                name=DEMO_ORG_NAME,
+                slug=DEMO_ORG_SLUG,
+                owner=owner,
+                kyc_status=KycStatus.APPROVED,
+            )
+            self.stdout.write(f"Created demo org '{org.slug}' owned by {owner.email}.")
+            return
+        # Already there: make sure the demo owner still owns it, change nothing else.
+        membership = Membership.objects.filter(org=org, user=owner).first()
+        if membership is None:
+            Membership.objects.create(org=org, user=owner, role=Role.OWNER)
+        elif membership.role != Role.OWNER:
+            membership.role = Role.OWNER
+            membership.save(update_fields=["role"])
+        self.stdout.write(f"Kept demo org '{org.slug}' owned by {owner.email}.")

@@ -1,0 +1,79 @@
+"""Dashboard forms for organisations and members. They parse input; the rules live in
+services (which raise OrgError / MembershipError with a message for the user)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from orgs.models import Role
+from orgs.services import NAME_MAX_LENGTH
+
+
+class OrgCreateForm(forms.Form):
+    name = forms.CharField(
+        max_length=NAME_MAX_LENGTH,
+        widget=forms.TextInput(attrs={"autofocus": True, "autocomplete": "organization"}),
+    )
+    slug = forms.CharField(
+        max_length=50,
+        required=False,
+        help_text="Used in your dashboard's address (/o/your-slug/). Leave blank to derive it "
+        "from the name; you can change it later.",
+    )
+
+
+def _role_choices(roles: list[str]) -> list[tuple[str, str]]:
+    return [(role, Role(role).label) for role in roles]
+
+
+class InviteForm(forms.Form):
+    email = forms.EmailField(max_length=254, widget=forms.EmailInput(attrs={"autocomplete": "off"}))
+    role = forms.ChoiceField(choices=())
+
+    def __init__(self, *args: Any, roles: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        role_field = self.fields["role"]
+        assert isinstance(role_field, forms.ChoiceField)
+        role_field.choices = _role_choices(roles)
+        if Role.MEMBER in roles:
+            role_field.initial = Role.MEMBER
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=_role_choices(list(Role.values)))
+
+
+class SettingsForm(forms.Form):
+    name = forms.CharField(max_length=NAME_MAX_LENGTH)
+    slug = forms.CharField(
+        max_length=50,
+        help_text="Changing it changes every dashboard address of this organisation; old "
+        "links stop working.",
+    )
+    require_two_factor = forms.BooleanField(
+        required=False,
+        label="Require two-factor for all members",
+        help_text="Members without a second factor are sent to enrol one before they can use "
+        "this organisation. Only owners can change this.",
+    )
+
+    def __init__(self, *args: Any, can_change_two_factor: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not can_change_two_factor:
+            self.fields["require_two_factor"].disabled = True
+
+
+class DeleteOrgForm(forms.Form):
+    confirm_slug = forms.CharField(max_length=50, label="Type the organisation's slug to confirm")
+
+
+class TransferOwnershipForm(forms.Form):
+    membership = forms.ChoiceField(choices=(), label="New owner")
+
+    def __init__(self, *args: Any, candidates: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["membership"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = candidates

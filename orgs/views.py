@@ -1,0 +1,453 @@
+"""Organisation pages: onboarding, overview, members and invitations, settings.
+
+Every page under /o/<org_slug>/ is built on `orgs.tenancy.OrgMixin` and declares its
+`required_role`; finer rules (who may change whose role, the last owner) live in
+`orgs.services` / `orgs.roles` and come back here as `OrgError` messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.mixins import LoginRequiredMixin
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import redirect, render
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.cache import never_cache
+
+from accounts.models import User
+from orgs import roles, selectors, services
+from orgs.forms import (
+    DeleteOrgForm,
+    InviteForm,
+    OrgCreateForm,
+    RoleForm,
+    SettingsForm,
+    TransferOwnershipForm,
+)
+from orgs.models import InvitationStatus, Membership, Role
+from orgs.services import OrgError
+from orgs.tenancy import OrgMixin, OrgView
+
+
+def _user(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
+def _members_url(slug: str) -> str:
+    return f"/o/{slug}/members/"
+
+
+# --- Onboarding and switching ------------------------------------------------------------
+
+
+class OrgCreateView(LoginRequiredMixin, View):
+    """Create an organisation; its creator becomes the owner."""
+
+    template_name = "orgs/org_create.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self._render(request, OrgCreateForm())
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = OrgCreateForm(request.POST)
+        if not form.is_valid():
+            return self._render(request, form)
+        name = form.cleaned_data["name"]
+        slug = form.cleaned_data["slug"] or selectors.org_slug_suggest(name=name)
+        try:
+            org = services.org_create(name=name, slug=slug, owner=_user(request), request=request)
+        except OrgError as error:
+            field = "slug" if error.code.startswith("slug") else "name"
+            form.add_error(field, error.message)
+            return self._render(request, form)
+        messages.success(request, f"{org.name} is ready. You are its owner.")
+        return redirect(f"/o/{org.slug}/")
+
+    def _render(self, request: HttpRequest, form: OrgCreateForm) -> HttpResponse:
+        has_orgs = selectors.membership_first_for_user(user=_user(request)) is not None
+        return render(request, self.template_name, {"form": form, "has_orgs": has_orgs})
+
+
+class OrgSwitchView(LoginRequiredMixin, View):
+    """The shell's org switcher submits here (GET ?org=<slug>); the org page itself
+    checks membership, so an unknown slug ends in the usual 404."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        slug = request.GET.get("org", "")
+        try:
+            slug = services.clean_slug(slug)
+        except OrgError:
+            return redirect("home")
+        return redirect(f"/o/{slug}/")
+
+
+# --- Invitations (the link in the email) -------------------------------------------------
+
+
+@method_decorator(never_cache, name="dispatch")
+class InvitationView(View):
+    """The page an invitation email links to. The token is in the URL, so the page sends
+    no referrer and is never cached."""
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = super().dispatch(request, *args, **kwargs)
+        response["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def get(self, request: HttpRequest, token: str) -> HttpResponse:
+        invitation = selectors.invitation_get_by_token(token=token)
+        if invitation is None or not invitation.is_usable:
+            return self._invalid(request, invitation.status if invitation else None)
+        path = f"/invitations/{token}/"
+        context: dict[str, Any] = {
+            "invitation": invitation,
+            "role_label": Role(invitation.role).label,
+        }
+        if not request.user.is_authenticated:
+            context["login_url"] = "/login/?" + urlencode({"next": path, "email": invitation.email})
+            return render(request, "orgs/invitation_signin.html", context)
+        user = _user(request)
+        if user.email != invitation.email:
+            return render(request, "orgs/invitation_not_yours.html", context, status=403)
+        return render(request, "orgs/invitation_accept.html", context)
+
+    def post(self, request: HttpRequest, token: str) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return redirect(f"/invitations/{token}/")
+        try:
+            membership = services.invitation_accept(
+                token=token, user=_user(request), request=request
+            )
+        except services.InvitationError as error:
+            if error.code == "invitation_not_yours":
+                invitation = selectors.invitation_get_by_token(token=token)
+                context = {
+                    "invitation": invitation,
+                    "role_label": Role(invitation.role).label if invitation else "",
+                }
+                return render(request, "orgs/invitation_not_yours.html", context, status=403)
+            return self._invalid(request, None)
+        messages.success(
+            request,
+            f"Welcome to {membership.org.name}. You joined as {Role(membership.role).label}.",
+        )
+        return redirect(f"/o/{membership.org.slug}/")
+
+    def _invalid(self, request: HttpRequest, status: str | None) -> HttpResponse:
+        return render(
+            request,
+            "orgs/invitation_invalid.html",
+            {"status": status, "statuses": InvitationStatus},
+            status=404,
+        )
+
+
+# --- Overview ------------------------------------------------------------------------------
+
+
+class OrgOverviewView(OrgView):
+    required_role = Role.MEMBER
+    template_name = "orgs/org_overview.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context["counts"] = selectors.membership_counts(org=self.org)
+        context["limits"] = self.org.limits
+        context["events"] = selectors.audit_event_list_recent(org=self.org, limit=10)
+        if self.membership.has_role(Role.ADMIN):
+            context["pending_invitations"] = selectors.invitation_count_pending(org=self.org)
+        return context
+
+
+# --- Members ---------------------------------------------------------------------------------
+
+
+class MembersView(OrgView):
+    """Everyone sees the member list; admins and owners also see the invite form, the
+    pending invitations and the controls their role allows."""
+
+    required_role = Role.MEMBER
+    template_name = "orgs/members_list.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        actor = self.membership
+        assignable = roles.assignable_roles(actor) if roles.can_manage_members(actor) else []
+        rows = []
+        for membership in selectors.membership_list(org=self.org):
+            manageable = roles.can_manage(actor, membership)
+            rows.append(
+                {
+                    "membership": membership,
+                    "is_you": membership.pk == actor.pk,
+                    "can_manage": manageable,
+                    "role_choices": [(r, Role(r).label) for r in assignable] if manageable else [],
+                }
+            )
+        context["rows"] = rows
+        if assignable:
+            context["invite_form"] = kwargs.get("invite_form") or InviteForm(roles=assignable)
+            context["invitations"] = [
+                {
+                    "invitation": invitation,
+                    "expired": invitation.status == InvitationStatus.EXPIRED,
+                    "can_manage": roles.can_assign(actor, invitation.role),
+                }
+                for invitation in selectors.invitation_list_pending(org=self.org)
+            ]
+        return context
+
+
+class MemberInviteView(OrgView):
+    """The invite form on its own page (also where an invalid invite is shown again)."""
+
+    required_role = Role.ADMIN
+    template_name = "orgs/member_invite.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context.setdefault("form", InviteForm(roles=roles.assignable_roles(self.membership)))
+        return context
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = InviteForm(request.POST, roles=roles.assignable_roles(self.membership))
+        if form.is_valid():
+            try:
+                invitation = services.member_invite(
+                    org=self.org,
+                    email=form.cleaned_data["email"],
+                    role=form.cleaned_data["role"],
+                    invited_by=_user(request),
+                    request=request,
+                )
+            except OrgError as error:
+                form.add_error("email", error.message)
+            else:
+                messages.success(
+                    request,
+                    f"Invitation sent to {invitation.email}. It expires in 7 days.",
+                )
+                return redirect(_members_url(self.org.slug))
+        return self.render_to_response(self.get_context_data(form=form), status=400)
+
+
+class MemberActionView(OrgMixin, View):
+    """Base for the POST actions on one member, looked up inside this org only."""
+
+    required_role = Role.ADMIN
+
+    def get_target(self, member_id: str) -> Membership:
+        return selectors.membership_get(org=self.org, public_id=member_id)
+
+
+class MemberRoleView(MemberActionView):
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, member_id: str) -> HttpResponse:
+        target = self.get_target(member_id)
+        form = RoleForm(request.POST)
+        if not form.is_valid():
+            messages.error(request, "Choose a valid role.")
+            return redirect(_members_url(self.org.slug))
+        try:
+            services.membership_change_role(
+                membership=target,
+                role=form.cleaned_data["role"],
+                actor_membership=self.membership,
+                request=request,
+            )
+        except OrgError as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(
+                request, f"{target.user.email} is now {Role(target.role).label.lower()}."
+            )
+        return redirect(_members_url(self.org.slug))
+
+
+class MemberRemoveView(MemberActionView):
+    """GET asks for confirmation; POST removes."""
+
+    template_name = "orgs/member_remove.html"
+
+    def get(self, request: HttpRequest, member_id: str) -> HttpResponse:
+        target = self.get_target(member_id)
+        context = {
+            "org": self.org,
+            "membership": self.membership,
+            "target": target,
+            "allowed": roles.can_manage(self.membership, target),
+        }
+        return render(request, self.template_name, context)
+
+    def post(self, request: HttpRequest, member_id: str) -> HttpResponse:
+        target = self.get_target(member_id)
+        try:
+            services.membership_remove(
+                membership=target, actor_membership=self.membership, request=request
+            )
+        except OrgError as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(request, f"{target.user.email} was removed.")
+        return redirect(_members_url(self.org.slug))
+
+
+class MemberLeaveView(OrgMixin, View):
+    """GET asks for confirmation; POST leaves the org."""
+
+    required_role = Role.MEMBER
+    template_name = "orgs/member_leave.html"
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        context = {
+            "org": self.org,
+            "membership": self.membership,
+            "last_owner": self.membership.role == Role.OWNER
+            and selectors.membership_counts(org=self.org)["owners"] <= 1,
+        }
+        return render(request, self.template_name, context)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        try:
+            services.membership_leave(membership=self.membership, request=request)
+        except OrgError as error:
+            messages.error(request, error.message)
+            return redirect(_members_url(self.org.slug))
+        messages.success(request, f"You left {self.org.name}.")
+        return redirect("home")
+
+
+class InvitationActionView(OrgMixin, View):
+    required_role = Role.ADMIN
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, invitation_id: str) -> HttpResponse:
+        invitation = selectors.invitation_get(org=self.org, public_id=invitation_id)
+        try:
+            self.act(request, invitation)
+        except OrgError as error:
+            messages.error(request, error.message)
+        return redirect(_members_url(self.org.slug))
+
+    def act(self, request: HttpRequest, invitation: Any) -> None:
+        raise NotImplementedError
+
+
+class InvitationResendView(InvitationActionView):
+    def act(self, request: HttpRequest, invitation: Any) -> None:
+        services.invitation_resend(
+            invitation=invitation, actor_membership=self.membership, request=request
+        )
+        messages.success(request, f"Invitation sent again to {invitation.email}.")
+
+
+class InvitationCancelView(InvitationActionView):
+    def act(self, request: HttpRequest, invitation: Any) -> None:
+        services.invitation_cancel(
+            invitation=invitation, actor_membership=self.membership, request=request
+        )
+        messages.success(request, f"Invitation to {invitation.email} cancelled.")
+
+
+# --- Settings ----------------------------------------------------------------------------
+
+
+class SettingsView(OrgView):
+    required_role = Role.ADMIN
+    template_name = "orgs/org_settings.html"
+
+    def _settings_form(self, data: Any = None) -> SettingsForm:
+        return SettingsForm(
+            data,
+            initial={
+                "name": self.org.name,
+                "slug": self.org.slug,
+                "require_two_factor": self.org.require_two_factor,
+            },
+            can_change_two_factor=roles.can_change_two_factor_policy(self.membership),
+        )
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        context.setdefault("form", self._settings_form())
+        if self.membership.role == Role.OWNER:
+            candidates = [
+                (m.public_id, f"{m.user.email} ({Role(m.role).label})")
+                for m in selectors.membership_list(org=self.org)
+                if m.role != Role.OWNER
+            ]
+            context.setdefault("transfer_form", TransferOwnershipForm(candidates=candidates))
+            context.setdefault("delete_form", DeleteOrgForm())
+        return context
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = self._settings_form(request.POST)
+        if form.is_valid():
+            try:
+                org = services.org_update_settings(
+                    org=self.org,
+                    name=form.cleaned_data["name"],
+                    slug=form.cleaned_data["slug"],
+                    require_two_factor=form.cleaned_data["require_two_factor"],
+                    actor=self.membership,
+                    request=request,
+                )
+            except OrgError as error:
+                field = "slug" if error.code.startswith("slug") else None
+                form.add_error(field, error.message)
+            else:
+                messages.success(request, "Settings saved.")
+                return redirect(f"/o/{org.slug}/settings/")
+        # The org object may carry rejected values; show the saved ones in the shell.
+        self.org.refresh_from_db()
+        return self.render_to_response(self.get_context_data(form=form), status=400)
+
+
+class OwnershipTransferView(OrgMixin, View):
+    required_role = Role.OWNER
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        target = selectors.membership_get(
+            org=self.org, public_id=request.POST.get("membership", "")
+        )
+        try:
+            services.ownership_transfer(
+                org=self.org,
+                to_membership=target,
+                actor_membership=self.membership,
+                request=request,
+            )
+        except OrgError as error:
+            messages.error(request, error.message)
+        else:
+            messages.success(
+                request, f"{target.user.email} is now the owner. You are now an admin."
+            )
+        return redirect(f"/o/{self.org.slug}/settings/")
+
+
+class OrgDeleteView(OrgMixin, View):
+    required_role = Role.OWNER
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        form = DeleteOrgForm(request.POST)
+        confirm = form.cleaned_data["confirm_slug"] if form.is_valid() else ""
+        name = self.org.name
+        try:
+            services.org_delete(
+                org=self.org, actor=self.membership, confirm_slug=confirm, request=request
+            )
+        except OrgError as error:
+            messages.error(request, error.message)
+            return redirect(f"/o/{self.org.slug}/settings/")
+        messages.success(request, f"{name} was deleted.")
+        return redirect("home")
