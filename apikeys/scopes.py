@@ -174,3 +174,13 @@ def missing_scopes(granted: Iterable[str], requested: Iterable[str]) -> list[str
     """The requested scopes that `granted` does not cover (for key-creates-key checks)."""
     granted_list = list(granted)
     return [scope for scope in requested if not has_scope(granted_list, scope)]
+
+
+def summarize(scopes: Iterable[str]) -> list[str]:
+    """Scopes as people read them: `<r>:write` stands for itself and its read."""
+    scope_set = set(scopes)
+    return sorted(
+        s
+        for s in scope_set
+        if not (s.endswith(f":{READ}") and s[: -len(READ)] + WRITE in scope_set)
+    )

@@ -1,5 +1,14 @@
 """API-key dashboard URLs, mounted under /o/<org_slug>/ (see config/urls.py)."""
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-org_urlpatterns: list[URLPattern | URLResolver] = []
+from apikeys import views
+
+org_urlpatterns: list[URLPattern | URLResolver] = [
+    path("api-keys/", views.ApiKeyListView.as_view(), name="apikey-list"),
+    path("api-keys/new/", views.ApiKeyCreateView.as_view(), name="apikey-create"),
+    path("api-keys/<str:key_id>/", views.ApiKeyDetailView.as_view(), name="apikey-detail"),
+    path("api-keys/<str:key_id>/rotate/", views.ApiKeyRotateView.as_view(), name="apikey-rotate"),
+    path("api-keys/<str:key_id>/revoke/", views.ApiKeyRevokeView.as_view(), name="apikey-revoke"),
+    path("api-keys/<str:key_id>/delete/", views.ApiKeyDeleteView.as_view(), name="apikey-delete"),
+]

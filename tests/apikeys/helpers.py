@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from unittest import mock
 
+from django.utils import timezone
+
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
 from orgs.models import Organization
@@ -27,8 +29,10 @@ class FrozenClock:
 
 
 @contextmanager
-def frozen_clock(start: datetime) -> Iterator[FrozenClock]:
-    clock = FrozenClock(start)
+def frozen_clock(start: datetime | None = None) -> Iterator[FrozenClock]:
+    """Freeze the clock at `start` (default: the real present, so signed-in sessions,
+    which expire by the same clock, stay valid)."""
+    clock = FrozenClock(start or timezone.now().replace(microsecond=0))
     with mock.patch("django.utils.timezone.now", clock):
         yield clock
 

@@ -16,7 +16,6 @@ from apikeys.services import (
     KeyNotActive,
     OrgSuspended,
     ScopeNotAllowed,
-    apikey_create,
     apikey_delete,
     apikey_revoke,
     apikey_rotate,
@@ -217,8 +216,6 @@ def test_system_keys_need_a_platform_owner_and_system_scopes(db: None) -> None:
     owner = UserFactory.create(platform_role=PlatformRole.PLATFORM_OWNER)
     with pytest.raises(InvalidKeyInput):
         system_apikey_create(name="ops", scopes=["members:read"], created_by=owner)
-    key, secret = system_apikey_create(
-        name="ops", scopes=["platform_kyc:write"], created_by=owner
-    )
+    key, secret = system_apikey_create(name="ops", scopes=["platform_kyc:write"], created_by=owner)
     assert secret.startswith("lk_sys_") and key.org is None and key.environment == "sys"
     assert key.scopes == ["platform_kyc:read", "platform_kyc:write"]

@@ -1,0 +1,79 @@
+"""Dashboard forms for API keys. Choices come from the scope registry at form build time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from django import forms
+from django.utils import timezone
+
+from apikeys.scopes import scope_choices
+from apikeys.services import DEFAULT_GRACE, NAME_MAX_LENGTH
+
+ENVIRONMENT_CHOICES = [("test", "Test"), ("live", "Live")]
+
+EXPIRY_NEVER = "never"
+EXPIRY_CUSTOM = "custom"
+EXPIRY_CHOICES = [
+    (EXPIRY_NEVER, "No expiry"),
+    ("7", "7 days"),
+    ("30", "30 days"),
+    ("90", "90 days"),
+    ("365", "1 year"),
+    (EXPIRY_CUSTOM, "On a date…"),
+]
+
+GRACE_CHOICES: list[tuple[str, str, timedelta]] = [
+    ("0", "Immediately (no grace period)", timedelta(0)),
+    ("3600", "In 1 hour", timedelta(hours=1)),
+    ("86400", "In 24 hours", timedelta(hours=24)),
+    ("259200", "In 3 days", timedelta(days=3)),
+    ("604800", "In 7 days", timedelta(days=7)),
+]
+DEFAULT_GRACE_VALUE = str(int(DEFAULT_GRACE.total_seconds()))
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=NAME_MAX_LENGTH, strip=True)
+    environment = forms.ChoiceField(choices=ENVIRONMENT_CHOICES, initial="test")
+    expiry = forms.ChoiceField(choices=EXPIRY_CHOICES, initial=EXPIRY_NEVER, required=False)
+    expires_on = forms.DateField(required=False)
+    scope = forms.MultipleChoiceField(
+        choices=(), required=True, error_messages={"required": "Tick at least one permission."}
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["scope"].choices = scope_choices()  # type: ignore[attr-defined]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        expiry = cleaned.get("expiry") or EXPIRY_NEVER
+        today = timezone.now()
+        expires_at: datetime | None = None
+        if expiry == EXPIRY_CUSTOM:
+            day = cleaned.get("expires_on")
+            if day is None:
+                self.add_error("expires_on", "Pick the date the key expires.")
+            else:
+                # The key works through the whole chosen day (UTC).
+                expires_at = datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
+                if expires_at <= today:
+                    self.add_error("expires_on", "Pick a date from today on.")
+        elif expiry != EXPIRY_NEVER:
+            expires_at = today + timedelta(days=int(expiry))
+        cleaned["expires_at"] = expires_at
+        return cleaned
+
+
+class ApiKeyRotateForm(forms.Form):
+    grace = forms.ChoiceField(
+        choices=[(value, label) for value, label, _ in GRACE_CHOICES],
+        initial=DEFAULT_GRACE_VALUE,
+    )
+
+    @property
+    def grace_delta(self) -> timedelta:
+        value = self.cleaned_data["grace"]
+        return next(delta for v, _, delta in GRACE_CHOICES if v == value)

@@ -1,0 +1,147 @@
+"""The key format of SPEC section 5: shape, checksum, digest, display form."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import string
+import zlib
+
+import pytest
+from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from apikeys.keys import (
+    BASE62,
+    checksum,
+    display_form,
+    generate_secret,
+    key_digest,
+    parse_key,
+)
+
+ENVS = st.sampled_from(["live", "test", "sys"])
+
+
+def reference_checksum(text: str) -> str:
+    """The SPEC's definition, written independently of the implementation."""
+    n = zlib.crc32(text.encode("utf-8"))
+    out = ""
+    while n:
+        out = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"[n % 62] + out
+        n //= 62
+    return out.rjust(6, "0")
+
+
+def test_known_checksum_vector() -> None:
+    body = "0" * 32
+    # crc32(b"lk_test_000...0") in base62, padded to 6.
+    assert checksum("lk", "test", body) == reference_checksum(f"lk_test_{body}")
+    assert parse_key(f"lk_test_{body}{reference_checksum(f'lk_test_{body}')}") is not None
+
+
+@pytest.mark.parametrize("env", ["live", "test", "sys"])
+def test_generated_key_shape(env: str) -> None:
+    raw = generate_secret(env)
+    prefix, key_env, rest = raw.split("_", 2)
+    assert (prefix, key_env) == ("lk", env)
+    assert len(rest) == 38 and all(c in BASE62 for c in rest)
+    parsed = parse_key(raw)
+    assert parsed is not None
+    assert parsed.environment == env and parsed.body == rest[:32] and parsed.checksum == rest[32:]
+    assert parsed.checksum == reference_checksum(f"lk_{env}_{rest[:32]}")
+    assert parsed.raw == raw
+
+
+def test_unknown_environment_is_refused() -> None:
+    with pytest.raises(ValueError):
+        generate_secret("prod")
+
+
+@override_settings(API_KEY_PREFIX="acme")
+def test_prefix_comes_from_settings() -> None:
+    raw = generate_secret("test")
+    assert raw.startswith("acme_test_") and parse_key(raw) is not None
+    with override_settings(API_KEY_PREFIX="lk"):
+        assert parse_key(raw) is None
+
+
+@settings(max_examples=300)
+@given(env=ENVS)
+def test_generated_keys_always_parse(env: str) -> None:
+    raw = generate_secret(env)
+    parsed = parse_key(raw)
+    assert parsed is not None and parsed.environment == env
+
+
+@settings(max_examples=500)
+@given(st.one_of(st.text(max_size=300), st.binary(max_size=60), st.none(), st.integers()))
+def test_parse_never_raises_and_accepts_only_well_formed_keys(raw: object) -> None:
+    parsed = parse_key(raw)
+    if parsed is not None:
+        assert isinstance(raw, str)
+        assert parsed.raw == raw
+        assert parsed.checksum == reference_checksum(raw[:-6])
+
+
+@settings(max_examples=500)
+@given(
+    env=ENVS,
+    body=st.text(alphabet=BASE62, min_size=32, max_size=32),
+    tail=st.text(max_size=8),
+)
+def test_parse_accepts_exactly_the_right_checksum(env: str, body: str, tail: str) -> None:
+    base = f"lk_{env}_{body}"
+    good = base + reference_checksum(base)
+    assert parse_key(good) is not None
+    if tail:
+        assert parse_key(good + tail) is None
+    candidate = base + (tail + "000000")[:6]
+    assert (parse_key(candidate) is not None) == (candidate == good)
+
+
+MUTATION_ALPHABET = BASE62 + "_-.:/ \u0660\uff10\u00e9!" + string.punctuation
+
+
+@settings(max_examples=500)
+@given(env=ENVS, body=st.text(alphabet=BASE62, min_size=32, max_size=32), data=st.data())
+def test_every_single_character_mutation_is_rejected(
+    env: str, body: str, data: st.DataObject
+) -> None:
+    raw = f"lk_{env}_{body}" + reference_checksum(f"lk_{env}_{body}")
+    assert parse_key(raw) is not None
+    position = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+    replacement = data.draw(st.sampled_from(MUTATION_ALPHABET).filter(lambda c: c != raw[position]))
+    mutated = raw[:position] + replacement + raw[position + 1 :]
+    assert parse_key(mutated) is None
+    # Dropping or doubling one character breaks the shape as well.
+    assert parse_key(raw[:position] + raw[position + 1 :]) is None
+    assert parse_key(raw[:position] + raw[position] + raw[position:]) is None
+
+
+def test_case_and_whitespace_variants_are_rejected() -> None:
+    raw = generate_secret("live")
+    for variant in (raw.upper(), raw.swapcase(), f" {raw}", f"{raw}\n", raw + "\x00"):
+        assert parse_key(variant) is None
+    assert parse_key("LK" + raw[2:]) is None
+    assert parse_key(raw.replace("_live_", "_prod_")) is None
+
+
+def test_digest_is_hmac_sha256_with_the_pepper() -> None:
+    raw = generate_secret("test")
+    with override_settings(API_KEY_PEPPER="p" * 40):
+        expected = hmac.new(b"p" * 40, raw.encode(), hashlib.sha256).hexdigest()
+        assert key_digest(raw) == expected
+        assert len(key_digest(raw)) == 64
+        with override_settings(API_KEY_PEPPER="q" * 40):
+            assert key_digest(raw) != expected
+    assert key_digest(raw) != hashlib.sha256(raw.encode()).hexdigest()
+
+
+def test_display_form_shows_prefix_env_and_four_plus_four() -> None:
+    raw = generate_secret("live")
+    body = raw[len("lk_live_") : len("lk_live_") + 32]
+    assert display_form(raw) == f"lk_live_{body[:4]}\u2026{body[-4:]}"
+    with pytest.raises(ValueError):
+        display_form("lk_live_nope")

@@ -1,0 +1,317 @@
+"""The API-key dashboard: roles, show-once secrets, tenancy, constant queries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from apikeys.keys import key_digest, parse_key
+from apikeys.models import ApiKey, KeyStatus
+from apikeys.services import apikey_revoke
+from orgs.models import AuditEvent, KycStatus, Organization, Role
+from tests.apikeys.helpers import frozen_clock, make_key
+from tests.conftest import signed_in_client
+from tests.factories import MembershipFactory, UserFactory
+
+
+def url(org: Organization, suffix: str = "") -> str:
+    return f"/o/{org.slug}/api-keys/{suffix}"
+
+
+def create_payload(**overrides: object) -> dict[str, object]:
+    data: dict[str, object] = {
+        "name": "Billing sync",
+        "environment": "test",
+        "expiry": "never",
+        "scope": ["members:write", "usage:read"],
+    }
+    data.update(overrides)
+    return data
+
+
+def secret_in(content: bytes) -> str:
+    html = content.decode()
+    start = html.index('id="api-key-secret">') + len('id="api-key-secret">')
+    return html[start : html.index("<", start)]
+
+
+def test_admin_creates_a_key_and_sees_the_secret_once(
+    admin_client_: Client, org: Organization, admin_user
+) -> None:
+    response = admin_client_.post(url(org, "new/"), create_payload())
+    assert response.status_code == 201
+    assert "no-store" in response["Cache-Control"]
+    secret = secret_in(response.content)
+    assert parse_key(secret) is not None
+    key = ApiKey.objects.get()
+    assert key.digest == key_digest(secret)
+    assert key.scopes == ["members:read", "members:write", "usage:read"]
+    assert key.created_by == admin_user and key.org == org
+    assert b"will not be shown again" in response.content
+    assert b'data-copy-target="api-key-secret"' in response.content
+    # The secret is in no message and in no later page.
+    for page in (url(org), url(org, f"{key.public_id}/")):
+        later = admin_client_.get(page)
+        assert later.status_code == 200
+        assert secret.encode() not in later.content
+        assert key.display.encode() in later.content
+    assert secret not in repr(dict(admin_client_.session.items()))
+
+
+def test_owner_can_create_too(owner_client: Client, org: Organization) -> None:
+    assert owner_client.post(url(org, "new/"), create_payload()).status_code == 201
+
+
+def test_create_form_shows_the_grid_from_the_registry(
+    admin_client_: Client, org: Organization
+) -> None:
+    response = admin_client_.get(url(org, "new/"))
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert '<input type="text" name="name"' in html
+    assert '<select name="environment"' in html
+    for scope in [
+        "organization:read",
+        "organization:write",
+        "members:read",
+        "members:write",
+        "api_keys:read",
+        "api_keys:write",
+        "audit_log:read",
+        "usage:read",
+        "kyc:read",
+        "kyc:write",
+    ]:
+        assert f'name="scope" value="{scope}"' in html
+    assert 'value="audit_log:write"' not in html and 'value="usage:write"' not in html
+    assert "js/scopes.js" in html
+
+
+def test_live_option_is_disabled_and_explained_until_kyc_approved(
+    admin_client_: Client, org: Organization
+) -> None:
+    html = admin_client_.get(url(org, "new/")).content.decode()
+    assert '<option value="live" disabled>' in html
+    assert "available once" in html and "KYC" in html
+    response = admin_client_.post(url(org, "new/"), create_payload(environment="live"))
+    assert response.status_code == 400
+    assert b"KYC" in response.content
+    assert not ApiKey.objects.exists()
+
+    org.kyc_status = KycStatus.APPROVED
+    org.save()
+    html = admin_client_.get(url(org, "new/")).content.decode()
+    assert '<option value="live">' in html
+    response = admin_client_.post(url(org, "new/"), create_payload(environment="live"))
+    assert response.status_code == 201
+    assert secret_in(response.content).startswith("lk_live_")
+
+
+def test_write_implies_read_on_the_server(admin_client_: Client, org: Organization) -> None:
+    admin_client_.post(url(org, "new/"), create_payload(scope=["kyc:write"]))
+    assert ApiKey.objects.get().scopes == ["kyc:read", "kyc:write"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"name": ""}, b"This field is required"),
+        ({"scope": []}, b"Tick at least one permission"),
+        ({"scope": ["usage:write"]}, b"usage:write"),
+        ({"environment": "sys"}, b"not one of the available choices"),
+        ({"expiry": "custom", "expires_on": ""}, b"Pick the date"),
+    ],
+)
+def test_invalid_create_input_rerenders_the_form(
+    admin_client_: Client, org: Organization, payload: dict[str, object], message: bytes
+) -> None:
+    response = admin_client_.post(url(org, "new/"), create_payload(**payload))
+    assert response.status_code == 400
+    assert message in response.content
+    assert b'id="api-key-secret"' not in response.content
+    assert not ApiKey.objects.exists()
+
+
+def test_expiry_presets_and_custom_date(admin_client_: Client, org: Organization) -> None:
+    with frozen_clock() as clock:
+        t0 = clock.now
+        day = (t0 + timedelta(days=45)).date()
+        assert admin_client_.post(url(org, "new/"), create_payload(expiry="30")).status_code == 201
+        response = admin_client_.post(
+            url(org, "new/"), create_payload(expiry="custom", expires_on=day.isoformat())
+        )
+        assert response.status_code == 201
+    first, second = ApiKey.objects.order_by("id")
+    assert first.expires_at == t0 + timedelta(days=30)
+    assert second.expires_at == datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
+
+
+def test_member_sees_masked_list_without_create(member_client: Client, org: Organization) -> None:
+    key, secret = make_key(org)
+    response = member_client.get(url(org))
+    assert response.status_code == 200
+    assert key.display.encode() in response.content
+    assert secret.encode() not in response.content
+    assert b'id="create-api-key"' not in response.content
+    assert b"/api-keys/new/" not in response.content
+    detail = member_client.get(url(org, f"{key.public_id}/"))
+    assert detail.status_code == 200
+    assert b"rotate-form" not in detail.content and b'id="revoke-key"' not in detail.content
+
+
+def test_member_cannot_reach_any_key_action(member_client: Client, org: Organization) -> None:
+    key, _ = make_key(org)
+    assert member_client.get(url(org, "new/")).status_code == 403
+    assert member_client.post(url(org, "new/"), create_payload()).status_code == 403
+    for action in ("rotate", "revoke", "delete"):
+        assert member_client.post(url(org, f"{key.public_id}/{action}/")).status_code == 403
+    assert member_client.get(url(org, f"{key.public_id}/revoke/")).status_code == 403
+    key.refresh_from_db()
+    assert key.status == KeyStatus.ACTIVE and key.deleted_at is None
+    assert ApiKey.objects.count() == 1
+
+
+def test_anonymous_is_sent_to_sign_in(client: Client, org: Organization) -> None:
+    response = client.get(url(org))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_other_orgs_keys_are_404_for_every_page_and_action(
+    admin_client_: Client, org: Organization, other_org: Organization
+) -> None:
+    foreign, _ = make_key(other_org)
+    for suffix in ("", "revoke/", "delete/"):
+        assert admin_client_.get(url(org, f"{foreign.public_id}/{suffix}")).status_code == 404
+    for action in ("rotate", "revoke", "delete"):
+        response = admin_client_.post(url(org, f"{foreign.public_id}/{action}/"))
+        assert response.status_code == 404
+    # Asking through the other org's URL, without a membership there, is a 404 too.
+    assert admin_client_.get(url(other_org)).status_code == 404
+    assert admin_client_.get(url(other_org, f"{foreign.public_id}/")).status_code == 404
+    foreign.refresh_from_db()
+    assert foreign.status == KeyStatus.ACTIVE and foreign.deleted_at is None
+    assert foreign.display.encode() not in admin_client_.get(url(org)).content
+
+
+def test_rotate_shows_new_secret_once_and_keeps_old_key_for_grace(
+    admin_client_: Client, org: Organization
+) -> None:
+    with frozen_clock() as clock:
+        t0 = clock.now
+        key, old_secret = make_key(org)
+        detail = admin_client_.get(url(org, f"{key.public_id}/")).content.decode()
+        assert '<option value="86400" selected>' in detail
+        response = admin_client_.post(url(org, f"{key.public_id}/rotate/"), {"grace": "3600"})
+        assert response.status_code == 201
+        assert "no-store" in response["Cache-Control"]
+        new_secret = secret_in(response.content)
+        assert new_secret != old_secret and parse_key(new_secret) is not None
+        successor = ApiKey.objects.get(digest=key_digest(new_secret))
+        key.refresh_from_db()
+        assert successor.predecessor == key
+        assert key.expires_at == t0 + timedelta(hours=1)
+        listing = admin_client_.get(url(org)).content.decode()
+        assert 'data-status="expiring"' in listing
+        assert new_secret not in listing
+        clock.advance(timedelta(hours=1))
+        listing = admin_client_.get(url(org)).content.decode()
+        assert 'data-status="expired"' in listing
+    assert admin_client_.get(url(org, f"{key.public_id}/rotate/")).status_code == 405
+
+
+def test_rotate_rejects_an_unlisted_grace(admin_client_: Client, org: Organization) -> None:
+    key, _ = make_key(org)
+    response = admin_client_.post(url(org, f"{key.public_id}/rotate/"), {"grace": "999999"})
+    assert response.status_code == 302
+    assert ApiKey.objects.count() == 1
+
+
+def test_revoked_key_cannot_be_rotated_from_the_dashboard(
+    admin_client_: Client, org: Organization
+) -> None:
+    key, _ = make_key(org)
+    apikey_revoke(key=key)
+    response = admin_client_.post(url(org, f"{key.public_id}/rotate/"), {"grace": "0"})
+    assert response.status_code == 302
+    assert b"revoked key cannot be rotated" in admin_client_.get(response["Location"]).content
+    assert ApiKey.objects.count() == 1
+
+
+def test_revoke_confirms_then_is_immediate(admin_client_: Client, org: Organization) -> None:
+    key, _ = make_key(org)
+    confirm = admin_client_.get(url(org, f"{key.public_id}/revoke/"))
+    assert confirm.status_code == 200 and b'id="confirm-revoke"' in confirm.content
+    key.refresh_from_db()
+    assert key.revoked_at is None
+    response = admin_client_.post(url(org, f"{key.public_id}/revoke/"))
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.status == KeyStatus.REVOKED
+    detail = admin_client_.get(response["Location"]).content.decode()
+    assert 'data-status="revoked"' in detail
+    assert "api_key.revoked" in detail
+
+
+def test_delete_removes_from_list_and_keeps_audit(admin_client_: Client, org: Organization) -> None:
+    key, _ = make_key(org)
+    response = admin_client_.post(url(org, f"{key.public_id}/delete/"))
+    assert response.status_code == 302 and response["Location"] == url(org)
+    assert key.display.encode() not in admin_client_.get(url(org)).content
+    assert admin_client_.get(url(org, f"{key.public_id}/")).status_code == 404
+    actions = set(
+        AuditEvent.objects.filter(target_id=key.public_id).values_list("action", flat=True)
+    )
+    assert actions == {"api_key.created", "api_key.deleted"}
+
+
+def test_detail_shows_scopes_history_and_usage_placeholder(
+    admin_client_: Client, org: Organization, admin_user
+) -> None:
+    admin_client_.post(url(org, "new/"), create_payload(scope=["kyc:write", "audit_log:read"]))
+    key = ApiKey.objects.get()
+    html = admin_client_.get(url(org, f"{key.public_id}/")).content.decode()
+    assert 'data-scope="kyc:write"' in html and 'data-scope="kyc:read"' in html
+    assert 'data-scope="audit_log:read"' in html and 'data-scope="members:read"' not in html
+    assert "api_key.created" in html and admin_user.email in html
+    assert 'id="key-usage"' in html and "once the key is used" in html
+
+
+def test_list_query_count_is_constant_for_1_and_500_keys(
+    member_client: Client, org: Organization
+) -> None:
+    creator = UserFactory.create(email="creator@acme.test")
+    MembershipFactory.create(org=org, user=creator, role=Role.ADMIN)
+    make_key(org, created_by=creator)
+    member_client.get(url(org))  # warm the session and content-type caches
+    with CaptureQueriesContext(connection) as one:
+        assert member_client.get(url(org)).status_code == 200
+
+    users = [UserFactory.create() for _ in range(5)]
+    ApiKey.objects.bulk_create(
+        [
+            ApiKey(
+                org=org,
+                name=f"key {i}",
+                environment="test",
+                scopes=["members:read"],
+                digest=f"{i:064x}",
+                display=f"lk_test_{i:04d}\u2026abcd",
+                created_by=users[i % 5],
+            )
+            for i in range(499)
+        ]
+    )
+    with CaptureQueriesContext(connection) as many:
+        response = member_client.get(url(org))
+    assert response.status_code == 200
+    assert response.content.count(b'class="api-key"') == 500
+    assert len(many.captured_queries) == len(one.captured_queries)
+
+
+def test_another_members_session_in_the_org_sees_the_list(org: Organization, admin_user) -> None:
+    outsider = UserFactory.create(email="outsider@example.com")
+    assert signed_in_client(outsider).get(url(org)).status_code == 404
