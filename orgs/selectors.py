@@ -84,21 +84,31 @@ TWO_FACTOR_DEVICE_MODELS = (
 )
 
 
-def _has_two_factor() -> ExpressionWrapper:
+def _has_two_factor(user_ref: str = "user") -> ExpressionWrapper:
     """One EXISTS term per device model, OR-ed: the members page keeps a constant number
     of queries however many members it lists (django-otp's `devices_for_user` would cost
-    a query per member and device type)."""
+    a query per member and device type). `user_ref` names the user in the outer query."""
     expression: Any = None
     for label in TWO_FACTOR_DEVICE_MODELS:
         try:
             model = apps.get_model(label)
         except LookupError:
             continue
-        term = Exists(model.objects.filter(user=OuterRef("user"), confirmed=True))
+        term = Exists(model.objects.filter(user=OuterRef(user_ref), confirmed=True))
         expression = term if expression is None else expression | term
     if expression is None:
         expression = Q(pk__in=[])
     return ExpressionWrapper(expression, output_field=BooleanField())
+
+
+def user_has_two_factor(*, user: User) -> bool:
+    """Whether the user has a confirmed second factor (one query)."""
+    return bool(
+        User.objects.filter(pk=user.pk)
+        .annotate(has_two_factor=_has_two_factor("pk"))
+        .values_list("has_two_factor", flat=True)
+        .first()
+    )
 
 
 def membership_list(*, org: Organization) -> QuerySet[Membership]:

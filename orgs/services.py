@@ -25,6 +25,7 @@ from orgs.models import (
     Role,
 )
 from orgs.plans import Plan
+from orgs.selectors import user_has_two_factor
 from orgs.tokens import invitation_token_hash, new_invitation_token
 
 # Keys that would carry a secret; an event with one of them in `details` is refused.
@@ -242,8 +243,8 @@ def org_update_settings(
 ) -> Organization:
     """Change the org's name, slug and two-factor policy.
 
-    Invariants: admins and owners only; only an owner changes `require_two_factor`; the
-    slug stays unique. Records `org.settings_changed` with the changed fields only.
+    Invariants: admins and owners only; only an owner changes `require_two_factor`, and
+    only after enrolling a second factor themselves; the slug stays unique. Records `org.settings_changed` with the changed fields only.
     """
     _check_same_org(org, actor)
     if not roles.can_manage_members(actor):
@@ -254,6 +255,17 @@ def org_update_settings(
         actor
     ):
         raise OrgError("Only an owner can change the two-factor requirement.", code="forbidden")
+    if (
+        require_two_factor
+        and not org.require_two_factor
+        and actor is not None
+        and not user_has_two_factor(user=actor.user)
+    ):
+        # Otherwise the owner would lock themselves out of their own org's pages.
+        raise OrgError(
+            "Set up two-factor authentication on your own account before requiring it.",
+            code="two_factor_required",
+        )
     if slug != org.slug and Organization.objects.filter(slug=slug).exclude(pk=org.pk).exists():
         raise OrgError("That slug is already taken.", code="slug_taken")
 
@@ -548,6 +560,9 @@ def membership_change_role(
     _check_same_org(org, actor_membership)
     _lock_org(org)
     membership.refresh_from_db(fields=["role"])
+    if actor_membership is not None:
+        # Judge the actor by their role now, not as loaded before the lock.
+        actor_membership.refresh_from_db(fields=["role"])
     if actor_membership is not None and actor_membership.pk == membership.pk:
         raise MembershipError(
             "You cannot change your own role; ask another owner, or transfer ownership.",
@@ -591,6 +606,9 @@ def membership_remove(
     _check_same_org(org, actor_membership)
     _lock_org(org)
     membership.refresh_from_db(fields=["role"])
+    if actor_membership is not None:
+        # Judge the actor by their role now, not as loaded before the lock.
+        actor_membership.refresh_from_db(fields=["role"])
     if actor_membership is not None and actor_membership.pk == membership.pk:
         raise MembershipError("To leave the organisation, use “Leave” instead.", code="forbidden")
     if not roles.can_manage(actor_membership, membership):

@@ -415,9 +415,11 @@ class OwnershipTransferView(OrgMixin, View):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest) -> HttpResponse:
-        target = selectors.membership_get(
-            org=self.org, public_id=request.POST.get("membership", "")
-        )
+        public_id = request.POST.get("membership", "")
+        if not public_id:
+            messages.error(request, "Choose the member who becomes the owner.")
+            return redirect(f"/o/{self.org.slug}/settings/")
+        target = selectors.membership_get(org=self.org, public_id=public_id)
         try:
             services.ownership_transfer(
                 org=self.org,
