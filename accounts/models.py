@@ -2,10 +2,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+from django_otp.models import Device, ThrottlingMixin, TimestampMixin
+
+from orgs.ids import new_public_id
 
 
 class PlatformRole(models.TextChoices):
@@ -43,7 +48,7 @@ class UserManager(BaseUserManager["User"]):
         return self.create_user(email, password, **extra)
 
 
-class User(AbstractBaseUser, PermissionsMixin):
+class User(AbstractBaseUser, PermissionsMixin):  # type: ignore[django-manager-missing]
     """A person, identified by email. Sign-in is passwordless (magic link, passkey)."""
 
     email = models.EmailField(max_length=254, unique=True)
@@ -81,3 +86,152 @@ class User(AbstractBaseUser, PermissionsMixin):
     @property
     def is_platform_owner(self) -> bool:
         return self.platform_role == PlatformRole.PLATFORM_OWNER
+
+
+def new_passkey_id() -> str:
+    return new_public_id("pk")
+
+
+def new_challenge_id() -> str:
+    return new_public_id("chl")
+
+
+class MagicLinkToken(models.Model):
+    """A sign-in link sent by email. Only the SHA-256 digest of the token is stored.
+
+    `next_url` is the same-site path the sign-in continues to (validated when stored and
+    again when used). A token is single use (`used_at`) and voided by a newer request.
+    """
+
+    email = models.EmailField(max_length=254, db_index=True)
+    token_hash = models.CharField(max_length=64, unique=True)
+    next_url = models.CharField(max_length=1024, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"sign-in link for {self.email}"
+
+
+class PasskeyUserHandle(models.Model):
+    """The random 64-byte WebAuthn user handle of a user (base64url), one per user.
+
+    Authenticators store it with a discoverable credential and return it at sign-in; it
+    reveals nothing about the account (unlike an email or a database id).
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="passkey_handle"
+    )
+    handle = models.CharField(max_length=88, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"passkey handle of user {self.user_id}"
+
+
+class PasskeyDevice(TimestampMixin, Device):
+    """A WebAuthn credential, registered as a django-otp device.
+
+    Being a django-otp device lets a passkey verify the session exactly like TOTP does
+    (`django_otp.login`), so `request.user.is_verified()` holds after a passkey.
+    """
+
+    # django-otp's Device is untyped, so the field types are spelled out for mypy.
+    public_id: models.CharField[str, str] = models.CharField(
+        max_length=32, unique=True, default=new_passkey_id, editable=False
+    )
+    credential_id: models.CharField[str, str] = models.CharField(max_length=1400, unique=True)
+    public_key: models.BinaryField[bytes, bytes] = models.BinaryField()
+    sign_count: models.PositiveBigIntegerField[int, int] = models.PositiveBigIntegerField(default=0)
+    transports = models.JSONField(default=list, blank=True)
+    aaguid: models.CharField[str, str] = models.CharField(max_length=36, blank=True)
+    backed_up: models.BooleanField[bool, bool] = models.BooleanField(default=False)
+
+    class Meta(Device.Meta):
+        verbose_name = "passkey"
+        ordering = ["created_at", "id"]
+
+    def verify_token(self, token: Any) -> bool:
+        # A passkey proves itself through a WebAuthn assertion, never a typed token.
+        return False
+
+
+class RecoveryCodeDevice(ThrottlingMixin, TimestampMixin, Device):
+    """The user's set of single-use recovery codes (one device per user).
+
+    Codes are stored only as keyed digests (`RecoveryCode.code_hash`); a code is consumed by
+    a successful verification. Failed attempts are throttled with exponential backoff.
+    """
+
+    class Meta(Device.Meta):
+        verbose_name = "recovery code set"
+
+    def get_throttle_factor(self) -> int:
+        return int(getattr(settings, "OTP_RECOVERY_THROTTLE_FACTOR", 1))
+
+    def verify_token(self, token: Any) -> bool:
+        from accounts.recovery import recovery_code_digest
+
+        allowed, _ = self.verify_is_allowed()
+        if not allowed:
+            return False
+        digest = recovery_code_digest(user_id=self.user_id, code=str(token))
+        matched: RecoveryCode | None = None
+        for candidate in self.codes.filter(used_at__isnull=True):
+            # Compare every candidate so the time taken does not depend on which matched.
+            if constant_time_compare(candidate.code_hash, digest) and matched is None:
+                matched = candidate
+        if matched is None:
+            self.throttle_increment(commit=True)
+            return False
+        matched.used_at = timezone.now()
+        matched.save(update_fields=["used_at"])
+        self.throttle_reset(commit=False)
+        self.set_last_used_timestamp(commit=False)
+        self.save()
+        return True
+
+
+class RecoveryCode(models.Model):
+    device = models.ForeignKey(RecoveryCodeDevice, on_delete=models.CASCADE, related_name="codes")
+    code_hash = models.CharField(max_length=64)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["device", "code_hash"], name="accounts_recovery_code_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"recovery code {self.pk} ({'used' if self.used_at else 'unused'})"
+
+
+class ChallengePurpose(models.TextChoices):
+    REGISTER = "register", "Register a passkey"
+    SIGN_IN = "sign_in", "Sign in with a passkey"
+    SECOND_FACTOR = "second_factor", "Passkey as second factor"
+
+
+class WebAuthnChallenge(models.Model):
+    """A WebAuthn challenge kept server-side: five-minute life, deleted when used."""
+
+    public_id = models.CharField(
+        max_length=32, unique=True, default=new_challenge_id, editable=False
+    )
+    purpose = models.CharField(max_length=20, choices=ChallengePurpose.choices)
+    challenge = models.CharField(max_length=128, unique=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.purpose} challenge {self.public_id}"

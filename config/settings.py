@@ -90,6 +90,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -207,6 +208,16 @@ PRIVATE_MEDIA_ROOT = Path(env.str("PRIVATE_MEDIA_ROOT", default=str(VAR_DIR / "p
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+
+# Accounts: magic links, throttles and two-factor (see docs/adr/0010-0014).
+MAGIC_LINK_MAX_AGE = env.int("MAGIC_LINK_MAX_AGE", default=15 * 60)
+MAGIC_LINK_RATE_PER_EMAIL = env.str("MAGIC_LINK_RATE_PER_EMAIL", default="5/15m")
+MAGIC_LINK_RATE_PER_IP = env.str("MAGIC_LINK_RATE_PER_IP", default="30/h")
+PASSKEY_RATE_PER_IP = env.str("PASSKEY_RATE_PER_IP", default="60/h")
+OTP_TOTP_ISSUER = "Latchkey"
+OTP_TOTP_THROTTLE_FACTOR = 1
+OTP_RECOVERY_THROTTLE_FACTOR = 1
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
 
 # Email: EMAIL_URL in django-environ syntax; console in development.
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")

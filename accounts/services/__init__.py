@@ -1,0 +1,56 @@
+"""Every write of the accounts app. Keyword-only, typed, atomic, audited."""
+
+from accounts.services._common import AccountError, security_notice
+from accounts.services.factors import (
+    VerifyOutcome,
+    primary_factor_exists,
+    recovery_codes_regenerate,
+    second_factor_verify,
+    totp_disable,
+    totp_enrolment_confirm,
+    totp_enrolment_start,
+    user_signed_in_record,
+    user_signed_out_record,
+)
+from accounts.services.magic_links import (
+    MagicLinkSignIn,
+    magic_link_consume,
+    magic_link_digest,
+    magic_link_request,
+)
+from accounts.services.passkeys import (
+    PasskeyError,
+    PasskeyRegistration,
+    passkey_authenticate,
+    passkey_authentication_options,
+    passkey_delete,
+    passkey_register,
+    passkey_registration_options,
+)
+from accounts.services.roles import user_set_platform_role
+
+__all__ = [
+    "AccountError",
+    "MagicLinkSignIn",
+    "PasskeyError",
+    "PasskeyRegistration",
+    "VerifyOutcome",
+    "magic_link_consume",
+    "magic_link_digest",
+    "magic_link_request",
+    "passkey_authenticate",
+    "passkey_authentication_options",
+    "passkey_delete",
+    "passkey_register",
+    "passkey_registration_options",
+    "primary_factor_exists",
+    "recovery_codes_regenerate",
+    "second_factor_verify",
+    "security_notice",
+    "totp_disable",
+    "totp_enrolment_confirm",
+    "totp_enrolment_start",
+    "user_set_platform_role",
+    "user_signed_in_record",
+    "user_signed_out_record",
+]
