@@ -1,17 +1,393 @@
-"""DRF endpoints of the public API."""
+"""DRF endpoints of the public API (SPEC section 6), mounted under /api/v1/.
+
+Each view is built on a base of `apikeys.api_base` and declares the scope-registry
+`resource` it guards; the base runs the whole pipeline (authentication, org checks, scope,
+hooks) before any code here. Views validate input with a serializer, call one service or
+selector, and shape the output. The org always comes from the key (`self.org`).
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Q, QuerySet
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
+
+from apikeys import serializers as s
+from apikeys.api_base import AnyKeyApiView, OrgApiView, PublicApiView
+from apikeys.errors import ApiError
+from apikeys.models import ApiKey, Environment
+from apikeys.scopes import missing_scopes
+from apikeys.selectors import apikey_get, apikey_list
+from apikeys.services import apikey_create, apikey_delete, apikey_revoke, apikey_rotate
+from orgs.models import AuditEvent, Membership, Organization
+from orgs.selectors import membership_get, membership_list
+from orgs.services import (
+    member_invite,
+    membership_change_role,
+    membership_remove,
+    org_update_settings,
+)
 
 
-class PingApi(APIView):
+class PingApi(PublicApiView):
     """Liveness: no key, no database. The benchmark's baseline."""
 
-    authentication_classes = []
-    permission_classes = []
-
+    @extend_schema(responses=s.OkSerializer, summary="Liveness check", tags=["meta"])
     def get(self, request: Request) -> Response:
         return Response({"ok": True})
+
+
+class NotFoundApi(PublicApiView):
+    """Every other path under /api/v1/: 404 `not_found` in the error shape, any method."""
+
+    schema = None
+
+    def run_handler(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise ApiError("not_found", "No such endpoint.")
+
+
+class MeApi(AnyKeyApiView):
+    """The presenting key, its organisation and its rate limits. Any valid key."""
+
+    @extend_schema(responses=s.MeSerializer, summary="The calling key", tags=["meta"])
+    def get(self, request: Request) -> Response:
+        p = self.principal
+        body: dict[str, Any] = {
+            "key": {
+                "id": p.public_id,
+                "name": p.name,
+                "environment": p.environment,
+                "scopes": sorted(p.scopes),
+                "display": p.display,
+                "expires_at": p.expires_at,
+            },
+            "organization": None,
+            "rate_limits": None,
+        }
+        if not p.is_system:
+            body["organization"] = {
+                "id": p.org_public_id,
+                "slug": p.org_slug,
+                "name": p.org_name,
+                "plan": p.org_plan,
+                "kyc_status": p.org_kyc_status,
+                "status": p.org_status,
+            }
+        if p.limits is not None:
+            body["rate_limits"] = {
+                "per_minute": p.limits.per_minute,
+                "burst": p.limits.burst,
+                "monthly": p.limits.monthly,
+            }
+        return Response(s.MeSerializer(body).data)
+
+
+# ---- organization ---------------------------------------------------------------------------
+
+
+class OrganizationApi(OrgApiView):
+    """The key's organisation."""
+
+    resource = "organization"
+
+    @extend_schema(responses=s.OrganizationSerializer, summary="Get the organisation")
+    def get(self, request: Request) -> Response:
+        return Response(s.OrganizationSerializer(self.org).data)
+
+    @extend_schema(
+        request=s.OrganizationUpdateSerializer,
+        responses=s.OrganizationSerializer,
+        summary="Rename the organisation",
+    )
+    def patch(self, request: Request) -> Response:
+        """Only `name` can be changed through the API (ADR 0042): the slug and the two-factor
+        policy are changed by an owner in the dashboard."""
+        data = _valid(s.OrganizationUpdateSerializer, request.data)
+        org: Organization = org_update_settings(
+            org=self.org,
+            name=data["name"],
+            slug=self.org.slug,
+            require_two_factor=self.org.require_two_factor,
+            actor=None,
+            request=request._request,
+            actor_api_key=self.api_key,
+        )
+        return Response(s.OrganizationSerializer(org).data)
+
+
+# ---- members --------------------------------------------------------------------------------
+
+
+class MemberListApi(OrgApiView):
+    """Members of the organisation; POST invites someone by email."""
+
+    resource = "members"
+
+    @extend_schema(
+        responses=s.MemberSerializer(many=True),
+        summary="List members",
+    )
+    def get(self, request: Request) -> Response:
+        _valid(s.PageSerializer, request.query_params)
+        return self.paginate(
+            membership_list(org=self.org), s.MemberSerializer, ordering=("created_at", "id")
+        )
+
+    @extend_schema(
+        request=s.MemberInviteSerializer,
+        responses={201: s.InvitationSerializer},
+        summary="Invite a member",
+    )
+    def post(self, request: Request) -> Response:
+        """Emails an invitation valid for 7 days. A key acts with an admin's powers: it cannot
+        invite owners."""
+        data = _valid(s.MemberInviteSerializer, request.data)
+        invitation = member_invite(
+            org=self.org,
+            email=data["email"],
+            role=data["role"],
+            invited_by=None,
+            request=request._request,
+            actor_api_key=self.api_key,
+        )
+        return Response(s.InvitationSerializer(invitation).data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailApi(OrgApiView):
+    """One member. A key acts with an admin's powers: it manages members, not owners or
+    other admins, and the last owner is never removed or demoted."""
+
+    resource = "members"
+
+    def member(self, member_id: str) -> Membership:
+        # Through the list selector so the member carries `has_two_factor` like in lists.
+        membership = membership_list(org=self.org).filter(public_id=member_id).first()
+        if membership is None:
+            raise ApiError("not_found", "No such member.")
+        return membership
+
+    @extend_schema(responses=s.MemberSerializer, summary="Get a member")
+    def get(self, request: Request, member_id: str) -> Response:
+        return Response(s.MemberSerializer(self.member(member_id)).data)
+
+    @extend_schema(
+        request=s.MemberUpdateSerializer,
+        responses=s.MemberSerializer,
+        summary="Change a member's role",
+    )
+    def patch(self, request: Request, member_id: str) -> Response:
+        membership = membership_get(org=self.org, public_id=member_id)
+        data = _valid(s.MemberUpdateSerializer, request.data)
+        membership_change_role(
+            membership=membership,
+            role=data["role"],
+            actor_membership=None,
+            request=request._request,
+            actor_api_key=self.api_key,
+        )
+        return Response(s.MemberSerializer(self.member(member_id)).data)
+
+    @extend_schema(responses={204: None}, summary="Remove a member")
+    def delete(self, request: Request, member_id: str) -> Response:
+        membership = membership_get(org=self.org, public_id=member_id)
+        membership_remove(
+            membership=membership,
+            actor_membership=None,
+            request=request._request,
+            actor_api_key=self.api_key,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# ---- API keys -------------------------------------------------------------------------------
+
+
+class ApiKeyBase(OrgApiView):
+    """Key endpoints. A test key sees and manages test keys only: live keys are a 404 to
+    it, as another org's keys are (ADR 0043)."""
+
+    resource = "api_keys"
+
+    def visible_keys(self) -> QuerySet[ApiKey]:
+        keys = apikey_list(org=self.org).select_related("created_by_key", "predecessor")
+        if self.principal.environment == Environment.TEST:
+            keys = keys.filter(environment=Environment.TEST)
+        return keys
+
+    def key(self, key_id: str) -> ApiKey:
+        key = apikey_get(org=self.org, public_id=key_id)
+        if self.principal.environment == Environment.TEST and key.environment != Environment.TEST:
+            raise ApiError("not_found", "No such API key.")
+        return key
+
+    def check_may_hold(self, key: ApiKey) -> None:
+        """A key acts on keys whose every scope it holds itself (no escalation)."""
+        missing = missing_scopes(self.principal.scopes, key.scopes)
+        if missing:
+            raise ApiError(
+                "insufficient_scope",
+                f"The key making this request lacks the scope '{missing[0]}' that the "
+                "target key holds.",
+                required_scope=missing[0],
+            )
+
+    def created(self, key: ApiKey, secret: str) -> Response:
+        data = s.ApiKeyWithSecretSerializer(key, context={"secret": secret}).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class ApiKeyListApi(ApiKeyBase):
+    """The organisation's keys (never their secrets); POST creates one."""
+
+    @extend_schema(
+        responses=s.ApiKeySerializer(many=True),
+        summary="List API keys",
+    )
+    def get(self, request: Request) -> Response:
+        _valid(s.PageSerializer, request.query_params)
+        return self.paginate(self.visible_keys(), s.ApiKeySerializer)
+
+    @extend_schema(
+        request=s.ApiKeyCreateSerializer,
+        responses={201: s.ApiKeyWithSecretSerializer},
+        summary="Create an API key",
+    )
+    def post(self, request: Request) -> Response:
+        """Returns the secret once, in this response. The new key can hold only scopes the
+        calling key holds; a test key creates test keys only; live keys need the
+        organisation's KYC approved."""
+        data = _valid(s.ApiKeyCreateSerializer, request.data)
+        key, secret = apikey_create(
+            org=self.org,
+            name=data["name"],
+            environment=data["environment"],
+            scopes=data["scopes"],
+            expires_at=data["expires_at"],
+            created_by_key=self.api_key,
+            request=request._request,
+            external_actor_id=self.external_actor_id,
+        )
+        return self.created(key, secret)
+
+
+class ApiKeyDetailApi(ApiKeyBase):
+    """One key; DELETE removes it from every list and stops it at once."""
+
+    @extend_schema(responses=s.ApiKeySerializer, summary="Get an API key")
+    def get(self, request: Request, key_id: str) -> Response:
+        return Response(s.ApiKeySerializer(self.key(key_id)).data)
+
+    @extend_schema(responses={204: None}, summary="Delete an API key")
+    def delete(self, request: Request, key_id: str) -> Response:
+        key = self.key(key_id)
+        apikey_delete(
+            key=key,
+            actor_key=self.api_key,
+            request=request._request,
+            external_actor_id=self.external_actor_id,
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ApiKeyRotateApi(ApiKeyBase):
+    """Issue a successor with a new secret; the old key works for `grace_period` more."""
+
+    @extend_schema(
+        request=s.ApiKeyRotateSerializer,
+        responses={201: s.ApiKeyWithSecretSerializer},
+        summary="Rotate an API key",
+    )
+    def post(self, request: Request, key_id: str) -> Response:
+        """Returns the successor and its secret once. The old key keeps working for
+        `grace_period` seconds, then fails as expired. The calling key must hold every scope
+        of the key it rotates."""
+        key = self.key(key_id)
+        data = _valid(s.ApiKeyRotateSerializer, request.data)
+        self.check_may_hold(key)
+        successor, secret = apikey_rotate(
+            key=key,
+            grace=timedelta(seconds=data["grace_period"]),
+            actor_key=self.api_key,
+            request=request._request,
+            external_actor_id=self.external_actor_id,
+        )
+        return self.created(_reload(self, successor), secret)
+
+
+class ApiKeyRevokeApi(ApiKeyBase):
+    """Revoke a key at once and for good."""
+
+    @extend_schema(
+        request=s.EmptySerializer, responses=s.ApiKeySerializer, summary="Revoke an API key"
+    )
+    def post(self, request: Request, key_id: str) -> Response:
+        key = self.key(key_id)
+        _valid(s.EmptySerializer, request.data)
+        apikey_revoke(
+            key=key,
+            actor_key=self.api_key,
+            request=request._request,
+            external_actor_id=self.external_actor_id,
+        )
+        return Response(s.ApiKeySerializer(_reload(self, key)).data)
+
+
+# ---- audit events ---------------------------------------------------------------------------
+
+
+def audit_event_list(
+    *,
+    org: Organization,
+    action: str | None = None,
+    actor: str | None = None,
+    since: Any = None,
+    until: Any = None,
+) -> QuerySet[AuditEvent]:
+    """The org's audit events, newest first, filtered. `actor` matches a key id, a user's
+    email or an integrator's X-Actor-Id."""
+    events = AuditEvent.objects.filter(org=org)
+    if action:
+        events = events.filter(action=action)
+    if actor:
+        events = events.filter(
+            Q(actor_id=actor) | Q(actor_label__iexact=actor) | Q(external_actor_id=actor)
+        )
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    if until is not None:
+        events = events.filter(created_at__lt=until)
+    return events.order_by("-created_at", "-id")
+
+
+class AuditEventListApi(OrgApiView):
+    """The organisation's audit log, newest first."""
+
+    resource = "audit_log"
+
+    @extend_schema(
+        parameters=[s.AuditEventFilterSerializer],
+        responses=s.AuditEventSerializer(many=True),
+        summary="List audit events",
+    )
+    def get(self, request: Request) -> Response:
+        filters = _valid(s.AuditEventFilterSerializer, request.query_params)
+        return self.paginate(audit_event_list(org=self.org, **filters), s.AuditEventSerializer)
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _valid(serializer_class: type[s.StrictSerializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def _reload(view: ApiKeyBase, key: ApiKey) -> ApiKey:
+    """The key as lists show it (with creator and predecessor), after a write."""
+    return view.visible_keys().get(pk=key.pk) if key.deleted_at is None else key

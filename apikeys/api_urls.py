@@ -1,8 +1,41 @@
-from django.urls import include, path
+"""The API's URLs, mounted under /api/v1/ (see config/urls.py).
+
+Ids in paths are opaque public ids (`key_…`, `mem_…`): the `pid` converter refuses
+anything else before a view runs. The last pattern answers every unknown path with the
+error shape (404 `not_found`), in DEBUG too.
+"""
+
+from django.urls import URLPattern, URLResolver, include, path, re_path, register_converter
 
 from apikeys import api
 
-urlpatterns = [
+
+class PublicIdConverter:
+    """`<type>_<base62>`: a type prefix, an underscore and up to 40 base62 characters."""
+
+    regex = r"[a-z]{2,8}_[0-9A-Za-z]{1,40}"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(PublicIdConverter, "pid")
+
+urlpatterns: list[URLPattern | URLResolver] = [
     path("ping", api.PingApi.as_view(), name="api-ping"),
+    path("me", api.MeApi.as_view(), name="api-me"),
+    path("organization", api.OrganizationApi.as_view(), name="api-organization"),
+    path("members", api.MemberListApi.as_view(), name="api-members"),
+    path("members/<pid:member_id>", api.MemberDetailApi.as_view(), name="api-member"),
+    path("api-keys", api.ApiKeyListApi.as_view(), name="api-keys"),
+    path("api-keys/<pid:key_id>", api.ApiKeyDetailApi.as_view(), name="api-key"),
+    path("api-keys/<pid:key_id>/rotate", api.ApiKeyRotateApi.as_view(), name="api-key-rotate"),
+    path("api-keys/<pid:key_id>/revoke", api.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
+    path("audit-events", api.AuditEventListApi.as_view(), name="api-audit-events"),
     path("", include("platform_admin.api_urls")),
+    # Keep last: everything else under /api/v1/ is a JSON 404.
+    re_path(r"^.*$", api.NotFoundApi.as_view(), name="api-not-found"),
 ]

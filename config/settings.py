@@ -247,20 +247,35 @@ RATELIMIT_VIEW = "accounts.views.ratelimited"
 RATELIMIT_FAIL_OPEN = False
 SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
 
+# The API's pipeline lives in apikeys/api_base.py (ADR 0040); these are only defaults.
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "apikeys.exceptions.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "apikeys.schema.ApiAutoSchema",
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Latchkey API",
-    "DESCRIPTION": "Organisation-scoped API guarded by Latchkey API keys.",
+    "DESCRIPTION": (
+        "Organisation-scoped API guarded by Latchkey API keys. Send the key as "
+        "`Authorization: Bearer <key>` or `X-API-Key: <key>`. Every error is "
+        '`{"error": {"type", "code", "message", "request_id", ...}}`; see docs/api.md.'
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "KeyEnvironmentEnum": ["live", "test"],
+        "AnyKeyEnvironmentEnum": ["live", "test", "sys"],
+    },
+    "PATH_CONVERTER_OVERRIDES": {
+        "pid": {"type": "string", "pattern": "^[a-z]{2,8}_[0-9A-Za-z]{1,40}$"},
+    },
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

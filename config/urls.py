@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 import apikeys.urls
 import orgs.urls
@@ -22,5 +23,18 @@ urlpatterns = [
     path("o/<slug:org_slug>/", include(org_urlpatterns)),
     path("platform/", include(platform_admin.urls.urlpatterns)),
     path("api/v1/", include("apikeys.api_urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api-schema", template_name="apikeys/api_docs.html"
+        ),
+        name="api-docs",
+    ),
     path("admin/", admin.site.urls),
 ]
+
+# Under /api/ Django-level errors use the API's error shape; elsewhere Django's pages.
+handler400 = "apikeys.exceptions.handler400"
+handler404 = "apikeys.exceptions.handler404"
+handler500 = "apikeys.exceptions.handler500"

@@ -1,0 +1,346 @@
+"""Base views of the API: the request pipeline every endpoint goes through.
+
+`ApiView.dispatch` runs one fixed sequence, the only place where guards are applied:
+
+    1. declaration check   a view that declares no `resource` (and is not explicitly
+                           `public`) is never served: ImproperlyConfigured (deny by default)
+    2. negotiation         JSON only, whatever `Accept` says
+    3. guard(request)      (skipped for public views)
+       a. authenticate     `ApiKeyAuthentication` → `request.auth` is an ApiKeyPrincipal;
+                           no key → 401 missing_api_key
+       b. key kind         org keys on org views, system keys on system views
+       c. org check        `X-Org-Id` must name the key's org → 403 org_mismatch
+       d. client headers   `X-Client-Version`, `X-Actor-Id` validated and put on the request
+                           (`request.client_version`, `request.external_actor_id`)
+       e. scope            `HasResourceScope`: `<resource>:read|write` → 403 insufficient_scope
+       f. HOOK before_handler(request)
+                           rate limits and the monthly quota (next layer): raise
+                           ApiError("rate_limited" | "quota_exceeded", headers=...) to refuse
+    4. run_handler         safe methods call the handler directly; mutations run inside
+                           `transaction.atomic()` through
+       HOOK around_handler(request, call)
+                           idempotency (next layer): look up / lease the key, `call()`, store
+                           the outcome in the same transaction, or replay a stored one
+    5. errors              any exception → `apikeys.exceptions` → the error shape
+    6. finalize            `Cache-Control: no-store`, then
+       HOOK after_response(request, response)
+                           rate-limit headers and usage counting (next layer); runs for
+                           every response, errors included, once the key is known
+
+The hooks are methods of `ApiView` so that the next layer overrides them in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, ClassVar
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.http import HttpResponseBase
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apikeys.authentication import ApiKeyAuthentication, ApiKeyPrincipal
+from apikeys.errors import ApiError
+from apikeys.models import ApiKey
+from apikeys.pagination import ApiCursorPagination
+from apikeys.permissions import ANY_SCOPE, HasResourceScope, required_scope
+from apikeys.selectors import apikey_get
+from orgs.models import Organization
+
+# JSON bodies of this API are small; anything larger is refused before parsing.
+MAX_BODY_BYTES = 1024 * 1024
+# Caller-supplied header values kept for usage and audit.
+MAX_CLIENT_HEADER_LENGTH = 255
+
+KEY_KIND_ORG = "org"
+KEY_KIND_SYSTEM = "system"
+KEY_KIND_ANY = "any"
+
+
+class ApiJSONParser(JSONParser):
+    """JSON in UTF-8 (RFC 8259, whatever `charset` claims), size-capped, strict.
+
+    Invalid UTF-8, NaN/Infinity, deep nesting and oversized numbers are 400
+    malformed_json; a body over MAX_BODY_BYTES is 413 request_too_large.
+    """
+
+    def parse(
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: dict[str, Any] | None = None,
+    ) -> Any:
+        raw = stream.read(MAX_BODY_BYTES + 1)
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError("request_too_large", f"The body is larger than {MAX_BODY_BYTES} bytes.")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError("malformed_json", "The body is not valid UTF-8.") from None
+        try:
+            return json.loads(text, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise ApiError("malformed_json", "The body is nested too deeply.") from None
+        except ValueError as exc:
+            raise ApiError("malformed_json", f"The body is not valid JSON: {exc}"[:300]) from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class JsonOnlyNegotiation(DefaultContentNegotiation):
+    """Every API response is JSON; a client's `Accept` header never turns it into a 406."""
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = renderers[0]
+        return renderer, renderer.media_type
+
+
+def _printable_ascii(value: str) -> bool:
+    return all(" " <= ch <= "~" for ch in value)
+
+
+class ApiView(APIView):
+    """The pipeline (see the module docstring). Subclass `OrgApiView`, `SystemApiView`,
+    `AnyKeyApiView` or `PublicApiView`; never this class directly."""
+
+    # The scope-registry resource this view guards, or ANY_SCOPE (any valid key).
+    resource: ClassVar[str | None] = None
+    # Explicitly served without a key (ping). Nothing else may set this.
+    public: ClassVar[bool] = False
+    key_kind: ClassVar[str] = KEY_KIND_ORG
+
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasResourceScope]
+    parser_classes = [ApiJSONParser]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnlyNegotiation
+    pagination_class = ApiCursorPagination
+    throttle_classes = []
+    metadata_class = None
+    # No OPTIONS/PUT/TRACE: they are 405 like any undeclared method.
+    http_method_names = ["get", "post", "patch", "delete", "head"]
+
+    # ---- the declaration (deny by default) -------------------------------------------------
+
+    @classmethod
+    def check_declaration(cls) -> None:
+        """Refuse to serve a view that does not say what it guards."""
+        if cls.public:
+            if cls.resource is not None:
+                raise ImproperlyConfigured(f"{cls.__name__}: a public view declares no resource.")
+            return
+        if cls.resource is None:
+            raise ImproperlyConfigured(
+                f"{cls.__name__} must declare `resource` (a scope-registry resource or "
+                "ANY_SCOPE); API views without one are never served."
+            )
+        for method in cls.implemented_methods():
+            try:
+                required_scope(cls.resource, method, system=cls.key_kind == KEY_KIND_SYSTEM)
+            except LookupError as exc:
+                raise ImproperlyConfigured(f"{cls.__name__}: {exc}") from None
+
+    @classmethod
+    def implemented_methods(cls) -> list[str]:
+        methods = [m.upper() for m in cls.http_method_names if hasattr(cls, m) and m != "head"]
+        if "GET" in methods:
+            methods.append("HEAD")
+        return methods
+
+    def required_scope_for(self, method: str) -> str | None:
+        """The scope `method` needs here; None when any key will do, or for a method this
+        view does not implement (it is answered 405 after authentication)."""
+        if self.resource is None or method.upper() not in self.implemented_methods():
+            return None
+        return required_scope(self.resource, method, system=self.key_kind == KEY_KIND_SYSTEM)
+
+    # ---- the pipeline ----------------------------------------------------------------------
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        self.check_declaration()
+        self.args = args
+        self.kwargs = kwargs
+        drf_request = self.initialize_request(request, *args, **kwargs)
+        self.request = drf_request
+        self.headers = self.default_response_headers
+        try:
+            self.initial(drf_request, *args, **kwargs)
+            response = self.run_handler(drf_request, *args, **kwargs)
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(drf_request, response, *args, **kwargs)
+        return self.response
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        self.format_kwarg = None
+        request.accepted_renderer, request.accepted_media_type = self.perform_content_negotiation(
+            request
+        )
+        if not self.public:
+            self.guard(request)
+
+    def guard(self, request: Request) -> None:
+        """Steps 3a-3f of the pipeline, in order."""
+        self.perform_authentication(request)
+        principal = request.auth
+        if not isinstance(principal, ApiKeyPrincipal):
+            raise ApiError("missing_api_key")
+        self.check_key_kind(principal)
+        self.check_org_header(request, principal)
+        self.read_client_headers(request)
+        self.check_permissions(request)
+        self.before_handler(request)
+
+    def check_key_kind(self, principal: ApiKeyPrincipal) -> None:
+        if self.key_kind == KEY_KIND_ANY:
+            return
+        wants_system = self.key_kind == KEY_KIND_SYSTEM
+        if principal.is_system == wants_system:
+            return
+        scope = self.required_scope_for(self.request.method or "GET")
+        message = (
+            "Only system keys can call platform endpoints."
+            if wants_system
+            else "System keys cannot call organisation endpoints."
+        )
+        raise ApiError("insufficient_scope", message, required_scope=scope)
+
+    def check_org_header(self, request: Request, principal: ApiKeyPrincipal) -> None:
+        named = request.META.get("HTTP_X_ORG_ID")
+        if named is None:
+            return
+        named = named.strip()
+        if principal.is_system or named not in (principal.org_public_id, principal.org_slug):
+            raise ApiError("org_mismatch", "X-Org-Id names an organisation other than the key's.")
+
+    def read_client_headers(self, request: Request) -> None:
+        values = {}
+        for header, attribute in (
+            ("X-Client-Version", "client_version"),
+            ("X-Actor-Id", "external_actor_id"),
+        ):
+            value = request.META.get("HTTP_" + header.upper().replace("-", "_"), "").strip()
+            if len(value) > MAX_CLIENT_HEADER_LENGTH or not _printable_ascii(value):
+                raise ApiError(
+                    "validation_error",
+                    f"{header} must be at most {MAX_CLIENT_HEADER_LENGTH} printable ASCII "
+                    "characters.",
+                    param=header,
+                )
+            values[attribute] = value
+        # On the Django request, so middleware (usage counting) sees them too.
+        django_request = request._request
+        django_request.client_version = values["client_version"]  # type: ignore[attr-defined]
+        django_request.external_actor_id = values["external_actor_id"]  # type: ignore[attr-defined]
+
+    def run_handler(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        method = (request.method or "GET").lower()
+        if method in self.http_method_names and method.upper() in self.implemented_methods():
+            handler: Callable[..., Response] = getattr(self, method)
+        else:
+            return self.http_method_not_allowed(request, *args, **kwargs)
+        if method.upper() in SAFE_METHODS:
+            return handler(request, *args, **kwargs)
+        with transaction.atomic():
+            return self.around_handler(request, lambda: handler(request, *args, **kwargs))
+
+    def finalize_response(
+        self, request: Request, response: Any, *args: Any, **kwargs: Any
+    ) -> HttpResponseBase:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Cache-Control"] = "no-store"
+        if not self.public:
+            self.after_response(request, response)
+        return response
+
+    # ---- hooks for rate limits, quotas, idempotency and usage (next layer) ------------------
+
+    def before_handler(self, request: Request) -> None:
+        """After authentication and scope checks, before the handler: rate limits, quota."""
+
+    def around_handler(self, request: Request, call: Callable[[], Response]) -> Response:
+        """Wraps a mutation's handler inside its transaction: idempotency."""
+        return call()
+
+    def after_response(self, request: Request, response: HttpResponseBase) -> None:
+        """Every response of a non-public view: rate-limit headers, usage counting.
+
+        `request.auth` is the principal when authentication succeeded, else None.
+        """
+
+    # ---- what handlers use -----------------------------------------------------------------
+
+    @property
+    def principal(self) -> ApiKeyPrincipal:
+        principal = self.request.auth
+        assert isinstance(principal, ApiKeyPrincipal)
+        return principal
+
+    @property
+    def external_actor_id(self) -> str:
+        return str(getattr(self.request, "external_actor_id", ""))
+
+    def paginate(
+        self, queryset: Any, serializer_class: Any, *, ordering: tuple[str, ...] | None = None
+    ) -> Response:
+        """One cursor page of `queryset` (newest first unless `ordering` says otherwise)."""
+        paginator = ApiCursorPagination()
+        if ordering is not None:
+            paginator.ordering = ordering
+        page = paginator.paginate_queryset(queryset, self.request, view=self)
+        data = serializer_class(page, many=True).data
+        return paginator.get_paginated_response(data)
+
+
+class PublicApiView(ApiView):
+    """Served without a key. Only for liveness-style endpoints (ping)."""
+
+    public = True
+    authentication_classes = []
+    permission_classes = []
+
+
+class OrgApiView(ApiView):
+    """An endpoint of the key's organisation. Declare `resource`.
+
+    The org comes from the key, never from the URL or the body; object lookups go through
+    selectors filtered by `self.org`, so another org's object is a 404.
+    """
+
+    key_kind = KEY_KIND_ORG
+
+    @cached_property
+    def org(self) -> Organization:
+        return Organization.objects.get(pk=self.principal.org_id)
+
+    @cached_property
+    def api_key(self) -> ApiKey:
+        """The presenting key's row (for services that record it as creator or actor)."""
+        return apikey_get(org=self.org, public_id=self.principal.public_id)
+
+
+class SystemApiView(ApiView):
+    """A platform endpoint for system keys (environment `sys`). Declare a system
+    `resource` (`platform_organizations`, `platform_kyc`); org keys get 403."""
+
+    key_kind = KEY_KIND_SYSTEM
+
+
+class AnyKeyApiView(ApiView):
+    """Any valid key, org or system (`GET me`)."""
+
+    key_kind = KEY_KIND_ANY
+    resource = ANY_SCOPE

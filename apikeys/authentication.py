@@ -1,0 +1,202 @@
+"""API-key authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+
+The order of checks is fixed (SPEC sections 5 and 6):
+
+1. credentials read from the headers (`conflicting_credentials` when both are sent and
+   differ, `invalid_api_key` for a malformed Authorization header);
+2. `parse_key` rejects a wrong shape or checksum before any cache or database lookup;
+3. `resolve_api_key` turns the key into an immutable `ApiKeyPrincipal` (the one lookup
+   function: the verification cache of the next layer sits in front of it);
+4. the principal's state: deleted → `invalid_api_key`, revoked → `api_key_revoked`,
+   expired or rotated past grace → `api_key_expired`; then the org: suspended →
+   `org_suspended`.
+
+`request.user` is an `ApiKeyUser` (not a person: audit records the key as the actor) and
+`request.auth` the principal.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from apikeys.errors import ApiError
+from apikeys.keys import key_digest, parse_key
+from apikeys.selectors import apikey_get_by_digest
+from orgs.models import OrgStatus
+from orgs.plans import Limits
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyPrincipal:
+    """What the API knows about the presenting key: small, immutable, cacheable.
+
+    It holds no secret (the digest identifies the key in caches). `org_*` fields are empty
+    and `limits` is None for system keys, which belong to no org.
+    """
+
+    key_id: int
+    public_id: str
+    name: str
+    display: str
+    environment: str
+    scopes: frozenset[str]
+    digest: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    deleted: bool
+    org_id: int | None
+    org_public_id: str
+    org_slug: str
+    org_name: str
+    org_status: str
+    org_plan: str
+    org_kyc_status: str
+    limits: Limits | None
+
+    @property
+    def is_system(self) -> bool:
+        return self.org_id is None
+
+    def failure_code(self, now: datetime) -> str | None:
+        """Why this key is refused at `now`, or None when it is accepted.
+
+        Time-based states are decided here, not at lookup, so a cached principal turns
+        expired at the right moment.
+        """
+        if self.deleted:
+            return "invalid_api_key"
+        if self.revoked_at is not None:
+            return "api_key_revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "api_key_expired"
+        if not self.is_system and self.org_status != OrgStatus.ACTIVE:
+            return "org_suspended"
+        return None
+
+
+class ApiKeyUser:
+    """`request.user` for key-authenticated requests: a key, never a person.
+
+    It is authenticated (DRF's own checks pass) but has no user row, no staff powers, and
+    is not an `accounts.User`, so audit events name the key as the actor.
+    """
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    pk = None
+    id = None
+
+    def __init__(self, principal: ApiKeyPrincipal) -> None:
+        self.principal = principal
+
+    def __str__(self) -> str:
+        return f"API key {self.principal.public_id}"
+
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        return False
+
+
+def resolve_api_key(raw: str) -> ApiKeyPrincipal | None:
+    """The principal for a well-formed key `raw`, or None when no such key exists.
+
+    The single lookup function of the pipeline: a verification cache (keyed by the digest,
+    invalidated by `apikeys.cache.invalidate_key`) is placed in front of it, never around
+    the state checks that follow. The digest is looked up by its unique index, and the
+    fetched row's digest is compared in constant time before the row is trusted.
+    """
+    digest = key_digest(raw)
+    key = apikey_get_by_digest(digest)
+    if key is None or not hmac.compare_digest(key.digest, digest):
+        return None
+    org = key.org
+    return ApiKeyPrincipal(
+        key_id=key.pk,
+        public_id=key.public_id,
+        name=key.name,
+        display=key.display,
+        environment=key.environment,
+        scopes=frozenset(key.scopes or ()),
+        digest=key.digest,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        deleted=key.deleted_at is not None,
+        org_id=org.pk if org is not None else None,
+        org_public_id=org.public_id if org is not None else "",
+        org_slug=org.slug if org is not None else "",
+        org_name=org.name if org is not None else "",
+        org_status=org.status if org is not None else "",
+        org_plan=org.plan if org is not None else "",
+        org_kyc_status=org.kyc_status if org is not None else "",
+        limits=org.limits if org is not None else None,
+    )
+
+
+_BEARER = "bearer"
+
+
+def credentials_from_headers(request: Request) -> str | None:
+    """The raw key the request presents, or None when it presents none.
+
+    Raises `conflicting_credentials` when both headers carry different values and
+    `invalid_api_key` for an Authorization header that is not `Bearer <one token>`.
+    """
+    meta = request.META
+    authorization = meta.get("HTTP_AUTHORIZATION")
+    header_key = meta.get("HTTP_X_API_KEY")
+    bearer: str | None = None
+    if authorization is not None:
+        parts = authorization.split()
+        if len(parts) != 2 or parts[0].lower() != _BEARER:
+            raise ApiError(
+                "invalid_api_key",
+                "The Authorization header must be 'Bearer <key>'.",
+            )
+        bearer = parts[1]
+    if header_key is not None:
+        header_key = header_key.strip()
+        if not header_key:
+            raise ApiError("invalid_api_key", "The X-API-Key header is empty.")
+    if (
+        bearer is not None
+        and header_key is not None
+        and not hmac.compare_digest(bearer.encode("latin-1"), header_key.encode("latin-1"))
+    ):
+        raise ApiError("conflicting_credentials")
+    return bearer if bearer is not None else header_key
+
+
+def authenticate_key(raw: str, *, now: datetime | None = None) -> ApiKeyPrincipal:
+    """Verify `raw` and return its principal, or raise the table's 401/403 error."""
+    if parse_key(raw) is None:
+        raise ApiError("invalid_api_key")
+    principal = resolve_api_key(raw)
+    if principal is None:
+        raise ApiError("invalid_api_key")
+    failure = principal.failure_code(now or timezone.now())
+    if failure is not None:
+        raise ApiError(failure)
+    return principal
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    """DRF authentication class: `(ApiKeyUser, ApiKeyPrincipal)` or None without a key."""
+
+    def authenticate(self, request: Request) -> tuple[ApiKeyUser, ApiKeyPrincipal] | None:
+        raw = credentials_from_headers(request)
+        if raw is None:
+            return None
+        principal = authenticate_key(raw)
+        return ApiKeyUser(principal), principal
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'

@@ -1,0 +1,155 @@
+"""The API's error-code table: the one place that maps a code to its status and type.
+
+Every error the API returns is `{"error": {"type", "code", "message", "request_id", ...}}`
+(SPEC section 6). The exception handler (`apikeys.exceptions`), the authentication and
+permission classes, the OpenAPI schema and docs/api.md all read `ERRORS`; a code that is
+not in this table is never sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rest_framework.exceptions import APIException
+
+AUTHENTICATION_ERROR = "authentication_error"
+PERMISSION_ERROR = "permission_error"
+RATE_LIMIT_ERROR = "rate_limit_error"
+IDEMPOTENCY_ERROR = "idempotency_error"
+INVALID_REQUEST_ERROR = "invalid_request_error"
+API_ERROR = "api_error"
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    status: int
+    type: str
+    message: str
+
+
+ERRORS: Mapping[str, ErrorSpec] = {
+    # 401: who are you?
+    "missing_api_key": ErrorSpec(
+        401,
+        AUTHENTICATION_ERROR,
+        "No API key was sent. Use 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
+    ),
+    "invalid_api_key": ErrorSpec(401, AUTHENTICATION_ERROR, "The API key is not valid."),
+    "api_key_revoked": ErrorSpec(401, AUTHENTICATION_ERROR, "The API key was revoked."),
+    "api_key_expired": ErrorSpec(401, AUTHENTICATION_ERROR, "The API key has expired."),
+    # 403: you may not.
+    "insufficient_scope": ErrorSpec(
+        403, PERMISSION_ERROR, "The API key lacks the scope this request needs."
+    ),
+    "org_mismatch": ErrorSpec(
+        403, PERMISSION_ERROR, "X-Org-Id names an organisation other than the key's."
+    ),
+    "org_suspended": ErrorSpec(403, PERMISSION_ERROR, "The organisation is suspended."),
+    "environment_not_allowed": ErrorSpec(
+        403, PERMISSION_ERROR, "The key's environment does not allow this."
+    ),
+    "permission_denied": ErrorSpec(403, PERMISSION_ERROR, "You may not do this."),
+    # 429: slow down.
+    "rate_limited": ErrorSpec(429, RATE_LIMIT_ERROR, "Too many requests; retry later."),
+    "quota_exceeded": ErrorSpec(
+        429, RATE_LIMIT_ERROR, "The organisation's monthly request quota is used up."
+    ),
+    # Idempotency (enforced by the idempotency layer of the request pipeline).
+    "idempotency_key_missing": ErrorSpec(
+        400, IDEMPOTENCY_ERROR, "This request needs an Idempotency-Key header."
+    ),
+    "idempotency_key_invalid": ErrorSpec(
+        400,
+        IDEMPOTENCY_ERROR,
+        "The Idempotency-Key must be 1 to 255 printable ASCII characters.",
+    ),
+    "idempotency_key_in_use": ErrorSpec(
+        409, IDEMPOTENCY_ERROR, "A request with this Idempotency-Key is still running."
+    ),
+    "idempotency_key_reused": ErrorSpec(
+        422,
+        IDEMPOTENCY_ERROR,
+        "This Idempotency-Key was used with a different method, path or body.",
+    ),
+    # 4xx: the request itself is wrong.
+    "validation_error": ErrorSpec(400, INVALID_REQUEST_ERROR, "The request is not valid."),
+    "conflicting_credentials": ErrorSpec(
+        400,
+        INVALID_REQUEST_ERROR,
+        "Authorization and X-API-Key name different keys; send one.",
+    ),
+    "malformed_json": ErrorSpec(400, INVALID_REQUEST_ERROR, "The body is not valid JSON."),
+    "not_found": ErrorSpec(404, INVALID_REQUEST_ERROR, "No such resource."),
+    "method_not_allowed": ErrorSpec(
+        405, INVALID_REQUEST_ERROR, "This method is not allowed on this resource."
+    ),
+    "conflict": ErrorSpec(
+        409, INVALID_REQUEST_ERROR, "The request conflicts with the resource's current state."
+    ),
+    "request_too_large": ErrorSpec(413, INVALID_REQUEST_ERROR, "The request body is too large."),
+    "unsupported_media_type": ErrorSpec(
+        415, INVALID_REQUEST_ERROR, "Send the body as JSON (Content-Type: application/json)."
+    ),
+    # 5xx: our fault.
+    "internal_error": ErrorSpec(
+        500, API_ERROR, "Something went wrong on our side. Quote the request id if you ask us."
+    ),
+    "service_unavailable": ErrorSpec(
+        503, API_ERROR, "The service is temporarily unavailable; retry later."
+    ),
+}
+
+# The 401 codes: their responses carry `WWW-Authenticate: Bearer`.
+AUTHENTICATION_CODES = frozenset(c for c, s in ERRORS.items() if s.status == 401)
+
+
+def spec_for(code: str) -> ErrorSpec:
+    return ERRORS[code]
+
+
+def error_body(
+    code: str, *, request_id: str, message: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The error document for `code`. `extra` adds fields such as `param`, `errors`."""
+    spec = ERRORS[code]
+    error: dict[str, Any] = {
+        "type": spec.type,
+        "code": code,
+        "message": message or spec.message,
+        "request_id": request_id,
+    }
+    error.update({k: v for k, v in extra.items() if v is not None})
+    return {"error": error}
+
+
+def www_authenticate(code: str) -> str:
+    """RFC 6750 challenge: a missing key gets the bare scheme, a bad one `invalid_token`."""
+    if code == "missing_api_key":
+        return 'Bearer realm="api"'
+    return f'Bearer realm="api", error="invalid_token", error_description="{code}"'
+
+
+class ApiError(APIException):
+    """Raise one of the table's errors from anywhere in the API pipeline.
+
+    `extra` fields (`param`, `required_scope`, ...) are added to the error body;
+    `headers` to the response (for example `Retry-After`).
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        spec = ERRORS[code]  # an unknown code is a programming error: fail loudly here
+        self.code = code
+        self.status_code = spec.status
+        self.message = message or spec.message
+        self.extra = extra
+        self.headers = dict(headers or {})
+        super().__init__(detail=self.message, code=code)

@@ -1,0 +1,201 @@
+"""The API's one exception handler, and Django-level 400/404/500 handlers for /api/.
+
+Every error leaves as `{"error": {"type", "code", "message", "request_id", ...}}` with the
+status of the code in `apikeys.errors.ERRORS`. Unexpected exceptions become 500
+`internal_error`: the body carries the request id, never a stack trace; the log carries
+both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+from rest_framework.views import set_rollback
+
+from apikeys.errors import AUTHENTICATION_CODES, ERRORS, ApiError, error_body, www_authenticate
+from apikeys.scopes import ScopeError
+from apikeys.services import ApiKeyError, ScopeNotAllowed
+from orgs.services import OrgError
+
+logger = logging.getLogger("apikeys.api")
+
+API_PATH_PREFIX = "/api/"
+
+# Machine-readable reasons of the org services, mapped to the table's codes. The
+# original reason travels in the body as `reason` so a client can tell them apart.
+ORG_ERROR_CODES: Mapping[str, str] = {
+    "forbidden": "permission_denied",
+    "not_found": "not_found",
+    "already_member": "conflict",
+    "already_invited": "conflict",
+    "last_owner": "conflict",
+    "slug_taken": "conflict",
+    "invitation_closed": "conflict",
+}
+
+
+def request_id_of(request: Any) -> str:
+    return str(getattr(request, "request_id", "") or "")
+
+
+def _flatten(detail: Any, path: str = "") -> Iterator[dict[str, str]]:
+    """DRF's nested error details as a flat list of `{param, code, message}`."""
+    if isinstance(detail, Mapping):
+        for key, value in detail.items():
+            name = "" if key == api_settings.NON_FIELD_ERRORS_KEY else str(key)
+            yield from _flatten(value, f"{path}.{name}" if path and name else path or name)
+    elif isinstance(detail, list):
+        leaves = all(isinstance(item, drf.ErrorDetail) for item in detail)
+        for index, item in enumerate(detail):
+            if leaves:
+                yield from _flatten(item, path)
+            else:
+                yield from _flatten(item, f"{path}.{index}" if path else str(index))
+    else:
+        code = getattr(detail, "code", None) or "invalid"
+        yield {"param": path, "code": str(code), "message": str(detail)}
+
+
+def _validation_payload(detail: Any) -> tuple[str, dict[str, Any]]:
+    errors = list(_flatten(detail))
+    if not errors:
+        return ERRORS["validation_error"].message, {}
+    first = errors[0]
+    message = f"{first['param']}: {first['message']}" if first["param"] else first["message"]
+    extra: dict[str, Any] = {"errors": errors}
+    if first["param"]:
+        extra["param"] = first["param"]
+    return message, extra
+
+
+def _classify(exc: BaseException) -> tuple[str, str | None, dict[str, Any], dict[str, str]]:
+    """(code, message, extra body fields, extra headers) for a known exception.
+
+    Raises LookupError for an exception that is not a client error (a 500).
+    """
+    if isinstance(exc, ApiError):
+        return exc.code, exc.message, dict(exc.extra), dict(exc.headers)
+    if isinstance(exc, drf.ValidationError):
+        message, extra = _validation_payload(exc.detail)
+        return "validation_error", message, extra, {}
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+        message, extra = _validation_payload(
+            {k: [drf.ErrorDetail(m, code="invalid") for m in v] for k, v in detail.items()}
+        )
+        return "validation_error", message, extra, {}
+    if isinstance(exc, ScopeNotAllowed):
+        return (
+            "insufficient_scope",
+            exc.message,
+            {"required_scope": exc.required_scope, "param": exc.param or None},
+            {},
+        )
+    if isinstance(exc, ApiKeyError):
+        code = exc.code if exc.code in ERRORS else "validation_error"
+        param = {"grace": "grace_period"}.get(exc.param, exc.param) or None
+        return code, exc.message, {"param": param}, {}
+    if isinstance(exc, OrgError):
+        code = ORG_ERROR_CODES.get(exc.code, "validation_error")
+        return code, exc.message, {"reason": exc.code}, {}
+    if isinstance(exc, ScopeError):
+        return "validation_error", exc.message, {"param": "scopes"}, {}
+    if isinstance(exc, drf.ParseError):
+        return "malformed_json", f"The body is not valid JSON: {_short(exc.detail)}", {}, {}
+    if isinstance(exc, drf.NotAuthenticated):
+        return "missing_api_key", None, {}, {}
+    if isinstance(exc, drf.AuthenticationFailed):
+        return "invalid_api_key", None, {}, {}
+    if isinstance(exc, drf.PermissionDenied | DjangoPermissionDenied):
+        return "permission_denied", None, {}, {}
+    if isinstance(exc, drf.NotFound | Http404):
+        return "not_found", None, {}, {}
+    if isinstance(exc, drf.MethodNotAllowed):
+        return "method_not_allowed", _short(exc.detail), {}, {}
+    if isinstance(exc, drf.UnsupportedMediaType | drf.NotAcceptable):
+        return "unsupported_media_type", None, {}, {}
+    if isinstance(exc, drf.Throttled):
+        wait = int(exc.wait or 1)
+        return "rate_limited", None, {}, {"Retry-After": str(max(wait, 1))}
+    if isinstance(exc, RequestDataTooBig):
+        return "request_too_large", None, {}, {}
+    if isinstance(exc, SuspiciousOperation):
+        return "validation_error", "The request is malformed.", {}, {}
+    if isinstance(exc, drf.APIException) and 400 <= exc.status_code < 500:
+        return "validation_error", _short(exc.detail), {}, {}
+    raise LookupError(type(exc).__name__)
+
+
+def _short(detail: Any) -> str:
+    return str(detail)[:300]
+
+
+def error_response_for(exc: BaseException, request: Any) -> Response:
+    """The API error response for `exc` (any exception) raised while serving `request`."""
+    request_id = request_id_of(request)
+    try:
+        code, message, extra, headers = _classify(exc)
+    except LookupError:
+        logger.error(
+            "Unhandled exception serving %s %s (request id %s)",
+            getattr(request, "method", "?"),
+            getattr(request, "path", "?"),
+            request_id,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        code, message, extra, headers = "internal_error", None, {}, {}
+    if code in AUTHENTICATION_CODES:
+        headers.setdefault("WWW-Authenticate", www_authenticate(code))
+    body = error_body(code, request_id=request_id, message=message, **extra)
+    return Response(body, status=ERRORS[code].status, headers=headers)
+
+
+def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response:
+    """REST_FRAMEWORK["EXCEPTION_HANDLER"]: every exception gets the error shape."""
+    set_rollback()
+    return error_response_for(exc, context.get("request"))
+
+
+def json_error(request: HttpRequest, code: str, message: str | None = None) -> JsonResponse:
+    body = error_body(code, request_id=request_id_of(request), message=message)
+    response = JsonResponse(body, status=ERRORS[code].status)
+    if code in AUTHENTICATION_CODES:
+        response["WWW-Authenticate"] = www_authenticate(code)
+    return response
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PATH_PREFIX)
+
+
+# Django-level handlers (config/urls.py): JSON under /api/, Django's pages elsewhere.
+
+
+def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        if isinstance(exception, RequestDataTooBig):
+            return json_error(request, "request_too_large")
+        return json_error(request, "validation_error", "The request is malformed.")
+    return defaults.bad_request(request, exception)
+
+
+def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return json_error(request, "not_found")
+    return defaults.page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return json_error(request, "internal_error")
+    return defaults.server_error(request)

@@ -1,0 +1,329 @@
+"""Request and response shapes of the API. Validation of types only: business rules live in
+the services, which the views call.
+
+Input is strict (ADR 0041): strings must be JSON strings, integers JSON integers, and a
+body field that the endpoint does not know is a 400 `validation_error`, so a typo never
+silently does nothing. Output carries opaque ids only (`org_…`, `mem_…`, `key_…`,
+`inv_…`, `evt_…`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from apikeys.services import MAX_GRACE, NAME_MAX_LENGTH
+from orgs.models import Role
+
+DEFAULT_GRACE_SECONDS = 24 * 60 * 60
+MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())
+MAX_SCOPES = 64
+PAGINATION_PARAMETERS = frozenset({"cursor", "limit"})
+
+
+def _no_control_characters(value: str) -> None:
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise serializers.ValidationError("Control characters are not allowed.", code="invalid")
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string only (no number coerced to text), without control characters.
+
+    DRF's CharField already refuses NUL and lone surrogates.
+    """
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        _no_control_characters(value)
+        return value
+
+
+class StrictEmailField(serializers.EmailField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        value: str = super().to_internal_value(data)
+        _no_control_characters(value)
+        return value
+
+
+class StrictChoiceField(serializers.ChoiceField):
+    def to_internal_value(self, data: Any) -> Any:
+        if not isinstance(data, str):
+            self.fail("invalid_choice", input=str(data)[:50])
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: no strings, floats or booleans."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+class StrictDateTimeField(serializers.DateTimeField):
+    """ISO 8601; naive values are UTC; values that cannot be expressed in UTC are refused."""
+
+    def to_internal_value(self, value: Any) -> datetime:
+        if not isinstance(value, str):
+            self.fail("invalid", format="ISO 8601")
+        parsed: datetime = super().to_internal_value(value)
+        try:
+            return parsed.astimezone(UTC)
+        except (OverflowError, ValueError):
+            self.fail("invalid", format="ISO 8601")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class StrictSerializer(serializers.Serializer[Any]):
+    """Refuses fields it does not declare (ADR 0041)."""
+
+    # Names accepted without being fields (the paginator's query parameters).
+    also_allowed: ClassVar[frozenset[str]] = frozenset()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields) - self.also_allowed)
+            if unknown:
+                raise serializers.ValidationError(
+                    {name[:64]: ["Unknown field."] for name in unknown[:10]}, code="unknown_field"
+                )
+        return super().to_internal_value(data)
+
+
+# ---- output ---------------------------------------------------------------------------------
+
+
+class RateLimitsSerializer(serializers.Serializer[Any]):
+    per_minute = serializers.IntegerField(help_text="Requests per minute per key; 0: unlimited.")
+    burst = serializers.IntegerField(help_text="Requests per second per key; 0: unlimited.")
+    monthly = serializers.IntegerField(help_text="Requests per month for the org; 0: unlimited.")
+
+
+class OrganizationSerializer(serializers.Serializer[Any]):
+    object = serializers.SerializerMethodField()
+    id = serializers.CharField(source="public_id", help_text="Opaque id, `org_…`.")
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    plan = serializers.ChoiceField(choices=["starter", "growth", "enterprise"])
+    kyc_status = serializers.ChoiceField(
+        choices=["not_submitted", "pending", "approved", "rejected"]
+    )
+    status = serializers.ChoiceField(choices=["active", "suspended"])
+    require_two_factor = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+
+    def get_object(self, obj: Any) -> str:
+        return "organization"
+
+
+class MeKeySerializer(serializers.Serializer[Any]):
+    id = serializers.CharField(help_text="Opaque id, `key_…`.")
+    name = serializers.CharField()
+    environment = serializers.ChoiceField(choices=["live", "test", "sys"])
+    scopes = serializers.ListField(child=serializers.CharField())
+    display = serializers.CharField(help_text="Masked form of the key; never the secret.")
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class MeOrganizationSerializer(serializers.Serializer[Any]):
+    id = serializers.CharField(help_text="Opaque id, `org_…`.")
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    plan = serializers.CharField()
+    kyc_status = serializers.CharField()
+    status = serializers.CharField()
+
+
+class MeSerializer(serializers.Serializer[Any]):
+    key = MeKeySerializer()
+    organization = MeOrganizationSerializer(allow_null=True, help_text="Null for system keys.")
+    rate_limits = RateLimitsSerializer(allow_null=True, help_text="Null for system keys.")
+
+
+class MemberSerializer(serializers.Serializer[Any]):
+    object = serializers.SerializerMethodField()
+    id = serializers.CharField(source="public_id", help_text="Opaque id, `mem_…`.")
+    email = serializers.EmailField(source="user.email")
+    name = serializers.CharField(source="user.full_name")
+    role = serializers.ChoiceField(choices=Role.values)
+    two_factor = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField(help_text="When the member joined.")
+
+    def get_object(self, obj: Any) -> str:
+        return "member"
+
+    def get_two_factor(self, obj: Any) -> bool | None:
+        """Whether the member has a second factor (null when not computed)."""
+        value = getattr(obj, "has_two_factor", None)
+        return None if value is None else bool(value)
+
+
+class InvitationSerializer(serializers.Serializer[Any]):
+    object = serializers.SerializerMethodField()
+    id = serializers.CharField(source="public_id", help_text="Opaque id, `inv_…`.")
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=Role.values)
+    status = serializers.ChoiceField(choices=["pending", "accepted", "cancelled", "expired"])
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+
+    def get_object(self, obj: Any) -> str:
+        return "invitation"
+
+
+class ApiKeySerializer(serializers.Serializer[Any]):
+    object = serializers.SerializerMethodField()
+    id = serializers.CharField(source="public_id", help_text="Opaque id, `key_…`.")
+    name = serializers.CharField()
+    environment = serializers.ChoiceField(choices=["live", "test"])
+    scopes = serializers.ListField(child=serializers.CharField())
+    display = serializers.CharField(help_text="Masked form of the key; never the secret.")
+    status = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    created_by = serializers.SerializerMethodField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    rotated_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    predecessor_id = serializers.SerializerMethodField()
+
+    def get_object(self, obj: Any) -> str:
+        return "api_key"
+
+    def get_status(self, obj: Any) -> str:
+        """`active`, `expiring` (rotated, in its grace period), `expired` or `revoked`."""
+        return str(obj.status_at(timezone.now()))
+
+    def get_created_by(self, obj: Any) -> str | None:
+        """The creator's email, or the creating key's id (`key_…`), or null."""
+        if obj.created_by_id is not None and obj.created_by is not None:
+            return str(obj.created_by.email)
+        if obj.created_by_key_id is not None and obj.created_by_key is not None:
+            return str(obj.created_by_key.public_id)
+        return None
+
+    def get_predecessor_id(self, obj: Any) -> str | None:
+        """The key this one replaced in a rotation (`key_…`), or null."""
+        predecessor = obj.predecessor if obj.predecessor_id is not None else None
+        return None if predecessor is None else str(predecessor.public_id)
+
+
+class ApiKeyWithSecretSerializer(ApiKeySerializer):
+    secret = serializers.SerializerMethodField()
+
+    def get_secret(self, obj: Any) -> str:
+        """The key itself. Shown in this response only: store it now."""
+        return str(self.context["secret"])
+
+
+class AuditActorSerializer(serializers.Serializer[Any]):
+    type = serializers.ChoiceField(choices=["user", "api_key", "system"], source="actor_type")
+    id = serializers.CharField(
+        source="actor_id", help_text="The acting key's id (`key_…`) when a key acted."
+    )
+    label = serializers.CharField(source="actor_label")
+    external_id = serializers.CharField(
+        source="external_actor_id", help_text="X-Actor-Id sent with the request, if any."
+    )
+
+
+class AuditTargetSerializer(serializers.Serializer[Any]):
+    type = serializers.CharField(source="target_type")
+    id = serializers.CharField(source="target_id")
+    label = serializers.CharField(source="target_label")
+
+
+class AuditEventSerializer(serializers.Serializer[Any]):
+    object = serializers.SerializerMethodField()
+    id = serializers.CharField(source="public_id", help_text="Opaque id, `evt_…`.")
+    action = serializers.CharField()
+    actor = AuditActorSerializer(source="*")
+    target = AuditTargetSerializer(source="*")
+    ip = serializers.IPAddressField(allow_null=True)
+    user_agent = serializers.CharField()
+    request_id = serializers.CharField()
+    details = serializers.DictField()
+    created_at = serializers.DateTimeField()
+
+    def get_object(self, obj: Any) -> str:
+        return "audit_event"
+
+
+class OkSerializer(serializers.Serializer[Any]):
+    ok = serializers.BooleanField()
+
+
+# ---- input ----------------------------------------------------------------------------------
+
+
+class OrganizationUpdateSerializer(StrictSerializer):
+    name = StrictCharField(max_length=120)
+
+
+class MemberInviteSerializer(StrictSerializer):
+    email = StrictEmailField(max_length=254)
+    role = StrictChoiceField(choices=Role.values, default=Role.MEMBER)
+
+
+class MemberUpdateSerializer(StrictSerializer):
+    role = StrictChoiceField(choices=Role.values)
+
+
+class ApiKeyCreateSerializer(StrictSerializer):
+    name = StrictCharField(max_length=NAME_MAX_LENGTH)
+    environment = StrictChoiceField(choices=["live", "test"], default="test")
+    scopes = serializers.ListField(
+        child=StrictCharField(max_length=80),
+        max_length=MAX_SCOPES,
+        help_text="`<resource>:read` or `<resource>:write`; write implies read.",
+    )
+    expires_at = StrictDateTimeField(
+        required=False, allow_null=True, default=None, help_text="ISO 8601; null: never."
+    )
+
+
+class ApiKeyRotateSerializer(StrictSerializer):
+    grace_period = StrictIntegerField(
+        min_value=0,
+        max_value=MAX_GRACE_SECONDS,
+        default=DEFAULT_GRACE_SECONDS,
+        help_text="Seconds the old key keeps working (default 86400, at most 604800).",
+    )
+
+
+class EmptySerializer(StrictSerializer):
+    """A body with no fields (or none at all)."""
+
+
+class AuditEventFilterSerializer(StrictSerializer):
+    action = StrictCharField(
+        required=False, max_length=64, help_text="Exact action, e.g. `api_key.created`."
+    )
+    actor = StrictCharField(
+        required=False,
+        max_length=254,
+        help_text="A key id (`key_…`), a user's email, or an X-Actor-Id value.",
+    )
+    since = StrictDateTimeField(required=False, help_text="ISO 8601; events at or after.")
+    until = StrictDateTimeField(required=False, help_text="ISO 8601; events before.")
+    also_allowed = PAGINATION_PARAMETERS
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and since > until:
+            raise serializers.ValidationError({"until": ["'until' is before 'since'."]})
+        return attrs
+
+
+class PageSerializer(StrictSerializer):
+    """The query parameters of a plain list: only the paginator's."""
+
+    also_allowed = PAGINATION_PARAMETERS
