@@ -7,6 +7,8 @@ response that created it, with `Cache-Control: no-store`, and is kept nowhere el
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -78,6 +80,32 @@ def _grid(selected: set[str]) -> list[dict[str, Any]]:
     return rows
 
 
+# A reload of the page that showed a secret re-submits the create form. The form carries a
+# one-time nonce; the session remembers (hashed) nonces already used and the key each
+# created, so a re-submission shows that key's masked detail page instead of a new key.
+USED_NONCES_SESSION_KEY = "apikeys_used_form_nonces"
+USED_NONCES_KEPT = 20
+
+
+def _nonce_hash(nonce: str) -> str:
+    return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+def _nonce_used_for(request: HttpRequest, nonce: str) -> str | None:
+    if not nonce:
+        return None
+    used: dict[str, str] = request.session.get(USED_NONCES_SESSION_KEY, {})
+    return used.get(_nonce_hash(nonce))
+
+
+def _remember_nonce(request: HttpRequest, nonce: str, key_id: str) -> None:
+    if not nonce:
+        return
+    used: dict[str, str] = dict(request.session.get(USED_NONCES_SESSION_KEY, {}))
+    used[_nonce_hash(nonce)] = key_id
+    request.session[USED_NONCES_SESSION_KEY] = dict(list(used.items())[-USED_NONCES_KEPT:])
+
+
 def _user(request: HttpRequest) -> User:
     assert isinstance(request.user, User)
     return request.user
@@ -111,6 +139,9 @@ class ApiKeyCreateView(OrgMixin, View):
             "grid": _grid(selected),
             "live_allowed": self.org.kyc_status == KycStatus.APPROVED,
             "selected_environment": form["environment"].value() or "test",
+            "form_nonce": self.request.POST.get("form_nonce", "")
+            if form.is_bound
+            else secrets.token_urlsafe(18),
         }
         return render(self.request, self.template_name, context, status=status)
 
@@ -118,6 +149,15 @@ class ApiKeyCreateView(OrgMixin, View):
         return self._render_form(ApiKeyCreateForm())
 
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        nonce = request.POST.get("form_nonce", "")[:64]
+        created_id = _nonce_used_for(request, nonce)
+        if created_id is not None:
+            messages.info(
+                request, "This key was already created. Its secret was shown once and is gone."
+            )
+            return HttpResponseRedirect(
+                reverse("apikey-detail", kwargs={"org_slug": self.org.slug, "key_id": created_id})
+            )
         form = ApiKeyCreateForm(request.POST)
         if not form.is_valid():
             return self._render_form(form, status=400)
@@ -135,6 +175,7 @@ class ApiKeyCreateView(OrgMixin, View):
             field = {"scopes": "scope", "expires_at": "expiry"}.get(exc.param, exc.param)
             form.add_error(field if field in form.fields else None, exc.message)
             return self._render_form(form, status=400)
+        _remember_nonce(request, nonce, key.public_id)
         return render(
             request,
             "apikeys/apikey_secret.html",
@@ -145,7 +186,6 @@ class ApiKeyCreateView(OrgMixin, View):
                 "heading": "API key created",
                 "rows": [_row(key, timezone.now())],
             },
-            status=201,
         )
 
 
@@ -207,7 +247,6 @@ class ApiKeyRotateView(OrgMixin, View):
                 "predecessor": key,
                 "rows": [_row(successor, timezone.now())],
             },
-            status=201,
         )
 
 

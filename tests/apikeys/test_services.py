@@ -219,3 +219,15 @@ def test_system_keys_need_a_platform_owner_and_system_scopes(db: None) -> None:
     key, secret = system_apikey_create(name="ops", scopes=["platform_kyc:write"], created_by=owner)
     assert secret.startswith("lk_sys_") and key.org is None and key.environment == "sys"
     assert key.scopes == ["platform_kyc:read", "platform_kyc:write"]
+
+
+def test_successor_history_shows_the_rotation_that_issued_it(org: Organization, owner) -> None:
+    from apikeys.selectors import apikey_history
+
+    key, _ = make_key(org, created_by=owner)
+    successor, _ = apikey_rotate(key=key, actor_user=owner)
+    assert [e.action for e in apikey_history(org=org, key=successor)] == ["api_key.rotated"]
+    assert [e.action for e in apikey_history(org=org, key=key)] == [
+        "api_key.rotated",
+        "api_key.created",
+    ]

@@ -43,7 +43,7 @@ def test_admin_creates_a_key_and_sees_the_secret_once(
     admin_client_: Client, org: Organization, admin_user
 ) -> None:
     response = admin_client_.post(url(org, "new/"), create_payload())
-    assert response.status_code == 201
+    assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
     secret = secret_in(response.content)
     assert parse_key(secret) is not None
@@ -63,7 +63,7 @@ def test_admin_creates_a_key_and_sees_the_secret_once(
 
 
 def test_owner_can_create_too(owner_client: Client, org: Organization) -> None:
-    assert owner_client.post(url(org, "new/"), create_payload()).status_code == 201
+    assert owner_client.post(url(org, "new/"), create_payload()).status_code == 200
 
 
 def test_create_form_shows_the_grid_from_the_registry(
@@ -107,7 +107,7 @@ def test_live_option_is_disabled_and_explained_until_kyc_approved(
     html = admin_client_.get(url(org, "new/")).content.decode()
     assert '<option value="live">' in html
     response = admin_client_.post(url(org, "new/"), create_payload(environment="live"))
-    assert response.status_code == 201
+    assert response.status_code == 200
     assert secret_in(response.content).startswith("lk_live_")
 
 
@@ -140,11 +140,11 @@ def test_expiry_presets_and_custom_date(admin_client_: Client, org: Organization
     with frozen_clock() as clock:
         t0 = clock.now
         day = (t0 + timedelta(days=45)).date()
-        assert admin_client_.post(url(org, "new/"), create_payload(expiry="30")).status_code == 201
+        assert admin_client_.post(url(org, "new/"), create_payload(expiry="30")).status_code == 200
         response = admin_client_.post(
             url(org, "new/"), create_payload(expiry="custom", expires_on=day.isoformat())
         )
-        assert response.status_code == 201
+        assert response.status_code == 200
     first, second = ApiKey.objects.order_by("id")
     assert first.expires_at == t0 + timedelta(days=30)
     assert second.expires_at == datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
@@ -206,7 +206,7 @@ def test_rotate_shows_new_secret_once_and_keeps_old_key_for_grace(
         detail = admin_client_.get(url(org, f"{key.public_id}/")).content.decode()
         assert '<option value="86400" selected>' in detail
         response = admin_client_.post(url(org, f"{key.public_id}/rotate/"), {"grace": "3600"})
-        assert response.status_code == 201
+        assert response.status_code == 200
         assert "no-store" in response["Cache-Control"]
         new_secret = secret_in(response.content)
         assert new_secret != old_secret and parse_key(new_secret) is not None
@@ -315,3 +315,40 @@ def test_list_query_count_is_constant_for_1_and_500_keys(
 def test_another_members_session_in_the_org_sees_the_list(org: Organization, admin_user) -> None:
     outsider = UserFactory.create(email="outsider@example.com")
     assert signed_in_client(outsider).get(url(org)).status_code == 404
+
+
+def test_selectors_never_return_another_orgs_key(
+    org: Organization, other_org: Organization
+) -> None:
+    from django.http import Http404
+
+    from apikeys.selectors import apikey_get, apikey_history, apikey_list
+
+    mine, _ = make_key(org)
+    foreign, _ = make_key(other_org)
+    assert list(apikey_list(org=org)) == [mine]
+    with pytest.raises(Http404):
+        apikey_get(org=org, public_id=foreign.public_id)
+    assert apikey_history(org=org, key=foreign) == []
+
+
+def test_resubmitting_the_create_form_shows_the_key_masked_not_a_new_secret(
+    admin_client_: Client, org: Organization
+) -> None:
+    form = admin_client_.get(url(org, "new/")).content.decode()
+    start = form.index('name="form_nonce" value="') + len('name="form_nonce" value="')
+    nonce = form[start : form.index('"', start)]
+    assert len(nonce) >= 20
+    first = admin_client_.post(url(org, "new/"), create_payload(form_nonce=nonce))
+    secret = secret_in(first.content)
+    again = admin_client_.post(url(org, "new/"), create_payload(form_nonce=nonce))
+    key = ApiKey.objects.get()
+    assert again.status_code == 302
+    assert again["Location"] == url(org, f"{key.public_id}/")
+    page = admin_client_.get(again["Location"]).content
+    assert secret.encode() not in page and b"already created" in page
+    session_dump = repr(dict(admin_client_.session.items()))
+    assert nonce not in session_dump and secret not in session_dump
+    # A fresh form (new nonce) creates a new key as usual.
+    fresh = admin_client_.get(url(org, "new/")).content.decode()
+    assert nonce not in fresh
