@@ -206,6 +206,11 @@ STORAGES = {
 # Private uploads (KYC documents): outside any public path, served only through views.
 PRIVATE_MEDIA_ROOT = Path(env.str("PRIVATE_MEDIA_ROOT", default=str(VAR_DIR / "private")))
 
+# KYC uploads: each document at most KYC_DOCUMENT_MAX_BYTES, at most KYC_MAX_DOCUMENTS per
+# application; PDF, PNG and JPEG only, recognised by their first bytes (ADR 0050).
+KYC_DOCUMENT_MAX_BYTES = env.int("KYC_DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
+KYC_MAX_DOCUMENTS = env.int("KYC_MAX_DOCUMENTS", default=5)
+
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
