@@ -327,7 +327,7 @@ def invited(owner: User, org: Organization, django_capture_on_commit_callbacks: 
 def test_anonymous_visitor_is_asked_to_sign_in_as_the_invited_email(invited: str) -> None:
     response = Client().get(f"/invitations/{invited}/")
     assert response.status_code == 200
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "strict-origin"
     assert "no-store" in response["Cache-Control"]
     html = response.content.decode()
     assert f"/login/?next=%2Finvitations%2F{invited}%2F&amp;email=bob%40example.com" in html
