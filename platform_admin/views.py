@@ -22,6 +22,7 @@ from django.utils.cache import patch_cache_control
 from django.views import View
 
 from accounts.models import PlatformRole, User
+from accounts.selectors import user_has_second_factor
 from apikeys.scopes import all_resources
 from orgs.models import KycStatus, OrgStatus
 from orgs.plans import PLAN_LIMITS
@@ -45,6 +46,7 @@ from platform_admin.services import PlatformError
 logger = logging.getLogger(__name__)
 
 SECURITY_URL = "/account/security/"
+VERIFY_URL = "/login/2fa/"
 ORGS_PER_PAGE = 50
 
 
@@ -189,12 +191,16 @@ class PlatformMixin(LoginRequiredMixin):
             # The console does not exist for anybody else.
             raise Http404("Not found.")
         if not user.is_verified():  # type: ignore[attr-defined]
+            # The accounts middleware normally answers first; this is the second wall.
+            next_query = urlencode({"next": request.get_full_path()})
+            if user_has_second_factor(user=user):
+                return redirect(f"{VERIFY_URL}?{next_query}")
             messages.warning(
                 request,
-                "The platform console needs two-factor authentication: set it up (or verify "
-                "it) to continue.",
+                "The platform console needs two-factor authentication: set up an "
+                "authenticator app or a passkey to continue.",
             )
-            return redirect(f"{SECURITY_URL}?{urlencode({'next': request.get_full_path()})}")
+            return redirect(SECURITY_URL)
         if (
             self.required_platform_role == PlatformRole.PLATFORM_OWNER
             and not user.is_platform_owner

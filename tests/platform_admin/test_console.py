@@ -68,6 +68,38 @@ def test_staff_without_a_verified_second_factor_are_sent_to_enrol(
     assert response["Location"].startswith("/account/security/")
 
 
+def test_staff_with_a_factor_but_an_unverified_session_are_sent_to_verify(
+    staff_user: User,
+) -> None:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    TOTPDevice.objects.create(user=staff_user, name="app", confirmed=True)
+    response = signed_in_client(staff_user).get("/platform/kyc/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/2fa/")
+
+
+@pytest.mark.parametrize("with_factor", [False, True])
+def test_the_console_base_refuses_unverified_staff_even_without_the_middleware(
+    staff_user: User, settings: Any, with_factor: bool
+) -> None:
+    """Defence in depth: the base view holds the line if the middleware is ever removed."""
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    settings.MIDDLEWARE = [
+        m for m in settings.MIDDLEWARE if m != "accounts.middleware.SecondFactorMiddleware"
+    ]
+    if with_factor:
+        TOTPDevice.objects.create(user=staff_user, name="app", confirmed=True)
+    client = signed_in_client(staff_user)
+    for path in ["/platform/", "/platform/kyc/", "/platform/organizations/"]:
+        response = client.get(path)
+        assert response.status_code == 302
+        expected = "/login/2fa/" if with_factor else "/account/security/"
+        assert response["Location"].startswith(expected)
+    assert verified_client(staff_user).get("/platform/").status_code == 200
+
+
 @pytest.mark.parametrize("path", CONSOLE_PAGES)
 def test_verified_staff_reach_the_console_uncached(staff_client: Client, path: str) -> None:
     response = staff_client.get(path)
