@@ -1,18 +1,16 @@
-"""The key-verification cache's invalidation hook.
+"""Invalidation hooks of the key-verification cache (`apikeys.keycache`).
 
-Entries live under `apikey:<digest>` in Django's default cache. Every write that changes
-whether a key is accepted (revoke, rotate, delete) calls `invalidate_key` after its
-transaction commits, so no worker keeps accepting a stale entry.
+Every write that changes whether a key is accepted calls one of these; inside a
+transaction they take effect when it commits, so no worker process keeps accepting a key
+(or applying limits) the database no longer backs:
+
+- `invalidate_key(digest)`: revoke, rotate, delete of one key;
+- `invalidate_org(org_pk)`: suspension, reactivation, plan or custom-limit change of an
+  organisation (every key of the org at once, without enumerating them).
 """
 
 from __future__ import annotations
 
-from django.core.cache import cache
+from apikeys.keycache import cache_key, invalidate_key, invalidate_org
 
-
-def cache_key(digest: str) -> str:
-    return f"apikey:{digest}"
-
-
-def invalidate_key(digest: str) -> None:
-    cache.delete(cache_key(digest))
+__all__ = ["cache_key", "invalidate_key", "invalidate_org"]

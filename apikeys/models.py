@@ -111,3 +111,81 @@ class ApiKey(models.Model):
             KeyStatus.ACTIVE,
             KeyStatus.EXPIRING,
         )
+
+
+# --- API guards: idempotency records and usage (SPEC section 6) --------------------------
+
+
+class IdempotencyRecord(models.Model):
+    """One idempotency key of one API key: a lease while its request runs, then the outcome.
+
+    Only a SHA-256 of the idempotency key is stored; the response body is AES-GCM
+    encrypted under a key derived from the presenting API key's secret and the
+    idempotency key (see `apikeys.idempotency`). Kept 24 hours, then purged.
+    """
+
+    class State(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key_hash = models.CharField(max_length=64)
+    fingerprint = models.CharField(max_length=64)
+    state = models.CharField(max_length=12, choices=State.choices)
+    lease_token = models.CharField(max_length=32, blank=True)
+    lease_expires_at = models.DateTimeField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    response_body = models.BinaryField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["api_key", "key_hash"], name="apikeys_idempotency_unique_key"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"idempotency {self.key_hash[:12]} of key {self.api_key_id} ({self.state})"
+
+
+class KeyUsageHour(models.Model):
+    """Requests of one key in one hour (UTC), folded in from the live counters."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="usage_hours")
+    org = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    hour = models.DateTimeField()
+    count_2xx = models.BigIntegerField(default=0)
+    count_4xx = models.BigIntegerField(default=0)
+    count_5xx = models.BigIntegerField(default=0)
+    client_versions = models.JSONField(default=list, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["hour", "api_key_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "hour"], name="apikeys_usage_key_hour"),
+        ]
+        indexes = [models.Index(fields=["org", "hour"], name="apikeys_usage_org_hour")]
+
+    def __str__(self) -> str:
+        return f"usage of key {self.api_key_id} at {self.hour:%Y-%m-%d %H}:00"
+
+    @property
+    def requests(self) -> int:
+        return self.count_2xx + self.count_4xx + self.count_5xx
+
+
+class UsageFoldBatch(models.Model):
+    """A batch of Redis usage counters written to the database (makes folding exactly-once)."""
+
+    batch_id = models.CharField(max_length=32, unique=True)
+    folded_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.batch_id

@@ -1,0 +1,101 @@
+"""The API guards as the request pipeline calls them (hooks of `apikeys.api_base.ApiView`).
+
+- `before_handler`: after authentication and scope checks, the rate limits and the monthly
+  quota, counted in the same Redis round trip as the request's usage (`apikeys.ratelimit`);
+  a refusal is 429 `rate_limited` / `quota_exceeded` with `Retry-After`.
+- `around_handler`: a mutation's handler under the idempotency protocol
+  (`apikeys.idempotency`), which opens the handler's transaction itself.
+- `after_response`: the rate-limit headers on every authenticated response, and the
+  status class of the response in the usage counters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.http import HttpResponseBase
+from rest_framework.request import Request
+
+from apikeys import idempotency, ratelimit, usage
+from apikeys.errors import ApiError
+from config.net import client_ip
+
+_STATE_ATTR = "latchkey_guard_state"
+
+
+@dataclass
+class _GuardState:
+    result: ratelimit.LimitResult
+    at: float
+
+
+def _meta(request: Request) -> ratelimit.UsageMeta:
+    return ratelimit.UsageMeta(
+        ip=client_ip(request._request) or "",
+        client_version=str(getattr(request._request, "client_version", "") or ""),
+    )
+
+
+def before_handler(request: Request, principal: Any) -> None:
+    """Count the request against the key's limits; refuse it with 429 when over."""
+    now = time.time()
+    result = ratelimit.guard(
+        key_pk=principal.key_id,
+        org_pk=principal.org_id,
+        limits=principal.limits,
+        meta=_meta(request),
+        now=now,
+    )
+    setattr(request._request, _STATE_ATTR, _GuardState(result=result, at=now))
+    if not result.allowed:
+        raise ApiError(result.code, headers=result.headers())
+
+
+def around_handler(
+    request: Request, principal: Any, presented_key: str, call: Callable[[], Any]
+) -> Any:
+    """Run a mutation's handler under the idempotency protocol."""
+    django_request = request._request
+    try:
+        return idempotency.run(
+            method=request.method or "POST",
+            path=django_request.get_full_path(),
+            body=django_request.body,
+            header=django_request.META.get(idempotency.META_HEADER),
+            api_key_pk=principal.key_id,
+            api_key_secret=presented_key,
+            handler=call,
+        )
+    except idempotency.IdempotencyError as exc:
+        raise ApiError(exc.code, exc.message, headers=exc.headers) from None
+
+
+def after_response(request: Request, principal: Any, response: HttpResponseBase) -> None:
+    """Rate-limit headers and the response's status class in the usage counters."""
+    state: _GuardState | None = getattr(request._request, _STATE_ATTR, None)
+    status_class = usage.status_class(response.status_code)
+    if state is None:
+        # Refused before the limiter (org, scope, validation of headers): count the
+        # request for usage only and report the windows as they stand.
+        result = ratelimit.guard(
+            key_pk=principal.key_id,
+            org_pk=principal.org_id,
+            limits=principal.limits,
+            meta=_meta(request),
+            status_class=status_class,
+            count_limits=False,
+        )
+    else:
+        result = state.result
+        if status_class and result.allowed:
+            usage.record_status(
+                key_pk=principal.key_id,
+                org_pk=principal.org_id,
+                hour=usage.hour_start(state.at),
+                status_class=status_class,
+            )
+    for name, value in result.headers().items():
+        response[name] = value

@@ -1,0 +1,454 @@
+"""The key-verification cache: what a key digest resolves to, without the database.
+
+One entry per key, keyed by the key's digest (the HMAC of the key; the key itself is never
+cached): `apikey:<digest>` in the default cache's namespace, holding the key's `KeyState`
+and its org's `OrgState` (status, plan limits with custom overrides) together with the
+org's *generation* at the time the entry was filled.
+
+- A lookup is ONE Redis round trip: a Lua script GETs the entry, reads the org id at its
+  head and GETs the org's current generation. An entry whose generation differs is stale.
+- `invalidate_key(digest)` (revoke, rotate, delete) deletes the entry and sets a fresh
+  version marker for the digest; `invalidate_org(org_pk)` (suspension, reactivation, plan
+  or limit change) sets a fresh generation for the org, so every entry of its keys turns
+  stale at once without enumerating them.
+- A fill after a miss is a compare-and-set: it is written only if the key's version marker
+  and the org's generation are still what they were before the database was read. A
+  request that read the database before a change therefore cannot write its stale result
+  after the change's invalidation (ADR 0061).
+- Expiry and a rotation's grace end are checked against the cached `expires_at` at request
+  time by the caller, so time needs no invalidation.
+
+If Redis is unreachable verification falls back to the database (authentication never
+fails open); a failed invalidation is retried in the background for as long as an entry
+could live, so no stale entry outlasts an outage.
+
+Without Redis (embedded default, one process) the same protocol runs on the local-memory
+cache under a process lock; invalidation is in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.core.cache import cache
+from django.db import transaction
+
+from apikeys import redisconn
+from orgs.plans import Limits
+
+logger = logging.getLogger("apikeys.keycache")
+
+ENTRY_TTL = 300
+# Longer than any database read of a filler can take: see `_fill`.
+MARKER_TTL = 900
+
+_LOOKUP_LUA = """
+local e = redis.call('GET', KEYS[1])
+local v = redis.call('GET', KEYS[2])
+if not e then return {false, v, false} end
+local nl = string.find(e, '\\n', 1, true)
+if not nl or nl == 1 then return {e, v, false} end
+return {e, v, redis.call('GET', ARGV[1] .. string.sub(e, 1, nl - 1))}
+"""
+
+# Write the entry only if the key's version marker and the org's generation are unchanged
+# since before the database read ('' meaning absent).
+_FILL_LUA = """
+local v = redis.call('GET', KEYS[2]) or ''
+if v ~= ARGV[1] then return 0 end
+if KEYS[3] then
+  local g = redis.call('GET', KEYS[3]) or ''
+  if g ~= ARGV[2] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'EX', tonumber(ARGV[4]))
+return 1
+"""
+
+_INVALIDATE_KEY_LUA = """
+redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class OrgState:
+    pk: int
+    public_id: str
+    slug: str
+    name: str
+    status: str
+    plan: str
+    kyc_status: str
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class KeyState:
+    pk: int
+    public_id: str
+    digest: str
+    name: str
+    environment: str
+    scopes: tuple[str, ...]
+    display: str
+    org_pk: int | None
+    expires_at: datetime | None
+    rotated_at: datetime | None
+    revoked_at: datetime | None
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    key: KeyState
+    org: OrgState | None
+    from_cache: bool
+
+
+# --- names (in the default cache's namespace) -------------------------------------------
+
+
+def cache_key(digest: str) -> str:
+    return f"apikey:{digest}"
+
+
+def _version_name(digest: str) -> str:
+    return f"apikey-v:{digest}"
+
+
+def _org_generation_name_prefix() -> str:
+    return "apikey-org:"
+
+
+def _org_generation_name(org_pk: int) -> str:
+    return f"{_org_generation_name_prefix()}{org_pk}"
+
+
+# --- entries ----------------------------------------------------------------------------
+
+
+def _encode(key: KeyState, org: OrgState | None, generation: bytes) -> bytes:
+    head = b"" if key.org_pk is None else str(key.org_pk).encode()
+    return head + b"\n" + generation + b"\n" + pickle.dumps((key, org), protocol=5)
+
+
+def _decode(value: Any) -> tuple[bytes, KeyState, OrgState | None] | None:
+    """(generation, key, org) of an entry; None for anything that is not one of ours."""
+    if not isinstance(value, bytes):
+        return None
+    try:
+        _, generation, body = value.split(b"\n", 2)
+        key, org = pickle.loads(body)  # noqa: S301 - our own entries in our own cache
+    except Exception:  # anything else stored under the name is simply not an entry
+        return None
+    if not isinstance(key, KeyState) or not (org is None or isinstance(org, OrgState)):
+        return None
+    return generation, key, org
+
+
+# --- loading from the database ----------------------------------------------------------
+
+
+def key_state(key: Any) -> KeyState:
+    return KeyState(
+        pk=key.pk,
+        public_id=key.public_id,
+        digest=key.digest,
+        name=key.name,
+        environment=key.environment,
+        scopes=tuple(key.scopes or ()),
+        display=key.display,
+        org_pk=key.org_id,
+        expires_at=key.expires_at,
+        rotated_at=key.rotated_at,
+        revoked_at=key.revoked_at,
+        deleted_at=key.deleted_at,
+    )
+
+
+def org_state(org: Any) -> OrgState:
+    return OrgState(
+        pk=org.pk,
+        public_id=org.public_id,
+        slug=org.slug,
+        name=org.name,
+        status=org.status,
+        plan=org.plan,
+        kyc_status=org.kyc_status,
+        limits=org.limits,
+    )
+
+
+def load_from_db(digest: str) -> tuple[KeyState, OrgState | None] | None:
+    """The key with this digest and its org, in one query; None for an unknown digest."""
+    from apikeys.selectors import apikey_get_by_digest
+
+    key = apikey_get_by_digest(digest)
+    if key is None:
+        return None
+    return key_state(key), (org_state(key.org) if key.org is not None else None)
+
+
+def load_org_from_db(org_pk: int) -> OrgState | None:
+    from orgs.models import Organization
+
+    org = Organization.objects.filter(pk=org_pk).first()
+    return org_state(org) if org is not None else None
+
+
+# --- the two stores: Redis (shared) and local memory (one process) ----------------------
+
+
+class _RedisStore:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def lookup(self, digest: str) -> tuple[Any, bytes | None, bytes | None]:
+        entry, version, generation = _script(self.conn, _LOOKUP_LUA)(
+            keys=[cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))],
+            args=[cache.make_key(_org_generation_name_prefix())],
+        )
+        return entry, version, generation
+
+    def generation(self, org_pk: int) -> bytes | None:
+        value = self.conn.get(cache.make_key(_org_generation_name(org_pk)))
+        return value if isinstance(value, bytes) else None
+
+    def fill(
+        self,
+        digest: str,
+        org_pk: int | None,
+        version: bytes | None,
+        generation: bytes | None,
+        value: bytes,
+    ) -> None:
+        keys = [cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))]
+        if org_pk is not None:
+            keys.append(cache.make_key(_org_generation_name(org_pk)))
+        _script(self.conn, _FILL_LUA)(
+            keys=keys, args=[version or b"", generation or b"", value, ENTRY_TTL]
+        )
+
+    def invalidate_key(self, digest: str) -> None:
+        _script(self.conn, _INVALIDATE_KEY_LUA)(
+            keys=[cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))],
+            args=[_marker(), MARKER_TTL],
+        )
+
+    def invalidate_org(self, org_pk: int) -> None:
+        # No expiry: entries embed it for up to ENTRY_TTL, and one small key per org
+        # that ever changed is cheap. Lost to eviction it only makes entries stale.
+        self.conn.set(cache.make_key(_org_generation_name(org_pk)), _marker())
+
+
+class _LocalStore:
+    lock = threading.Lock()
+
+    def lookup(self, digest: str) -> tuple[Any, bytes | None, bytes | None]:
+        entry = cache.get(cache_key(digest))
+        version = cache.get(_version_name(digest))
+        generation = None
+        if isinstance(entry, bytes):
+            head = entry.partition(b"\n")[0]
+            if head.isdigit():
+                generation = self.generation(int(head))
+        return entry, version, generation
+
+    def generation(self, org_pk: int) -> bytes | None:
+        value = cache.get(_org_generation_name(org_pk))
+        return value if isinstance(value, bytes) else None
+
+    def fill(
+        self,
+        digest: str,
+        org_pk: int | None,
+        version: bytes | None,
+        generation: bytes | None,
+        value: bytes,
+    ) -> None:
+        with self.lock:
+            if cache.get(_version_name(digest)) != version:
+                return
+            if org_pk is not None and self.generation(org_pk) != generation:
+                return
+            cache.set(cache_key(digest), value, ENTRY_TTL)
+
+    def invalidate_key(self, digest: str) -> None:
+        with self.lock:
+            cache.set(_version_name(digest), _marker(), MARKER_TTL)
+            cache.delete(cache_key(digest))
+
+    def invalidate_org(self, org_pk: int) -> None:
+        with self.lock:
+            cache.set(_org_generation_name(org_pk), _marker(), None)
+
+
+def _marker() -> bytes:
+    return secrets.token_hex(8).encode()
+
+
+_scripts_lock = threading.Lock()
+_scripts: dict[tuple[int, str], Any] = {}
+
+
+def _script(conn: Any, source: str) -> Any:
+    with _scripts_lock:
+        script = _scripts.get((id(conn), source))
+        if script is None:
+            script = _scripts[(id(conn), source)] = conn.register_script(source)
+        return script
+
+
+def _store() -> _RedisStore | _LocalStore:
+    conn = redisconn.client()
+    return _LocalStore() if conn is None else _RedisStore(conn)
+
+
+# --- resolving a digest -----------------------------------------------------------------
+
+
+def resolve(digest: str) -> Resolved | None:
+    """The state of the key with `digest` and of its org; None if no such key exists.
+
+    Warm cache: one Redis round trip (none on local memory) and no database query. The
+    caller decides from the states, at request time, whether the key is accepted.
+    """
+    store = _store()
+    try:
+        entry, version, generation = store.lookup(digest)
+    except redisconn.REDIS_ERRORS as exc:
+        redisconn.error_log.error(
+            "keycache", "Redis unreachable: verifying API keys against the database", exc
+        )
+        loaded = load_from_db(digest)
+        return None if loaded is None else Resolved(*loaded, from_cache=False)
+
+    decoded = _decode(entry)
+    if decoded is not None:
+        embedded, key, org = decoded
+        if key.digest == digest and embedded == (generation or b""):
+            return Resolved(key=key, org=org, from_cache=True)
+
+    # A miss or a stale entry: read the database only now, after the markers were read.
+    loaded = load_from_db(digest)
+    if loaded is None:
+        return None
+    key, org = loaded
+    if org is not None and (decoded is None or decoded[1].org_pk != org.pk):
+        # The lookup could not read the org's generation (it did not know the org): read
+        # it now and the org again after it, so the entry is never newer than its mark.
+        try:
+            generation = store.generation(org.pk)
+        except redisconn.REDIS_ERRORS as exc:
+            redisconn.error_log.error("keycache", "Redis unreachable: key cache not filled", exc)
+            return Resolved(key=key, org=org, from_cache=False)
+        org = load_org_from_db(org.pk)
+        if org is None:
+            return None
+    _fill(store, key, org, version, generation)
+    return Resolved(key=key, org=org, from_cache=False)
+
+
+def _fill(
+    store: _RedisStore | _LocalStore,
+    key: KeyState,
+    org: OrgState | None,
+    version: bytes | None,
+    generation: bytes | None,
+) -> None:
+    value = _encode(key, org, generation or b"")
+    try:
+        store.fill(key.digest, key.org_pk, version, generation, value)
+    except redisconn.REDIS_ERRORS as exc:
+        redisconn.error_log.error("keycache", "Redis unreachable: key cache not filled", exc)
+
+
+# --- invalidation -----------------------------------------------------------------------
+
+
+def invalidate_key(digest: str) -> None:
+    """Make every process re-read the key with `digest` on its next request.
+
+    Inside a transaction this runs when it commits (a rollback changes nothing).
+    """
+    transaction.on_commit(lambda: _invalidate(("key", digest)))
+
+
+def invalidate_org(org_pk: int) -> None:
+    """Make every process re-read the org (status, plan, limits) of all its keys."""
+    transaction.on_commit(lambda: _invalidate(("org", org_pk)))
+
+
+def _apply(target: tuple[str, Any]) -> None:
+    kind, ident = target
+    store = _store()
+    if kind == "key":
+        store.invalidate_key(str(ident))
+    else:
+        store.invalidate_org(int(ident))
+
+
+def _invalidate(target: tuple[str, Any]) -> None:
+    try:
+        _apply(target)
+    except redisconn.REDIS_ERRORS as exc:
+        logger.error(
+            "Redis unreachable: cache invalidation will be retried (%s: %s)",
+            type(exc).__name__,
+            exc,
+        )
+        _retrier.add(target)
+
+
+class _Retrier:
+    """Retries failed invalidations every second for as long as an entry can live.
+
+    An entry written before the failure expires after ENTRY_TTL at the latest, so retrying
+    that long means no stale entry survives the end of an outage.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, Any], float] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, target: tuple[str, Any]) -> None:
+        with self._lock:
+            self._pending[target] = time.monotonic() + ENTRY_TTL
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="keycache-retrier", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                due = dict(self._pending)
+            if not due:
+                return
+            now = time.monotonic()
+            for target, deadline in due.items():
+                done = now >= deadline
+                if not done:
+                    try:
+                        _apply(target)
+                        done = True
+                    except redisconn.REDIS_ERRORS:
+                        pass
+                if done:
+                    with self._lock:
+                        if self._pending.get(target) == deadline:
+                            del self._pending[target]
+
+
+_retrier = _Retrier()

@@ -1,0 +1,483 @@
+"""Usage counting per key and hour, with no database write on the request path.
+
+What is counted (SPEC section 6): requests by status class (2xx, 4xx, 5xx), the client
+versions seen (`X-Client-Version`), the last use time and IP.
+
+Where the counters live:
+- Redis (production): one hash per key and hour, `<prefix>:g:u:<key>:<org>:<hour>`, fields
+  `n` (requests), `c4`/`c5` (4xx/5xx; 2xx is `n - c4 - c5`), `at`, `ip`, `v:<version>`.
+  The rate-limit script (`apikeys.ratelimit`) writes it in the same round trip as the
+  limit check and adds the hash to a pending set; a 4xx/5xx from the handler adds one
+  HINCRBY afterwards.
+- Local memory (embedded default): a dict in this process.
+
+Folding into the database (`flush`): the Celery beat task `apikeys.tasks.fold_usage` runs
+every 30 s. On Redis a Lua script atomically moves the pending hashes under a batch name
+(RENAME), so increments arriving meanwhile start a fresh hash; the batch is written to the
+database in one transaction together with a `UsageFoldBatch` row whose unique id makes a
+retried or concurrent fold of the same batch a no-op; only then are the claimed hashes
+deleted. A fold that crashed midway is finished by the next one. Nothing is counted twice
+and nothing is lost (ADR 0062).
+
+Without a worker (embedded default) a daemon thread folds every
+`LATCHKEY_USAGE_FLUSH_SECONDS` and once more at interpreter exit (atexit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+
+from apikeys import redisconn
+
+logger = logging.getLogger("apikeys.usage")
+
+HOUR = 3600
+REDIS_HASH_TTL = 7 * 86400
+MAX_VERSIONS = 20
+MAX_VERSION_LENGTH = 64
+# Claimed batches older than this are assumed abandoned by a crashed fold and finished.
+ABANDONED_AFTER = 60
+CLAIM_CHUNK = 1000
+
+CLASS_4XX = "c4"
+CLASS_5XX = "c5"
+
+
+def hour_start(now: float) -> int:
+    return int(now) // HOUR * HOUR
+
+
+def status_class(status: int) -> str:
+    """`c5` for 5xx, `c4` for 4xx, "" for everything counted as success (2xx)."""
+    if status >= 500:
+        return CLASS_5XX
+    if status >= 400:
+        return CLASS_4XX
+    return ""
+
+
+def clean_version(value: str | None) -> str:
+    """The client version as recorded: printable ASCII without spaces, at most 64 chars."""
+    if not value:
+        return ""
+    value = value.strip()
+    if len(value) > MAX_VERSION_LENGTH or not all(33 <= ord(c) <= 126 for c in value):
+        return ""
+    return value
+
+
+def redis_hash_key(key_pk: int, org_pk: int | None, hour: int) -> str:
+    return redisconn.rkey("u", key_pk, org_pk if org_pk is not None else "-", hour)
+
+
+def redis_pending_key() -> str:
+    return redisconn.rkey("u", "pending")
+
+
+def _redis_batches_key() -> str:
+    return redisconn.rkey("u", "batches")
+
+
+def _claimed_key(batch: str, original: str) -> str:
+    return redisconn.rkey("uc", batch) + "|" + original
+
+
+@dataclass
+class UsageDelta:
+    """Counts of one key and hour not yet in the database."""
+
+    key_pk: int
+    org_pk: int | None
+    hour: int
+    requests: int = 0
+    count_4xx: int = 0
+    count_5xx: int = 0
+    last_at: float = 0.0
+    last_ip: str = ""
+    versions: set[str] = field(default_factory=set)
+
+    @property
+    def count_2xx(self) -> int:
+        return self.requests - self.count_4xx - self.count_5xx
+
+    def merge(self, other: UsageDelta) -> None:
+        self.requests += other.requests
+        self.count_4xx += other.count_4xx
+        self.count_5xx += other.count_5xx
+        if other.last_at >= self.last_at:
+            self.last_at, self.last_ip = other.last_at, other.last_ip or self.last_ip
+        self.versions |= other.versions
+
+
+# --- the local-memory store (embedded default) -------------------------------------------
+
+_local_lock = threading.Lock()
+_local: dict[tuple[int, int | None, int], UsageDelta] = {}
+
+
+def local_record(
+    *,
+    key_pk: int,
+    org_pk: int | None,
+    hour: int,
+    at: float,
+    ip: str,
+    client_version: str,
+    status_class: str,
+    count_request: bool = True,
+) -> None:
+    version = clean_version(client_version)
+    with _local_lock:
+        delta = _local.get((key_pk, org_pk, hour))
+        if delta is None:
+            delta = _local[(key_pk, org_pk, hour)] = UsageDelta(key_pk, org_pk, hour)
+        if count_request:
+            delta.requests += 1
+            delta.last_at, delta.last_ip = at, ip or delta.last_ip
+            if version and len(delta.versions) < MAX_VERSIONS:
+                delta.versions.add(version)
+        if status_class == CLASS_4XX:
+            delta.count_4xx += 1
+        elif status_class == CLASS_5XX:
+            delta.count_5xx += 1
+    _local_flusher.ensure_started()
+
+
+def _local_take() -> list[UsageDelta]:
+    with _local_lock:
+        taken = list(_local.values())
+        _local.clear()
+    return taken
+
+
+def _local_put_back(deltas: Iterable[UsageDelta]) -> None:
+    with _local_lock:
+        for delta in deltas:
+            mine = _local.get((delta.key_pk, delta.org_pk, delta.hour))
+            if mine is None:
+                _local[(delta.key_pk, delta.org_pk, delta.hour)] = delta
+            else:
+                mine.merge(delta)
+
+
+def local_pending() -> list[UsageDelta]:
+    """A copy of the counters this process has not folded yet (embedded default)."""
+    with _local_lock:
+        return [
+            UsageDelta(
+                d.key_pk,
+                d.org_pk,
+                d.hour,
+                d.requests,
+                d.count_4xx,
+                d.count_5xx,
+                d.last_at,
+                d.last_ip,
+                set(d.versions),
+            )
+            for d in _local.values()
+        ]
+
+
+def discard_local() -> None:
+    """Forget unfolded local counters (tests start from a clean slate)."""
+    with _local_lock:
+        _local.clear()
+
+
+# --- recording the status class after the handler ---------------------------------------
+
+
+def record_status(*, key_pk: int, org_pk: int | None, hour: int, status_class: str) -> None:
+    """Add a 4xx/5xx to a request the limiter already counted (same hour as it used)."""
+    if not status_class:
+        return
+    conn = redisconn.client()
+    if conn is None:
+        local_record(
+            key_pk=key_pk,
+            org_pk=org_pk,
+            hour=hour,
+            at=0.0,
+            ip="",
+            client_version="",
+            status_class=status_class,
+            count_request=False,
+        )
+        return
+    name = redis_hash_key(key_pk, org_pk, hour)
+    try:
+        pipe = conn.pipeline(transaction=False)
+        pipe.hincrby(name, status_class, 1)
+        pipe.expire(name, REDIS_HASH_TTL)
+        pipe.sadd(redis_pending_key(), name)
+        pipe.execute()
+    except redisconn.REDIS_ERRORS as exc:
+        redisconn.error_log.error("usage", "Redis unreachable: usage not counted", exc)
+
+
+# --- folding into the database ----------------------------------------------------------
+
+_CLAIM_LUA = """
+local members = redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))
+local claimed = {}
+for _, k in ipairs(members) do
+  if redis.call('EXISTS', k) == 1 then
+    redis.call('RENAME', k, ARGV[2] .. '|' .. k)
+    table.insert(claimed, k)
+  end
+end
+if #claimed > 0 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ' ' .. table.concat(claimed, ' '))
+end
+return claimed
+"""
+
+
+def _parse_hash_name(name: str) -> tuple[int, int | None, int] | None:
+    # <prefix>:g:u:<key>:<org>:<hour>
+    parts = name.rsplit(":", 3)
+    if len(parts) != 4:
+        return None
+    _, key, org, hour = parts
+    try:
+        return int(key), (None if org == "-" else int(org)), int(hour)
+    except ValueError:
+        return None
+
+
+def _delta_from_hash(name: str, data: dict[bytes, bytes]) -> UsageDelta | None:
+    ids = _parse_hash_name(name)
+    if ids is None or not data:
+        return None
+    fields = {k.decode(): v.decode() for k, v in data.items()}
+    delta = UsageDelta(*ids)
+    delta.requests = int(fields.get("n", 0))
+    delta.count_4xx = int(fields.get(CLASS_4XX, 0))
+    delta.count_5xx = int(fields.get(CLASS_5XX, 0))
+    delta.last_at = float(fields.get("at", 0) or 0)
+    delta.last_ip = fields.get("ip", "")
+    delta.versions = {f[2:] for f in fields if f.startswith("v:")}
+    return delta
+
+
+def _redis_claim(conn: Any) -> tuple[str, list[str]]:
+    batch = uuid.uuid4().hex
+    script = conn.register_script(_CLAIM_LUA)
+    claimed = script(
+        keys=[redis_pending_key(), _redis_batches_key()],
+        args=[batch, redisconn.rkey("uc", batch), CLAIM_CHUNK, int(time.time())],
+    )
+    return batch, [c.decode() if isinstance(c, bytes) else c for c in claimed]
+
+
+def _redis_fold_batch(conn: Any, batch: str, originals: list[str]) -> int:
+    claimed = [_claimed_key(batch, name) for name in originals]
+    pipe = conn.pipeline(transaction=False)
+    for name in claimed:
+        pipe.hgetall(name)
+    deltas = [
+        d
+        for d in (
+            _delta_from_hash(name, data)
+            for name, data in zip(originals, pipe.execute(), strict=True)
+        )
+        if d is not None
+    ]
+    written = _write(deltas, batch=batch)
+    # Only once the batch is in the database: a crash before this leaves it for the
+    # next fold, whose UsageFoldBatch insert tells whether it was already written.
+    pipe = conn.pipeline(transaction=False)
+    if claimed:
+        pipe.delete(*claimed)
+    pipe.hdel(_redis_batches_key(), batch)
+    pipe.execute()
+    return written
+
+
+def _redis_flush(conn: Any) -> int:
+    total = 0
+    now = time.time()
+    for batch_raw, value in conn.hgetall(_redis_batches_key()).items():
+        batch = batch_raw.decode()
+        claimed_at, *originals = value.decode().split(" ")
+        if now - int(claimed_at) >= ABANDONED_AFTER:
+            total += _redis_fold_batch(conn, batch, originals)
+    while True:
+        batch, originals = _redis_claim(conn)
+        if not originals:
+            break
+        total += _redis_fold_batch(conn, batch, originals)
+        if len(originals) < CLAIM_CHUNK:
+            break
+    return total
+
+
+def _write(deltas: list[UsageDelta], *, batch: str | None) -> int:
+    """Add `deltas` to the database in one transaction; returns the requests written.
+
+    With `batch`, a `UsageFoldBatch` row with that id is inserted first: if it exists
+    the batch was already written and nothing is added again.
+    """
+    from apikeys.models import ApiKey, KeyUsageHour, UsageFoldBatch
+
+    merged: dict[tuple[int, int], UsageDelta] = {}
+    for delta in deltas:
+        mine = merged.get((delta.key_pk, delta.hour))
+        if mine is None:
+            merged[(delta.key_pk, delta.hour)] = delta
+        else:
+            mine.merge(delta)
+    try:
+        with transaction.atomic():
+            if batch is not None:
+                UsageFoldBatch.objects.create(batch_id=batch)
+            existing = set(
+                ApiKey.objects.filter(pk__in={k for k, _ in merged}).values_list("pk", flat=True)
+            )
+            written = 0
+            for (key_pk, hour), delta in sorted(merged.items()):
+                if key_pk not in existing:
+                    continue
+                at = datetime.fromtimestamp(hour, tz=UTC)
+                row, _ = KeyUsageHour.objects.select_for_update().get_or_create(
+                    api_key_id=key_pk, hour=at, defaults={"org_id": delta.org_pk}
+                )
+                row.count_2xx += delta.count_2xx
+                row.count_4xx += delta.count_4xx
+                row.count_5xx += delta.count_5xx
+                versions = set(row.client_versions) | delta.versions
+                row.client_versions = sorted(versions)[:MAX_VERSIONS]
+                if delta.last_at:
+                    last = datetime.fromtimestamp(delta.last_at, tz=UTC)
+                    if row.last_used_at is None or last > row.last_used_at:
+                        row.last_used_at, row.last_used_ip = last, delta.last_ip or None
+                row.save()
+                written += delta.requests
+            _touch_keys(ApiKey, merged.values())
+    except IntegrityError:
+        if batch is None:
+            raise
+        logger.info("Usage batch %s was already folded; skipped.", batch)
+        return 0
+    return written
+
+
+def _touch_keys(api_key_model: Any, deltas: Iterable[UsageDelta]) -> None:
+    """Move `last_used_at`/`last_used_ip` of each key forward (never backward)."""
+    from django.db.models import Q
+
+    latest: dict[int, UsageDelta] = {}
+    for delta in deltas:
+        if delta.last_at and (
+            delta.key_pk not in latest or delta.last_at > latest[delta.key_pk].last_at
+        ):
+            latest[delta.key_pk] = delta
+    for key_pk, delta in latest.items():
+        last = datetime.fromtimestamp(delta.last_at, tz=UTC)
+        api_key_model.objects.filter(pk=key_pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=last)
+        ).update(last_used_at=last, last_used_ip=delta.last_ip or None)
+
+
+_flush_lock = threading.Lock()
+
+
+def flush() -> int:
+    """Fold every pending counter into the database; returns the requests folded.
+
+    On Redis this folds what every process counted; on local memory, this process's.
+    """
+    with _flush_lock:
+        conn = redisconn.client()
+        if conn is not None:
+            return _redis_flush(conn)
+        deltas = _local_take()
+        if not deltas:
+            return 0
+        try:
+            return _write(deltas, batch=None)
+        except Exception:
+            _local_put_back(deltas)
+            raise
+
+
+# --- the in-process flusher of the embedded default -------------------------------------
+
+
+class _LocalFlusher:
+    """Folds local counters every `LATCHKEY_USAGE_FLUSH_SECONDS` and at exit (ADR 0062).
+
+    Started by the first counted request of a process on the embedded default. It stays
+    off when the interval is 0 and on an in-memory database (the test suite's), which a
+    background thread must not write into.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        interval = float(getattr(settings, "LATCHKEY_USAGE_FLUSH_SECONDS", 30))
+        if interval <= 0 or _database_in_memory():
+            return
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._run, args=(interval,), name="usage-flusher", daemon=True
+            )
+            self._thread.start()
+            atexit.register(self.final_flush)
+
+    def _run(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._flush_logged()
+
+    def _flush_logged(self) -> None:
+        try:
+            flush()
+        except Exception:
+            logger.exception("Folding usage counters into the database failed; will retry.")
+        finally:
+            connection.close()
+
+    def final_flush(self) -> None:
+        self._stop.set()
+        self._flush_logged()
+
+
+def _database_in_memory() -> bool:
+    checker = getattr(connection.creation, "is_in_memory_db", None)
+    if checker is None:
+        return False
+    return bool(checker(connection.settings_dict["NAME"]))
+
+
+_local_flusher = _LocalFlusher()
+
+
+MARKER_RETENTION = 8 * 86400
+
+
+def purge_fold_markers(*, now: float | None = None) -> int:
+    """Delete `UsageFoldBatch` markers older than any batch that could still be pending."""
+    from apikeys.models import UsageFoldBatch
+
+    cutoff = datetime.fromtimestamp((now or time.time()) - MARKER_RETENTION, tz=UTC)
+    deleted, _ = UsageFoldBatch.objects.filter(folded_at__lt=cutoff).delete()
+    return int(deleted)

@@ -1,0 +1,168 @@
+"""Fixtures for the API guards: a real Redis of our own, both backends, servers.
+
+Tests that need Redis start their own `redis-server` (Debian's package, installed by
+.ci/run) on a free loopback port, so they can also stop it mid-test; they never touch the
+Redis of `REDIS_URL`. Tests marked with the `backend` fixture run once on the embedded
+default (local memory) and once on that Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from apikeys import usage
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A throwaway redis-server on loopback that a test can stop and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    workdir = Path(tempfile.mkdtemp(prefix="latchkey-redis-"))
+    server = RedisServer(workdir)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def redis_settings(url: str, prefix: str) -> dict[str, object]:
+    return {
+        "REDIS_URL": url,
+        "CACHES": {
+            "default": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": url,
+                "KEY_PREFIX": prefix,
+                "OPTIONS": {
+                    "CLIENT_CLASS": "django_redis.client.DefaultClient",
+                    "SOCKET_CONNECT_TIMEOUT": 1,
+                    "SOCKET_TIMEOUT": 1,
+                },
+            }
+        },
+    }
+
+
+LOCAL_SETTINGS: dict[str, object] = {
+    "REDIS_URL": "",
+    # Folding is driven by the tests, never by a background thread.
+    "LATCHKEY_USAGE_FLUSH_SECONDS": 0,
+    "CACHES": {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": "latchkey-guards-test",
+        }
+    },
+}
+
+
+@pytest.fixture
+def use_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """Point the guards (and the cache) at our own Redis for this test."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+    prefix = "lkg" + uuid.uuid4().hex[:8]
+    with override_settings(**redis_settings(redis_server.url, prefix)):
+        from django.core.cache import cache
+
+        cache.clear()
+        yield redis_server
+        if redis_server.process is not None:
+            cache.clear()
+
+
+@pytest.fixture
+def use_local() -> Iterator[None]:
+    with override_settings(**LOCAL_SETTINGS):
+        from django.core.cache import cache
+
+        cache.clear()
+        yield
+        cache.clear()
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test on the embedded default and on Redis."""
+    if request.param == "redis":
+        request.getfixturevalue("use_redis")
+    else:
+        request.getfixturevalue("use_local")
+    usage.discard_local()
+    yield str(request.param)
+    usage.discard_local()
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process of the project (server, script)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(extra)
+    return env
