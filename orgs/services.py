@@ -244,7 +244,8 @@ def org_update_settings(
     """Change the org's name, slug and two-factor policy.
 
     Invariants: admins and owners only; only an owner changes `require_two_factor`, and
-    only after enrolling a second factor themselves; the slug stays unique. Records `org.settings_changed` with the changed fields only.
+    only after enrolling a second factor themselves; the slug stays unique. Records
+    `org.settings_changed` with the changed fields only.
     """
     _check_same_org(org, actor)
     if not roles.can_manage_members(actor):

@@ -74,12 +74,17 @@ class OrgCreateView(LoginRequiredMixin, View):
         return render(request, self.template_name, {"form": form, "has_orgs": has_orgs})
 
 
+NEW_ORG_CHOICE = "+new"  # not a valid slug, so it never names an org
+
+
 class OrgSwitchView(LoginRequiredMixin, View):
     """The shell's org switcher submits here (GET ?org=<slug>); the org page itself
     checks membership, so an unknown slug ends in the usual 404."""
 
     def get(self, request: HttpRequest) -> HttpResponse:
         slug = request.GET.get("org", "")
+        if slug == NEW_ORG_CHOICE:
+            return redirect("org_create")
         try:
             slug = services.clean_slug(slug)
         except OrgError:
