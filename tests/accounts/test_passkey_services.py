@@ -279,9 +279,7 @@ def test_an_unknown_credential_is_refused(user: User) -> None:
 def test_malformed_credentials_are_refused_cleanly(user: User, soft: SoftAuthenticator) -> None:
     register(user, soft)
     for bad in (None, "text", {"id": "x"}, {"id": 1, "rawId": [], "response": "x"}):
-        options, challenge = services.passkey_authentication_options(
-            purpose=ChallengePurpose.SIGN_IN
-        )
+        _, challenge = services.passkey_authentication_options(purpose=ChallengePurpose.SIGN_IN)
         with pytest.raises(PasskeyError):
             services.passkey_authenticate(
                 challenge_id=challenge.public_id, credential=bad, purpose=ChallengePurpose.SIGN_IN

@@ -1,0 +1,54 @@
+"""Helpers for account tests: read the sign-in link from the outbox, make TOTP codes."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from django.core import mail
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from accounts.models import User
+
+LINK = re.compile(r"https?://[^\s\"'<>]+/login/magic/([A-Za-z0-9_-]+)/")
+
+
+def last_magic_link_token(email: str | None = None) -> str:
+    for message in reversed(mail.outbox):
+        if email is None or email in message.to:
+            match = LINK.search(str(message.body))
+            if match:
+                return match.group(1)
+    raise AssertionError("no sign-in link was emailed")
+
+
+def totp_code(key_hex_or_device: str | TOTPDevice, *, at: float | None = None) -> str:
+    if isinstance(key_hex_or_device, TOTPDevice):
+        key = key_hex_or_device.bin_key
+    else:
+        key = bytes.fromhex(key_hex_or_device)
+    totp = TOTP(key, step=30, t0=0, digits=6)
+    totp.time = time.time() if at is None else at
+    return f"{totp.token():06d}"
+
+
+def confirmed_totp(user: User) -> TOTPDevice:
+    return TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
+
+
+class FrozenClock:
+    """Stands in for the `time` module django-otp's TOTP device reads the clock from."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+def freeze_totp_clock(monkeypatch: Any, now: float) -> FrozenClock:
+    clock = FrozenClock(now)
+    monkeypatch.setattr("django_otp.plugins.otp_totp.models.time", clock)
+    return clock
