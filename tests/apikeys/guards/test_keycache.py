@@ -1,0 +1,216 @@
+"""The key-verification cache: warm hits without the database, immediate invalidation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from apikeys import keycache
+from apikeys.cache import invalidate_key, invalidate_org
+from apikeys.keys import key_digest
+from apikeys.models import ApiKey
+from apikeys.services import apikey_create, apikey_revoke, apikey_rotate
+from orgs.models import Organization, OrgStatus
+from orgs.plans import Limits
+from tests.apikeys.guards.conftest import RedisServer
+
+
+def make_key(org: Organization) -> tuple[ApiKey, str]:
+    return apikey_create(org=org, name="Integration", environment="test", scopes=["usage:read"])
+
+
+def test_a_warm_lookup_does_no_database_query(
+    backend: str, org: Organization, django_assert_num_queries: Any
+) -> None:
+    key, secret = make_key(org)
+    digest = key_digest(secret)
+    first = keycache.resolve(digest)
+    assert first is not None and not first.from_cache
+    with django_assert_num_queries(0):
+        warm = keycache.resolve(digest)
+    assert warm is not None and warm.from_cache
+    assert warm.key.public_id == key.public_id
+    assert warm.org is not None and warm.org.limits == org.limits
+
+
+def test_an_unknown_digest_resolves_to_nothing(backend: str, db: None) -> None:
+    assert keycache.resolve("0" * 64) is None
+
+
+def test_revocation_is_seen_on_the_next_lookup(
+    backend: str, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    key, secret = make_key(org)
+    digest = key_digest(secret)
+    keycache.resolve(digest)
+    with django_capture_on_commit_callbacks(execute=True):
+        apikey_revoke(key=key)
+    resolved = keycache.resolve(digest)
+    assert resolved is not None and resolved.key.revoked_at is not None
+
+
+def test_rotation_grace_end_is_cached_with_the_key(
+    backend: str, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    key, secret = make_key(org)
+    digest = key_digest(secret)
+    keycache.resolve(digest)
+    with django_capture_on_commit_callbacks(execute=True):
+        apikey_rotate(key=key)
+    resolved = keycache.resolve(digest)
+    assert resolved is not None and resolved.key.expires_at is not None
+
+
+def test_an_org_change_turns_every_entry_of_its_keys_stale(
+    backend: str, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    keys = [make_key(org) for _ in range(3)]
+    digests = [key_digest(secret) for _, secret in keys]
+    for digest in digests:
+        keycache.resolve(digest)
+    with django_capture_on_commit_callbacks(execute=True):
+        Organization.objects.filter(pk=org.pk).update(
+            status=OrgStatus.SUSPENDED, custom_per_minute=7
+        )
+        invalidate_org(org.pk)
+    for digest in digests:
+        resolved = keycache.resolve(digest)
+        assert resolved is not None and not resolved.from_cache
+        assert resolved.org is not None and resolved.org.status == OrgStatus.SUSPENDED
+        assert resolved.org.limits.per_minute == 7
+        again = keycache.resolve(digest)
+        assert again is not None and again.from_cache and again.org is not None
+        assert again.org.status == OrgStatus.SUSPENDED
+
+
+def test_invalidation_inside_a_rolled_back_transaction_changes_nothing(
+    backend: str, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    _, secret = make_key(org)
+    digest = key_digest(secret)
+    keycache.resolve(digest)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        invalidate_key(digest)
+    assert len(callbacks) == 1  # deferred to the commit, not run now
+    resolved = keycache.resolve(digest)
+    assert resolved is not None and resolved.from_cache
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_a_fill_that_read_the_database_before_a_revocation_is_not_written(
+    backend: str,
+    org: Organization,
+    warm: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """A request reads the key; the revocation commits and invalidates; the request then
+    tries to cache what it read. The next request must still see the revocation."""
+    key, secret = make_key(org)
+    digest = key_digest(secret)
+    if warm:
+        keycache.resolve(digest)
+        with django_capture_on_commit_callbacks(execute=True):
+            invalidate_org(org.pk)  # the entry is stale: the next lookup reads the database
+    real_load = keycache.load_from_db
+
+    def load_then_revoke(d: str) -> Any:
+        loaded = real_load(d)
+        with django_capture_on_commit_callbacks(execute=True):
+            apikey_revoke(key=key)
+        return loaded
+
+    monkeypatch.setattr(keycache, "load_from_db", load_then_revoke)
+    seen = keycache.resolve(digest)
+    assert seen is not None and seen.key.revoked_at is None  # read before the change
+    monkeypatch.setattr(keycache, "load_from_db", real_load)
+    fresh = keycache.resolve(digest)
+    assert fresh is not None and fresh.key.revoked_at is not None
+
+
+def test_a_fill_that_read_the_database_before_an_org_change_is_not_written(
+    backend: str,
+    org: Organization,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    _, secret = make_key(org)
+    digest = key_digest(secret)
+    keycache.resolve(digest)
+    with django_capture_on_commit_callbacks(execute=True):
+        Organization.objects.filter(pk=org.pk).update(custom_per_minute=5)
+        invalidate_org(org.pk)
+    real_load = keycache.load_from_db
+
+    def load_then_suspend(d: str) -> Any:
+        loaded = real_load(d)
+        with django_capture_on_commit_callbacks(execute=True):
+            Organization.objects.filter(pk=org.pk).update(status=OrgStatus.SUSPENDED)
+            invalidate_org(org.pk)
+        return loaded
+
+    monkeypatch.setattr(keycache, "load_from_db", load_then_suspend)
+    seen = keycache.resolve(digest)
+    assert seen is not None and seen.org is not None and seen.org.status == OrgStatus.ACTIVE
+    assert seen.org.limits.per_minute == 5
+    monkeypatch.setattr(keycache, "load_from_db", real_load)
+    fresh = keycache.resolve(digest)
+    assert fresh is not None and fresh.org is not None
+    assert fresh.org.status == OrgStatus.SUSPENDED
+
+
+def test_a_cold_fill_reads_the_org_after_its_generation(
+    backend: str,
+    org: Organization,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """On a cold miss the lookup cannot know the org: an org change that commits right
+    after the key was read is still not cached over."""
+    _, secret = make_key(org)
+    digest = key_digest(secret)
+    real_load = keycache.load_from_db
+
+    def load_then_suspend(d: str) -> Any:
+        loaded = real_load(d)
+        with django_capture_on_commit_callbacks(execute=True):
+            Organization.objects.filter(pk=org.pk).update(status=OrgStatus.SUSPENDED)
+            invalidate_org(org.pk)
+        return loaded
+
+    monkeypatch.setattr(keycache, "load_from_db", load_then_suspend)
+    keycache.resolve(digest)
+    monkeypatch.setattr(keycache, "load_from_db", real_load)
+    fresh = keycache.resolve(digest)
+    assert fresh is not None and fresh.org is not None
+    assert fresh.org.status == OrgStatus.SUSPENDED
+
+
+def test_redis_unreachable_falls_back_to_the_database(
+    use_redis: RedisServer, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    key, secret = make_key(org)
+    digest = key_digest(secret)
+    assert keycache.resolve(digest) is not None
+    use_redis.stop()
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            apikey_revoke(key=key)
+        resolved = keycache.resolve(digest)
+        assert resolved is not None and not resolved.from_cache
+        assert resolved.key.revoked_at is not None
+    finally:
+        use_redis.start()
+    # The invalidation that failed during the outage is retried; meanwhile the restarted
+    # (empty) Redis holds no stale entry either.
+    resolved = keycache.resolve(digest)
+    assert resolved is not None and resolved.key.revoked_at is not None
+
+
+def test_limits_come_with_the_cached_org(backend: str, org: Organization) -> None:
+    Organization.objects.filter(pk=org.pk).update(custom_burst=3, custom_monthly=0)
+    _, secret = make_key(org)
+    resolved = keycache.resolve(key_digest(secret))
+    assert resolved is not None and resolved.org is not None
+    assert resolved.org.limits == Limits(per_minute=60, burst=3, monthly=0)

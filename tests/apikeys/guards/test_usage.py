@@ -1,0 +1,211 @@
+"""Usage counters: counted without the database, folded into it exactly once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from apikeys import redisconn, usage
+from apikeys.models import ApiKey, KeyUsageHour, UsageFoldBatch
+from apikeys.ratelimit import UsageMeta, guard
+from apikeys.services import apikey_create
+from orgs.models import Organization
+from orgs.plans import Limits
+from tests.apikeys.guards.conftest import RedisServer
+
+T0 = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC).timestamp()
+UNLIMITED = Limits(per_minute=0, burst=0, monthly=0)
+
+
+def make_key(org: Organization) -> ApiKey:
+    return apikey_create(org=org, name="Integration", environment="test", scopes=[])[0]
+
+
+def count(
+    key: ApiKey,
+    now: float,
+    *,
+    status: int = 200,
+    version: str = "",
+    ip: str = "203.0.113.9",
+    limits: Limits = UNLIMITED,
+) -> bool:
+    result = guard(
+        key_pk=key.pk,
+        org_pk=key.org_id,
+        limits=limits,
+        meta=UsageMeta(ip=ip, client_version=version),
+        now=now,
+    )
+    if result.allowed:
+        usage.record_status(
+            key_pk=key.pk,
+            org_pk=key.org_id,
+            hour=usage.hour_start(now),
+            status_class=usage.status_class(status),
+        )
+    return result.allowed
+
+
+def test_requests_are_counted_by_status_class_and_folded(
+    backend: str, org: Organization, django_assert_num_queries: Any
+) -> None:
+    key = make_key(org)
+    with django_assert_num_queries(0):
+        count(key, T0 + 1, version="sdk-1.2")
+        count(key, T0 + 2, status=404, version="sdk-1.3")
+        count(key, T0 + 3, status=500, ip="198.51.100.7")
+        count(key, T0 + 4, status=201)
+    assert not KeyUsageHour.objects.exists()
+    assert usage.flush() == 4
+    row = KeyUsageHour.objects.get(api_key=key)
+    assert row.hour == datetime(2030, 1, 15, 12, tzinfo=UTC)
+    assert row.org_id == org.pk
+    assert (row.count_2xx, row.count_4xx, row.count_5xx) == (2, 1, 1)
+    assert row.client_versions == ["sdk-1.2", "sdk-1.3"]
+    assert row.last_used_at == datetime.fromtimestamp(T0 + 4, tz=UTC)
+    assert row.last_used_ip == "203.0.113.9"
+    key.refresh_from_db()
+    assert key.last_used_at == datetime.fromtimestamp(T0 + 4, tz=UTC)
+    assert key.last_used_ip == "203.0.113.9"
+
+
+def test_folding_adds_to_what_is_already_folded(backend: str, org: Organization) -> None:
+    key = make_key(org)
+    count(key, T0 + 1)
+    usage.flush()
+    count(key, T0 + 2, status=429)
+    count(key, T0 + 3)
+    assert usage.flush() == 2
+    assert usage.flush() == 0
+    row = KeyUsageHour.objects.get(api_key=key)
+    assert (row.count_2xx, row.count_4xx, row.count_5xx) == (2, 1, 0)
+
+
+def test_each_hour_is_its_own_row(backend: str, org: Organization) -> None:
+    key = make_key(org)
+    count(key, T0 - 1)
+    count(key, T0 + 1)
+    count(key, T0 + 2)
+    usage.flush()
+    rows = list(KeyUsageHour.objects.filter(api_key=key).order_by("hour"))
+    assert [r.count_2xx for r in rows] == [1, 2]
+
+
+def test_refused_requests_count_as_4xx(backend: str, org: Organization) -> None:
+    key = make_key(org)
+    limits = Limits(per_minute=1, burst=0, monthly=0)
+    assert count(key, T0 + 1, limits=limits)
+    assert not count(key, T0 + 2, limits=limits)
+    usage.flush()
+    row = KeyUsageHour.objects.get(api_key=key)
+    assert (row.count_2xx, row.count_4xx) == (1, 1)
+
+
+def test_unprintable_or_overlong_client_versions_are_not_recorded(
+    backend: str, org: Organization
+) -> None:
+    key = make_key(org)
+    count(key, T0, version="x" * 65)
+    count(key, T0, version="bad version")
+    count(key, T0, version=" v2 ")
+    usage.flush()
+    assert KeyUsageHour.objects.get(api_key=key).client_versions == ["v2"]
+
+
+def test_last_used_never_moves_backwards(backend: str, org: Organization) -> None:
+    key = make_key(org)
+    count(key, T0 + 100, ip="192.0.2.1")
+    usage.flush()
+    count(key, T0 + 50, ip="192.0.2.2")
+    usage.flush()
+    key.refresh_from_db()
+    assert key.last_used_at == datetime.fromtimestamp(T0 + 100, tz=UTC)
+    assert key.last_used_ip == "192.0.2.1"
+
+
+def test_counters_of_another_process_are_folded(use_redis: RedisServer, org: Organization) -> None:
+    """On Redis the counters are shared: what any process counted is folded by any other."""
+    key = make_key(org)
+    count(key, T0 + 1)
+    usage.discard_local()  # nothing of it lives in this process
+    assert usage.flush() == 1
+
+
+def test_a_fold_that_crashed_before_writing_is_finished_by_the_next(
+    use_redis: RedisServer, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_key(org)
+    count(key, T0 + 1)
+    count(key, T0 + 2)
+
+    def crash(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(usage, "_write", crash)
+    with pytest.raises(RuntimeError):
+        usage.flush()
+    monkeypatch.undo()
+    count(key, T0 + 3)  # arrives while the claimed batch waits
+    assert usage.flush() == 1  # the abandoned batch is not old enough to be taken yet
+    monkeypatch.setattr(usage, "ABANDONED_AFTER", 0)
+    assert usage.flush() == 2
+    assert KeyUsageHour.objects.get(api_key=key).count_2xx == 3
+    conn = redisconn.client()
+    assert conn is not None and not conn.hgetall(usage._redis_batches_key())
+
+
+def test_a_fold_that_crashed_after_writing_does_not_count_twice(
+    use_redis: RedisServer, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_key(org)
+    count(key, T0 + 1)
+    conn = redisconn.client()
+    real_pipeline = conn.pipeline
+
+    class CrashOnDelete:
+        def __init__(self) -> None:
+            self.pipe = real_pipeline(transaction=False)
+            self.deleting = False
+
+        def delete(self, *names: str) -> None:
+            self.deleting = True
+
+        def hgetall(self, name: str) -> None:
+            self.pipe.hgetall(name)
+
+        def hdel(self, *args: str) -> None:
+            self.deleting = True
+
+        def execute(self) -> Any:
+            if self.deleting:
+                raise ConnectionError("worker killed after the database commit")
+            return self.pipe.execute()
+
+    monkeypatch.setattr(conn, "pipeline", lambda transaction=False: CrashOnDelete())
+    with pytest.raises(ConnectionError):
+        usage.flush()
+    monkeypatch.undo()
+    assert KeyUsageHour.objects.get(api_key=key).count_2xx == 1
+    monkeypatch.setattr(usage, "ABANDONED_AFTER", 0)
+    usage.flush()
+    assert KeyUsageHour.objects.get(api_key=key).count_2xx == 1
+    assert not conn.hgetall(usage._redis_batches_key())
+
+
+def test_counters_of_deleted_keys_are_dropped(backend: str, org: Organization) -> None:
+    key = make_key(org)
+    count(key, T0)
+    ApiKey.objects.filter(pk=key.pk).delete()
+    usage.flush()
+    assert not KeyUsageHour.objects.exists()
+
+
+def test_fold_markers_are_purged_after_a_week(db: None) -> None:
+    old = UsageFoldBatch.objects.create(batch_id="a" * 32)
+    UsageFoldBatch.objects.filter(pk=old.pk).update(folded_at=datetime(2020, 1, 1, tzinfo=UTC))
+    UsageFoldBatch.objects.create(batch_id="b" * 32)
+    assert usage.purge_fold_markers() == 1
+    assert list(UsageFoldBatch.objects.values_list("batch_id", flat=True)) == ["b" * 32]
