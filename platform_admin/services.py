@@ -466,6 +466,46 @@ def org_set_plan(
     return locked
 
 
+@transaction.atomic
+def platform_org_create(
+    *,
+    name: str,
+    slug: str,
+    owner_email: str,
+    plan: str = Plan.STARTER,
+    staff: User | None = None,
+    api_key: ApiKey | None = None,
+    request: HttpRequest | None = None,
+    external_actor_id: str = "",
+) -> Organization:
+    """Create an org for a customer, with `owner_email` as its first owner (their account
+    is created if needed; they sign in with a magic link to that address).
+
+    `orgs.services.org_create` records `org.created`; this records `platform.org_created`
+    naming the staff member or system key that did it.
+    """
+    from accounts.models import normalize_email
+    from orgs.services import org_create
+
+    _check_staff(staff, api_key)
+    email = normalize_email(owner_email)
+    owner = User.objects.filter(email=email).first()
+    if owner is None:
+        owner = User.objects.create_user(email)
+    org = org_create(name=name, slug=slug, owner=owner, plan=plan, request=request)
+    audit_record(
+        action="platform.org_created",
+        org=org,
+        request=request,
+        actor_user=staff if api_key is None else None,
+        actor_api_key=api_key,
+        external_actor_id=external_actor_id,
+        target=org,
+        details={"slug": org.slug, "plan": org.plan, "owner": owner.email},
+    )
+    return org
+
+
 def _clean_limit(name: str, value: object) -> int | None:
     if value is None:
         return None

@@ -1,0 +1,370 @@
+"""The KYC endpoint (org keys) and the platform endpoints (system keys)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core import mail
+from django.test import Client
+
+from accounts.models import User
+from apikeys.services import apikey_create, apikey_revoke
+from orgs.models import AuditEvent, KycStatus, Organization, OrgStatus
+from platform_admin import services
+from platform_admin.models import KycApplication
+from tests.platform_admin.conftest import pdf_bytes, png_bytes, submit, upload
+
+KYC_BODY = {
+    "legal_name": "Acme Corporation Ltd",
+    "registration_number": "RC-123456",
+    "country": "GB",
+    "address": "1 High Street, London",
+    "director_name": "Wile E. Coyote",
+}
+
+
+class Api:
+    def __init__(self, secret: str) -> None:
+        self.client = Client()
+        self.headers = {"Authorization": f"Bearer {secret}"}
+
+    def get(self, path: str, **query: str) -> Any:
+        return self.client.get(f"/api/v1/{path}", query, headers=self.headers)
+
+    def send(self, method: str, path: str, body: Any = None, **headers: str) -> Any:
+        return self.client.generic(
+            method,
+            f"/api/v1/{path}",
+            json.dumps(body if body is not None else {}),
+            content_type="application/json",
+            headers={**self.headers, "Idempotency-Key": str(uuid.uuid4()), **headers},
+        )
+
+    def post(self, path: str, body: Any = None, **headers: str) -> Any:
+        return self.send("POST", path, body, **headers)
+
+    def patch(self, path: str, body: Any = None) -> Any:
+        return self.send("PATCH", path, body)
+
+    def multipart(self, path: str, data: dict[str, Any]) -> Any:
+        return self.client.post(
+            f"/api/v1/{path}",
+            data,
+            headers={**self.headers, "Idempotency-Key": str(uuid.uuid4())},
+        )
+
+
+def b64(content: bytes) -> str:
+    return base64.b64encode(content).decode()
+
+
+@pytest.fixture
+def org_api(org: Organization) -> Callable[..., Api]:
+    def make(*scopes: str) -> Api:
+        _, secret = apikey_create(org=org, name="integration", environment="test", scopes=scopes)
+        return Api(secret)
+
+    return make
+
+
+@pytest.fixture
+def system_api(platform_owner: User) -> Callable[..., Api]:
+    def make(*scopes: str) -> Api:
+        _, secret = services.system_key_create(
+            name="back office", scopes=list(scopes), created_by=platform_owner
+        )
+        return Api(secret)
+
+    return make
+
+
+def error_code(response: Any) -> str:
+    return str(response.json()["error"]["code"])
+
+
+# --- GET, POST kyc ---------------------------------------------------------------------------
+
+
+def test_get_kyc_before_and_after_a_submission(
+    org_api: Callable[..., Api], org: Organization, admin_user: User
+) -> None:
+    api = org_api("kyc:read")
+    response = api.get("kyc")
+    assert response.status_code == 200
+    assert response.json() == {"object": "kyc", "status": "not_submitted", "application": None}
+
+    application = submit(org, admin_user)
+    body = api.get("kyc").json()
+    assert body["status"] == "pending"
+    assert body["application"]["id"] == application.public_id
+    assert body["application"]["submitted_by"] == admin_user.email
+    [document] = body["application"]["documents"]
+    assert document["id"].startswith("doc_") and document["content_type"] == "application/pdf"
+    assert set(document) == {
+        "object", "id", "filename", "content_type", "size", "sha256", "uploaded_at"
+    }  # fmt: skip
+    assert "PDF" not in json.dumps(body)  # metadata only, never bytes
+
+
+def test_post_kyc_with_json_and_base64_documents(
+    org_api: Callable[..., Api], org: Organization
+) -> None:
+    api = org_api("kyc:write")
+    response = api.post(
+        "kyc",
+        {
+            **KYC_BODY,
+            "documents": [
+                {"filename": "cert.pdf", "content_base64": b64(pdf_bytes())},
+                {"filename": "bill.png", "content_base64": b64(png_bytes())},
+            ],
+        },
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "pending"
+    assert len(body["application"]["documents"]) == 2
+    org.refresh_from_db()
+    assert org.kyc_status == KycStatus.PENDING
+    event = AuditEvent.objects.get(action="kyc.submitted")
+    assert event.actor_type == "api_key" and event.org == org
+
+    again = api.post(
+        "kyc",
+        {**KYC_BODY, "documents": [{"filename": "x.pdf", "content_base64": b64(pdf_bytes())}]},
+    )
+    assert again.status_code == 409
+    assert again.json()["error"]["reason"] == "kyc_pending"
+
+
+def test_post_kyc_with_multipart(org_api: Callable[..., Api], org: Organization) -> None:
+    api = org_api("kyc:write")
+    response = api.multipart(
+        "kyc", {**KYC_BODY, "documents": [upload("scan.jpg", b"\xff\xd8\xff\xe0" + b"0" * 50)]}
+    )
+    assert response.status_code == 201, response.json()
+    [document] = response.json()["application"]["documents"]
+    assert document["content_type"] == "image/jpeg"
+
+
+def test_post_kyc_refuses_a_text_file_named_pdf_and_bad_fields(
+    org_api: Callable[..., Api], org: Organization
+) -> None:
+    api = org_api("kyc:write")
+    fake = [{"filename": "passport.pdf", "content_base64": b64(b"hello, not a pdf")}]
+    response = api.post("kyc", {**KYC_BODY, "documents": fake})
+    assert response.status_code == 400
+    assert error_code(response) == "validation_error"
+    assert "not a PDF, PNG or JPEG" in response.json()["error"]["message"]
+
+    no_docs = api.post("kyc", KYC_BODY)
+    assert no_docs.status_code == 400
+    bad_country = api.post(
+        "kyc",
+        {
+            **KYC_BODY,
+            "country": "ZZ",
+            "documents": [{"filename": "c.pdf", "content_base64": b64(pdf_bytes())}],
+        },
+    )
+    assert bad_country.status_code == 400
+    assert bad_country.json()["error"]["param"] == "country"
+    bad_base64 = api.post(
+        "kyc", {**KYC_BODY, "documents": [{"filename": "c.pdf", "content_base64": "%%%"}]}
+    )
+    assert bad_base64.status_code == 400
+    unknown = api.post("kyc", {**KYC_BODY, "nickname": "x"})
+    assert unknown.status_code == 400
+    assert not KycApplication.objects.exists()
+
+
+def test_kyc_scopes_are_enforced(org_api: Callable[..., Api], org: Organization) -> None:
+    reader = org_api("kyc:read")
+    response = reader.post("kyc", KYC_BODY)
+    assert response.status_code == 403
+    assert response.json()["error"]["required_scope"] == "kyc:write"
+    other = org_api("members:read")
+    assert error_code(other.get("kyc")) == "insufficient_scope"
+
+
+def test_kyc_is_the_keys_own_org_only(
+    org_api: Callable[..., Api], org: Organization, other_org: Organization
+) -> None:
+    submit(other_org, None, legal_name="Globex Inc")
+    body = org_api("kyc:read").get("kyc").json()
+    assert body["status"] == "not_submitted" and body["application"] is None
+
+
+def test_system_keys_are_refused_on_the_org_kyc_endpoint(
+    system_api: Callable[..., Api], org: Organization
+) -> None:
+    api = system_api("platform_kyc:write", "platform_organizations:write")
+    response = api.get("kyc")
+    assert response.status_code == 403
+    assert error_code(response) == "insufficient_scope"
+    assert api.get("organization").status_code == 403
+
+
+def test_a_suspended_orgs_keys_are_refused(
+    org_api: Callable[..., Api], org: Organization, staff_user: User
+) -> None:
+    api = org_api("kyc:read")
+    assert api.get("kyc").status_code == 200
+    services.org_suspend(org=org, staff=staff_user)
+    response = api.get("kyc")
+    assert response.status_code == 403
+    assert error_code(response) == "org_suspended"
+    services.org_reactivate(org=org, staff=staff_user)
+    assert api.get("kyc").status_code == 200
+
+
+# --- platform endpoints ---------------------------------------------------------------------
+
+
+PLATFORM_READS = ["platform/organizations", "platform/kyc-applications"]
+
+
+@pytest.mark.parametrize("path", PLATFORM_READS)
+def test_org_keys_are_refused_on_platform_endpoints(org_api: Callable[..., Api], path: str) -> None:
+    from apikeys.scopes import all_scopes
+
+    response = org_api(*all_scopes()).get(path)
+    assert response.status_code == 403
+    assert error_code(response) == "insufficient_scope"
+
+
+def test_platform_scopes_are_enforced(system_api: Callable[..., Api]) -> None:
+    kyc_only = system_api("platform_kyc:read")
+    assert kyc_only.get("platform/kyc-applications").status_code == 200
+    response = kyc_only.get("platform/organizations")
+    assert response.status_code == 403
+    assert response.json()["error"]["required_scope"] == "platform_organizations:read"
+    assert error_code(kyc_only.post("platform/kyc-applications/kyc_x/approve")) == (
+        "insufficient_scope"
+    )
+
+
+def test_a_revoked_system_key_is_refused(platform_owner: User) -> None:
+    key, secret = services.system_key_create(
+        name="old", scopes=["platform_kyc:read"], created_by=platform_owner
+    )
+    apikey_revoke(key=key, actor_user=platform_owner)
+    response = Api(secret).get("platform/kyc-applications")
+    assert response.status_code == 401
+    assert error_code(response) == "api_key_revoked"
+
+
+def test_list_and_get_organisations(
+    system_api: Callable[..., Api], org: Organization, other_org: Organization, owner: User
+) -> None:
+    api = system_api("platform_organizations:read")
+    body = api.get("platform/organizations").json()
+    assert {o["id"] for o in body["results"]} == {org.public_id, other_org.public_id}
+    assert set(body) == {"next", "previous", "results"}
+    found = api.get("platform/organizations", q="glob").json()["results"]
+    assert [o["slug"] for o in found] == ["globex"]
+    detail = api.get(f"platform/organizations/{org.public_id}").json()
+    assert detail["slug"] == "acme" and detail["member_count"] == 1
+    assert detail["limits"] == {"per_minute": 60, "burst": 10, "monthly": 100000}
+    assert api.get("platform/organizations/org_doesnotexist").status_code == 404
+
+
+def test_create_an_organisation(system_api: Callable[..., Api], db: None) -> None:
+    api = system_api("platform_organizations:write")
+    response = api.post(
+        "platform/organizations",
+        {
+            "name": "Initech",
+            "slug": "initech",
+            "owner_email": "Bill@Initech.test",
+            "plan": "growth",
+        },
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["slug"] == "initech" and body["plan"] == "growth" and body["member_count"] == 1
+    org = Organization.objects.get(slug="initech")
+    assert org.memberships.get().user.email == "bill@initech.test"
+    event = AuditEvent.objects.get(action="platform.org_created")
+    assert event.actor_type == "api_key" and event.org == org
+    taken = api.post(
+        "platform/organizations",
+        {"name": "Again", "slug": "initech", "owner_email": "x@initech.test"},
+    )
+    assert taken.status_code == 409
+
+
+def test_patch_plan_limits_and_suspension(
+    system_api: Callable[..., Api], org: Organization, org_api: Callable[..., Api]
+) -> None:
+    api = system_api("platform_organizations:write")
+    org_key = org_api("kyc:read")
+    url = f"platform/organizations/{org.public_id}"
+
+    response = api.patch(url, {"plan": "enterprise", "custom_limits": {"burst": 500}})
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["plan"] == "enterprise"
+    assert body["custom_limits"] == {"per_minute": None, "burst": 500, "monthly": None}
+    assert body["limits"] == {"per_minute": 6000, "burst": 500, "monthly": 50000000}
+
+    response = api.patch(url, {"status": "suspended", "suspension_reason": "Fraud review"})
+    assert response.json()["status"] == "suspended"
+    assert error_code(org_key.get("kyc")) == "org_suspended"
+    assert api.patch(url, {"status": "active"}).json()["status"] == "active"
+    assert org_key.get("kyc").status_code == 200
+
+    actions = set(AuditEvent.objects.filter(org=org).values_list("action", flat=True))
+    assert {"org.plan_changed", "org.limits_changed", "org.suspended", "org.reactivated"} <= (
+        actions
+    )
+    suspended = AuditEvent.objects.get(action="org.suspended")
+    assert suspended.actor_type == "api_key" and suspended.details == {"reason": "Fraud review"}
+
+    assert api.patch(url, {"plan": "platinum"}).status_code == 400
+    assert api.patch(url, {"custom_limits": {"burst": -1}}).status_code == 400
+    org.refresh_from_db()
+    assert org.status == OrgStatus.ACTIVE and org.custom_burst == 500
+
+
+def test_list_approve_and_reject_kyc_applications(
+    system_api: Callable[..., Api],
+    org: Organization,
+    other_org: Organization,
+    owner: User,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    api = system_api("platform_kyc:write")
+    first = submit(org, owner)
+    second = submit(other_org, None, legal_name="Globex Inc")
+    listing = api.get("platform/kyc-applications", status="pending").json()["results"]
+    assert [a["id"] for a in listing] == [first.public_id, second.public_id]
+    assert listing[0]["organization"]["id"] == org.public_id
+    assert listing[0]["documents"][0]["filename"] == "incorporation.pdf"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        approved = api.post(f"platform/kyc-applications/{first.public_id}/approve")
+    assert approved.status_code == 200, approved.json()
+    assert approved.json()["status"] == "approved"
+    org.refresh_from_db()
+    assert org.kyc_status == KycStatus.APPROVED
+    assert [m.to for m in mail.outbox] == [[owner.email]]
+
+    missing_reason = api.post(f"platform/kyc-applications/{second.public_id}/reject", {})
+    assert missing_reason.status_code == 400
+    rejected = api.post(
+        f"platform/kyc-applications/{second.public_id}/reject", {"reason": "Unreadable scan"}
+    )
+    assert rejected.json()["status"] == "rejected"
+    assert rejected.json()["rejection_reason"] == "Unreadable scan"
+
+    twice = api.post(f"platform/kyc-applications/{first.public_id}/approve")
+    assert twice.status_code == 409 and twice.json()["error"]["reason"] == "kyc_not_pending"
+    assert api.post("platform/kyc-applications/kyc_nothere/approve").status_code == 404
+    event = AuditEvent.objects.get(action="kyc.approved")
+    assert event.actor_type == "api_key" and event.org == org
