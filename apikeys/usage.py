@@ -481,3 +481,85 @@ def purge_fold_markers(*, now: float | None = None) -> int:
     cutoff = datetime.fromtimestamp((now or time.time()) - MARKER_RETENTION, tz=UTC)
     deleted, _ = UsageFoldBatch.objects.filter(folded_at__lt=cutoff).delete()
     return int(deleted)
+
+
+# --- reading usage (the API and the dashboard) ------------------------------------------
+
+HOURLY = "hour"
+DAILY = "day"
+
+
+@dataclass
+class UsageBucket:
+    key_id: str
+    period_start: datetime
+    count_2xx: int = 0
+    count_4xx: int = 0
+    count_5xx: int = 0
+    client_versions: set[str] = field(default_factory=set)
+    last_used_at: datetime | None = None
+    last_used_ip: str | None = None
+
+    @property
+    def requests(self) -> int:
+        return self.count_2xx + self.count_4xx + self.count_5xx
+
+
+def usage_series(
+    *,
+    org: Any,
+    since: datetime,
+    until: datetime,
+    granularity: str = HOURLY,
+    key_pk: int | None = None,
+) -> list[UsageBucket]:
+    """The org's folded usage in [since, until), per key and hour or day, oldest first.
+
+    Figures are those folded into the database, at most a minute behind the live
+    counters (the fold interval).
+    """
+    from apikeys.models import KeyUsageHour
+
+    rows = KeyUsageHour.objects.filter(org=org, hour__gte=since, hour__lt=until)
+    if key_pk is not None:
+        rows = rows.filter(api_key_id=key_pk)
+    buckets: dict[tuple[str, datetime], UsageBucket] = {}
+    for row in rows.values(
+        "api_key__public_id",
+        "hour",
+        "count_2xx",
+        "count_4xx",
+        "count_5xx",
+        "client_versions",
+        "last_used_at",
+        "last_used_ip",
+    ).order_by("hour", "api_key_id"):
+        hour: datetime = row["hour"].astimezone(UTC)
+        start = hour.replace(hour=0) if granularity == DAILY else hour
+        bucket_key = (row["api_key__public_id"], start)
+        bucket = buckets.get(bucket_key)
+        if bucket is None:
+            bucket = buckets[bucket_key] = UsageBucket(row["api_key__public_id"], start)
+        bucket.count_2xx += row["count_2xx"]
+        bucket.count_4xx += row["count_4xx"]
+        bucket.count_5xx += row["count_5xx"]
+        bucket.client_versions |= set(row["client_versions"] or ())
+        last = row["last_used_at"]
+        if last is not None and (bucket.last_used_at is None or last > bucket.last_used_at):
+            bucket.last_used_at, bucket.last_used_ip = last, row["last_used_ip"]
+    return sorted(buckets.values(), key=lambda b: (b.period_start, b.key_id))
+
+
+def usage_key_pk(*, org: Any, public_id: str) -> int | None:
+    """The database id of the org's key `public_id` (deleted keys too: their usage stays)."""
+    from apikeys.models import ApiKey
+
+    return ApiKey.objects.filter(org=org, public_id=public_id).values_list("pk", flat=True).first()
+
+
+def flush_process() -> int:
+    """Fold what only this process holds (local counters); a no-op on Redis, where every
+    request is counted in Redis as it happens. For server shutdown hooks."""
+    if redisconn.enabled():
+        return 0
+    return flush()

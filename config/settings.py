@@ -244,7 +244,18 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # API usage counters folded from Redis into the database: at least once a minute.
+    "apikeys-fold-usage": {"task": "apikeys.tasks.fold_usage", "schedule": 30.0},
+    # Idempotency records past their 24 hours (and old usage-fold markers).
+    "apikeys-purge-idempotency": {
+        "task": "apikeys.tasks.purge_idempotency_records",
+        "schedule": 3600.0,
+    },
+}
+# Without a Celery worker (embedded default) a thread in the serving process folds usage
+# counters into the database this often, and once more at exit; 0 turns it off.
+LATCHKEY_USAGE_FLUSH_SECONDS = env.float("LATCHKEY_USAGE_FLUSH_SECONDS", default=30.0)
 
 # django-ratelimit: counters in the default cache (Redis in production).
 RATELIMIT_USE_CACHE = "default"
@@ -277,6 +288,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "KeyEnvironmentEnum": ["live", "test"],
         "AnyKeyEnvironmentEnum": ["live", "test", "sys"],
+        # Values only: the serializers' ChoiceFields are built from `.values`.
+        "OrgStatusEnum": ["active", "suspended"],
+        "KycStatusEnum": ["not_submitted", "pending", "approved", "rejected"],
+        "InvitationStatusEnum": ["pending", "accepted", "cancelled", "expired"],
+        "KycApplicationStatusEnum": ["pending", "approved", "rejected"],
     },
     "PATH_CONVERTER_OVERRIDES": {
         "pid": {"type": "string", "pattern": "^[a-z]{2,8}_[0-9A-Za-z]{1,40}$"},
