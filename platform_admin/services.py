@@ -94,18 +94,11 @@ def _check_owner(actor: User | None) -> None:
 
 
 def _invalidate_org_keys(org: Organization) -> None:
-    """After commit, drop every cached verification of the org's keys, so that a change to
-    the org (suspension, plan, limits) is seen by every worker on its next request."""
-    from apikeys.cache import invalidate_key
-    from apikeys.models import ApiKey
+    """When the transaction commits, make every worker re-read the org behind its keys
+    (status, plan, limits, KYC) on its next request: no stale verification cache."""
+    from apikeys.cache import invalidate_org
 
-    digests = list(ApiKey.objects.filter(org=org).values_list("digest", flat=True))
-
-    def invalidate() -> None:
-        for digest in digests:
-            invalidate_key(digest)
-
-    transaction.on_commit(invalidate)
+    invalidate_org(org.pk)
 
 
 def _lock_org(org: Organization) -> Organization:

@@ -221,22 +221,31 @@ def test_suspend_and_reactivate_are_audited_and_sign_nobody_out(
     assert AuditEvent.objects.get(action="org.reactivated").actor_user == staff_user
 
 
-def test_suspension_drops_the_cached_verification_of_every_key(
+def test_suspension_and_plan_changes_reach_keys_on_their_next_request(
     staff_user: User, org: Organization, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from django.core.cache import cache
+    """The key was just used (its verification may be cached); the change still applies
+    on the very next request."""
+    from platform_admin.services import org_reactivate, org_set_plan, org_suspend
 
-    from apikeys.cache import cache_key
-    from platform_admin.services import org_suspend
+    _, secret = apikey_create(org=org, name="k", environment="test", scopes=["kyc:read"])
+    client = Client(headers={"Authorization": f"Bearer {secret}"})
+    me = client.get("/api/v1/me")
+    assert me.status_code == 200 and me.json()["rate_limits"]["per_minute"] == 60
 
-    keys = [
-        apikey_create(org=org, name=f"k{i}", environment="test", scopes=[])[0] for i in range(2)
-    ]
-    for key in keys:
-        cache.set(cache_key(key.digest), "cached", 60)
+    with django_capture_on_commit_callbacks(execute=True):
+        org_set_plan(org=org, plan="growth", staff=staff_user)
+    assert client.get("/api/v1/me").json()["rate_limits"]["per_minute"] == 600
+
     with django_capture_on_commit_callbacks(execute=True):
         org_suspend(org=org, staff=staff_user)
-    assert all(cache.get(cache_key(key.digest)) is None for key in keys)
+    refused = client.get("/api/v1/me")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "org_suspended"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        org_reactivate(org=org, staff=staff_user)
+    assert client.get("/api/v1/me").status_code == 200
 
 
 # --- platform roles ------------------------------------------------------------------------
