@@ -199,9 +199,34 @@ def _no_referrer(response: HttpResponse) -> HttpResponse:
     return _no_store(response)
 
 
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _magic_link_unusable(request: HttpRequest) -> HttpResponse:
+    if _wants_json(request):
+        return _no_referrer(
+            _json_error(400, "link_unusable", "This sign-in link can't be used any more.")
+        )
+    return _no_referrer(
+        render(request, "accounts/magic_link_confirm.html", {"usable": False}, status=400)
+    )
+
+
+def _magic_link_continue(request: HttpRequest, url: str) -> HttpResponse:
+    if _wants_json(request):
+        return _no_referrer(JsonResponse({"ok": True, "redirect": url}))
+    return _no_referrer(redirect(url))
+
+
 @require_http_methods(["GET", "POST"])
 def magic_link_view(request: HttpRequest, token: str) -> HttpResponse:
-    """GET shows a confirmation (mail scanners fetch links); only the POST signs in."""
+    """GET shows a confirmation (mail scanners fetch links); only the POST signs in.
+
+    The page is served with `Referrer-Policy: no-referrer`, so a browser sends
+    `Origin: null` with a plain form POST from it; the page's script posts with fetch()
+    instead, which keeps the real Origin for the CSRF check (ADR 0010).
+    """
     if request.method == "GET":
         usable = selectors.magic_link_is_usable(token=token)
         return _no_referrer(
@@ -221,20 +246,18 @@ def magic_link_view(request: HttpRequest, token: str) -> HttpResponse:
         return _no_referrer(ratelimited(request, Ratelimited()))
     result = services.magic_link_consume(token=token, request=request)
     if result is None:
-        return _no_referrer(
-            render(request, "accounts/magic_link_confirm.html", {"usable": False}, status=400)
-        )
+        return _magic_link_unusable(request)
     if request.user.is_authenticated:
         # Following a link starts a fresh sign-in, whoever was signed in here before.
         logout(request)
     user = result.user
     if selectors.user_has_second_factor(user=user):
         signin.pending_start(request, user=user, next_url=result.next_url, method="magic_link")
-        return _no_referrer(redirect("second-factor"))
+        return _magic_link_continue(request, "/login/2fa/")
     signin.complete_sign_in(request, user=user, method="magic_link")
     if result.created:
         messages.success(request, "Welcome to Latchkey. Your account is ready.")
-    return _no_referrer(redirect(result.next_url or settings.LOGIN_REDIRECT_URL))
+    return _magic_link_continue(request, result.next_url or settings.LOGIN_REDIRECT_URL)
 
 
 @require_POST

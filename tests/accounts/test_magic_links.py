@@ -274,3 +274,20 @@ def test_sign_out_needs_a_post_and_is_audited(client: Client, user: User) -> Non
     assert response.status_code == 302
     assert "_auth_user_id" not in client.session
     assert AuditEvent.objects.filter(action="user.signed_out", actor_user=user).exists()
+
+
+def test_the_confirmation_script_gets_json_and_never_a_referrer(
+    client: Client, post_login: PostLogin, user: User
+) -> None:
+    post_login(user.email, next_url="/account/security/")
+    token = last_magic_link_token()
+    page = client.get(f"/login/magic/{token}/").content.decode()
+    assert 'src="/static/js/magic-link.js"' in page and "data-magic-link" in page
+    response = client.post(f"/login/magic/{token}/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True, "redirect": "/account/security/"}
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert client.session["_auth_user_id"] == str(user.pk)
+    again = Client().post(f"/login/magic/{token}/", HTTP_ACCEPT="application/json")
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == "link_unusable"
