@@ -426,3 +426,32 @@ def test_set_org_limits_command(org: Organization, capsys: Any) -> None:
         call_command("set_org_limits", "acme")
     with pytest.raises(CommandError):
         call_command("set_org_limits", "acme", "--burst", "-3")
+
+
+def test_organisation_detail_and_kyc_page_run_a_constant_number_of_queries(
+    staff_client: Client, staff_user: User, org: Organization, admin_client_: Client
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from platform_admin.services import kyc_reject
+    from tests.factories import MembershipFactory
+    from tests.platform_admin.conftest import submit
+
+    def grow(n: int) -> None:
+        for i in range(n):
+            MembershipFactory.create(org=org)
+            apikey_create(org=org, name=f"key {i}", environment="test", scopes=["kyc:read"])
+            kyc_reject(application=submit(org, None), staff=staff_user, reason=f"no {i}")
+
+    def count() -> tuple[int, int]:
+        with CaptureQueriesContext(connection) as detail:
+            assert staff_client.get(f"/platform/organizations/{org.public_id}/").status_code == 200
+        with CaptureQueriesContext(connection) as kyc:
+            assert admin_client_.get("/o/acme/kyc/").status_code == 200
+        return len(detail), len(kyc)
+
+    grow(1)
+    small = count()
+    grow(8)
+    assert count() == small
