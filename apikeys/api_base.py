@@ -33,7 +33,7 @@ The hooks are methods of `ApiView` so that the next layer overrides them in one 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -77,7 +77,7 @@ class ApiJSONParser(JSONParser):
         self,
         stream: Any,
         media_type: str | None = None,
-        parser_context: dict[str, Any] | None = None,
+        parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
         raw = stream.read(MAX_BODY_BYTES + 1)
         if len(raw) > MAX_BODY_BYTES:
@@ -102,9 +102,12 @@ class JsonOnlyNegotiation(DefaultContentNegotiation):
     """Every API response is JSON; a client's `Accept` header never turns it into a 406."""
 
     def select_renderer(
-        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+        self,
+        request: Request,
+        renderers: Iterable[BaseRenderer],
+        format_suffix: str | None = None,
     ) -> tuple[BaseRenderer, str]:
-        renderer = renderers[0]
+        renderer = next(iter(renderers))
         return renderer, renderer.media_type
 
 
@@ -176,13 +179,15 @@ class ApiView(APIView):
         drf_request = self.initialize_request(request, *args, **kwargs)
         self.request = drf_request
         self.headers = self.default_response_headers
+        response: HttpResponseBase
         try:
             self.initial(drf_request, *args, **kwargs)
             response = self.run_handler(drf_request, *args, **kwargs)
         except Exception as exc:
             response = self.handle_exception(exc)
-        self.response = self.finalize_response(drf_request, response, *args, **kwargs)
-        return self.response
+        final = self.finalize_response(drf_request, response, *args, **kwargs)
+        self.response = final  # type: ignore[assignment]
+        return final
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.format_kwarg = None
@@ -257,7 +262,7 @@ class ApiView(APIView):
         with transaction.atomic():
             return self.around_handler(request, lambda: handler(request, *args, **kwargs))
 
-    def finalize_response(
+    def finalize_response(  # type: ignore[override]
         self, request: Request, response: Any, *args: Any, **kwargs: Any
     ) -> HttpResponseBase:
         response = super().finalize_response(request, response, *args, **kwargs)
@@ -324,7 +329,9 @@ class OrgApiView(ApiView):
 
     @cached_property
     def org(self) -> Organization:
-        return Organization.objects.get(pk=self.principal.org_id)
+        org_id = self.principal.org_id
+        assert org_id is not None  # check_key_kind refused system keys
+        return Organization.objects.get(pk=org_id)
 
     @cached_property
     def api_key(self) -> ApiKey:

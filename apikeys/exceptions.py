@@ -125,7 +125,7 @@ def _classify(exc: BaseException) -> tuple[str, str | None, dict[str, Any], dict
     if isinstance(exc, drf.UnsupportedMediaType | drf.NotAcceptable):
         return "unsupported_media_type", None, {}, {}
     if isinstance(exc, drf.Throttled):
-        wait = int(exc.wait or 1)
+        wait = int(getattr(exc, "wait", None) or 1)
         return "rate_limited", None, {}, {"Retry-After": str(max(wait, 1))}
     if isinstance(exc, RequestDataTooBig):
         return "request_too_large", None, {}, {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from base64 import b64decode
 from binascii import Error as Base64Error
-from typing import Any
+from typing import Any, cast
 from urllib import parse
 
 from django.utils.dateparse import parse_datetime
@@ -23,7 +23,7 @@ MAX_LIMIT = 100
 
 
 class ApiCursorPagination(CursorPagination):
-    ordering = ("-created_at", "-id")
+    ordering: tuple[str, ...] = ("-created_at", "-id")
     page_size = DEFAULT_LIMIT
     max_page_size = MAX_LIMIT
     page_size_query_param = "limit"
@@ -54,7 +54,9 @@ class ApiCursorPagination(CursorPagination):
             if len(encoded) > 1000:
                 raise ValueError("cursor too long")
             querystring = b64decode(encoded.encode("ascii"), validate=True).decode("ascii")
-            tokens = parse.parse_qs(querystring, keep_blank_values=True)
+            tokens = parse.parse_qs(querystring, keep_blank_values=True, strict_parsing=True)
+            if not set(tokens) <= {"o", "r", "p"}:
+                raise ValueError("unknown cursor field")
             offset = int(tokens.get("o", ["0"])[0])
             reverse = bool(int(tokens.get("r", ["0"])[0]))
             position = tokens.get("p", [None])[0]
@@ -65,7 +67,8 @@ class ApiCursorPagination(CursorPagination):
             raise invalid from None
         if not 0 <= offset <= self.offset_cutoff:
             raise invalid
-        return Cursor(offset=offset, reverse=reverse, position=position)
+        # DRF's stubs say int, but positions are the ordering field's text (a timestamp).
+        return Cursor(offset=offset, reverse=reverse, position=cast(Any, position))
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)

@@ -12,6 +12,7 @@ from typing import Any
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 
+from apikeys.authentication import ApiKeyPrincipal
 from apikeys.errors import ApiError
 from apikeys.scopes import READ, WRITE, get_resource, has_scope
 
@@ -46,7 +47,7 @@ class HasResourceScope(BasePermission):
         scope = view.required_scope_for(request.method or "GET")
         if scope is None:
             return True
-        if principal is None or not has_scope(principal.scopes, scope):
+        if not isinstance(principal, ApiKeyPrincipal) or not has_scope(principal.scopes, scope):
             raise ApiError(
                 "insufficient_scope",
                 f"This request needs the scope '{scope}'.",

@@ -18,11 +18,13 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
-from apikeys.api_base import KEY_KIND_SYSTEM, ApiView
+from apikeys.api_base import KEY_KIND_SYSTEM, MAX_CLIENT_HEADER_LENGTH, ApiView
 from apikeys.errors import ERRORS, IDEMPOTENCY_ERROR
 from apikeys.permissions import ANY_SCOPE
 from apikeys.scopes import get_resource
 
+# What `ApiView.read_client_headers` accepts: printable ASCII, at most 255 characters.
+CLIENT_HEADER_PATTERN = rf"^[ -~]{{0,{MAX_CLIENT_HEADER_LENGTH}}}$"
 MUTATING_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
 
@@ -72,7 +74,8 @@ class ErrorDetailSerializer(serializers.Serializer[Any]):
     reason = serializers.CharField(
         required=False, help_text="A finer machine-readable reason from the service."
     )
-    errors = ErrorFieldSerializer(
+    # DRF moves declared fields off the class; the name only shadows Serializer.errors for mypy.
+    errors = ErrorFieldSerializer(  # type: ignore[assignment]
         many=True, required=False, help_text="With `validation_error`: every field at fault."
     )
 
@@ -192,6 +195,7 @@ class ApiAutoSchema(AutoSchema):
                 "X-Client-Version",
                 str,
                 OpenApiParameter.HEADER,
+                pattern=CLIENT_HEADER_PATTERN,
                 description="Your client's version, recorded in usage (printable ASCII, "
                 "at most 255 characters).",
             ),
@@ -199,6 +203,7 @@ class ApiAutoSchema(AutoSchema):
                 "X-Actor-Id",
                 str,
                 OpenApiParameter.HEADER,
+                pattern=CLIENT_HEADER_PATTERN,
                 description="Your own user id, recorded on audit events (printable ASCII, "
                 "at most 255 characters).",
             ),

@@ -12,11 +12,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from django.http import QueryDict
 from django.utils import timezone
 from rest_framework import serializers
 
 from apikeys.services import MAX_GRACE, NAME_MAX_LENGTH
-from orgs.models import Role
+from orgs.models import InvitationStatus, KycStatus, OrgStatus, Role
+from orgs.plans import Plan
 
 DEFAULT_GRACE_SECONDS = 24 * 60 * 60
 MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())
@@ -95,6 +97,17 @@ class StrictSerializer(serializers.Serializer[Any]):
                 raise serializers.ValidationError(
                     {name[:64]: ["Unknown field."] for name in unknown[:10]}, code="unknown_field"
                 )
+        if isinstance(data, QueryDict):
+            # DRF treats `?actor=` as absent; a filter given empty is a mistake worth naming.
+            blank = [
+                name
+                for name, field in self.fields.items()
+                if data.get(name) == "" and not getattr(field, "allow_blank", False)
+            ]
+            if blank:
+                raise serializers.ValidationError(
+                    {name: ["This parameter may not be blank."] for name in blank}, code="blank"
+                )
         return super().to_internal_value(data)
 
 
@@ -112,11 +125,9 @@ class OrganizationSerializer(serializers.Serializer[Any]):
     id = serializers.CharField(source="public_id", help_text="Opaque id, `org_…`.")
     slug = serializers.CharField()
     name = serializers.CharField()
-    plan = serializers.ChoiceField(choices=["starter", "growth", "enterprise"])
-    kyc_status = serializers.ChoiceField(
-        choices=["not_submitted", "pending", "approved", "rejected"]
-    )
-    status = serializers.ChoiceField(choices=["active", "suspended"])
+    plan = serializers.ChoiceField(choices=Plan.values)
+    kyc_status = serializers.ChoiceField(choices=KycStatus.values)
+    status = serializers.ChoiceField(choices=OrgStatus.values)
     require_two_factor = serializers.BooleanField()
     created_at = serializers.DateTimeField()
 
@@ -171,7 +182,7 @@ class InvitationSerializer(serializers.Serializer[Any]):
     id = serializers.CharField(source="public_id", help_text="Opaque id, `inv_…`.")
     email = serializers.EmailField()
     role = serializers.ChoiceField(choices=Role.values)
-    status = serializers.ChoiceField(choices=["pending", "accepted", "cancelled", "expired"])
+    status = serializers.ChoiceField(choices=InvitationStatus.values)
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField()
 
@@ -229,7 +240,8 @@ class AuditActorSerializer(serializers.Serializer[Any]):
     id = serializers.CharField(
         source="actor_id", help_text="The acting key's id (`key_…`) when a key acted."
     )
-    label = serializers.CharField(source="actor_label")
+    # DRF moves declared fields off the class; the name only shadows Field.label for mypy.
+    label = serializers.CharField(source="actor_label")  # type: ignore[assignment]
     external_id = serializers.CharField(
         source="external_actor_id", help_text="X-Actor-Id sent with the request, if any."
     )
@@ -238,7 +250,7 @@ class AuditActorSerializer(serializers.Serializer[Any]):
 class AuditTargetSerializer(serializers.Serializer[Any]):
     type = serializers.CharField(source="target_type")
     id = serializers.CharField(source="target_id")
-    label = serializers.CharField(source="target_label")
+    label = serializers.CharField(source="target_label")  # type: ignore[assignment]
 
 
 class AuditEventSerializer(serializers.Serializer[Any]):
