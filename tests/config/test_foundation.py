@@ -56,12 +56,12 @@ def test_pages_carry_security_headers(client: Client) -> None:
 def test_base_template_shows_current_user_and_sign_out(client: Client) -> None:
     user = User.objects.create_user("Bob@Example.com")
     client.force_login(user)
-    html = client.get("/").content.decode()
+    html = client.get("/", follow=True).content.decode()
     assert '<span id="current-user">bob@example.com</span>' in html
     assert 'id="sign-out"' in html
     response = client.post("/logout/")
     assert response.status_code == 302
-    assert 'id="current-user"' not in client.get("/").content.decode()
+    assert 'id="current-user"' not in client.get("/", follow=True).content.decode()
 
 
 @pytest.mark.django_db
