@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,7 @@ def _meta(request: Request) -> ratelimit.UsageMeta:
 
 def before_handler(request: Request, principal: Any) -> None:
     """Count the request against the key's limits; refuse it with 429 when over."""
-    now = time.time()
+    now = ratelimit.clock()
     result = ratelimit.guard(
         key_pk=principal.key_id,
         org_pk=principal.org_id,

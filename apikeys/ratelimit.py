@@ -146,6 +146,11 @@ class UsageMeta:
     client_version: str = ""
 
 
+def clock() -> float:
+    """The time the windows are counted in (UTC epoch seconds); one place to read it."""
+    return time.time()
+
+
 def next_month_start(now: float) -> int:
     """UTC epoch seconds of the 1st of the month after `now`, 00:00 UTC."""
     moment = datetime.fromtimestamp(now, tz=UTC)
@@ -224,7 +229,7 @@ def guard(
     for usage with its `status_class` (`c4`/`c5`). A request the limiter refuses is
     recorded as a 4xx by the limiter itself.
     """
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     effective = limits or UNLIMITED
     conn = redisconn.client()
     if conn is None:

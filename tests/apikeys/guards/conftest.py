@@ -8,6 +8,7 @@ default (local memory) and once on that Redis.
 
 from __future__ import annotations
 
+import json as _json
 import os
 import shutil
 import socket
@@ -17,11 +18,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from django.test import override_settings
+from django.test import Client, override_settings
 
 from apikeys import usage
+from apikeys.models import ApiKey
+from apikeys.services import apikey_create
+from orgs.models import Organization
 
 
 def free_port() -> int:
@@ -166,3 +171,83 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(extra)
     return env
+
+
+# --- in-process API calls ------------------------------------------------------------------
+
+
+class Api:
+    """Django's test client speaking JSON with one API key."""
+
+    def __init__(self, secret: str) -> None:
+        self.client = Client()
+        self.secret = secret
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        all_headers = {"Authorization": f"Bearer {self.secret}", **(headers or {})}
+        if idempotency_key is not None:
+            all_headers["Idempotency-Key"] = idempotency_key
+        if not path.startswith("/"):
+            path = "/api/v1/" + path
+        data = "" if body is None else _json.dumps(body)
+        return self.client.generic(
+            method.upper(), path, data, content_type="application/json", headers=all_headers
+        )
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.call("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.call("POST", path, body, **kwargs)
+
+
+ALL_SCOPES = ["api_keys:write", "usage:read", "organization:write", "members:write"]
+
+
+def new_key(
+    org: Organization, scopes: list[str] | None = None, name: str = "Integration"
+) -> tuple[ApiKey, Api]:
+    key, secret = apikey_create(
+        org=org, name=name, environment="test", scopes=ALL_SCOPES if scopes is None else scopes
+    )
+    return key, Api(secret)
+
+
+def set_limits(
+    org: Organization,
+    *,
+    per_minute: int | None = None,
+    burst: int | None = None,
+    monthly: int | None = None,
+) -> None:
+    """Custom limits through the platform service (which invalidates the key cache)."""
+    from django.db import transaction
+
+    from platform_admin.services import org_set_limits
+
+    with transaction.atomic():
+        org_set_limits(org=org, per_minute=per_minute, burst=burst, monthly=monthly, as_system=True)
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The limiter's clock, held still (and moved by the test): no test depends on time."""
+    from apikeys import ratelimit
+
+    class Clock:
+        now = 1_893_672_000.0  # 2030-01-04 12:00:00 UTC, a minute boundary
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(ratelimit, "clock", clock)
+    return clock
