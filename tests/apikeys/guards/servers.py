@@ -94,6 +94,8 @@ class Server:
         self.process = subprocess.Popen(
             [
                 GUNICORN,
+                "--config",
+                str(project_root() / "tools" / "gunicorn.conf.py"),
                 "--workers",
                 str(self.workers),
                 "--worker-class",

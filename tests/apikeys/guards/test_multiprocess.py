@@ -1,0 +1,189 @@
+"""The guards with several worker processes: gunicorn on loopback, Redis, a SQLite file.
+
+These tests talk to the server over HTTP only, like integrators, and act as an operator
+through `run_django` scripts (revoke, suspend, fold usage).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.apikeys.guards.conftest import RedisServer
+from tests.apikeys.guards.servers import DatabaseTemplate, HttpResult, Server, create_key
+
+pytestmark = pytest.mark.django_db(transaction=False)
+
+
+@pytest.fixture(scope="module")
+def template() -> Iterator[DatabaseTemplate]:
+    made = DatabaseTemplate()
+    yield made
+    made.remove()
+
+
+@pytest.fixture
+def server(template: DatabaseTemplate, redis_server: RedisServer) -> Iterator[Server]:
+    if redis_server.process is None:
+        redis_server.start()
+    srv = Server(db_path=template.copy(), redis_url=redis_server.url, workers=3)
+    srv.start()
+    yield srv
+    srv.stop()
+    if redis_server.process is None:
+        redis_server.start()
+
+
+def bearer(secret: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}", **extra}
+
+
+def parallel(count: int, call: object) -> list[HttpResult]:
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        return list(pool.map(lambda _: call(), range(count)))  # type: ignore[operator]
+
+
+def test_two_processes_admit_no_more_than_the_starter_limits(
+    template: DatabaseTemplate, redis_server: RedisServer
+) -> None:
+    srv = Server(db_path=template.copy(), redis_url=redis_server.url, workers=2)
+    srv.start()
+    try:
+        _, secret = create_key(srv)
+        results = parallel(150, lambda: srv.call("GET", "/api/v1/me", headers=bearer(secret)))
+        assert {r.status for r in results} <= {200, 429}
+        # Group the admitted requests by the minute window they were counted in.
+        admitted = Counter(r.headers["X-RateLimit-Reset"] for r in results if r.status == 200)
+        assert admitted and all(count <= 60 for count in admitted.values())
+        refused = [r for r in results if r.status == 429]
+        assert refused and all(r.code == "rate_limited" for r in refused)
+        # An exact count: a monthly quota of 25 shared by both processes.
+        _, quota_secret = create_key(srv, slug="quota", per_minute=0, burst=0, monthly=25)
+        results = parallel(80, lambda: srv.call("GET", "/api/v1/me", headers=bearer(quota_secret)))
+        statuses = Counter(r.status for r in results)
+        assert statuses == {200: 25, 429: 55}
+        assert {r.code for r in results if r.status == 429} == {"quota_exceeded"}
+    finally:
+        srv.stop()
+
+
+def test_a_revoked_key_is_refused_by_every_worker_on_the_next_request(server: Server) -> None:
+    public_id, secret = create_key(server)
+    _, other_secret = create_key(server, slug="other", per_minute=0, burst=0, monthly=0)
+    create_key(server, slug="acme", per_minute=0, burst=0, monthly=0)  # lift acme's limits
+    warm = parallel(60, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
+    assert {r.status for r in warm} == {200}
+    server.run_django(
+        f"""
+        from apikeys.models import ApiKey
+        from apikeys.services import apikey_revoke
+        apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
+        """
+    )
+    after = parallel(60, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
+    assert {(r.status, r.code) for r in after} == {(401, "api_key_revoked")}
+    # An org suspension reaches every worker too.
+    server.run_django(
+        """
+        from django.db import transaction
+        from apikeys.cache import invalidate_org
+        from orgs.models import Organization, OrgStatus
+        with transaction.atomic():
+            org = Organization.objects.select_for_update().get(slug="other")
+            org.status = OrgStatus.SUSPENDED
+            org.save(update_fields=["status"])
+            invalidate_org(org.pk)
+        """
+    )
+    suspended = parallel(30, lambda: server.call("GET", "/api/v1/me", headers=bearer(other_secret)))
+    assert {(r.status, r.code) for r in suspended} == {(403, "org_suspended")}
+
+
+def test_redis_stopped_mid_test_gives_no_500_and_keeps_authentication(
+    server: Server, redis_server: RedisServer
+) -> None:
+    _, secret = create_key(server, per_minute=0, burst=0, monthly=0)
+    revoked_id, revoked_secret = create_key(server, slug="acme")
+    assert server.call("GET", "/api/v1/me", headers=bearer(secret)).status == 200
+    assert server.call("GET", "/api/v1/me", headers=bearer(revoked_secret)).status == 200
+    redis_server.stop()
+    ok = parallel(20, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
+    assert {r.status for r in ok} == {200}
+    server.run_django(
+        f"""
+        from apikeys.models import ApiKey
+        from apikeys.services import apikey_revoke
+        apikey_revoke(key=ApiKey.objects.get(public_id={revoked_id!r}))
+        """
+    )
+    refused = parallel(20, lambda: server.call("GET", "/api/v1/me", headers=bearer(revoked_secret)))
+    assert {(r.status, r.code) for r in refused} == {(401, "api_key_revoked")}
+    unknown = server.call("GET", "/api/v1/me", headers=bearer("lk_test_" + "A" * 38))
+    assert unknown.status == 401
+    redis_server.start()
+    assert server.call("GET", "/api/v1/me", headers=bearer(secret)).status == 200
+    assert server.call("GET", "/api/v1/me", headers=bearer(revoked_secret)).status == 401
+
+
+def test_concurrent_duplicates_with_one_idempotency_key_write_once(server: Server) -> None:
+    _, secret = create_key(server, per_minute=0, burst=0, monthly=0)
+    body = {"name": "Once", "environment": "test", "scopes": ["usage:read"]}
+    headers = bearer(secret, **{"Idempotency-Key": f"dup-{uuid.uuid4()}"})
+    results = parallel(
+        24, lambda: server.call("POST", "/api/v1/api-keys", headers=headers, body=body)
+    )
+    statuses = Counter(r.status for r in results)
+    assert set(statuses) <= {201, 409}, statuses
+    assert {r.code for r in results if r.status == 409} <= {"idempotency_key_in_use"}
+    created = [r for r in results if r.status == 201]
+    assert len({r.json()["id"] for r in created}) == 1
+    count = server.run_django(
+        """
+        from apikeys.models import ApiKey
+        print(ApiKey.objects.filter(name="Once").count())
+        """
+    )
+    assert count.strip() == "1"
+    replay = server.call("POST", "/api/v1/api-keys", headers=headers, body=body)
+    assert replay.status == 201 and replay.headers["Idempotent-Replayed"] == "true"
+
+
+def test_usage_counts_survive_a_fold_and_a_restart(server: Server) -> None:
+    public_id, secret = create_key(server, per_minute=0, burst=0, monthly=0)
+    for _ in range(5):
+        server.call("GET", "/api/v1/me", headers=bearer(secret))
+    server.run_django("from apikeys.usage import flush\nflush()")
+    for _ in range(3):
+        server.call("GET", "/api/v1/me", headers=bearer(secret))
+    server.stop()  # graceful: nothing counted may be lost
+    server.start()
+    server.call("GET", "/api/v1/me", headers=bearer(secret, **{"X-Client-Version": "v9"}))
+    server.run_django("from apikeys.usage import flush\nflush()")
+    report = server.call("GET", f"/api/v1/usage?key={public_id}", headers=bearer(secret)).json()
+    assert report["totals"]["requests"] == 9
+    assert report["results"][0]["client_versions"] == ["v9"]
+
+
+def test_usage_of_the_embedded_default_is_folded_when_the_server_stops(
+    template: DatabaseTemplate,
+) -> None:
+    srv = Server(db_path=template.copy(), redis_url="", workers=1)
+    srv.start()
+    try:
+        public_id, secret = create_key(srv, per_minute=0, burst=0, monthly=0)
+        for _ in range(4):
+            srv.call("GET", "/api/v1/me", headers=bearer(secret))
+    finally:
+        srv.stop()  # SIGTERM: the worker folds its local counters as it exits
+    out = srv.run_django(
+        f"""
+        from apikeys.models import KeyUsageHour
+        rows = KeyUsageHour.objects.filter(api_key__public_id={public_id!r})
+        print(sum(r.count_2xx for r in rows))
+        """
+    )
+    assert out.strip() == "4"
