@@ -16,11 +16,12 @@
        f. HOOK before_handler(request)
                            rate limits and the monthly quota (next layer): raise
                            ApiError("rate_limited" | "quota_exceeded", headers=...) to refuse
-    4. run_handler         safe methods call the handler directly; mutations run inside
-                           `transaction.atomic()` through
+    4. run_handler         safe methods call the handler directly; mutations go through
        HOOK around_handler(request, call)
-                           idempotency (next layer): look up / lease the key, `call()`, store
-                           the outcome in the same transaction, or replay a stored one
+                           by default `call()` inside `transaction.atomic()`; the idempotency
+                           layer replaces it: lease the key (committed, so a concurrent
+                           duplicate sees it), run `call()` and store the outcome in one
+                           transaction, or replay a stored outcome
     5. errors              any exception → `apikeys.exceptions` → the error shape
     6. finalize            `Cache-Control: no-store`, then
        HOOK after_response(request, response)
@@ -259,8 +260,7 @@ class ApiView(APIView):
             return self.http_method_not_allowed(request, *args, **kwargs)
         if method.upper() in SAFE_METHODS:
             return handler(request, *args, **kwargs)
-        with transaction.atomic():
-            return self.around_handler(request, lambda: handler(request, *args, **kwargs))
+        return self.around_handler(request, lambda: handler(request, *args, **kwargs))
 
     def finalize_response(  # type: ignore[override]
         self, request: Request, response: Any, *args: Any, **kwargs: Any
@@ -277,8 +277,12 @@ class ApiView(APIView):
         """After authentication and scope checks, before the handler: rate limits, quota."""
 
     def around_handler(self, request: Request, call: Callable[[], Response]) -> Response:
-        """Wraps a mutation's handler inside its transaction: idempotency."""
-        return call()
+        """Runs a mutation's handler: its writes commit together or not at all.
+
+        The idempotency layer overrides this and owns the transactions (see above).
+        """
+        with transaction.atomic():
+            return call()
 
     def after_response(self, request: Request, response: HttpResponseBase) -> None:
         """Every response of a non-public view: rate-limit headers, usage counting.

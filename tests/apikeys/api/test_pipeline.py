@@ -167,9 +167,7 @@ def _hooked(base: type, recorder: Recorder, refuse: bool = False) -> type:
                 raise ApiError("rate_limited", headers={"Retry-After": "7"})
 
         def around_handler(self, request: Request, call: Callable[[], Response]) -> Response:
-            from django.db import connection
-
-            recorder.calls.append(f"around:atomic={connection.in_atomic_block}")
+            recorder.calls.append("around")
             response = call()
             recorder.calls.append("around:done")
             return response
@@ -199,7 +197,7 @@ def test_hooks_run_in_pipeline_order(full_key: Any) -> None:
     _call(view, full_key[1], "post")
     assert recorder.calls == [
         "before:key_",
-        "around:atomic=True",
+        "around",
         "handler:post",
         "around:done",
         "after:201",
@@ -231,3 +229,41 @@ def test_any_key_view_and_public_view_bases() -> None:
     assert AnyKeyApiView.resource == "*"
     assert PublicApiView.public is True
     assert api.MeApi.key_kind == "any"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mutation_runs_in_one_transaction_by_default(full_key: Any) -> None:
+    from django.db import connection
+
+    seen: dict[str, bool] = {}
+
+    class Writer(OrgApiView):
+        resource = "members"
+
+        def get(self, request: Request) -> Response:
+            seen["get"] = connection.in_atomic_block
+            return Response({})
+
+        def post(self, request: Request) -> Response:
+            seen["post"] = connection.in_atomic_block
+            return Response({}, status=201)
+
+    _call(Writer, full_key[1])
+    _call(Writer, full_key[1], "post")
+    assert seen == {"get": False, "post": True}
+
+
+def test_a_mutation_that_fails_leaves_no_writes(full_key: Any, org: Organization) -> None:
+    from orgs.models import AuditEvent
+    from orgs.services import audit_record
+
+    class HalfWriter(OrgApiView):
+        resource = "members"
+
+        def post(self, request: Request) -> Response:
+            audit_record(action="test.partial", org=org)
+            raise ApiError("validation_error", "changed my mind")
+
+    response = _call(HalfWriter, full_key[1], "post")
+    assert response.status_code == 400
+    assert not AuditEvent.objects.filter(action="test.partial").exists()
