@@ -1,6 +1,7 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
-from accounts.models import User
+from accounts.models import PasskeyDevice, RecoveryCodeDevice, User
 
 
 @admin.register(User)
@@ -11,3 +12,35 @@ class UserAdmin(admin.ModelAdmin[User]):
     ordering = ("email",)
     exclude = ("password",)
     readonly_fields = ("last_login", "date_joined")
+
+
+@admin.register(PasskeyDevice)
+class PasskeyDeviceAdmin(admin.ModelAdmin[PasskeyDevice]):
+    """Read-only list; deleting a row removes a lost passkey for a locked-out user."""
+
+    list_display = ("name", "user", "created_at", "last_used_at", "backed_up")
+    search_fields = ("user__email", "name")
+    fields = ("user", "name", "public_id", "created_at", "last_used_at", "sign_count")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(RecoveryCodeDevice)
+class RecoveryCodeDeviceAdmin(admin.ModelAdmin[RecoveryCodeDevice]):
+    """Shows who has recovery codes; the digests themselves are never displayed."""
+
+    list_display = ("user", "created_at", "last_used_at", "throttling_failure_count")
+    search_fields = ("user__email",)
+    fields = ("user", "name", "created_at", "last_used_at", "throttling_failure_count")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

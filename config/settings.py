@@ -217,7 +217,7 @@ LOGIN_REDIRECT_URL = "/"
 # Accounts: magic links, throttles and two-factor (see docs/adr/0010-0014).
 MAGIC_LINK_MAX_AGE = env.int("MAGIC_LINK_MAX_AGE", default=15 * 60)
 MAGIC_LINK_RATE_PER_EMAIL = env.str("MAGIC_LINK_RATE_PER_EMAIL", default="5/15m")
-MAGIC_LINK_RATE_PER_IP = env.str("MAGIC_LINK_RATE_PER_IP", default="30/h")
+MAGIC_LINK_RATE_PER_IP = env.str("MAGIC_LINK_RATE_PER_IP", default="100/h")
 PASSKEY_RATE_PER_IP = env.str("PASSKEY_RATE_PER_IP", default="60/h")
 OTP_TOTP_ISSUER = "Latchkey"
 OTP_TOTP_THROTTLE_FACTOR = 1
