@@ -117,3 +117,14 @@ def test_docs_page_loads_swagger_from_the_sidecar_without_inline_code() -> None:
     assert script.status_code == 200
     assert "SwaggerUIBundle" in script.content.decode()
     assert "script-src 'self'" in response["Content-Security-Policy"]
+
+
+def test_docs_api_md_lists_every_error_code_and_resource() -> None:
+    from django.conf import settings
+
+    text = (settings.BASE_DIR / "docs" / "api.md").read_text()
+    for code, spec in ERRORS.items():
+        assert f"| {spec.status} | {spec.type} | `{code}` |" in text, code
+    for system in (False, True):
+        for resource in all_resources(system):
+            assert f"`{resource.name}" in text, resource.name
