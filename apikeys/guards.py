@@ -17,6 +17,7 @@ from typing import Any
 
 from django.http import HttpResponseBase
 from rest_framework.request import Request
+from rest_framework.response import Response
 
 from apikeys import idempotency, ratelimit, usage
 from apikeys.errors import ApiError
@@ -54,10 +55,23 @@ def before_handler(request: Request, principal: Any) -> None:
 
 
 def around_handler(
-    request: Request, principal: Any, presented_key: str, call: Callable[[], Any]
+    view: Any, request: Request, principal: Any, presented_key: str, call: Callable[[], Any]
 ) -> Any:
-    """Run a mutation's handler under the idempotency protocol."""
+    """Run a mutation's handler under the idempotency protocol.
+
+    The outcome is stored as rendered bytes, so the handler's DRF response gets its
+    renderer here (as `finalize_response` would give it) before it is stored.
+    """
     django_request = request._request
+
+    def call_and_prepare() -> Any:
+        response = call()
+        if isinstance(response, Response):
+            response.accepted_renderer = request.accepted_renderer
+            response.accepted_media_type = request.accepted_media_type
+            response.renderer_context = view.get_renderer_context()
+        return response
+
     try:
         return idempotency.run(
             method=request.method or "POST",
@@ -66,7 +80,7 @@ def around_handler(
             header=django_request.META.get(idempotency.META_HEADER),
             api_key_pk=principal.key_id,
             api_key_secret=presented_key,
-            handler=call,
+            handler=call_and_prepare,
         )
     except idempotency.IdempotencyError as exc:
         raise ApiError(exc.code, exc.message, headers=exc.headers) from None
