@@ -257,3 +257,17 @@ def test_every_response_carries_request_id_and_no_store(full_client: ApiClient) 
     ]:
         assert response["X-Request-Id"].startswith("req_")
         assert response["Cache-Control"] == "no-store"
+
+
+def test_too_many_query_parameters_is_a_400(full_client: ApiClient) -> None:
+    query = "&".join(f"p{n}=1" for n in range(1500))
+    response = full_client.get(f"/api/v1/audit-events?{query}")
+    assert_error(response, 400, "validation_error")
+
+
+def test_overlong_header_values_are_refused_not_crashed(full_client: ApiClient) -> None:
+    huge = "x" * 20_000
+    assert_error(ApiClient(huge).get("me"), 401, "invalid_api_key")
+    assert_error(full_client.get("me", headers={"X-Org-Id": huge}), 403, "org_mismatch")
+    response = full_client.get("me", headers={"X-Client-Version": huge})
+    assert_error(response, 400, "validation_error")
