@@ -377,14 +377,24 @@ def _fill(
 def invalidate_key(digest: str) -> None:
     """Make every process re-read the key with `digest` on its next request.
 
-    Inside a transaction this runs when it commits (a rollback changes nothing).
+    Inside a transaction it runs now and again when the transaction commits: a request
+    that reads the database between the two sees the old row and may cache it, and the
+    second invalidation removes that; the first makes the change visible at once to code
+    running inside the same transaction (tests, multi-step services).
     """
-    transaction.on_commit(lambda: _invalidate(("key", digest)))
+    _invalidate(("key", digest))
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: _invalidate(("key", digest)))
 
 
 def invalidate_org(org_pk: int) -> None:
-    """Make every process re-read the org (status, plan, limits) of all its keys."""
-    transaction.on_commit(lambda: _invalidate(("org", org_pk)))
+    """Make every process re-read the org (status, plan, limits) of all its keys.
+
+    Like `invalidate_key`: now, and again at commit when inside a transaction.
+    """
+    _invalidate(("org", org_pk))
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: _invalidate(("org", org_pk)))
 
 
 def _apply(target: tuple[str, Any]) -> None:
