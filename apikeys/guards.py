@@ -69,7 +69,7 @@ def around_handler(
         if isinstance(response, Response):
             response.accepted_renderer = request.accepted_renderer
             response.accepted_media_type = request.accepted_media_type
-            response.renderer_context = view.get_renderer_context()
+            response.renderer_context = view.get_renderer_context()  # type: ignore[attr-defined]
         return response
 
     try:

@@ -239,6 +239,7 @@ def test_stored_bodies_are_encrypted_with_the_presenting_key(
     response = api.post("api-keys", BODY, idempotency_key="k")
     secret = response.json()["secret"]
     record = IdempotencyRecord.objects.get()
+    assert record.response_body is not None
     stored = bytes(record.response_body)
     assert secret.encode() not in stored and b"Created by the API" not in stored
     assert record.key_hash != "k" and "k" not in record.fingerprint

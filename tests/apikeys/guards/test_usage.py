@@ -163,6 +163,7 @@ def test_a_fold_that_crashed_after_writing_does_not_count_twice(
     key = make_key(org)
     count(key, T0 + 1)
     conn = redisconn.client()
+    assert conn is not None
     real_pipeline = conn.pipeline
 
     class CrashOnDelete:
