@@ -74,6 +74,13 @@ def test_the_schema_lists_every_endpoint() -> None:
     } <= paths
 
 
+@pytest.fixture(autouse=True)
+def _unlimited(org: Organization) -> None:
+    """Hundreds of requests a second with one key: conformance, not the rate limiter."""
+    org.custom_per_minute = org.custom_burst = org.custom_monthly = 0
+    org.save(update_fields=["custom_per_minute", "custom_burst", "custom_monthly"])
+
+
 def _auth(secret: str) -> dict[str, str]:
     # Both headers, equal: whatever credentials the generator adds are overridden.
     return {"Authorization": f"Bearer {secret}", "X-API-Key": secret}
