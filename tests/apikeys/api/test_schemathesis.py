@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
 
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
-from config.wsgi import application
+from tests.wsgi import application
 from orgs.models import Organization, Role
 from tests.factories import MembershipFactory
 
