@@ -39,7 +39,6 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
 from django.http import HttpResponseBase
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import JSONParser
@@ -49,7 +48,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apikeys.authentication import ApiKeyAuthentication, ApiKeyPrincipal
+from apikeys import guards
+from apikeys.authentication import (
+    ApiKeyAuthentication,
+    ApiKeyPrincipal,
+    credentials_from_headers,
+)
 from apikeys.errors import ApiError
 from apikeys.models import ApiKey
 from apikeys.pagination import ApiCursorPagination
@@ -274,21 +278,25 @@ class ApiView(APIView):
     # ---- hooks for rate limits, quotas, idempotency and usage (next layer) ------------------
 
     def before_handler(self, request: Request) -> None:
-        """After authentication and scope checks, before the handler: rate limits, quota."""
+        """After authentication and scope checks, before the handler: rate limits, quota
+        and usage counting in one Redis round trip (`apikeys.guards`)."""
+        guards.before_handler(request, self.principal)
 
     def around_handler(self, request: Request, call: Callable[[], Response]) -> Response:
-        """Runs a mutation's handler: its writes commit together or not at all.
-
-        The idempotency layer overrides this and owns the transactions (see above).
-        """
-        with transaction.atomic():
-            return call()
+        """A mutation's handler under the idempotency protocol, in its own transaction
+        (`apikeys.idempotency`): lease, run, store the outcome with the writes, or replay."""
+        presented = credentials_from_headers(request) or ""
+        response: Response = guards.around_handler(self, request, self.principal, presented, call)
+        return response
 
     def after_response(self, request: Request, response: HttpResponseBase) -> None:
         """Every response of a non-public view: rate-limit headers, usage counting.
 
         `request.auth` is the principal when authentication succeeded, else None.
         """
+        principal = request.auth
+        if isinstance(principal, ApiKeyPrincipal):
+            guards.after_response(request, principal, response)
 
     # ---- what handlers use -----------------------------------------------------------------
 

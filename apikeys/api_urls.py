@@ -7,7 +7,7 @@ error shape (404 `not_found`), in DEBUG too.
 
 from django.urls import URLPattern, URLResolver, include, path, re_path, register_converter
 
-from apikeys import api
+from apikeys import api, usage_api
 
 
 class PublicIdConverter:
@@ -35,6 +35,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api-keys/<pid:key_id>/rotate", api.ApiKeyRotateApi.as_view(), name="api-key-rotate"),
     path("api-keys/<pid:key_id>/revoke", api.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
     path("audit-events", api.AuditEventListApi.as_view(), name="api-audit-events"),
+    path("usage", usage_api.UsageApi.as_view(), name="api-usage"),
     path("", include("platform_admin.api_urls")),
     # Keep last: everything else under /api/v1/ is a JSON 404.
     re_path(r"^.*$", api.NotFoundApi.as_view(), name="api-not-found"),

@@ -14,7 +14,9 @@ org's *generation* at the time the entry was filled.
 - A fill after a miss is a compare-and-set: it is written only if the key's version marker
   and the org's generation are still what they were before the database was read. A
   request that read the database before a change therefore cannot write its stale result
-  after the change's invalidation (ADR 0061).
+  after the change's invalidation (ADR 0061). A cold miss (the lookup did not know the
+  org yet) caches the key part only; the next request adds the org part. Each costs one
+  query; from the third request on, none.
 - Expiry and a rotation's grace end are checked against the cached `expires_at` at request
   time by the caller, so time needs no invalidation.
 
@@ -332,29 +334,29 @@ def resolve(digest: str) -> Resolved | None:
         return None if loaded is None else Resolved(*loaded, from_cache=False)
 
     decoded = _decode(entry)
-    if decoded is not None:
+    if decoded is not None and decoded[1].digest == digest:
         embedded, key, org = decoded
-        if key.digest == digest and embedded == (generation or b""):
+        if key.org_pk is None:
+            return Resolved(key=key, org=None, from_cache=True)
+        if org is not None and embedded == (generation or b""):
             return Resolved(key=key, org=org, from_cache=True)
+        # The key part is current (an invalidation would have deleted the entry); the
+        # org part is missing or stale. The generation was read by the lookup, before
+        # this query, so the org written back is never newer than its mark.
+        org = load_org_from_db(key.org_pk)
+        if org is None:
+            return None
+        _fill(store, key, org, version, generation)
+        return Resolved(key=key, org=org, from_cache=False)
 
-    # A miss or a stale entry: read the database only now, after the markers were read.
+    # Cold: one query for the key and its org. Only the key part is cached: the lookup
+    # could not read the org's generation without the org id, so the next request reads
+    # the org once more (one small query) under a generation read before it.
     loaded = load_from_db(digest)
     if loaded is None:
         return None
-    key, org = loaded
-    if org is not None and (decoded is None or decoded[1].org_pk != org.pk):
-        # The lookup could not read the org's generation (it did not know the org): read
-        # it now and the org again after it, so the entry is never newer than its mark.
-        try:
-            generation = store.generation(org.pk)
-        except redisconn.REDIS_ERRORS as exc:
-            redisconn.error_log.error("keycache", "Redis unreachable: key cache not filled", exc)
-            return Resolved(key=key, org=org, from_cache=False)
-        org = load_org_from_db(org.pk)
-        if org is None:
-            return None
-    _fill(store, key, org, version, generation)
-    return Resolved(key=key, org=org, from_cache=False)
+    _fill(store, loaded[0], None, version, None)
+    return Resolved(*loaded, from_cache=False)
 
 
 def _fill(
@@ -365,8 +367,9 @@ def _fill(
     generation: bytes | None,
 ) -> None:
     value = _encode(key, org, generation or b"")
+    checked_org = key.org_pk if org is not None else None
     try:
-        store.fill(key.digest, key.org_pk, version, generation, value)
+        store.fill(key.digest, checked_org, version, generation, value)
     except redisconn.REDIS_ERRORS as exc:
         redisconn.error_log.error("keycache", "Redis unreachable: key cache not filled", exc)
 

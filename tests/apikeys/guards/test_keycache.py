@@ -25,8 +25,12 @@ def test_a_warm_lookup_does_no_database_query(
 ) -> None:
     key, secret = make_key(org)
     digest = key_digest(secret)
-    first = keycache.resolve(digest)
+    with django_assert_num_queries(1):  # cold: the key and its org, one query
+        first = keycache.resolve(digest)
     assert first is not None and not first.from_cache
+    with django_assert_num_queries(1):  # the org part, under its generation
+        second = keycache.resolve(digest)
+    assert second is not None and not second.from_cache
     with django_assert_num_queries(0):
         warm = keycache.resolve(digest)
     assert warm is not None and warm.from_cache
@@ -84,19 +88,25 @@ def test_an_org_change_turns_every_entry_of_its_keys_stale(
         assert again.org.status == OrgStatus.SUSPENDED
 
 
+def warm_up(digest: str) -> None:
+    keycache.resolve(digest)  # the key part
+    keycache.resolve(digest)  # the org part
+    resolved = keycache.resolve(digest)
+    assert resolved is not None and resolved.from_cache
+
+
 def test_invalidation_inside_a_transaction_acts_now_and_again_at_commit(
     backend: str, org: Organization, django_capture_on_commit_callbacks: Any
 ) -> None:
     _, secret = make_key(org)
     digest = key_digest(secret)
-    keycache.resolve(digest)
+    warm_up(digest)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         invalidate_key(digest)
     assert len(callbacks) == 1
     refilled = keycache.resolve(digest)  # a request before the commit refills the entry
     assert refilled is not None and not refilled.from_cache
-    again = keycache.resolve(digest)
-    assert again is not None and again.from_cache
+    warm_up(digest)
     callbacks[0]()  # the commit
     after = keycache.resolve(digest)
     assert after is not None and not after.from_cache
@@ -115,21 +125,30 @@ def test_a_fill_that_read_the_database_before_a_revocation_is_not_written(
     key, secret = make_key(org)
     digest = key_digest(secret)
     if warm:
-        keycache.resolve(digest)
+        warm_up(digest)
         with django_capture_on_commit_callbacks(execute=True):
             invalidate_org(org.pk)  # the entry is stale: the next lookup reads the database
-    real_load = keycache.load_from_db
+    real_load, real_load_org = keycache.load_from_db, keycache.load_org_from_db
+
+    def revoke() -> None:
+        with django_capture_on_commit_callbacks(execute=True):
+            apikey_revoke(key=key)
 
     def load_then_revoke(d: str) -> Any:
         loaded = real_load(d)
-        with django_capture_on_commit_callbacks(execute=True):
-            apikey_revoke(key=key)
+        revoke()
+        return loaded
+
+    def load_org_then_revoke(pk: int) -> Any:
+        loaded = real_load_org(pk)
+        revoke()
         return loaded
 
     monkeypatch.setattr(keycache, "load_from_db", load_then_revoke)
+    monkeypatch.setattr(keycache, "load_org_from_db", load_org_then_revoke)
     seen = keycache.resolve(digest)
     assert seen is not None and seen.key.revoked_at is None  # read before the change
-    monkeypatch.setattr(keycache, "load_from_db", real_load)
+    monkeypatch.undo()
     fresh = keycache.resolve(digest)
     assert fresh is not None and fresh.key.revoked_at is not None
 
@@ -142,24 +161,24 @@ def test_a_fill_that_read_the_database_before_an_org_change_is_not_written(
 ) -> None:
     _, secret = make_key(org)
     digest = key_digest(secret)
-    keycache.resolve(digest)
+    warm_up(digest)
     with django_capture_on_commit_callbacks(execute=True):
         Organization.objects.filter(pk=org.pk).update(custom_per_minute=5)
         invalidate_org(org.pk)
-    real_load = keycache.load_from_db
+    real_load_org = keycache.load_org_from_db
 
-    def load_then_suspend(d: str) -> Any:
-        loaded = real_load(d)
+    def load_then_suspend(pk: int) -> Any:
+        loaded = real_load_org(pk)
         with django_capture_on_commit_callbacks(execute=True):
             Organization.objects.filter(pk=org.pk).update(status=OrgStatus.SUSPENDED)
             invalidate_org(org.pk)
         return loaded
 
-    monkeypatch.setattr(keycache, "load_from_db", load_then_suspend)
+    monkeypatch.setattr(keycache, "load_org_from_db", load_then_suspend)
     seen = keycache.resolve(digest)
     assert seen is not None and seen.org is not None and seen.org.status == OrgStatus.ACTIVE
     assert seen.org.limits.per_minute == 5
-    monkeypatch.setattr(keycache, "load_from_db", real_load)
+    monkeypatch.undo()
     fresh = keycache.resolve(digest)
     assert fresh is not None and fresh.org is not None
     assert fresh.org.status == OrgStatus.SUSPENDED
