@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -24,8 +24,8 @@ from apikeys.models import ApiKey, Environment
 from apikeys.scopes import missing_scopes
 from apikeys.selectors import apikey_get, apikey_list
 from apikeys.services import apikey_create, apikey_delete, apikey_revoke, apikey_rotate
-from orgs.models import AuditEvent, Membership, Organization
-from orgs.selectors import membership_get, membership_list
+from orgs.models import Membership, Organization
+from orgs.selectors import audit_event_list, membership_get, membership_list
 from orgs.services import (
     member_invite,
     membership_change_role,
@@ -116,6 +116,7 @@ class OrganizationApi(OrgApiView):
             actor=None,
             request=request._request,
             actor_api_key=self.api_key,
+            external_actor_id=self.external_actor_id,
         )
         return Response(s.OrganizationSerializer(org).data)
 
@@ -154,6 +155,7 @@ class MemberListApi(OrgApiView):
             invited_by=None,
             request=request._request,
             actor_api_key=self.api_key,
+            external_actor_id=self.external_actor_id,
         )
         return Response(s.InvitationSerializer(invitation).data, status=status.HTTP_201_CREATED)
 
@@ -189,6 +191,7 @@ class MemberDetailApi(OrgApiView):
             actor_membership=None,
             request=request._request,
             actor_api_key=self.api_key,
+            external_actor_id=self.external_actor_id,
         )
         return Response(s.MemberSerializer(self.member(member_id)).data)
 
@@ -200,6 +203,7 @@ class MemberDetailApi(OrgApiView):
             actor_membership=None,
             request=request._request,
             actor_api_key=self.api_key,
+            external_actor_id=self.external_actor_id,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -338,30 +342,6 @@ class ApiKeyRevokeApi(ApiKeyBase):
 
 
 # ---- audit events ---------------------------------------------------------------------------
-
-
-def audit_event_list(
-    *,
-    org: Organization,
-    action: str | None = None,
-    actor: str | None = None,
-    since: Any = None,
-    until: Any = None,
-) -> QuerySet[AuditEvent]:
-    """The org's audit events, newest first, filtered. `actor` matches a key id, a user's
-    email or an integrator's X-Actor-Id."""
-    events = AuditEvent.objects.filter(org=org)
-    if action:
-        events = events.filter(action=action)
-    if actor:
-        events = events.filter(
-            Q(actor_id=actor) | Q(actor_label__iexact=actor) | Q(external_actor_id=actor)
-        )
-    if since is not None:
-        events = events.filter(created_at__gte=since)
-    if until is not None:
-        events = events.filter(created_at__lt=until)
-    return events.order_by("-created_at", "-id")
 
 
 class AuditEventListApi(OrgApiView):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
-from apikeys.models import ApiKey
+from apikeys.models import ApiKey, Environment
 from orgs.models import AuditEvent, Organization
 
 HISTORY_LIMIT = 50
@@ -55,3 +56,16 @@ def apikey_history(*, org: Organization, key: ApiKey) -> list[AuditEvent]:
         .select_related("actor_user")
         .order_by("-created_at", "-id")[:HISTORY_LIMIT]
     )
+
+
+def apikey_counts(*, org: Organization) -> dict[str, int]:
+    """The org's usable keys (not deleted, revoked or expired; a rotated key inside its
+    grace period counts), in total and per environment: one query."""
+    usable = ApiKey.objects.filter(org=org, deleted_at__isnull=True, revoked_at__isnull=True)
+    usable = usable.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+    counts = usable.aggregate(
+        active=Count("id"),
+        live=Count("id", filter=Q(environment=Environment.LIVE)),
+        test=Count("id", filter=Q(environment=Environment.TEST)),
+    )
+    return {name: int(value or 0) for name, value in counts.items()}

@@ -3,6 +3,7 @@ services (which raise OrgError / MembershipError with a message for the user).""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django import forms
@@ -77,3 +78,54 @@ class TransferOwnershipForm(forms.Form):
         field = self.fields["membership"]
         assert isinstance(field, forms.ChoiceField)
         field.choices = candidates
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's and the CSV export's filters (a GET form). Dates are whole UTC
+    days: `since` from the start of its day, `until` to the end of its day."""
+
+    action = forms.CharField(max_length=64, required=False)
+    actor = forms.CharField(
+        max_length=254,
+        required=False,
+        help_text="An email, a key id (key_…) or an X-Actor-Id.",
+    )
+    target = forms.CharField(max_length=64, required=False, label="Target id")
+    since = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    until = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since is not None and until is not None and since > until:
+            self.add_error("until", "The end date is before the start date.")
+        return cleaned
+
+    def filters(self) -> dict[str, Any]:
+        """Keyword arguments for `orgs.selectors.audit_event_list` (call after is_valid)."""
+        data = self.cleaned_data
+        since: date | None = data.get("since")
+        until: date | None = data.get("until")
+        return {
+            "action": data.get("action") or None,
+            "actor": data.get("actor") or None,
+            "target_id": data.get("target") or None,
+            "since": _utc_midnight(since) if since else None,
+            "until": _utc_midnight(until + timedelta(days=1)) if until else None,
+        }
+
+    def query(self) -> dict[str, str]:
+        """The non-empty filters as submitted, for links that keep them (pages, export)."""
+        return {
+            name: str(self.data.get(name, "")).strip()
+            for name in self.fields
+            if str(self.data.get(name, "")).strip()
+        }
+
+
+def _utc_midnight(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)

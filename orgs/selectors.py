@@ -6,6 +6,8 @@ raise the same 404 for "absent" and "another org's".
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.apps import apps
@@ -17,6 +19,7 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
 )
 from django.http import Http404
 from django.utils import timezone
@@ -176,5 +179,109 @@ def invitation_get_by_token(*, token: str) -> Invitation | None:
     )
 
 
+# ---------------------------------------------------------------------------------------
+# Audit events
+# ---------------------------------------------------------------------------------------
+
+AUDIT_PAGE_SIZE = 50
+
+
+def audit_event_list(
+    *,
+    org: Organization,
+    action: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    target_id: str | None = None,
+) -> QuerySet[AuditEvent]:
+    """The org's audit events, newest first (`created_at`, then row id), filtered.
+
+    The one reader of an org's audit log: the dashboard page, its CSV export and the API
+    all go through it. `action` is exact; `actor` matches a key id (`key_…`), a user's
+    email (case-insensitive) or an integrator's X-Actor-Id; `since` is inclusive and
+    `until` exclusive; `target_id` is a target's public id (`key_…`, `mem_…`, ...).
+    """
+    events = AuditEvent.objects.filter(org=org)
+    if action:
+        events = events.filter(action=action)
+    if actor:
+        events = events.filter(
+            Q(actor_id=actor) | Q(actor_label__iexact=actor) | Q(external_actor_id=actor)
+        )
+    if since is not None:
+        events = events.filter(created_at__gte=since)
+    if until is not None:
+        events = events.filter(created_at__lt=until)
+    if target_id:
+        events = events.filter(target_id=target_id)
+    return events.order_by("-created_at", "-id")
+
+
 def audit_event_list_recent(*, org: Organization, limit: int = 10) -> list[AuditEvent]:
-    return list(AuditEvent.objects.filter(org=org).order_by("-created_at", "-id")[:limit])
+    return list(audit_event_list(org=org)[:limit])
+
+
+def audit_action_list(*, org: Organization) -> list[str]:
+    """The distinct actions recorded in the org, sorted: one query on the (org, action)
+    index, for the audit page's action filter."""
+    return list(
+        AuditEvent.objects.filter(org=org)
+        .order_by("action")
+        .values_list("action", flat=True)
+        .distinct()
+    )
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of events, newest first, with the cursors (event ids) of its neighbours:
+    `older` for the page after it, `newer` for the one before, None at either end."""
+
+    events: list[AuditEvent]
+    older: str | None
+    newer: str | None
+
+
+def audit_event_page(
+    *,
+    org: Organization,
+    before: str = "",
+    after: str = "",
+    limit: int = AUDIT_PAGE_SIZE,
+    **filters: Any,
+) -> AuditPage:
+    """A keyset page of `audit_event_list(org=org, **filters)` in one query.
+
+    `before` / `after` name an event (`evt_…`) of this org: the page holds the events
+    just older / just newer than it. The cursor is resolved inside the same query, so a
+    page costs one query however deep it is and however large the log; an unknown or
+    another org's cursor gives an empty page, never another org's position.
+    """
+    events = audit_event_list(org=org, **filters)
+    cursor_id = before or after
+    if cursor_id:
+        cursor = AuditEvent.objects.filter(org=org, public_id=cursor_id)
+        at = Subquery(cursor.values("created_at")[:1])
+        row = Subquery(cursor.values("id")[:1])
+        if before:
+            events = events.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=row))
+        else:
+            events = events.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=row))
+            events = events.order_by("created_at", "id")
+    rows = list(events[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if after:
+        rows.reverse()
+    if not rows:
+        return AuditPage(events=[], older=None, newer=None)
+    # Going back (after=...), there is an older page: the cursor itself is older.
+    has_older = more if not after else True
+    # Going forward or from the start, "newer" exists only if we came from a cursor.
+    has_newer = more if after else bool(before)
+    return AuditPage(
+        events=rows,
+        older=rows[-1].public_id if has_older else None,
+        newer=rows[0].public_id if has_newer else None,
+    )

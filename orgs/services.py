@@ -240,6 +240,7 @@ def org_update_settings(
     actor: Membership | None,
     request: HttpRequest | None = None,
     actor_api_key: Any | None = None,
+    external_actor_id: str = "",
 ) -> Organization:
     """Change the org's name, slug and two-factor policy.
 
@@ -293,6 +294,7 @@ def org_update_settings(
         request=request,
         actor_user=actor.user if actor is not None else None,
         actor_api_key=actor_api_key,
+        external_actor_id=external_actor_id,
         target=org,
         details={"changes": changes},
     )
@@ -350,6 +352,7 @@ def member_invite(
     invited_by: User | None,
     request: HttpRequest | None = None,
     actor_api_key: Any | None = None,
+    external_actor_id: str = "",
 ) -> Invitation:
     """Invite `email` to the org with `role` and email them a link valid for 7 days.
 
@@ -407,6 +410,7 @@ def member_invite(
         request=request,
         actor_user=invited_by,
         actor_api_key=actor_api_key,
+        external_actor_id=external_actor_id,
         target=invitation,
         target_label=email,
         details={"email": email, "role": role},
@@ -433,6 +437,7 @@ def invitation_resend(
     actor_membership: Membership | None,
     request: HttpRequest | None = None,
     actor_api_key: Any | None = None,
+    external_actor_id: str = "",
 ) -> Invitation:
     """Email the invitation again with a fresh link and a fresh 7-day expiry.
 
@@ -453,6 +458,7 @@ def invitation_resend(
         request=request,
         actor_user=inviter,
         actor_api_key=actor_api_key,
+        external_actor_id=external_actor_id,
         target=invitation,
         target_label=invitation.email,
         details={"email": invitation.email, "role": invitation.role},
@@ -467,6 +473,7 @@ def invitation_cancel(
     actor_membership: Membership | None,
     request: HttpRequest | None = None,
     actor_api_key: Any | None = None,
+    external_actor_id: str = "",
 ) -> Invitation:
     """Close an open invitation: its link stops working at once."""
     _check_can_touch_invitation(invitation, actor_membership)
@@ -478,6 +485,7 @@ def invitation_cancel(
         request=request,
         actor_user=actor_membership.user if actor_membership is not None else None,
         actor_api_key=actor_api_key,
+        external_actor_id=external_actor_id,
         target=invitation,
         target_label=invitation.email,
         details={"email": invitation.email, "role": invitation.role},
@@ -550,6 +558,7 @@ def membership_change_role(
     actor_membership: Membership | None,
     request: HttpRequest | None = None,
     actor_api_key: Any | None = None,
+    external_actor_id: str = "",
 ) -> Membership:
     """Give a member another role.
 
@@ -586,6 +595,7 @@ def membership_change_role(
         request=request,
         actor_user=actor_membership.user if actor_membership is not None else None,
         actor_api_key=actor_api_key,
+        external_actor_id=external_actor_id,
         target=membership,
         target_label=membership.user.email,
         details={"email": membership.user.email, "from": old_role, "to": role},
@@ -600,6 +610,7 @@ def membership_remove(
     actor_membership: Membership | None,
     request: HttpRequest | None = None,
     actor_api_key: Any | None = None,
+    external_actor_id: str = "",
 ) -> None:
     """Remove someone else from the org. Owners remove anyone, admins remove `member`s;
     the last owner cannot be removed; leaving oneself goes through `membership_leave`."""
@@ -622,6 +633,7 @@ def membership_remove(
         actor_user=actor_membership.user if actor_membership is not None else None,
         actor_api_key=actor_api_key,
         request=request,
+        external_actor_id=external_actor_id,
     )
 
 
@@ -653,6 +665,7 @@ def _membership_delete(
     actor_user: User | None,
     actor_api_key: Any | None,
     request: HttpRequest | None,
+    external_actor_id: str = "",
 ) -> None:
     audit_record(
         action=action,
@@ -660,6 +673,7 @@ def _membership_delete(
         request=request,
         actor_user=actor_user,
         actor_api_key=actor_api_key,
+        external_actor_id=external_actor_id,
         target=membership,
         target_label=membership.user.email,
         details={"email": membership.user.email, "role": membership.role},

@@ -44,4 +44,6 @@ org_urlpatterns: list[URLPattern | URLResolver] = [
         name="org_ownership_transfer",
     ),
     path("settings/delete/", views.OrgDeleteView.as_view(), name="org_delete"),
+    path("audit/", views.AuditLogView.as_view(), name="org_audit"),
+    path("audit/export.csv", views.AuditExportView.as_view(), name="org_audit_export"),
 ]

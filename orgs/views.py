@@ -7,20 +7,32 @@ Every page under /o/<org_slug>/ is built on `orgs.tenancy.OrgMixin` and declares
 
 from __future__ import annotations
 
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from datetime import UTC
 from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
 from accounts.models import User
+from apikeys.selectors import apikey_counts
 from orgs import roles, selectors, services
 from orgs.forms import (
+    AuditFilterForm,
     DeleteOrgForm,
     InviteForm,
     OrgCreateForm,
@@ -28,8 +40,8 @@ from orgs.forms import (
     SettingsForm,
     TransferOwnershipForm,
 )
-from orgs.models import InvitationStatus, Membership, Role
-from orgs.services import OrgError
+from orgs.models import AuditEvent, InvitationStatus, Membership, Role
+from orgs.services import OrgError, audit_record
 from orgs.tenancy import OrgMixin, OrgView
 
 
@@ -165,6 +177,7 @@ class OrgOverviewView(OrgView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context["counts"] = selectors.membership_counts(org=self.org)
+        context["key_counts"] = apikey_counts(org=self.org)
         context["limits"] = self.org.limits
         context["events"] = selectors.audit_event_list_recent(org=self.org, limit=10)
         if self.membership.has_role(Role.ADMIN):
@@ -460,3 +473,182 @@ class OrgDeleteView(OrgMixin, View):
             return redirect(f"/o/{self.org.slug}/settings/")
         messages.success(request, f"{name} was deleted.")
         return redirect("home")
+
+
+# --- Audit log ---------------------------------------------------------------------------
+
+# Longest details summary shown in a table cell; the full details are one click away.
+DETAILS_SUMMARY_LENGTH = 140
+CURSOR_MAX_LENGTH = 64
+
+
+def _details_parts(details: dict[str, Any]) -> Iterator[str]:
+    for key, value in details.items():
+        if isinstance(value, dict) and set(value) == {"from", "to"}:
+            yield f"{key}: {value['from']} → {value['to']}"
+        elif isinstance(value, dict):
+            # Containers such as `changes` read better without their own name.
+            yield from _details_parts(value)
+        elif isinstance(value, list):
+            yield f"{key}: {', '.join(str(item) for item in value)}"
+        else:
+            yield f"{key}: {value}"
+
+
+def details_summary(details: dict[str, Any]) -> str:
+    """A one-line reading of an event's details, for the table."""
+    text = " · ".join(_details_parts(details))
+    if len(text) > DETAILS_SUMMARY_LENGTH:
+        text = text[: DETAILS_SUMMARY_LENGTH - 1].rstrip() + "…"
+    return text
+
+
+class AuditLogView(OrgView):
+    """The org's audit log: filters in a GET form, keyset pages of newest-first events and
+    an export of the same selection as CSV. Admins and owners only (ADR 0024): events carry
+    every member's IP address and user agent."""
+
+    required_role = Role.ADMIN
+    template_name = "orgs/audit_list.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        params = self.request.GET
+        form = AuditFilterForm(params)
+        valid = form.is_valid()
+        query = form.query() if valid else {}
+        before = params.get("before", "")[:CURSOR_MAX_LENGTH]
+        after = "" if before else params.get("after", "")[:CURSOR_MAX_LENGTH]
+        page = (
+            selectors.audit_event_page(org=self.org, before=before, after=after, **form.filters())
+            if valid
+            else selectors.AuditPage(events=[], older=None, newer=None)
+        )
+        actions = selectors.audit_action_list(org=self.org)
+        selected_action = str(params.get("action", ""))
+        if selected_action and selected_action not in actions:
+            actions.append(selected_action)
+        base = f"/o/{self.org.slug}/audit/"
+        context.update(
+            form=form,
+            filtered=bool(query),
+            actions=actions,
+            selected_action=selected_action,
+            rows=[
+                {
+                    "event": event,
+                    "summary": details_summary(event.details),
+                    "details_json": json.dumps(event.details, indent=2, ensure_ascii=False),
+                }
+                for event in page.events
+            ],
+            older_url=_page_url(base, query, before=page.older) if page.older else "",
+            newer_url=_page_url(base, query, after=page.newer) if page.newer else "",
+            newest_url=_page_url(base, query) if before or after else "",
+            clear_url=base,
+            export_url=_page_url(base + "export.csv", query),
+        )
+        return context
+
+
+def _page_url(path: str, query: dict[str, str], **cursor: str | None) -> str:
+    params = {**query, **{k: v for k, v in cursor.items() if v}}
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+CSV_HEADER = [
+    "time_utc",
+    "id",
+    "action",
+    "actor_type",
+    "actor",
+    "actor_id",
+    "external_actor_id",
+    "target_type",
+    "target_id",
+    "target",
+    "ip",
+    "user_agent",
+    "request_id",
+    "details",
+]
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+EXPORT_CHUNK_SIZE = 1000
+
+
+def csv_safe(value: str) -> str:
+    """The cell as text a spreadsheet will not evaluate: a leading quote disarms it."""
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+def audit_csv_row(event: AuditEvent) -> list[str]:
+    time_utc = event.created_at.astimezone(UTC).isoformat(timespec="milliseconds")
+    cells = [
+        time_utc.replace("+00:00", "Z"),
+        event.public_id,
+        event.action,
+        event.actor_type,
+        event.actor_label,
+        event.actor_id,
+        event.external_actor_id,
+        event.target_type,
+        event.target_id,
+        event.target_label,
+        event.ip or "",
+        event.user_agent,
+        event.request_id,
+        json.dumps(event.details, sort_keys=True, ensure_ascii=False) if event.details else "",
+    ]
+    return [csv_safe(cell) for cell in cells]
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for csv.writer in a stream."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_lines(events: Iterable[AuditEvent]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_HEADER)
+    for event in events:
+        yield writer.writerow(audit_csv_row(event))
+
+
+class AuditExportView(OrgMixin, View):
+    """The audit log's events under the page's filters as CSV, streamed row by row so a
+    large log never sits in memory. The export is itself recorded (`audit_log.exported`)."""
+
+    required_role = Role.ADMIN
+    http_method_names = ["get"]
+
+    def get(self, request: HttpRequest) -> HttpResponseBase:
+        form = AuditFilterForm(request.GET)
+        if not form.is_valid():
+            errors = "; ".join(
+                f"{name}: {' '.join(str(problem) for problem in problems)}"
+                for name, problems in form.errors.items()
+            )
+            return HttpResponse(
+                f"Invalid filters: {errors}\n", status=400, content_type="text/plain"
+            )
+        audit_record(
+            action="audit_log.exported",
+            org=self.org,
+            request=request,
+            details={"filters": form.query()},
+        )
+        events = selectors.audit_event_list(org=self.org, **form.filters())
+        response = StreamingHttpResponse(
+            _csv_lines(events.iterator(chunk_size=EXPORT_CHUNK_SIZE)),
+            content_type="text/csv; charset=utf-8",
+        )
+        stamp = timezone.now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        response["Content-Disposition"] = (
+            f'attachment; filename="audit-{self.org.slug}-{stamp}.csv"'
+        )
+        response["Cache-Control"] = "no-store"
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
