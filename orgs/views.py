@@ -490,7 +490,9 @@ def _details_parts(details: dict[str, Any]) -> Iterator[str]:
             # Containers such as `changes` read better without their own name.
             yield from _details_parts(value)
         elif isinstance(value, list):
-            yield f"{key}: {', '.join(str(item) for item in value)}"
+            yield f"{key}: {', '.join(str(item) for item in value) or 'none'}"
+        elif value is None or value == "":
+            yield f"{key}: —"
         else:
             yield f"{key}: {value}"
 
