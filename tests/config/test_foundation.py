@@ -142,3 +142,16 @@ def test_production_refuses_to_start_on_development_secrets() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.django_db
+def test_shell_hides_admin_only_links_from_members(
+    member_client: Client, admin_client_: Client
+) -> None:
+    member_html = member_client.get("/o/acme/").content.decode()
+    assert 'href="/o/acme/api-keys/"' in member_html
+    assert 'href="/o/acme/audit/"' not in member_html
+    assert 'href="/o/acme/settings/"' not in member_html
+    admin_html = admin_client_.get("/o/acme/").content.decode()
+    assert 'href="/o/acme/audit/"' in admin_html
+    assert 'href="/o/acme/settings/"' in admin_html
