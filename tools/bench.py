@@ -221,6 +221,7 @@ def main() -> None:
                 print(
                     f"verify {int(size):>9,} keys: db lookup {figures['db']['median_us']:7.1f} us"
                     f"  cold {figures['cold']['median_us']:7.1f} us"
+                    f"  second {figures['second']['median_us']:7.1f} us"
                     f"  warm {figures['warm']['median_us']:7.1f} us (medians)"
                 )
             print(
