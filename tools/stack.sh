@@ -24,7 +24,7 @@ STACK_REDIS_PORT="${STACK_REDIS_PORT:-56379}"
 # STACK_QUIET=1 sends the app's logs to var/stack/log/ instead of this terminal (bench).
 STACK_QUIET="${STACK_QUIET:-0}"
 
-say() { printf '[stack] %s\n' "$*"; }
+say() { printf '[stack] %s\n' "$*" 2>/dev/null || true; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 # ---- system packages ------------------------------------------------------------------------
@@ -131,7 +131,10 @@ pg_running() { [ -f "$PGDATA/postmaster.pid" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" 
 stop_all() {
   [ "$STOPPING" = 1 ] && return 0
   STOPPING=1
-  trap '' INT TERM
+  # Keep going whatever happens to the terminal: a pipe reader (`| tee`) killed by the
+  # same Ctrl-C must not stop this cleanup with SIGPIPE, nor a failed step with `set -e`.
+  set +e
+  trap '' INT TERM PIPE
   rm -f "$STACK/ready"
   say "stopping"
   stop_one web TERM
