@@ -483,7 +483,9 @@ CURSOR_MAX_LENGTH = 64
 
 
 def _details_parts(details: dict[str, Any]) -> Iterator[str]:
-    for key, value in details.items():
+    # Sorted: PostgreSQL's jsonb does not keep insertion order, so this is the one stable
+    # order on every database.
+    for key, value in sorted(details.items()):
         if isinstance(value, dict) and set(value) == {"from", "to"}:
             yield f"{key}: {value['from']} → {value['to']}"
         elif isinstance(value, dict):
@@ -540,7 +542,9 @@ class AuditLogView(OrgView):
                 {
                     "event": event,
                     "summary": details_summary(event.details),
-                    "details_json": json.dumps(event.details, indent=2, ensure_ascii=False),
+                    "details_json": json.dumps(
+                        event.details, indent=2, ensure_ascii=False, sort_keys=True
+                    ),
                 }
                 for event in page.events
             ],
