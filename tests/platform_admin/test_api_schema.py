@@ -23,10 +23,10 @@ from schemathesis.specs.openapi.checks import (
 from accounts.models import User
 from apikeys.scopes import all_scopes
 from apikeys.services import apikey_create
-from tests.wsgi import application
 from orgs.models import Organization
 from platform_admin import services
 from tests.platform_admin.conftest import pdf_bytes, submit
+from tests.wsgi import application
 
 CHECKS = [
     not_a_server_error,
