@@ -33,9 +33,13 @@ class _GuardState:
 
 
 def _meta(request: Request) -> ratelimit.UsageMeta:
+    django_request = request._request
     return ratelimit.UsageMeta(
-        ip=client_ip(request._request) or "",
-        client_version=str(getattr(request._request, "client_version", "") or ""),
+        ip=client_ip(django_request) or "",
+        client_version=str(getattr(django_request, "client_version", "") or ""),
+        method=django_request.method or "GET",
+        path=django_request.path,
+        request_id=str(getattr(django_request, "request_id", "") or ""),
     )
 
 
@@ -100,15 +104,18 @@ def after_response(request: Request, principal: Any, response: HttpResponseBase)
             meta=_meta(request),
             status_class=status_class,
             count_limits=False,
+            status=response.status_code,
         )
     else:
         result = state.result
-        if status_class and result.allowed:
+        if result.allowed:
             usage.record_status(
                 key_pk=principal.key_id,
                 org_pk=principal.org_id,
                 hour=usage.hour_start(state.at),
                 status_class=status_class,
+                status=response.status_code,
+                recent=result.recent,
             )
     for name, value in result.headers().items():
         response[name] = value

@@ -88,6 +88,13 @@ if ARGV[5] == '1' then
   redis.call('EXPIRE', h, tonumber(ARGV[10]))
   redis.call('SADD', KEYS[5], h)
 end
+if ARGV[13] ~= '' then
+  local st = ARGV[14]
+  if verdict ~= 0 then st = '429' end
+  redis.call('LPUSH', KEYS[6], st .. ' ' .. ARGV[13])
+  redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[15]) - 1)
+  redis.call('EXPIRE', KEYS[6], tonumber(ARGV[16]))
+end
 return {verdict, b, m, q}
 """
 
@@ -111,6 +118,8 @@ class LimitResult:
     minute_reset: int  # UTC epoch seconds at which the minute window ends
     reset_in: int  # seconds until then (at least 1)
     degraded: bool = False  # Redis unreachable: admitted without counting
+    # The request's element in the key's recent requests (to correct its status).
+    recent: usage.RecentMark | None = None
 
     @property
     def minute_remaining(self) -> int:
@@ -144,6 +153,22 @@ class UsageMeta:
 
     ip: str = ""
     client_version: str = ""
+    # For the key's recent requests; without a method nothing is recorded there.
+    method: str = ""
+    path: str = ""
+    request_id: str = ""
+
+    def recent_body(self, now: float) -> str:
+        if not self.method:
+            return ""
+        return usage.recent_body(
+            at=now,
+            method=self.method,
+            path=self.path,
+            ip=self.ip,
+            client_version=self.client_version,
+            request_id=self.request_id,
+        )
 
 
 def clock() -> float:
@@ -173,7 +198,12 @@ def _counter_keys(key_pk: int, org_pk: int | None, now: float) -> tuple[str, str
 
 
 def _result(
-    verdict: int, limits: Limits, minute_used: int, now: float, degraded: bool = False
+    verdict: int,
+    limits: Limits,
+    minute_used: int,
+    now: float,
+    degraded: bool = False,
+    recent: usage.RecentMark | None = None,
 ) -> LimitResult:
     minute_end = (int(now) // MINUTE_WINDOW + 1) * MINUTE_WINDOW
     reset_in = max(1, math.ceil(minute_end - now))
@@ -197,6 +227,7 @@ def _result(
         minute_reset=minute_end,
         reset_in=reset_in,
         degraded=degraded,
+        recent=recent,
     )
 
 
@@ -220,6 +251,7 @@ def guard(
     meta: UsageMeta,
     status_class: str = "",
     count_limits: bool = True,
+    status: int = 0,
     now: float | None = None,
 ) -> LimitResult:
     """Check and count one request of key `key_pk`, and record it in the usage counters.
@@ -228,12 +260,20 @@ def guard(
     window is checked or counted, only read for the headers, and the request is recorded
     for usage with its `status_class` (`c4`/`c5`). A request the limiter refuses is
     recorded as a 4xx by the limiter itself.
+
+    With a `meta.method` the request is also pushed on the key's recent requests, with
+    `status` (the response's, when known) or the method's provisional status; the result's
+    `recent` lets `usage.record_status` correct it after the handler.
     """
     now = clock() if now is None else now
     effective = limits or UNLIMITED
+    body = meta.recent_body(now)
+    pushed = status or (usage.provisional_status(meta.method) if body else 0)
     conn = redisconn.client()
     if conn is None:
-        return _guard_local(key_pk, org_pk, effective, meta, status_class, count_limits, now)
+        return _guard_local(
+            key_pk, org_pk, effective, meta, status_class, count_limits, now, body, pushed
+        )
     burst_key, minute_key, month_key = _counter_keys(key_pk, org_pk, now)
     quota = effective.monthly if org_pk is not None else 0
     hour = usage.hour_start(now)
@@ -245,6 +285,7 @@ def guard(
                 month_key,
                 usage.redis_hash_key(key_pk, org_pk, hour),
                 usage.redis_pending_key(),
+                usage.recent_redis_key(key_pk),
             ],
             args=[
                 effective.burst,
@@ -259,6 +300,10 @@ def guard(
                 usage.REDIS_HASH_TTL,
                 usage.MAX_VERSIONS,
                 "1" if count_limits else "0",
+                body,
+                pushed,
+                usage.RECENT_MAX,
+                usage.RECENT_TTL,
             ],
         )
     except redisconn.REDIS_ERRORS as exc:
@@ -266,7 +311,11 @@ def guard(
             "ratelimit", "Redis unreachable: rate limits fail open, usage not counted", exc
         )
         return _result(_ADMIT, effective, 0, now, degraded=True)
-    return _result(int(verdict), effective, int(minute_used), now)
+    verdict = int(verdict)
+    recent = None
+    if body:
+        recent = usage.RecentMark(key_pk, 429 if verdict != _ADMIT else pushed, body)
+    return _result(verdict, effective, int(minute_used), now, recent=recent)
 
 
 def _guard_local(
@@ -277,6 +326,8 @@ def _guard_local(
     status_class: str,
     count_limits: bool,
     now: float,
+    body: str = "",
+    pushed: int = 0,
 ) -> LimitResult:
     burst_key, minute_key, month_key = _counter_keys(key_pk, org_pk, now)
     quota = limits.monthly if org_pk is not None else 0
@@ -311,4 +362,9 @@ def _guard_local(
         client_version=meta.client_version,
         status_class="c4" if verdict != _ADMIT else status_class,
     )
-    return _result(verdict, limits, m, now)
+    recent = None
+    if body:
+        status = 429 if verdict != _ADMIT else pushed
+        element = usage.local_recent_push(key_pk=key_pk, status=status, body=body)
+        recent = usage.RecentMark(key_pk, status, body, local=element)
+    return _result(verdict, limits, m, now, recent=recent)

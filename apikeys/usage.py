@@ -26,10 +26,12 @@ Without a worker (embedded default) a daemon thread folds every
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -199,32 +201,202 @@ def discard_local() -> None:
 # --- recording the status class after the handler ---------------------------------------
 
 
-def record_status(*, key_pk: int, org_pk: int | None, hour: int, status_class: str) -> None:
-    """Add a 4xx/5xx to a request the limiter already counted (same hour as it used)."""
-    if not status_class:
+@dataclass(frozen=True)
+class RecentMark:
+    """The recent-request element a request pushed, to correct its status afterwards."""
+
+    key_pk: int
+    status: int
+    body: str
+    local: list[Any] | None = None  # the element itself on the embedded default
+
+
+_RESPONSE_LUA = """
+if ARGV[1] ~= '' then
+  redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+  redis.call('SADD', KEYS[2], KEYS[1])
+end
+if ARGV[3] ~= '' then
+  local items = redis.call('LRANGE', KEYS[3], 0, -1)
+  for i, v in ipairs(items) do
+    if v == ARGV[3] then
+      redis.call('LSET', KEYS[3], i - 1, ARGV[4])
+      break
+    end
+  end
+end
+return 1
+"""
+
+_response_scripts: dict[int, Any] = {}
+
+
+def record_status(
+    *,
+    key_pk: int,
+    org_pk: int | None,
+    hour: int,
+    status_class: str,
+    status: int = 0,
+    recent: RecentMark | None = None,
+) -> None:
+    """After the handler: add a 4xx/5xx to a request the limiter already counted (same
+    hour as it used), and correct the status of its recent-request element when the
+    response's `status` is not the one it was pushed with. A 2xx with the expected
+    status costs nothing."""
+    fix = recent is not None and status and status != recent.status
+    if not status_class and not fix:
         return
     conn = redisconn.client()
     if conn is None:
-        local_record(
-            key_pk=key_pk,
-            org_pk=org_pk,
-            hour=hour,
-            at=0.0,
-            ip="",
-            client_version="",
-            status_class=status_class,
-            count_request=False,
-        )
+        if status_class:
+            local_record(
+                key_pk=key_pk,
+                org_pk=org_pk,
+                hour=hour,
+                at=0.0,
+                ip="",
+                client_version="",
+                status_class=status_class,
+                count_request=False,
+            )
+        if fix and recent is not None and recent.local is not None:
+            with _recent_lock:
+                recent.local[0] = status
         return
     name = redis_hash_key(key_pk, org_pk, hour)
+    script = _response_scripts.get(id(conn))
+    if script is None:
+        script = _response_scripts[id(conn)] = conn.register_script(_RESPONSE_LUA)
+    old = new = ""
+    recent_name = name
+    if fix and recent is not None:
+        old = f"{recent.status} {recent.body}"
+        new = f"{status} {recent.body}"
+        recent_name = recent_redis_key(recent.key_pk)
     try:
-        pipe = conn.pipeline(transaction=False)
-        pipe.hincrby(name, status_class, 1)
-        pipe.expire(name, REDIS_HASH_TTL)
-        pipe.sadd(redis_pending_key(), name)
-        pipe.execute()
+        script(
+            keys=[name, redis_pending_key(), recent_name],
+            args=[status_class, REDIS_HASH_TTL, old, new],
+        )
     except redisconn.REDIS_ERRORS as exc:
         redisconn.error_log.error("usage", "Redis unreachable: usage not counted", exc)
+
+
+# --- recent requests per key ----------------------------------------------------------
+#
+# The last RECENT_MAX requests of each key, newest first, for the key's detail page. On
+# Redis a capped list per key, `<prefix>:g:rr:<key>`, written by the rate-limit script in
+# the round trip it already makes; each element is `<status> <json>`. The status is not
+# known before the handler, so the script pushes the status the method usually answers
+# (`provisional_status`) and a response with another status corrects its own element in
+# the round trip that adds its status class (never on the common 2xx path). The JSON holds
+# the time, method, path (never the query string), client IP, client version and request
+# id: nothing secret.
+
+RECENT_MAX = 50
+RECENT_TTL = 7 * 86400
+MAX_RECENT_PATH = 256
+
+_recent_lock = threading.Lock()
+_recent_local: dict[int, deque[list[Any]]] = {}
+
+
+def provisional_status(method: str) -> int:
+    """The status a request with `method` is recorded with until its response says else."""
+    if method == "POST":
+        return 201
+    if method == "DELETE":
+        return 204
+    return 200
+
+
+def recent_redis_key(key_pk: int) -> str:
+    return redisconn.rkey("rr", key_pk)
+
+
+def recent_body(
+    *, at: float, method: str, path: str, ip: str, client_version: str, request_id: str
+) -> str:
+    """The JSON part of a recent-request element (everything but the status)."""
+    return json.dumps(
+        [
+            round(at, 6),
+            method[:10],
+            path.split("?", 1)[0][:MAX_RECENT_PATH],
+            ip[:64],
+            clean_version(client_version),
+            request_id[:128],
+        ],
+        separators=(",", ":"),
+    )
+
+
+def local_recent_push(*, key_pk: int, status: int, body: str) -> list[Any]:
+    """Push one element on the local list of `key_pk`; returns it (to correct later)."""
+    element: list[Any] = [status, body]
+    with _recent_lock:
+        entries = _recent_local.get(key_pk)
+        if entries is None:
+            entries = _recent_local[key_pk] = deque(maxlen=RECENT_MAX)
+        entries.appendleft(element)
+    return element
+
+
+def _decode_recent(status: int, body: str) -> dict[str, Any] | None:
+    try:
+        at, method, path, ip, version, request_id = json.loads(body)
+        return {
+            "at": datetime.fromtimestamp(float(at), tz=UTC),
+            "method": str(method),
+            "path": str(path),
+            "status": int(status),
+            "ip": str(ip) or None,
+            "client_version": str(version) or None,
+            "request_id": str(request_id),
+        }
+    except (ValueError, TypeError):
+        return None
+
+
+def recent_requests(*, key_pk: int, limit: int = RECENT_MAX) -> list[dict[str, Any]]:
+    """The last `limit` (at most RECENT_MAX) requests of key `key_pk`, newest first.
+
+    Each is `{"at": datetime (UTC), "method", "path" (no query string), "status": int,
+    "ip": str | None, "client_version": str | None, "request_id": str}`. Requests refused
+    before the key was known (unknown or malformed key) are not there. On Redis the list
+    is shared by every process and kept 7 days after the key's last request; on the
+    embedded default it is this process's memory. Empty if Redis is unreachable.
+    """
+    limit = max(0, min(int(limit), RECENT_MAX))
+    if limit == 0:
+        return []
+    conn = redisconn.client()
+    pairs: list[tuple[int, str]] = []
+    if conn is None:
+        with _recent_lock:
+            raw = [tuple(e) for e in list(_recent_local.get(key_pk, ()))[:limit]]
+        pairs = [(int(status), str(body)) for status, body in raw]
+    else:
+        try:
+            values = conn.lrange(recent_redis_key(key_pk), 0, limit - 1)
+        except redisconn.REDIS_ERRORS as exc:
+            redisconn.error_log.error("usage", "Redis unreachable: recent requests unknown", exc)
+            return []
+        for value in values:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            status, _, body = text.partition(" ")
+            if status.isdigit():
+                pairs.append((int(status), body))
+    decoded = (_decode_recent(status, body) for status, body in pairs)
+    return [entry for entry in decoded if entry is not None]
+
+
+def discard_recent_local() -> None:
+    """Forget this process's recent requests (tests start from a clean slate)."""
+    with _recent_lock:
+        _recent_local.clear()
 
 
 # --- folding into the database ----------------------------------------------------------

@@ -158,8 +158,10 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     else:
         request.getfixturevalue("use_local")
     usage.discard_local()
+    usage.discard_recent_local()
     yield str(request.param)
     usage.discard_local()
+    usage.discard_recent_local()
 
 
 def project_root() -> Path:
