@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDay
 from django.http import Http404
 from django.utils import timezone
 
-from apikeys.models import ApiKey, Environment
+from apikeys import usage
+from apikeys.models import ApiKey, Environment, KeyUsageHour
 from orgs.models import AuditEvent, Organization
 
 HISTORY_LIMIT = 50
@@ -69,3 +76,245 @@ def apikey_counts(*, org: Organization) -> dict[str, int]:
         test=Count("id", filter=Q(environment=Environment.TEST)),
     )
     return {name: int(value or 0) for name, value in counts.items()}
+
+
+# --- usage (SPEC sections 5 and 6; ADR 0062, 0033) ---------------------------------------
+#
+# Every read of the folded usage rows (`KeyUsageHour`, one row per key and UTC hour) that
+# the dashboard or the API makes. Each is one aggregate query, whatever the number of keys
+# or rows; figures are at most one fold interval (a minute) behind the live counters.
+
+HOURLY = usage.HOURLY
+DAILY = usage.DAILY
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class UsageWindow:
+    """A chart range: `periods` hours or UTC days ending with the current one."""
+
+    name: str
+    label: str
+    granularity: str
+    since: datetime
+    until: datetime
+    periods: int
+
+    @property
+    def step(self) -> timedelta:
+        return DAY if self.granularity == DAILY else HOUR
+
+    def starts(self) -> list[datetime]:
+        return [self.since + i * self.step for i in range(self.periods)]
+
+
+USAGE_RANGES: dict[str, tuple[str, str, int]] = {
+    "24h": ("last 24 hours", HOURLY, 24),
+    "30d": ("last 30 days", DAILY, 30),
+}
+DEFAULT_USAGE_RANGE = "24h"
+
+
+def usage_window(name: str, *, now: datetime) -> UsageWindow:
+    """The window `name` (`24h` or `30d`; anything else is the default) ending with the
+    hour or UTC day that holds `now`."""
+    if name not in USAGE_RANGES:
+        name = DEFAULT_USAGE_RANGE
+    label, granularity, periods = USAGE_RANGES[name]
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    step = HOUR
+    if granularity == DAILY:
+        current, step = current.replace(hour=0), DAY
+    return UsageWindow(
+        name=name,
+        label=label,
+        granularity=granularity,
+        since=current - (periods - 1) * step,
+        until=current + step,
+        periods=periods,
+    )
+
+
+def month_start(now: datetime) -> datetime:
+    """00:00 UTC on the 1st of `now`'s month: where the monthly quota starts counting."""
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+class _ByStatusClass:
+    count_2xx: int
+    count_4xx: int
+    count_5xx: int
+
+    @property
+    def requests(self) -> int:
+        return self.count_2xx + self.count_4xx + self.count_5xx
+
+    @property
+    def errors(self) -> int:
+        return self.count_4xx + self.count_5xx
+
+
+@dataclass(frozen=True)
+class UsageTotals(_ByStatusClass):
+    count_2xx: int = 0
+    count_4xx: int = 0
+    count_5xx: int = 0
+
+    @classmethod
+    def of(cls, items: Iterable[Any]) -> UsageTotals:
+        """The sum of anything with `count_2xx`/`count_4xx`/`count_5xx` (points, buckets)."""
+        c2 = c4 = c5 = 0
+        for item in items:
+            c2, c4, c5 = c2 + item.count_2xx, c4 + item.count_4xx, c5 + item.count_5xx
+        return cls(count_2xx=c2, count_4xx=c4, count_5xx=c5)
+
+
+@dataclass(frozen=True)
+class UsagePoint(_ByStatusClass):
+    """Requests of one hour or UTC day, by status class."""
+
+    start: datetime
+    count_2xx: int = 0
+    count_4xx: int = 0
+    count_5xx: int = 0
+
+
+@dataclass(frozen=True)
+class KeyUsageSummary:
+    """One key's requests in the last 24 hours and 30 days, and its 30-day errors."""
+
+    requests_24h: int = 0
+    requests_30d: int = 0
+    errors_30d: int = 0
+
+
+@dataclass(frozen=True)
+class ClientVersionSeen:
+    version: str
+    last_seen: datetime
+
+
+_REQUESTS = F("count_2xx") + F("count_4xx") + F("count_5xx")
+_ERRORS = F("count_4xx") + F("count_5xx")
+
+
+def _usage_rows(
+    *, org: Organization, since: datetime, until: datetime, key: ApiKey | None = None
+) -> QuerySet[KeyUsageHour]:
+    rows = KeyUsageHour.objects.filter(org=org, hour__gte=since, hour__lt=until)
+    if key is not None:
+        rows = rows.filter(api_key=key)
+    return rows
+
+
+def usage_series(
+    *,
+    org: Organization,
+    since: datetime,
+    until: datetime,
+    granularity: str,
+    key: ApiKey | None = None,
+) -> list[UsagePoint]:
+    """Requests per hour or UTC day in [since, until) (aligned to the granularity), summed
+    over the org's keys or for one `key`, oldest first, with every period present (zero
+    where nothing was counted). One grouped query."""
+    period: Any = TruncDay("hour", tzinfo=UTC) if granularity == DAILY else F("hour")
+    grouped = (
+        _usage_rows(org=org, since=since, until=until, key=key)
+        .annotate(period=period)
+        .values("period")
+        .annotate(c2=Sum("count_2xx"), c4=Sum("count_4xx"), c5=Sum("count_5xx"))
+        .order_by("period")
+    )
+    found = {row["period"].astimezone(UTC): (row["c2"], row["c4"], row["c5"]) for row in grouped}
+    step = DAY if granularity == DAILY else HOUR
+    points = []
+    start = since
+    while start < until:
+        c2, c4, c5 = found.get(start, (0, 0, 0))
+        points.append(UsagePoint(start=start, count_2xx=c2, count_4xx=c4, count_5xx=c5))
+        start += step
+    return points
+
+
+def usage_totals(
+    *, org: Organization, since: datetime, until: datetime, key: ApiKey | None = None
+) -> UsageTotals:
+    """The org's (or one key's) requests in [since, until) by status class: one query."""
+    sums = _usage_rows(org=org, since=since, until=until, key=key).aggregate(
+        c2=Coalesce(Sum("count_2xx"), 0),
+        c4=Coalesce(Sum("count_4xx"), 0),
+        c5=Coalesce(Sum("count_5xx"), 0),
+    )
+    return UsageTotals(count_2xx=sums["c2"], count_4xx=sums["c4"], count_5xx=sums["c5"])
+
+
+def usage_by_key(*, org: Organization, now: datetime) -> dict[int, KeyUsageSummary]:
+    """Per key id (deleted keys included: their requests still count), requests in the
+    `24h` and `30d` windows ending at `now` and 4xx/5xx in the latter. One grouped query;
+    keys without requests are absent."""
+    day, month = usage_window("24h", now=now), usage_window("30d", now=now)
+    grouped = (
+        _usage_rows(org=org, since=month.since, until=month.until)
+        .values("api_key_id")
+        .annotate(
+            r24=Coalesce(Sum(_REQUESTS, filter=Q(hour__gte=day.since, hour__lt=day.until)), 0),
+            r30=Sum(_REQUESTS),
+            e30=Sum(_ERRORS),
+        )
+        .order_by("api_key_id")
+    )
+    return {
+        row["api_key_id"]: KeyUsageSummary(
+            requests_24h=row["r24"], requests_30d=row["r30"], errors_30d=row["e30"]
+        )
+        for row in grouped
+    }
+
+
+def usage_client_versions(
+    *, org: Organization, key: ApiKey, since: datetime, until: datetime
+) -> list[ClientVersionSeen]:
+    """The `X-Client-Version` values `key` sent in [since, until), most recently seen
+    first (to the hour). One query over at most one row per hour of the range."""
+    last_seen: dict[str, datetime] = {}
+    rows = _usage_rows(org=org, since=since, until=until, key=key).values_list(
+        "hour", "client_versions"
+    )
+    for hour, versions in rows:
+        for version in versions or ():
+            if version not in last_seen or hour > last_seen[version]:
+                last_seen[version] = hour
+    return sorted(
+        (ClientVersionSeen(version=v, last_seen=at) for v, at in last_seen.items()),
+        key=lambda seen: (-seen.last_seen.timestamp(), seen.version),
+    )
+
+
+def usage_key_pk(*, org: Organization, public_id: str) -> int | None:
+    """The database id of the org's key `public_id` (deleted keys too: their usage stays)."""
+    return usage.usage_key_pk(org=org, public_id=public_id)
+
+
+def usage_key_buckets(
+    *,
+    org: Organization,
+    since: datetime,
+    until: datetime,
+    granularity: str,
+    key_pk: int | None = None,
+) -> list[usage.UsageBucket]:
+    """The org's usage per key and hour or day in [since, until), oldest first, with the
+    client versions and last use of each bucket (the shape of `GET /api/v1/usage`)."""
+    return usage.usage_series(
+        org=org, since=since, until=until, granularity=granularity, key_pk=key_pk
+    )
+
+
+def recent_requests(*, org: Organization, key: ApiKey, limit: int = 50) -> list[dict[str, Any]]:
+    """The last `limit` requests of the org's `key`, newest first (live counters, not the
+    database: see `apikeys.usage.recent_requests`)."""
+    if key.org_id != org.pk:
+        raise Http404("No such API key.")
+    return usage.recent_requests(key_pk=key.pk, limit=limit)

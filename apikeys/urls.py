@@ -1,4 +1,4 @@
-"""API-key dashboard URLs, mounted under /o/<org_slug>/ (see config/urls.py)."""
+"""API-key and usage dashboard URLs, mounted under /o/<org_slug>/ (see config/urls.py)."""
 
 from django.urls import URLPattern, URLResolver, path
 
@@ -11,4 +11,5 @@ org_urlpatterns: list[URLPattern | URLResolver] = [
     path("api-keys/<str:key_id>/rotate/", views.ApiKeyRotateView.as_view(), name="apikey-rotate"),
     path("api-keys/<str:key_id>/revoke/", views.ApiKeyRevokeView.as_view(), name="apikey-revoke"),
     path("api-keys/<str:key_id>/delete/", views.ApiKeyDeleteView.as_view(), name="apikey-delete"),
+    path("usage/", views.UsageView.as_view(), name="org-usage"),
 ]

@@ -18,7 +18,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikeys import usage
+from apikeys import selectors, usage
 from apikeys.api_base import OrgApiView
 from apikeys.errors import ApiError
 from apikeys.serializers import (
@@ -124,21 +124,22 @@ class UsageApi(OrgApiView):
         data = filters.validated_data
         key_pk = None
         if data.get("key"):
-            key_pk = usage.usage_key_pk(org=self.org, public_id=data["key"])
+            key_pk = selectors.usage_key_pk(org=self.org, public_id=data["key"])
             if key_pk is None:
                 raise ApiError("not_found", "No such API key.", param="key")
-        buckets = usage.usage_series(
+        buckets = selectors.usage_key_buckets(
             org=self.org,
             since=data["since"],
             until=data["until"],
             granularity=data["granularity"],
             key_pk=key_pk,
         )
+        summed = selectors.UsageTotals.of(buckets)
         totals = {
-            "requests": sum(b.requests for b in buckets),
-            "requests_2xx": sum(b.count_2xx for b in buckets),
-            "requests_4xx": sum(b.count_4xx for b in buckets),
-            "requests_5xx": sum(b.count_5xx for b in buckets),
+            "requests": summed.requests,
+            "requests_2xx": summed.count_2xx,
+            "requests_4xx": summed.count_4xx,
+            "requests_5xx": summed.count_5xx,
         }
         body = {
             "object": "usage",

@@ -23,6 +23,7 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from accounts.models import User
+from apikeys.charts import Chart, build_chart
 from apikeys.forms import (
     DEFAULT_GRACE_VALUE,
     GRACE_CHOICES,
@@ -31,7 +32,22 @@ from apikeys.forms import (
 )
 from apikeys.models import ApiKey, KeyStatus
 from apikeys.scopes import READ, WRITE, all_resources, summarize
-from apikeys.selectors import apikey_get, apikey_history, apikey_list, apikey_successor
+from apikeys.selectors import (
+    KeyUsageSummary,
+    UsageTotals,
+    UsageWindow,
+    apikey_get,
+    apikey_history,
+    apikey_list,
+    apikey_successor,
+    month_start,
+    recent_requests,
+    usage_by_key,
+    usage_client_versions,
+    usage_series,
+    usage_totals,
+    usage_window,
+)
 from apikeys.services import (
     ApiKeyError,
     apikey_create,
@@ -196,9 +212,36 @@ class ApiKeyDetailView(OrgView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         key = apikey_get(org=self.org, public_id=self.kwargs["key_id"])
-        row = _row(key, timezone.now())
+        now = timezone.now()
+        row = _row(key, now)
+        window = _window(self.request, now)
+        chart = build_chart(
+            usage_series(
+                org=self.org,
+                key=key,
+                since=window.since,
+                until=window.until,
+                granularity=window.granularity,
+            ),
+            window,
+        )
+        versions_window = usage_window("30d", now=now)
         context.update(
             {
+                "window": window,
+                "ranges": _ranges(window),
+                "chart": chart,
+                "empty_message": (
+                    "No requests yet" if key.last_used_at is None else _quiet_message(window)
+                ),
+                "client_versions": usage_client_versions(
+                    org=self.org, key=key, since=versions_window.since, until=versions_window.until
+                ),
+                "recent_limit": RECENT_LIMIT,
+                "recent_requests": [
+                    {**entry, "badge": _status_badge(entry["status"])}
+                    for entry in recent_requests(org=self.org, key=key, limit=RECENT_LIMIT)
+                ],
                 "key": key,
                 "row": row,
                 "grid": _grid(set(key.scopes)),
@@ -208,6 +251,121 @@ class ApiKeyDetailView(OrgView):
                 "can_revoke": row.status != KeyStatus.REVOKED,
                 "grace_choices": [(value, label) for value, label, _ in GRACE_CHOICES],
                 "default_grace": DEFAULT_GRACE_VALUE,
+            }
+        )
+        return context
+
+
+# --- usage (SPEC sections 5 and 6; ADR 0033) ----------------------------------------------
+
+RECENT_LIMIT = 50
+
+
+def _window(request: HttpRequest, now: datetime) -> UsageWindow:
+    """The chart range from `?range=24h|30d`; anything else is the last 24 hours."""
+    return usage_window(request.GET.get("range", ""), now=now)
+
+
+def _ranges(window: UsageWindow) -> list[dict[str, Any]]:
+    return [
+        {"name": "24h", "label": "24 hours", "current": window.name == "24h"},
+        {"name": "30d", "label": "30 days", "current": window.name == "30d"},
+    ]
+
+
+def _quiet_message(window: UsageWindow) -> str:
+    return f"No requests in the {window.label}"
+
+
+def _status_badge(status: int) -> str:
+    if status >= 500:
+        return "badge-danger"
+    if status >= 400:
+        return "badge-warning"
+    return "badge-success"
+
+
+@dataclass(frozen=True)
+class KeyUsageRow:
+    key: ApiKey | None  # None for the row that sums the deleted keys
+    usage: KeyUsageSummary
+
+    @property
+    def error_rate(self) -> float:
+        return (
+            self.usage.errors_30d * 100 / self.usage.requests_30d if self.usage.requests_30d else 0
+        )
+
+
+@dataclass(frozen=True)
+class Quota:
+    used: int
+    limit: int  # 0: unlimited
+
+    @property
+    def percent(self) -> float:
+        return min(self.used * 100 / self.limit, 100.0) if self.limit else 0.0
+
+    @property
+    def level(self) -> str:
+        if not self.limit:
+            return "unlimited"
+        if self.used >= self.limit:
+            return "exhausted"
+        return "high" if self.percent >= 80 else "ok"
+
+
+class UsageView(OrgView):
+    """The org's requests: a chart, this month against the quota, and each key's figures.
+    Every member may read it (SPEC section 4)."""
+
+    required_role = "member"
+    template_name = "apikeys/usage_org.html"
+
+    def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
+        context = super().get_context_data(**kwargs)
+        now = timezone.now()
+        window = _window(self.request, now)
+        chart: Chart = build_chart(
+            usage_series(
+                org=self.org,
+                since=window.since,
+                until=window.until,
+                granularity=window.granularity,
+            ),
+            window,
+        )
+        by_key = usage_by_key(org=self.org, now=now)
+        keys = list(apikey_list(org=self.org))
+        rows = [KeyUsageRow(key=key, usage=by_key.get(key.pk, KeyUsageSummary())) for key in keys]
+        rows.sort(key=lambda r: (-r.usage.requests_30d, -r.usage.requests_24h))
+        listed = {key.pk for key in keys}
+        gone = [summary for pk, summary in by_key.items() if pk not in listed]
+        deleted_row = None
+        if gone:
+            deleted_row = KeyUsageRow(
+                key=None,
+                usage=KeyUsageSummary(
+                    requests_24h=sum(s.requests_24h for s in gone),
+                    requests_30d=sum(s.requests_30d for s in gone),
+                    errors_30d=sum(s.errors_30d for s in gone),
+                ),
+            )
+        month: UsageTotals = usage_totals(
+            org=self.org, since=month_start(now), until=usage_window("24h", now=now).until
+        )
+        seen_in_30d = any(summary.requests_30d for summary in by_key.values())
+        context.update(
+            {
+                "window": window,
+                "ranges": _ranges(window),
+                "chart": chart,
+                "empty_message": _quiet_message(window) if seen_in_30d else "No requests yet",
+                "month": month,
+                "month_start": month_start(now),
+                "quota": Quota(used=month.requests, limit=self.org.limits.monthly),
+                "key_rows": rows,
+                "deleted_row": deleted_row,
             }
         )
         return context

@@ -29,7 +29,7 @@ from django.views import View
 from django.views.decorators.cache import never_cache
 
 from accounts.models import User
-from apikeys.selectors import apikey_counts
+from apikeys.selectors import apikey_counts, usage_totals, usage_window
 from orgs import roles, selectors, services
 from orgs.forms import (
     AuditFilterForm,
@@ -178,6 +178,8 @@ class OrgOverviewView(OrgView):
         context = super().get_context_data(**kwargs)
         context["counts"] = selectors.membership_counts(org=self.org)
         context["key_counts"] = apikey_counts(org=self.org)
+        day = usage_window("24h", now=timezone.now())
+        context["requests_24h"] = usage_totals(org=self.org, since=day.since, until=day.until)
         context["limits"] = self.org.limits
         context["events"] = selectors.audit_event_list_recent(org=self.org, limit=10)
         if self.membership.has_role(Role.ADMIN):
