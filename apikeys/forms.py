@@ -34,6 +34,10 @@ GRACE_CHOICES: list[tuple[str, str, timedelta]] = [
 DEFAULT_GRACE_VALUE = str(int(DEFAULT_GRACE.total_seconds()))
 
 
+# Later dates are almost certainly typos (and year 9999 overflows date arithmetic).
+MAX_EXPIRY_DAYS = 3650
+
+
 class ApiKeyCreateForm(forms.Form):
     name = forms.CharField(max_length=NAME_MAX_LENGTH, strip=True)
     environment = forms.ChoiceField(choices=ENVIRONMENT_CHOICES, initial="test")
@@ -56,6 +60,8 @@ class ApiKeyCreateForm(forms.Form):
             day = cleaned.get("expires_on")
             if day is None:
                 self.add_error("expires_on", "Pick the date the key expires.")
+            elif day > today.date() + timedelta(days=MAX_EXPIRY_DAYS):
+                self.add_error("expires_on", "Pick a date within the next ten years.")
             else:
                 # The key works through the whole chosen day (UTC).
                 expires_at = datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)

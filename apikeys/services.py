@@ -170,7 +170,8 @@ def apikey_create(
 
     Invariants: scopes are registry scopes with write implying read; `live` only while the
     org's KYC is approved; never for a suspended org; a key created by another key holds
-    no scope and no environment that key lacks (a test key cannot create a live key).
+    no scope and no environment that key lacks (a test key cannot create a live key) and
+    expires no later than that key.
     """
     now = timezone.now()
     name = _clean_name(name)
@@ -192,6 +193,17 @@ def apikey_create(
                 f"The key making this request lacks the scope {missing[0]!r}, "
                 "so it cannot grant it.",
                 required_scope=missing[0],
+            )
+        # A key cannot outlive the key that made it: otherwise a key about to expire (or
+        # in its rotation grace) could mint a permanent copy of itself.
+        if created_by_key.expires_at is not None and (
+            expires_at is None or expires_at > created_by_key.expires_at
+        ):
+            raise InvalidKeyInput(
+                "The key making this request expires at "
+                f"{created_by_key.expires_at.isoformat()}; a key it creates must expire "
+                "no later than that.",
+                param="expires_at",
             )
 
     key, secret = _issue(

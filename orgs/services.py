@@ -230,6 +230,13 @@ def org_create(
     return org
 
 
+def _invalidate_org_keys(org: Organization) -> None:
+    """Drop every cached verification of the org's keys (effective now and at commit)."""
+    from apikeys.cache import invalidate_org  # apikeys builds on orgs, not the reverse
+
+    invalidate_org(org.pk)
+
+
 @transaction.atomic
 def org_update_settings(
     *,
@@ -288,6 +295,8 @@ def org_update_settings(
             org.save(update_fields=[*changes, "updated_at"])
     except IntegrityError:
         raise OrgError("That slug is already taken.", code="slug_taken") from None
+    # Keys carry the org's name and slug in the verification cache (`X-Org-Id`, `me`).
+    _invalidate_org_keys(org)
     audit_record(
         action="org.settings_changed",
         org=org,
@@ -325,6 +334,8 @@ def org_delete(
         target=org,
         details={"slug": org.slug, "name": org.name},
     )
+    # Before the row goes: no worker may keep accepting the org's keys from its cache.
+    _invalidate_org_keys(org)
     org.delete()
 
 
@@ -527,6 +538,16 @@ def invitation_accept(
         )
     org = invitation.org
     _lock_org(org)
+    if invitation.invited_by_id is not None:
+        # The inviter's powers are judged now, not when they sent it: an admin who has since
+        # been removed or demoted cannot bring anyone (or themselves) back in.
+        inviter = Membership.objects.filter(org=org, user_id=invitation.invited_by_id).first()
+        if inviter is None or not roles.can_assign(inviter, invitation.role):
+            raise InvitationError(
+                "The person who sent this invitation can no longer invite with this role. "
+                "Ask an admin of the organisation for a new invitation.",
+                code="invitation_invalid",
+            )
     membership, created = Membership.objects.get_or_create(
         org=org, user=user, defaults={"role": invitation.role}
     )

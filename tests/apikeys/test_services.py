@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.cache import cache
+from django.utils import timezone
 
 from accounts.models import PlatformRole
 from apikeys.cache import cache_key
@@ -91,6 +92,23 @@ def test_key_created_by_key_cannot_exceed_its_creator(org: Organization) -> None
     assert child.created_by_key == creator
     event = AuditEvent.objects.get(action="api_key.created", target_id=child.public_id)
     assert event.actor_type == "api_key" and event.actor_id == creator.public_id
+
+
+def test_a_key_created_by_a_key_cannot_outlive_it(org: Organization) -> None:
+    soon = timezone.now() + timedelta(minutes=5)
+    creator, _ = make_key(org, scopes=["api_keys:write"], expires_at=soon)
+    with pytest.raises(InvalidKeyInput) as forever:
+        make_key(org, scopes=["api_keys:read"], created_by_key=creator)
+    assert forever.value.param == "expires_at"
+    with pytest.raises(InvalidKeyInput):
+        make_key(
+            org,
+            scopes=["api_keys:read"],
+            created_by_key=creator,
+            expires_at=soon + timedelta(seconds=1),
+        )
+    child, _ = make_key(org, scopes=["api_keys:read"], created_by_key=creator, expires_at=soon)
+    assert child.expires_at == soon
 
 
 def test_audit_events_never_carry_the_secret(org: Organization, owner) -> None:

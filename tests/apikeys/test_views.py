@@ -124,6 +124,7 @@ def test_write_implies_read_on_the_server(admin_client_: Client, org: Organizati
         ({"scope": ["usage:write"]}, b"usage:write"),
         ({"environment": "sys"}, b"not one of the available choices"),
         ({"expiry": "custom", "expires_on": ""}, b"Pick the date"),
+        ({"expiry": "custom", "expires_on": "9999-12-31"}, b"within the next ten years"),
     ],
 )
 def test_invalid_create_input_rerenders_the_form(

@@ -443,3 +443,69 @@ def test_only_an_owner_deletes_the_org_after_typing_its_slug(
     assert not Invitation.objects.filter(org_id=org_id).exists()
     event = AuditEvent.objects.get(org_id=org_id, action="org.deleted")
     assert event.details == {"slug": "acme", "name": "Acme"}
+
+
+def test_an_invitation_from_a_removed_admin_no_longer_admits_anyone(
+    owner: User, admin_user: User, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    # The admin invites a second address of their own as admin, then is removed.
+    _invitation, token = _invite(
+        django_capture_on_commit_callbacks,
+        org=org,
+        email="admin.alt@example.com",
+        role="admin",
+        by=admin_user,
+    )
+    services.membership_remove(membership=_m(admin_user, org), actor_membership=_m(owner, org))
+    alt = UserFactory.create(email="admin.alt@example.com")
+    with pytest.raises(InvitationError) as refused:
+        services.invitation_accept(token=token, user=alt)
+    assert refused.value.code == "invitation_invalid"
+    assert not Membership.objects.filter(user=alt).exists()
+
+
+def test_an_invitation_from_a_demoted_admin_cannot_grant_admin(
+    owner: User, admin_user: User, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    invitation, token = _invite(
+        django_capture_on_commit_callbacks,
+        org=org,
+        email="dave@example.com",
+        role="admin",
+        by=admin_user,
+    )
+    services.membership_change_role(
+        membership=_m(admin_user, org), role="member", actor_membership=_m(owner, org)
+    )
+    dave = UserFactory.create(email="dave@example.com")
+    with pytest.raises(InvitationError):
+        services.invitation_accept(token=token, user=dave)
+    # Invitations from an inviter who still holds the power keep working.
+    _invitation, token = _invite(
+        django_capture_on_commit_callbacks,
+        org=org,
+        email="erin@example.com",
+        role="admin",
+        by=owner,
+    )
+    erin = UserFactory.create(email="erin@example.com")
+    assert services.invitation_accept(token=token, user=erin).role == Role.ADMIN
+
+
+def test_settings_changes_and_deletion_drop_the_orgs_cached_keys(
+    owner: User, org: Organization
+) -> None:
+    from apikeys import keycache
+    from apikeys.authentication import resolve_api_key
+    from apikeys.keys import key_digest
+    from apikeys.services import apikey_create
+
+    _key, secret = apikey_create(org=org, name="k", environment="test", scopes=["usage:read"])
+    resolve_api_key(secret)  # warm the cache
+    assert keycache.resolve(key_digest(secret)) is not None
+    services.org_update_settings(
+        org=org, name="Acme 2", slug="acme-2", require_two_factor=False, actor=_m(owner, org)
+    )
+    assert resolve_api_key(secret).org_slug == "acme-2"
+    services.org_delete(org=org, actor=_m(owner, org), confirm_slug="acme-2")
+    assert keycache.resolve(key_digest(secret)) is None
