@@ -467,7 +467,7 @@ def test_an_invitation_from_a_removed_admin_no_longer_admits_anyone(
 def test_an_invitation_from_a_demoted_admin_cannot_grant_admin(
     owner: User, admin_user: User, org: Organization, django_capture_on_commit_callbacks: Any
 ) -> None:
-    invitation, token = _invite(
+    _invitation, token = _invite(
         django_capture_on_commit_callbacks,
         org=org,
         email="dave@example.com",
