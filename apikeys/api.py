@@ -8,7 +8,7 @@ selector, and shape the output. The org always comes from the key (`self.org`).
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import QuerySet
@@ -64,7 +64,7 @@ class MeApi(AnyKeyApiView):
                 "environment": p.environment,
                 "scopes": sorted(p.scopes),
                 "display": p.display,
-                "expires_at": p.expires_at,
+                "expires_at": _iso(p.expires_at),
             },
             "organization": None,
             "rate_limits": None,
@@ -84,7 +84,17 @@ class MeApi(AnyKeyApiView):
                 "burst": p.limits.burst,
                 "monthly": p.limits.monthly,
             }
-        return Response(s.MeSerializer(body).data)
+        # The body is already in the schema's shape (`MeSerializer`, which documents it):
+        # no serializer on this hot path (docs/performance.md).
+        return Response(body)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    """A datetime as DRF's `DateTimeField` writes it: ISO 8601 in UTC with `Z`."""
+    if moment is None:
+        return None
+    text = moment.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 # ---- organization ---------------------------------------------------------------------------

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from apikeys import keycache
-from apikeys.errors import ApiError
+from apikeys import guards, keycache
+from apikeys.errors import ApiError, spec_for
 from apikeys.keys import key_digest, parse_key
 from orgs.models import OrgStatus
 from orgs.plans import Limits
@@ -116,11 +117,28 @@ def resolve_api_key(raw: str) -> ApiKeyPrincipal | None:
     digest is compared in constant time before it is trusted.
     """
     digest = key_digest(raw)
-    resolved = keycache.resolve(digest)
+    return principal_for(keycache.resolve(digest), digest)
+
+
+_principals: dict[bytes, ApiKeyPrincipal] = {}
+_PRINCIPALS_MAX = 4096
+
+
+def principal_for(resolved: keycache.Resolved | None, digest: str) -> ApiKeyPrincipal | None:
+    """The principal of a resolved key whose digest matches `digest` (constant time).
+
+    A principal read from a cache entry is built once per process and entry: entries are
+    immutable values (any change writes a new one).
+    """
     if resolved is None or not hmac.compare_digest(resolved.key.digest, digest):
         return None
+    entry = resolved.entry
+    if entry is not None:
+        found = _principals.get(entry)
+        if found is not None:
+            return found
     key, org = resolved.key, resolved.org
-    return ApiKeyPrincipal(
+    principal = ApiKeyPrincipal(
         key_id=key.pk,
         public_id=key.public_id,
         name=key.name,
@@ -140,6 +158,11 @@ def resolve_api_key(raw: str) -> ApiKeyPrincipal | None:
         org_kyc_status=org.kyc_status if org is not None else "",
         limits=org.limits if org is not None else None,
     )
+    if entry is not None:
+        if len(_principals) >= _PRINCIPALS_MAX:
+            _principals.clear()
+        _principals[entry] = principal
+    return principal
 
 
 _BEARER = "bearer"
@@ -176,16 +199,30 @@ def credentials_from_headers(request: Request) -> str | None:
     return bearer if bearer is not None else header_key
 
 
-def authenticate_key(raw: str, *, now: datetime | None = None) -> ApiKeyPrincipal:
-    """Verify `raw` and return its principal, or raise the table's 401/403 error."""
+def authenticate_key(
+    raw: str, *, now: datetime | None = None, request: HttpRequest | None = None
+) -> ApiKeyPrincipal:
+    """Verify `raw` and return its principal, or raise the table's 401/403 error.
+
+    With the API `request`, the warm path also checks and counts the request against the
+    key's rate limits in the same Redis round trip (`apikeys.guards.resolve_counting`,
+    ADR 0064); a key refused here is never left counted.
+    """
     if parse_key(raw) is None:
         raise ApiError("invalid_api_key")
-    principal = resolve_api_key(raw)
-    if principal is None:
-        raise ApiError("invalid_api_key")
-    failure = principal.failure_code(now or timezone.now())
+    digest = key_digest(raw)
+    if request is None:
+        principal = principal_for(keycache.resolve(digest), digest)
+    else:
+        principal = principal_for(guards.resolve_counting(request, digest), digest)
+    failure = (
+        "invalid_api_key" if principal is None else principal.failure_code(now or timezone.now())
+    )
     if failure is not None:
+        if request is not None:
+            guards.refund_counted(request, spec_for(failure).status)
         raise ApiError(failure)
+    assert principal is not None
     return principal
 
 
@@ -196,7 +233,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = credentials_from_headers(request)
         if raw is None:
             return None
-        principal = authenticate_key(raw)
+        principal = authenticate_key(raw, request=request._request)
         return ApiKeyUser(principal), principal
 
     def authenticate_header(self, request: Request) -> str:

@@ -15,21 +15,84 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.http import HttpResponseBase
+from django.http import HttpRequest, HttpResponseBase
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikeys import idempotency, ratelimit, usage
+from apikeys import idempotency, keycache, ratelimit, usage
 from apikeys.errors import ApiError
 from config.net import client_ip
 
 _STATE_ATTR = "latchkey_guard_state"
+# Set at authentication when the verification-and-count script already checked and
+# counted the request (ADR 0064); `before_handler` then only applies its verdict.
+_COUNTED_ATTR = "latchkey_guard_counted"
 
 
 @dataclass
 class _GuardState:
     result: ratelimit.LimitResult
     at: float
+    key_pk: int = 0
+    org_pk: int | None = None
+
+
+def resolve_counting(request: HttpRequest, digest: str) -> keycache.Resolved | None:
+    """Resolve the key with `digest` and, on the warm path, check and count the request
+    against its limits in the same Redis round trip (ADR 0064).
+
+    The verdict waits on the request for `before_handler`, which applies it after the
+    key-kind, org and scope checks; a request refused by one of those is refunded by
+    `after_response` (or `refund_counted` when authentication itself refuses it).
+    """
+    now = ratelimit.clock()
+    meta = _early_meta(request)
+    body = meta.recent_body(now)
+    pushed = usage.provisional_status(meta.method)
+    resolved, counted, error = keycache.resolve_and_count(
+        digest, now=now, request_args=ratelimit.request_args(now, meta, body, pushed)
+    )
+    if resolved is None:
+        return None
+    org = resolved.org
+    limits = org.limits if org is not None else ratelimit.UNLIMITED
+    if counted is not None:
+        result = ratelimit.counted_result(
+            resolved.key.pk, limits, now, counted.verdict, counted.minute_used, body, pushed
+        )
+    elif error is not None:
+        # Redis is down: authentication went to the database; the limits fail open
+        # without a second attempt on this request.
+        ratelimit.log_fail_open(error)
+        result = ratelimit.degraded_result(limits, now)
+    else:
+        return resolved
+    state = _GuardState(result, now, resolved.key.pk, org.pk if org is not None else None)
+    setattr(request, _COUNTED_ATTR, state)
+    return resolved
+
+
+def refund_counted(request: HttpRequest, status: int) -> ratelimit.LimitResult | None:
+    """Undo the counting of a request refused after the script counted it."""
+    state: _GuardState | None = getattr(request, _COUNTED_ATTR, None)
+    if state is None:
+        return None
+    delattr(request, _COUNTED_ATTR)
+    return ratelimit.refund(
+        key_pk=state.key_pk, org_pk=state.org_pk, result=state.result, now=state.at, status=status
+    )
+
+
+def _early_meta(request: HttpRequest) -> ratelimit.UsageMeta:
+    """The usage metadata before the pipeline validated the client headers (an invalid
+    `X-Client-Version` makes the request a 400, refunded; `clean_version` drops it)."""
+    return ratelimit.UsageMeta(
+        ip=client_ip(request) or "",
+        client_version=request.META.get("HTTP_X_CLIENT_VERSION", ""),
+        method=request.method or "GET",
+        path=request.path,
+        request_id=str(getattr(request, "request_id", "") or ""),
+    )
 
 
 def _meta(request: Request) -> ratelimit.UsageMeta:
@@ -45,6 +108,12 @@ def _meta(request: Request) -> ratelimit.UsageMeta:
 
 def before_handler(request: Request, principal: Any) -> None:
     """Count the request against the key's limits; refuse it with 429 when over."""
+    counted: _GuardState | None = getattr(request._request, _COUNTED_ATTR, None)
+    if counted is not None:
+        setattr(request._request, _STATE_ATTR, counted)
+        if not counted.result.allowed:
+            raise ApiError(counted.result.code, headers=counted.result.headers())
+        return
     now = ratelimit.clock()
     result = ratelimit.guard(
         key_pk=principal.key_id,
@@ -94,7 +163,12 @@ def after_response(request: Request, principal: Any, response: HttpResponseBase)
     """Rate-limit headers and the response's status class in the usage counters."""
     state: _GuardState | None = getattr(request._request, _STATE_ATTR, None)
     status_class = usage.status_class(response.status_code)
+    refunded = None
     if state is None:
+        refunded = refund_counted(request._request, response.status_code)
+    if refunded is not None:
+        result = refunded
+    elif state is None:
         # Refused before the limiter (org, scope, validation of headers): count the
         # request for usage only and report the windows as they stand.
         result = ratelimit.guard(

@@ -42,7 +42,8 @@ from typing import Any
 from django.core.cache import cache
 from django.db import transaction
 
-from apikeys import redisconn
+from apikeys import ratelimit, redisconn
+from orgs.models import OrgStatus
 from orgs.plans import Limits
 
 logger = logging.getLogger("apikeys.keycache")
@@ -59,6 +60,49 @@ local nl = string.find(e, '\\n', 1, true)
 if not nl or nl == 1 then return {e, v, false} end
 return {e, v, redis.call('GET', ARGV[1] .. string.sub(e, 1, nl - 1))}
 """
+
+# The warm path of a guarded request in ONE round trip (ADR 0064): the lookup above, and
+# when the entry is complete (key and org part), current (its generation is the org's)
+# and the key acceptable at ARGV `now`, the rate-limit check-and-count of
+# `apikeys.ratelimit` with the limits and the key id stored in the entry's third line
+# `<key id>|<burst>|<minute>|<month>|<accept until>` (0: never, -1: no expiry).
+# Anything else returns the lookup's answer alone and the caller takes the two-step path.
+# ARGV: generation prefix, guard prefix, second, minute, month, hour, request args (7..).
+_LOOKUP_COUNT_LUA = (
+    ratelimit.GUARD_LUA_FUNCTION
+    + """
+local e = redis.call('GET', KEYS[1])
+local v = redis.call('GET', KEYS[2])
+if not e then return {false, v, false} end
+local nl = string.find(e, '\\n', 1, true)
+if not nl then return {e, v, false} end
+local org = string.sub(e, 1, nl - 1)
+local g = false
+if nl > 1 then g = redis.call('GET', ARGV[1] .. org) end
+local nl2 = string.find(e, '\\n', nl + 1, true)
+if not nl2 then return {e, v, g} end
+if nl > 1 and string.sub(e, nl + 1, nl2 - 1) ~= (g or '') then return {e, v, g} end
+local nl3 = string.find(e, '\\n', nl2 + 1, true)
+if not nl3 then return {e, v, g} end
+local kid, bl, ml, ql, untl = string.match(string.sub(e, nl2 + 1, nl3 - 1),
+  '^(%d+)|(%d+)|(%d+)|(%d+)|(%-?[%d.e+]+)$')
+if not kid then return {e, v, g} end
+untl = tonumber(untl)
+if untl == nil or untl == 0 or (untl > 0 and tonumber(ARGV[8]) >= untl) then
+  return {e, v, g}
+end
+local p = ARGV[2]
+local o = org
+if o == '' then
+  o = '-'
+  ql = '0'
+end
+local r = lk_guard(p .. 'rl:b:' .. kid .. ':' .. ARGV[3], p .. 'rl:m:' .. kid .. ':' .. ARGV[4],
+  p .. 'rl:q:' .. o .. ':' .. ARGV[5], p .. 'u:' .. kid .. ':' .. o .. ':' .. ARGV[6],
+  p .. 'u:pending', p .. 'rr:' .. kid, tonumber(bl), tonumber(ml), tonumber(ql), true, '', 7)
+return {e, v, g, r[1], r[3]}
+"""
+)
 
 # Write the entry only if the key's version marker and the org's generation are unchanged
 # since before the database read ('' meaning absent).
@@ -113,6 +157,8 @@ class Resolved:
     key: KeyState
     org: OrgState | None
     from_cache: bool
+    # The cache entry it was read from (immutable: callers may memoize on it).
+    entry: bytes | None = None
 
 
 # --- names (in the default cache's namespace) -------------------------------------------
@@ -137,23 +183,64 @@ def _org_generation_name(org_pk: int) -> str:
 # --- entries ----------------------------------------------------------------------------
 
 
+def _accept_until(key: KeyState, org: OrgState | None) -> str:
+    """Until when the entry's key is accepted: "0" never, "-1" without expiry, else the
+    expiry as epoch seconds. The same rules as `ApiKeyPrincipal.failure_code`."""
+    if key.deleted_at is not None or key.revoked_at is not None:
+        return "0"
+    if org is not None and org.status != OrgStatus.ACTIVE:
+        return "0"
+    if key.expires_at is not None:
+        return repr(key.expires_at.timestamp())
+    return "-1"
+
+
 def _encode(key: KeyState, org: OrgState | None, generation: bytes) -> bytes:
+    """`<org id>\\n<generation>\\n<counting line>\\n<pickle>`; the counting line (read by
+    the verification-and-count script) is empty while the org part is missing."""
     head = b"" if key.org_pk is None else str(key.org_pk).encode()
-    return head + b"\n" + generation + b"\n" + pickle.dumps((key, org), protocol=5)
+    counting = ""
+    if key.org_pk is None or org is not None:
+        limits = org.limits if org is not None else None
+        counting = "|".join(
+            str(x)
+            for x in (
+                key.pk,
+                limits.burst if limits else 0,
+                limits.per_minute if limits else 0,
+                limits.monthly if limits else 0,
+                _accept_until(key, org),
+            )
+        )
+    body = pickle.dumps((key, org), protocol=5)
+    return head + b"\n" + generation + b"\n" + counting.encode() + b"\n" + body
+
+
+_decoded: dict[bytes, tuple[bytes, KeyState, OrgState | None]] = {}
+_DECODED_MAX = 4096
 
 
 def _decode(value: Any) -> tuple[bytes, KeyState, OrgState | None] | None:
-    """(generation, key, org) of an entry; None for anything that is not one of ours."""
+    """(generation, key, org) of an entry; None for anything that is not one of ours.
+
+    Entries are immutable values, so each distinct one is unpickled once per process.
+    """
     if not isinstance(value, bytes):
         return None
+    found = _decoded.get(value)
+    if found is not None:
+        return found
     try:
-        _, generation, body = value.split(b"\n", 2)
+        _, generation, _, body = value.split(b"\n", 3)
         key, org = pickle.loads(body)  # noqa: S301 - our own entries in our own cache
     except Exception:  # anything else stored under the name is simply not an entry
         return None
     if not isinstance(key, KeyState) or not (org is None or isinstance(org, OrgState)):
         return None
-    return generation, key, org
+    if len(_decoded) >= _DECODED_MAX:
+        _decoded.clear()
+    decoded = _decoded[value] = (generation, key, org)
+    return decoded
 
 
 # --- loading from the database ----------------------------------------------------------
@@ -327,19 +414,80 @@ def resolve(digest: str) -> Resolved | None:
     try:
         entry, version, generation = store.lookup(digest)
     except redisconn.REDIS_ERRORS as exc:
-        redisconn.error_log.error(
-            "keycache", "Redis unreachable: verifying API keys against the database", exc
-        )
-        loaded = load_from_db(digest)
-        return None if loaded is None else Resolved(*loaded, from_cache=False)
+        return _resolve_from_db(digest, exc)
+    return _resolve_looked_up(store, digest, entry, version, generation)
 
+
+@dataclass(frozen=True)
+class Counted:
+    """What the verification-and-count script decided about the request (ADR 0064)."""
+
+    verdict: int
+    minute_used: int
+
+
+def resolve_and_count(
+    digest: str, *, now: float, request_args: list[object]
+) -> tuple[Resolved | None, Counted | None, BaseException | None]:
+    """`resolve`, and on a warm, current entry of an acceptable key also the rate-limit
+    check-and-count of the request, in the same single round trip.
+
+    Returns (resolved, counted, redis_error). `counted` is None when the request was not
+    counted (local memory, a cold or stale entry, a refused key, Redis unreachable): the
+    caller then counts it on the two-step path. `request_args` are
+    `ratelimit.request_args` for the request at `now`.
+    """
+    store = _store()
+    if not isinstance(store, _RedisStore):
+        return resolve(digest), None, None
+    second = int(now)
+    try:
+        reply = _script(store.conn, _LOOKUP_COUNT_LUA)(
+            keys=[cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))],
+            args=[
+                cache.make_key(_org_generation_name_prefix()),
+                redisconn.rkey(""),
+                second,
+                second // ratelimit.MINUTE_WINDOW,
+                ratelimit.month_label(now),
+                second // 3600 * 3600,
+                *request_args,
+            ],
+        )
+    except redisconn.REDIS_ERRORS as exc:
+        return _resolve_from_db(digest, exc), None, exc
+    entry, version, generation = reply[0], reply[1], reply[2]
+    if len(reply) > 3:
+        decoded = _decode(entry)
+        if decoded is not None and decoded[1].digest == digest:
+            _, key, org = decoded
+            resolved = Resolved(key=key, org=org, from_cache=True, entry=entry)
+            return resolved, Counted(int(reply[3]), int(reply[4])), None
+    return _resolve_looked_up(store, digest, entry, version, generation), None, None
+
+
+def _resolve_from_db(digest: str, exc: BaseException) -> Resolved | None:
+    redisconn.error_log.error(
+        "keycache", "Redis unreachable: verifying API keys against the database", exc
+    )
+    loaded = load_from_db(digest)
+    return None if loaded is None else Resolved(*loaded, from_cache=False)
+
+
+def _resolve_looked_up(
+    store: _RedisStore | _LocalStore,
+    digest: str,
+    entry: Any,
+    version: bytes | None,
+    generation: bytes | None,
+) -> Resolved | None:
     decoded = _decode(entry)
     if decoded is not None and decoded[1].digest == digest:
         embedded, key, org = decoded
         if key.org_pk is None:
-            return Resolved(key=key, org=None, from_cache=True)
+            return Resolved(key=key, org=None, from_cache=True, entry=entry)
         if org is not None and embedded == (generation or b""):
-            return Resolved(key=key, org=org, from_cache=True)
+            return Resolved(key=key, org=org, from_cache=True, entry=entry)
         # The key part is current (an invalidation would have deleted the entry); the
         # org part is missing or stale. The generation was read by the lookup, before
         # this query, so the org written back is never newer than its mark.

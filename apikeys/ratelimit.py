@@ -24,8 +24,9 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from django.core.cache import cache
 
@@ -41,65 +42,115 @@ MINUTE_WINDOW = 60
 # Verdicts returned by the script.
 _ADMIT, _BURST, _MINUTE, _QUOTA = 0, 1, 2, 3
 
-_GUARD_LUA = """
-local bl = tonumber(ARGV[1])
-local ml = tonumber(ARGV[2])
-local ql = tonumber(ARGV[3])
-local b, m, q = 0, 0, 0
-if bl > 0 then b = tonumber(redis.call('GET', KEYS[1]) or '0') end
-if ml > 0 then m = tonumber(redis.call('GET', KEYS[2]) or '0') end
-if ql > 0 then q = tonumber(redis.call('GET', KEYS[3]) or '0') end
-local verdict = 0
-local counting = ARGV[12] == '1'
-if not counting then
-elseif ql > 0 and q >= ql then verdict = 3
-elseif ml > 0 and m >= ml then verdict = 2
-elseif bl > 0 and b >= bl then verdict = 1 end
-if verdict == 0 and counting then
-  if bl > 0 then
-    b = redis.call('INCR', KEYS[1])
-    if b == 1 then redis.call('EXPIRE', KEYS[1], 2) end
-  end
-  if ml > 0 then
-    m = redis.call('INCR', KEYS[2])
-    if m == 1 then redis.call('EXPIRE', KEYS[2], 120) end
-  end
-  if ql > 0 then
-    q = redis.call('INCR', KEYS[3])
-    if q == 1 then redis.call('EXPIREAT', KEYS[3], tonumber(ARGV[4])) end
-  end
-end
-if ARGV[5] == '1' then
-  local h = KEYS[4]
-  redis.call('HINCRBY', h, 'n', 1)
-  local cls = ARGV[9]
-  if verdict ~= 0 then cls = 'c4' end
-  if cls ~= '' then redis.call('HINCRBY', h, cls, 1) end
-  redis.call('HSET', h, 'at', ARGV[6], 'ip', ARGV[7])
-  if ARGV[8] ~= '' then
-    local f = 'v:' .. ARGV[8]
-    if redis.call('HEXISTS', h, f) == 0 then
-      if tonumber(redis.call('HGET', h, 'nv') or '0') < tonumber(ARGV[11]) then
-        redis.call('HSET', h, f, '1')
-        redis.call('HINCRBY', h, 'nv', 1)
+# The check-and-count of one request, as a Lua function shared by the guard script below
+# and the verification-and-count script of `apikeys.keycache` (ADR 0064). `o` is the index
+# in ARGV of the request's common arguments (`request_args`): month-counter expiry, time,
+# IP, client version, usage-hash TTL, version cap, recent body, provisional status, recent
+# cap, recent TTL.
+GUARD_LUA_FUNCTION = """
+local function lk_guard(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
+  local b, m, q = 0, 0, 0
+  if bl > 0 then b = tonumber(redis.call('GET', kb) or '0') end
+  if ml > 0 then m = tonumber(redis.call('GET', km) or '0') end
+  if ql > 0 then q = tonumber(redis.call('GET', kq) or '0') end
+  local verdict = 0
+  if counting then
+    if ql > 0 and q >= ql then verdict = 3
+    elseif ml > 0 and m >= ml then verdict = 2
+    elseif bl > 0 and b >= bl then verdict = 1 end
+    if verdict == 0 then
+      if bl > 0 then
+        b = redis.call('INCR', kb)
+        if b == 1 then redis.call('EXPIRE', kb, 2) end
+      end
+      if ml > 0 then
+        m = redis.call('INCR', km)
+        if m == 1 then redis.call('EXPIRE', km, 120) end
+      end
+      if ql > 0 then
+        q = redis.call('INCR', kq)
+        if q == 1 then redis.call('EXPIREAT', kq, tonumber(ARGV[o])) end
       end
     end
   end
-  redis.call('EXPIRE', h, tonumber(ARGV[10]))
-  redis.call('SADD', KEYS[5], h)
+  redis.call('HINCRBY', kh, 'n', 1)
+  if verdict ~= 0 then cls = 'c4' end
+  if cls ~= '' then redis.call('HINCRBY', kh, cls, 1) end
+  redis.call('HSET', kh, 'at', ARGV[o + 1], 'ip', ARGV[o + 2])
+  local ver = ARGV[o + 3]
+  if ver ~= '' then
+    local f = 'v:' .. ver
+    if redis.call('HEXISTS', kh, f) == 0 then
+      if tonumber(redis.call('HGET', kh, 'nv') or '0') < tonumber(ARGV[o + 5]) then
+        redis.call('HSET', kh, f, '1')
+        redis.call('HINCRBY', kh, 'nv', 1)
+      end
+    end
+  end
+  redis.call('EXPIRE', kh, tonumber(ARGV[o + 4]))
+  redis.call('SADD', kp, kh)
+  local body = ARGV[o + 6]
+  if body ~= '' then
+    local st = ARGV[o + 7]
+    if verdict ~= 0 then st = '429' end
+    redis.call('LPUSH', kr, st .. ' ' .. body)
+    redis.call('LTRIM', kr, 0, tonumber(ARGV[o + 8]) - 1)
+    redis.call('EXPIRE', kr, tonumber(ARGV[o + 9]))
+  end
+  return {verdict, b, m, q}
 end
-if ARGV[13] ~= '' then
-  local st = ARGV[14]
-  if verdict ~= 0 then st = '429' end
-  redis.call('LPUSH', KEYS[6], st .. ' ' .. ARGV[13])
-  redis.call('LTRIM', KEYS[6], 0, tonumber(ARGV[15]) - 1)
-  redis.call('EXPIRE', KEYS[6], tonumber(ARGV[16]))
+"""
+
+# KEYS: burst, minute, month counters, usage hash, pending set, recent list.
+# ARGV: burst, minute, month limits, counting ('1'/'0'), status class, request args.
+_GUARD_LUA = (
+    GUARD_LUA_FUNCTION
+    + """
+return lk_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+  tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5], 6)
+"""
+)
+
+# A request counted by the verification-and-count script and then refused before the
+# limiter (scope, key kind, `X-Org-Id`, client headers): give back what it took from each
+# window (only windows still alive: an expired window has nothing to give back), add its
+# status class, and correct its recent-request element.
+# KEYS: burst, minute, month counters, usage hash, pending set, recent list.
+# ARGV: refund ('1'/'0'), burst, minute, month limits, status class, usage TTL, old, new.
+_REFUND_LUA = """
+local b, m = 0, 0
+if ARGV[1] == '1' then
+  if tonumber(ARGV[2]) > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+    b = redis.call('DECR', KEYS[1])
+  end
+  if tonumber(ARGV[3]) > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
+    m = redis.call('DECR', KEYS[2])
+  end
+  if tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('DECR', KEYS[3])
+  end
+elseif tonumber(ARGV[3]) > 0 then
+  m = tonumber(redis.call('GET', KEYS[2]) or '0')
 end
-return {verdict, b, m, q}
+if ARGV[5] ~= '' then
+  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
+  redis.call('SADD', KEYS[5], KEYS[4])
+end
+if ARGV[7] ~= '' then
+  local items = redis.call('LRANGE', KEYS[6], 0, -1)
+  for i, v in ipairs(items) do
+    if v == ARGV[7] then
+      redis.call('LSET', KEYS[6], i - 1, ARGV[8])
+      break
+    end
+  end
+end
+return m
 """
 
 _script_lock = threading.Lock()
-_scripts: dict[int, object] = {}
+_scripts: dict[tuple[int, str], Any] = {}
 # The local-memory twin: one lock makes check-and-increment atomic within the process.
 _local_lock = threading.Lock()
 
@@ -178,13 +229,30 @@ def clock() -> float:
 
 def next_month_start(now: float) -> int:
     """UTC epoch seconds of the 1st of the month after `now`, 00:00 UTC."""
-    moment = datetime.fromtimestamp(now, tz=UTC)
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
+    return _month(now)[1]
 
 
 def month_label(now: float) -> str:
-    return datetime.fromtimestamp(now, tz=UTC).strftime("%Y%m")
+    return _month(now)[0]
+
+
+_months: dict[int, tuple[str, int]] = {}
+
+
+def _month(now: float) -> tuple[str, int]:
+    """(`YYYYMM`, start of next month) of `now`; computed once per hour of time."""
+    hour = int(now) // 3600
+    found = _months.get(hour)
+    if found is None:
+        moment = datetime.fromtimestamp(hour * 3600, tz=UTC)
+        year, month = (
+            (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+        )
+        start = int(datetime(year, month, 1, tzinfo=UTC).timestamp())
+        if len(_months) > 64:
+            _months.clear()
+        found = _months[hour] = (moment.strftime("%Y%m"), start)
+    return found
 
 
 def _counter_keys(key_pk: int, org_pk: int | None, now: float) -> tuple[str, str, str]:
@@ -231,13 +299,19 @@ def _result(
     )
 
 
-def _script(conn: object) -> object:
-    with _script_lock:
-        script = _scripts.get(id(conn))
-        if script is None:
-            script = conn.register_script(_GUARD_LUA)  # type: ignore[attr-defined]
-            _scripts[id(conn)] = script
-        return script
+def _script(conn: Any, source: str = _GUARD_LUA) -> Any:
+    key = (id(conn), source)
+    script = _scripts.get(key)
+    if script is None:
+        with _script_lock:
+            script = _scripts.get(key)
+            if script is None:
+                script = _scripts[key] = conn.register_script(source)
+    return script
+
+
+def _refund_script(conn: Any) -> Any:
+    return _script(conn, _REFUND_LUA)
 
 
 UNLIMITED = Limits(per_minute=0, burst=0, monthly=0)
@@ -276,14 +350,13 @@ def guard(
         )
     burst_key, minute_key, month_key = _counter_keys(key_pk, org_pk, now)
     quota = effective.monthly if org_pk is not None else 0
-    hour = usage.hour_start(now)
     try:
         verdict, _b, minute_used, _q = _script(conn)(  # type: ignore[operator]
             keys=[
                 burst_key,
                 minute_key,
                 month_key,
-                usage.redis_hash_key(key_pk, org_pk, hour),
+                usage.redis_hash_key(key_pk, org_pk, usage.hour_start(now)),
                 usage.redis_pending_key(),
                 usage.recent_redis_key(key_pk),
             ],
@@ -291,31 +364,112 @@ def guard(
                 effective.burst,
                 effective.per_minute,
                 quota,
-                next_month_start(now) + 86400,
-                "1",
-                repr(now),
-                meta.ip or "",
-                usage.clean_version(meta.client_version),
-                status_class,
-                usage.REDIS_HASH_TTL,
-                usage.MAX_VERSIONS,
                 "1" if count_limits else "0",
-                body,
-                pushed,
-                usage.RECENT_MAX,
-                usage.RECENT_TTL,
+                status_class,
+                *request_args(now, meta, body, pushed),
             ],
         )
     except redisconn.REDIS_ERRORS as exc:
-        redisconn.error_log.error(
-            "ratelimit", "Redis unreachable: rate limits fail open, usage not counted", exc
-        )
+        log_fail_open(exc)
         return _result(_ADMIT, effective, 0, now, degraded=True)
-    verdict = int(verdict)
+    return counted_result(key_pk, effective, now, int(verdict), int(minute_used), body, pushed)
+
+
+def degraded_result(limits: Limits, now: float) -> LimitResult:
+    """Redis unreachable: admitted without counting, the limits reported unused."""
+    return _result(_ADMIT, limits, 0, now, degraded=True)
+
+
+def log_fail_open(exc: BaseException) -> None:
+    redisconn.error_log.error(
+        "ratelimit", "Redis unreachable: rate limits fail open, usage not counted", exc
+    )
+
+
+def request_args(now: float, meta: UsageMeta, body: str, pushed: int) -> list[object]:
+    """The request's common arguments of `GUARD_LUA_FUNCTION` (its `o` .. `o + 9`)."""
+    return [
+        _month(now)[1] + 86400,
+        repr(now),
+        meta.ip or "",
+        usage.clean_version(meta.client_version),
+        usage.REDIS_HASH_TTL,
+        usage.MAX_VERSIONS,
+        body,
+        pushed,
+        usage.RECENT_MAX,
+        usage.RECENT_TTL,
+    ]
+
+
+def counted_result(
+    key_pk: int,
+    limits: Limits,
+    now: float,
+    verdict: int,
+    minute_used: int,
+    body: str,
+    pushed: int,
+) -> LimitResult:
+    """The result of a request the script checked and counted (see `GUARD_LUA_FUNCTION`)."""
     recent = None
     if body:
         recent = usage.RecentMark(key_pk, 429 if verdict != _ADMIT else pushed, body)
-    return _result(verdict, effective, int(minute_used), now, recent=recent)
+    return _result(verdict, limits, minute_used, now, recent=recent)
+
+
+def refund(
+    *,
+    key_pk: int,
+    org_pk: int | None,
+    result: LimitResult,
+    now: float,
+    status: int,
+) -> LimitResult:
+    """Undo the counting of a request the verification-and-count script admitted and the
+    pipeline then refused before the limiter (ADR 0064); returns the result its headers
+    report. A request the script refused (429) took nothing from any window, so only its
+    usage and recent element are brought up to date.
+
+    One round trip, on the refusal path only. A window that has meanwhile ended (its
+    counter expired) has nothing to give back.
+    """
+    refunding = result.allowed and not result.degraded
+    status_class = usage.status_class(status) if result.allowed else ""
+    conn = redisconn.client()
+    if conn is None or result.degraded:
+        return result
+    quota = result.monthly if org_pk is not None else 0
+    recent = result.recent
+    old = new = ""
+    if recent is not None and status != recent.status:
+        old, new = f"{recent.status} {recent.body}", f"{status} {recent.body}"
+    burst_key, minute_key, month_key = _counter_keys(key_pk, org_pk, now)
+    try:
+        minute_used = _refund_script(conn)(
+            keys=[
+                burst_key,
+                minute_key,
+                month_key,
+                usage.redis_hash_key(key_pk, org_pk, usage.hour_start(now)),
+                usage.redis_pending_key(),
+                usage.recent_redis_key(key_pk),
+            ],
+            args=[
+                "1" if refunding else "0",
+                result.burst,
+                result.per_minute,
+                quota,
+                status_class,
+                usage.REDIS_HASH_TTL,
+                old,
+                new,
+            ],
+        )
+    except redisconn.REDIS_ERRORS as exc:
+        redisconn.error_log.error("ratelimit", "Redis unreachable: refund not made", exc)
+        return result
+    return replace(result, minute_used=max(0, int(minute_used)))
 
 
 def _guard_local(

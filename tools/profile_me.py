@@ -1,0 +1,225 @@
+"""In-process cost of `GET /api/v1/ping` and a fully guarded `GET /api/v1/me`.
+
+No HTTP server and no load generator: the WSGI application is called in a loop with a
+prepared environ, so the figures are the Python cost of one request (middleware, DRF, the
+guards) plus the Redis round trips of `me`. It starts its own redis-server on a free
+loopback port and uses a throwaway SQLite file, so it touches nothing else.
+
+    .venv/bin/python tools/profile_me.py                 # timings (median of rounds)
+    .venv/bin/python tools/profile_me.py --profile me    # cProfile of `me`, top 40
+    .venv/bin/python tools/profile_me.py --count-redis   # Redis commands per `me`
+
+The benchmark org has custom limits of 10^9 per minute, burst and month: every window is
+checked and counted as for a limited org (0 would mean "unlimited", which skips them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HIGH = 10**9
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    process = subprocess.Popen(  # noqa: S603 - Debian's redis-server on loopback
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    process.terminate()
+    raise RuntimeError("redis-server did not start")
+
+
+def setup_django(workdir: Path, redis_url: str) -> None:
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "False",
+            "SECRET_KEY": secrets.token_urlsafe(40),
+            "API_KEY_PEPPER": secrets.token_urlsafe(40),
+            "REDIS_URL": redis_url,
+            "DATABASE_URL": f"sqlite:///{workdir / 'profile.sqlite3'}",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "LATCHKEY_USAGE_FLUSH_SECONDS": "0",
+        }
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def make_key() -> str:
+    from accounts.models import User
+    from apikeys.services import apikey_create
+    from orgs.services import org_create
+    from platform_admin.services import org_set_limits
+
+    owner = User.objects.create_user("profile-owner@example.test")
+    org = org_create(name="Profile", slug="profile", owner=owner)
+    org_set_limits(org=org, per_minute=HIGH, burst=HIGH, monthly=HIGH, as_system=True)
+    _, secret = apikey_create(org=org, name="profile", environment="test", scopes=[])
+    return str(secret)
+
+
+def environ_for(path: str, key: str | None) -> dict[str, Any]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8100",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8100",
+        "HTTP_USER_AGENT": "profile",
+        "wsgi.url_scheme": "http",
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
+    if key:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return environ
+
+
+def call(app: Any, template: dict[str, Any]) -> tuple[str, bytes]:
+    environ = dict(template)
+    environ["wsgi.input"] = io.BytesIO(b"")
+    environ["wsgi.errors"] = sys.stderr
+    status: list[str] = []
+
+    def start_response(s: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        status.append(s)
+
+    body = b"".join(app(environ, start_response))
+    return status[0], body
+
+
+def per_request_us(app: Any, template: dict[str, Any], count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        call(app, template)
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", choices=["ping", "me"])
+    parser.add_argument("--count-redis", action="store_true")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="latchkey-profile-"))
+    redis_process, redis_url = start_redis(workdir)
+    try:
+        setup_django(workdir, redis_url)
+        key = make_key()
+        from django.core.wsgi import get_wsgi_application
+
+        app = get_wsgi_application()
+        ping, me = environ_for("/api/v1/ping", None), environ_for("/api/v1/me", key)
+        for template in (ping, me, me, me):
+            status, body = call(app, template)
+            if not status.startswith("200"):
+                raise SystemExit(f"{template['PATH_INFO']}: {status} {body[:300]!r}")
+        for _ in range(200):
+            call(app, ping)
+            call(app, me)
+
+        if args.count_redis:
+            from apikeys import redisconn
+
+            conn = redisconn.client()
+            pool = conn.connection_pool
+            seen: list[str] = []
+            original = pool.get_connection
+
+            def counting(*a: Any, **kw: Any) -> Any:
+                connection = original(*a, **kw)
+                if getattr(connection, "_profile_counted", False):
+                    return connection
+                connection._profile_counted = True
+                send = connection.send_packed_command
+
+                def wrapped(command: Any, *x: Any, **y: Any) -> Any:
+                    parts = command if isinstance(command, list) else [command]
+                    seen.append(b"".join(parts)[:60].decode("latin-1", "replace"))
+                    return send(command, *x, **y)
+
+                connection.send_packed_command = wrapped
+                return connection
+
+            pool.get_connection = counting
+            call(app, me)
+            pool.get_connection = original
+            print(f"Redis round trips for one warm `me`: {len(seen)}")
+            for line in seen:
+                print("  ", line.replace("\r\n", " "))
+            return
+
+        if args.profile:
+            import cProfile
+            import pstats
+
+            template = me if args.profile == "me" else ping
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(args.count):
+                call(app, template)
+            profiler.disable()
+            stats = pstats.Stats(profiler)
+            stats.sort_stats("cumulative").print_stats(45)
+            stats.sort_stats("tottime").print_stats(30)
+            return
+
+        results: dict[str, list[float]] = {"ping": [], "me": []}
+        for _ in range(args.rounds):
+            results["ping"].append(per_request_us(app, ping, args.count))
+            results["me"].append(per_request_us(app, me, args.count))
+        # The best round is the least disturbed by whatever else the machine runs.
+        ping_us, me_us = min(results["ping"]), min(results["me"])
+        print(f"ping {ping_us:7.0f} us/request   (rounds: {[round(x) for x in results['ping']]})")
+        print(f"me   {me_us:7.0f} us/request   (rounds: {[round(x) for x in results['me']]})")
+        print(f"in-process ratio me/ping (throughput, best rounds) {ping_us / me_us:.3f}")
+        print(f"guard cost (me - ping) {me_us - ping_us:7.0f} us")
+    finally:
+        redis_process.terminate()
+        redis_process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
