@@ -7,6 +7,7 @@ from base64 import b32encode
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
 import segno
 from django.conf import settings
@@ -34,6 +35,8 @@ from accounts.navigation import safe_next_url
 from config.net import client_ip
 
 View = Callable[..., HttpResponse]
+
+SECOND_FACTOR_URL = "/login/2fa/"
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -104,11 +107,34 @@ def _is_verified(request: HttpRequest) -> bool:
 
 
 def recent_sign_in_required(*, as_json: bool = False) -> Callable[[View], View]:
-    """Factor changes need a sign-in within the last 10 minutes; else sign in again."""
+    """Factor changes need a session that passed the user's second factor (if they have
+    one) and a sign-in within the last 10 minutes; else verify or sign in again first.
+
+    An unverified session of a user with a factor is sent to `/login/2fa/` (a step-up also
+    refreshes the sign-in time), so a magic link alone can never add, remove or replace a
+    factor (ADR 0015).
+    """
 
     def decorator(view: View) -> View:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if not _is_verified(request) and selectors.user_has_second_factor(
+                user=_current_user(request)
+            ):
+                url = SECOND_FACTOR_URL + "?" + urlencode({"next": "/account/security/"})
+                if as_json:
+                    return _json_error(
+                        403,
+                        "second_factor_required",
+                        "Confirm your second factor before changing your sign-in methods.",
+                        redirect=url,
+                    )
+                messages.info(
+                    request,
+                    "For your security, confirm your second factor before changing your "
+                    "sign-in methods.",
+                )
+                return redirect(url)
             if signin.recently_signed_in(request):
                 return view(request, *args, **kwargs)
             url = signin.reauth_url(request, "/account/security/")
@@ -131,14 +157,25 @@ def recent_sign_in_required(*, as_json: bool = False) -> Callable[[View], View]:
     return decorator
 
 
-def _keep_session_verified(request: HttpRequest) -> None:
-    """After a factor is removed, a session it verified stays verified by another factor
-    of the same user (the removal itself needed a recent full sign-in), else it is not."""
+def _verifying_device_id(request: HttpRequest) -> str | None:
+    """The persistent id of the device that verified this session, if it is verified."""
+    if not _is_verified(request):
+        return None
     persistent_id = request.session.get(DEVICE_ID_SESSION_KEY)
-    if persistent_id and Device.from_persistent_id(persistent_id) is not None:
+    return persistent_id if isinstance(persistent_id, str) else None
+
+
+def _keep_session_verified(request: HttpRequest, *, verified_by: str | None) -> None:
+    """After a factor is removed: a session verified by the removed device stays verified
+    by another factor of the same user (it proved a factor, and the removal needed a recent
+    sign-in); a session verified by another device keeps it; an unverified one stays so."""
+    if verified_by is None:
+        return
+    if Device.from_persistent_id(verified_by) is not None:
         return
     request.session.pop(DEVICE_ID_SESSION_KEY, None)
     user = _current_user(request)
+    user.otp_device = None  # type: ignore[attr-defined]
     for model in (PasskeyDevice, TOTPDevice, RecoveryCodeDevice):
         device = model.objects.filter(user=user, confirmed=True).first()
         if device is not None:
@@ -146,8 +183,10 @@ def _keep_session_verified(request: HttpRequest) -> None:
             return
 
 
-def _mark_verified_by_new_factor(request: HttpRequest, device: Device) -> None:
-    if not _is_verified(request):
+def _mark_verified_by_new_factor(request: HttpRequest, device: Device, *, had_factor: bool) -> None:
+    """A user's first factor verifies the session that enrolled it; a further factor
+    never does (the session must already have passed one of the existing factors)."""
+    if not had_factor and not _is_verified(request):
         otp_login(request, device)
 
 
@@ -476,11 +515,12 @@ def totp_setup_view(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         status = 400
         if form.is_valid():
+            had_factor = selectors.user_has_second_factor(user=user)
             outcome = services.totp_enrolment_confirm(
                 user=user, token=form.cleaned_data["otp_token"], request=request
             )
             if outcome.device is not None:
-                _mark_verified_by_new_factor(request, outcome.device)
+                _mark_verified_by_new_factor(request, outcome.device, had_factor=had_factor)
                 if outcome.recovery_codes:
                     return _recovery_codes_page(request, outcome.recovery_codes, first=True)
                 messages.success(request, "Your authenticator app is set up.")
@@ -498,12 +538,13 @@ def totp_setup_view(request: HttpRequest) -> HttpResponse:
 @require_POST
 @recent_sign_in_required()
 def totp_disable_view(request: HttpRequest) -> HttpResponse:
+    verified_by = _verifying_device_id(request)
     try:
         services.totp_disable(user=_current_user(request), request=request)
     except services.AccountError as exc:
         messages.error(request, exc.message)
         return redirect("account-security")
-    _keep_session_verified(request)
+    _keep_session_verified(request, verified_by=verified_by)
     messages.success(request, "The authenticator app was removed.")
     return redirect("account-security")
 
@@ -547,9 +588,11 @@ def passkey_register(request: HttpRequest) -> HttpResponse:
     if name is not None and not isinstance(name, str):
         return _json_error(400, "validation_error", "The name must be text.", param="name")
     challenge_id = request.session.pop(signin.challenge_key(ChallengePurpose.REGISTER), "")
+    user = _current_user(request)
+    had_factor = selectors.user_has_second_factor(user=user)
     try:
         result = services.passkey_register(
-            user=_current_user(request),
+            user=user,
             challenge_id=str(challenge_id),
             name=name or "",
             credential=body.get("credential"),
@@ -557,7 +600,7 @@ def passkey_register(request: HttpRequest) -> HttpResponse:
         )
     except services.PasskeyError as exc:
         return _json_error(400, exc.code, exc.message)
-    _mark_verified_by_new_factor(request, result.device)
+    _mark_verified_by_new_factor(request, result.device, had_factor=had_factor)
     if not result.recovery_codes:
         messages.success(request, f"Passkey “{result.device.name}” added.")
     return _no_store(
@@ -576,11 +619,12 @@ def passkey_register(request: HttpRequest) -> HttpResponse:
 @require_POST
 @recent_sign_in_required()
 def passkey_delete_view(request: HttpRequest, public_id: str) -> HttpResponse:
+    verified_by = _verifying_device_id(request)
     try:
         services.passkey_delete(user=_current_user(request), public_id=public_id, request=request)
     except services.AccountError as exc:
         messages.error(request, exc.message)
         return redirect("account-security")
-    _keep_session_verified(request)
+    _keep_session_verified(request, verified_by=verified_by)
     messages.success(request, "The passkey was removed.")
     return redirect("account-security")

@@ -94,16 +94,27 @@ def _new_challenge(*, purpose: str, user: User | None) -> WebAuthnChallenge:
 
 
 @transaction.atomic
-def _challenge_take(*, challenge_id: str, purpose: str, user: User | None) -> bytes:
-    """Remove the challenge (single use, even when verification then fails) and return it."""
+def _challenge_consume(*, challenge_id: str, purpose: str) -> WebAuthnChallenge | None:
+    """Delete the challenge row and return it; committed on its own, before any check."""
     row = (
         WebAuthnChallenge.objects.select_for_update()
         .filter(public_id=challenge_id, purpose=purpose)
         .first()
     )
+    if row is not None:
+        row.delete()
+    return row
+
+
+def _challenge_take(*, challenge_id: str, purpose: str, user: User | None) -> bytes:
+    """Use up the challenge (single use, even when it is then refused) and return it.
+
+    The delete commits before any refusal is raised: raising inside the same atomic block
+    would roll the delete back and leave an expired or wrong-user challenge usable.
+    """
+    row = _challenge_consume(challenge_id=challenge_id, purpose=purpose)
     if row is None:
         raise PasskeyError("challenge_invalid", "This passkey request has expired. Try again.")
-    row.delete()
     if row.expires_at <= timezone.now():
         raise PasskeyError("challenge_expired", "This passkey request has expired. Try again.")
     if user is not None and row.user_id != user.pk:

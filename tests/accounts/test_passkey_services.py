@@ -349,3 +349,39 @@ def test_a_passkey_verifies_the_session_like_any_django_otp_device(
     loaded = Device.from_persistent_id(device.persistent_id)
     assert loaded == device
     assert device.verify_token("123456") is False
+
+
+def test_an_expired_challenge_is_used_up_when_refused(user: User, soft: SoftAuthenticator) -> None:
+    register(user, soft)
+    options, challenge = services.passkey_authentication_options(purpose=ChallengePurpose.SIGN_IN)
+    WebAuthnChallenge.objects.filter(pk=challenge.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with pytest.raises(PasskeyError) as excinfo:
+        services.passkey_authenticate(
+            challenge_id=challenge.public_id,
+            credential=soft.assert_(options),
+            purpose=ChallengePurpose.SIGN_IN,
+        )
+    assert excinfo.value.code == "challenge_expired"
+    assert not WebAuthnChallenge.objects.filter(pk=challenge.pk).exists()
+
+
+def test_another_users_challenge_is_used_up_when_refused(
+    user: User, soft: SoftAuthenticator
+) -> None:
+    register(user, soft)
+    other = User.objects.create_user("mallory@example.com")
+    register(other, SoftAuthenticator(origin=soft.origin))
+    options, challenge = services.passkey_authentication_options(
+        purpose=ChallengePurpose.SECOND_FACTOR, user=other
+    )
+    with pytest.raises(PasskeyError) as excinfo:
+        services.passkey_authenticate(
+            challenge_id=challenge.public_id,
+            credential=soft.assert_(options),
+            purpose=ChallengePurpose.SECOND_FACTOR,
+            user=user,
+        )
+    assert excinfo.value.code == "challenge_invalid"
+    assert not WebAuthnChallenge.objects.filter(pk=challenge.pk).exists()

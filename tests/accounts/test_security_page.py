@@ -210,7 +210,10 @@ def test_a_user_cannot_remove_another_users_passkey(
 
 
 def test_regenerating_recovery_codes_shows_a_new_set_once(signed_in: Client, user: User) -> None:
-    confirmed_totp(user)
+    totp = confirmed_totp(user)
+    session = signed_in.session
+    session[DEVICE_ID_SESSION_KEY] = totp.persistent_id
+    session.save()
     first = CODE.findall(signed_in.post("/account/recovery-codes/regenerate/").content.decode())
     second_page = signed_in.post("/account/recovery-codes/regenerate/")
     second = CODE.findall(second_page.content.decode())
