@@ -226,11 +226,15 @@ class ApiKeyDetailView(OrgView):
             window,
         )
         versions_window = usage_window("30d", now=now)
+        recent = recent_requests(org=self.org, key=key, limit=RECENT_LIMIT)
         context.update(
             {
                 "window": window,
                 "ranges": _ranges(window),
                 "chart": chart,
+                # Folded figures decide (the recent list may hold what the next fold
+                # brings); a key never used shows only the empty state.
+                "key_used": key.last_used_at is not None or not chart.empty,
                 "empty_message": (
                     "No requests yet" if key.last_used_at is None else _quiet_message(window)
                 ),
@@ -239,8 +243,7 @@ class ApiKeyDetailView(OrgView):
                 ),
                 "recent_limit": RECENT_LIMIT,
                 "recent_requests": [
-                    {**entry, "badge": _status_badge(entry["status"])}
-                    for entry in recent_requests(org=self.org, key=key, limit=RECENT_LIMIT)
+                    {**entry, "badge": _status_badge(entry["status"])} for entry in recent
                 ],
                 "key": key,
                 "row": row,

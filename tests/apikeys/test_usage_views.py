@@ -311,7 +311,21 @@ def test_an_unused_key_says_no_requests_yet_without_a_chart(
     html = member_client.get(f"/o/{org.slug}/api-keys/{key.public_id}/").content.decode()
     assert "No requests yet" in html
     assert "<svg" not in html and bars(html) == []
-    assert 'id="no-recent-requests"' in html
+    assert "once the key is used" in html
+    assert 'class="recent-requests"' not in html and 'id="key-client-versions"' not in html
+
+
+def test_a_key_quiet_in_the_window_says_so_and_keeps_its_sections(
+    clock: FrozenClock, member_client: Client, org: Organization
+) -> None:
+    key, _ = make_key(org)
+    seed(key, NOW - 3 * DAY, c2=2, versions=["sdk-9"])
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=NOW - 3 * DAY)
+    html = member_client.get(f"/o/{org.slug}/api-keys/{key.public_id}/").content.decode()
+    assert "No requests in the last 24 hours" in html and "<svg" not in html
+    assert "sdk-9" in html and 'id="no-recent-requests"' in html
+    thirty = member_client.get(f"/o/{org.slug}/api-keys/{key.public_id}/?range=30d")
+    assert len(bars(thirty.content.decode())) == 30
 
 
 def test_recent_requests_table(
@@ -319,6 +333,7 @@ def test_recent_requests_table(
 ) -> None:
     key, _ = make_key(org)
     other, _ = make_key(org, name="other")
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=NOW)
     push_recent(key, status=200, path="/api/v1/me", request_id="req_first", version="sdk-1")
     push_recent(
         key,
