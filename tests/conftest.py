@@ -13,12 +13,22 @@ from orgs.models import Membership, Organization, Role
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 
 
+def _reset_process_state() -> None:
+    from apikeys import usage
+
+    cache.clear()
+    # In-process usage counters and recent requests (the embedded default): SQLite reuses
+    # ids after a rollback, so leftovers would be credited to the next test's keys.
+    usage.discard_local()
+    usage.discard_recent_local()
+
+
 @pytest.fixture(autouse=True)
 def _clean_cache() -> Iterator[None]:
-    """Counters and throttles must not leak from one test into the next."""
-    cache.clear()
+    """Counters, throttles and caches must not leak from one test into the next."""
+    _reset_process_state()
     yield
-    cache.clear()
+    _reset_process_state()
 
 
 @pytest.fixture

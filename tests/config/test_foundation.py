@@ -150,6 +150,7 @@ def test_shell_hides_admin_only_links_from_members(
 ) -> None:
     member_html = member_client.get("/o/acme/").content.decode()
     assert 'href="/o/acme/api-keys/"' in member_html
+    assert 'href="/o/acme/usage/"' in member_html
     assert 'href="/o/acme/audit/"' not in member_html
     assert 'href="/o/acme/settings/"' not in member_html
     admin_html = admin_client_.get("/o/acme/").content.decode()
