@@ -6,12 +6,45 @@ from accounts.models import PasskeyDevice, RecoveryCodeDevice, User
 
 @admin.register(User)
 class UserAdmin(admin.ModelAdmin[User]):
+    """Names and emails are editable; roles and account status are not.
+
+    Platform roles change through `set_platform_role` and the platform console, which audit
+    the change and keep the last platform owner; accounts are created by signing in and
+    never deleted from here (ADR 0015).
+    """
+
     list_display = ("email", "full_name", "platform_role", "is_active", "date_joined")
     list_filter = ("platform_role", "is_active", "is_staff")
     search_fields = ("email", "full_name")
     ordering = ("email",)
-    exclude = ("password",)
-    readonly_fields = ("last_login", "date_joined")
+    fields = (
+        "email",
+        "full_name",
+        "platform_role",
+        "is_active",
+        "is_staff",
+        "is_superuser",
+        "groups",
+        "user_permissions",
+        "last_login",
+        "date_joined",
+    )
+    readonly_fields = (
+        "platform_role",
+        "is_active",
+        "is_staff",
+        "is_superuser",
+        "groups",
+        "user_permissions",
+        "last_login",
+        "date_joined",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(PasskeyDevice)

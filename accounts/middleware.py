@@ -2,8 +2,9 @@
 
 1. A sign-in waiting for its second factor reaches only the second-factor page, the
    sign-in pages, sign-out and static files.
-2. Platform staff reach `/platform/` only with a factor enrolled and verified in this
-   session: without a factor they are sent to enrol, with one to verify it.
+2. Platform staff reach `/platform/` and Django's admin (`/admin/`) only with a factor
+   enrolled and verified in this session: without a factor they are sent to enrol, with
+   one to verify it (the admin site itself also requires a verified platform owner).
 3. A member of an organisation that requires two-factor is sent to enrol (no factor) or to
    verify (a factor, unverified session) before any page but their account pages.
 
@@ -28,6 +29,8 @@ ENROL_URL = "/account/security/"
 
 _ALWAYS_OPEN = ("/api/", "/logout/", "/login/", "/healthz", "/favicon.ico")
 _PENDING_OPEN = ("/login/", "/logout/")
+# The platform console and Django's admin: staff need a factor verified this session.
+_STAFF_AREAS = ("/platform/", "/admin/")
 
 
 def _is_static(path: str) -> bool:
@@ -66,7 +69,7 @@ class SecondFactorMiddleware:
         if callable(is_verified) and is_verified():
             return None
 
-        if path.startswith("/platform/") and user.is_platform_staff:
+        if path.startswith(_STAFF_AREAS) and (user.is_platform_staff or user.is_staff):
             return self._send_to_factor(
                 request,
                 user,

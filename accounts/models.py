@@ -31,13 +31,13 @@ class UserManager(BaseUserManager["User"]):
         return self.get(email=normalize_email(email))
 
     def create_user(self, email: str, password: str | None = None, **extra: Any) -> User:
+        """A passwordless user. `password` is accepted for Django's signature (the
+        `createsuperuser` command passes one) and ignored: nobody signs in with a password,
+        so none is ever stored (ADR 0015)."""
         if not email:
             raise ValueError("An email is required.")
         user = self.model(email=normalize_email(email), **extra)
-        if password:
-            user.set_password(password)
-        else:
-            user.set_unusable_password()
+        user.set_unusable_password()
         user.save(using=self._db)
         return user
 

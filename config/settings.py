@@ -61,7 +61,7 @@ if not DEBUG and not env.bool("LATCHKEY_SKIP_PRODUCTION_CHECKS", default=False):
     _refuse_insecure()
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.apps.LatchkeyAdminConfig",  # django.contrib.admin, verified owners only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
