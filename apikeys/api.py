@@ -22,7 +22,7 @@ from apikeys.api_base import AnyKeyApiView, OrgApiView, PublicApiView
 from apikeys.errors import ApiError
 from apikeys.models import ApiKey, Environment
 from apikeys.scopes import missing_scopes
-from apikeys.selectors import apikey_get, apikey_list
+from apikeys.selectors import apikey_get, apikey_list, apikey_public_ids
 from apikeys.services import apikey_create, apikey_delete, apikey_revoke, apikey_rotate
 from orgs.models import Membership, Organization
 from orgs.selectors import audit_event_list, membership_get, membership_list
@@ -366,7 +366,12 @@ class AuditEventListApi(OrgApiView):
     )
     def get(self, request: Request) -> Response:
         filters = _valid(s.AuditEventFilterSerializer, request.query_params)
-        return self.paginate(audit_event_list(org=self.org, **filters), s.AuditEventSerializer)
+        events = audit_event_list(org=self.org, **filters)
+        if self.principal.environment == Environment.TEST:
+            # A test key knows nothing of live keys: not their events, not their names.
+            live = apikey_public_ids(org=self.org, environment=Environment.LIVE)
+            events = events.exclude(target_id__in=live).exclude(actor_id__in=live)
+        return self.paginate(events, s.AuditEventSerializer)
 
 
 # ---- helpers --------------------------------------------------------------------------------

@@ -297,6 +297,14 @@ def usage_key_pk(*, org: Organization, public_id: str) -> int | None:
     return usage.usage_key_pk(org=org, public_id=public_id)
 
 
+def apikey_public_ids(*, org: Organization, environment: str) -> QuerySet[ApiKey, str]:
+    """Public ids of every key of the org in `environment`, deleted ones included (their
+    usage and audit events outlive them)."""
+    return ApiKey.objects.filter(org=org, environment=environment).values_list(
+        "public_id", flat=True
+    )
+
+
 def usage_key_buckets(
     *,
     org: Organization,
@@ -304,12 +312,18 @@ def usage_key_buckets(
     until: datetime,
     granularity: str,
     key_pk: int | None = None,
+    environment: str | None = None,
 ) -> list[usage.UsageBucket]:
     """The org's usage per key and hour or day in [since, until), oldest first, with the
-    client versions and last use of each bucket (the shape of `GET /api/v1/usage`)."""
-    return usage.usage_series(
+    client versions and last use of each bucket (the shape of `GET /api/v1/usage`).
+    With `environment`, only keys of that environment are included."""
+    buckets = usage.usage_series(
         org=org, since=since, until=until, granularity=granularity, key_pk=key_pk
     )
+    if environment is not None:
+        allowed = set(apikey_public_ids(org=org, environment=environment))
+        buckets = [bucket for bucket in buckets if bucket.key_id in allowed]
+    return buckets
 
 
 def recent_requests(*, org: Organization, key: ApiKey, limit: int = 50) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from apikeys import selectors, usage
 from apikeys.api_base import OrgApiView
 from apikeys.errors import ApiError
+from apikeys.models import Environment
 from apikeys.serializers import (
     StrictCharField,
     StrictChoiceField,
@@ -122,10 +123,15 @@ class UsageApi(OrgApiView):
         filters = UsageFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         data = filters.validated_data
+        # A test key knows nothing of live keys, not even their usage (ADR 0043).
+        environment = Environment.TEST if self.principal.environment == Environment.TEST else None
         key_pk = None
         if data.get("key"):
             key_pk = selectors.usage_key_pk(org=self.org, public_id=data["key"])
-            if key_pk is None:
+            hidden = environment is not None and data["key"] not in set(
+                selectors.apikey_public_ids(org=self.org, environment=environment)
+            )
+            if key_pk is None or hidden:
                 raise ApiError("not_found", "No such API key.", param="key")
         buckets = selectors.usage_key_buckets(
             org=self.org,
@@ -133,6 +139,7 @@ class UsageApi(OrgApiView):
             until=data["until"],
             granularity=data["granularity"],
             key_pk=key_pk,
+            environment=environment,
         )
         summed = selectors.UsageTotals.of(buckets)
         totals = {
