@@ -506,6 +506,7 @@ def test_settings_changes_and_deletion_drop_the_orgs_cached_keys(
     services.org_update_settings(
         org=org, name="Acme 2", slug="acme-2", require_two_factor=False, actor=_m(owner, org)
     )
-    assert resolve_api_key(secret).org_slug == "acme-2"
+    principal = resolve_api_key(secret)
+    assert principal is not None and principal.org_slug == "acme-2"
     services.org_delete(org=org, actor=_m(owner, org), confirm_slug="acme-2")
     assert keycache.resolve(key_digest(secret)) is None
