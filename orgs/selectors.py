@@ -179,6 +179,16 @@ def invitation_get_by_token(*, token: str) -> Invitation | None:
     )
 
 
+def invitation_get_for_invitee(*, public_id: str, user: User) -> Invitation | None:
+    """The invitation `public_id` if it was sent to `user`'s email, else None: someone
+    else's invitation is indistinguishable from one that does not exist."""
+    return (
+        Invitation.objects.select_related("org", "invited_by")
+        .filter(public_id=public_id, email=user.email)
+        .first()
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # Audit events
 # ---------------------------------------------------------------------------------------

@@ -9,6 +9,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("orgs/new/", views.OrgCreateView.as_view(), name="org_create"),
     path("onboarding/", views.OrgCreateView.as_view(), name="onboarding"),
     path("orgs/switch/", views.OrgSwitchView.as_view(), name="org_switch"),
+    path(
+        "invitations/id/<str:invitation_id>/",
+        views.InvitationForInviteeView.as_view(),
+        name="invitation_for_invitee",
+    ),
     path("invitations/<str:token>/", views.InvitationView.as_view(), name="invitation"),
 ]
 

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
@@ -122,14 +123,18 @@ class InvitationView(View):
     def get(self, request: HttpRequest, token: str) -> HttpResponse:
         invitation = selectors.invitation_get_by_token(token=token)
         if invitation is None or not invitation.is_usable:
-            return self._invalid(request, invitation.status if invitation else None)
-        path = f"/invitations/{token}/"
+            return _invitation_invalid(request, invitation.status if invitation else None)
         context: dict[str, Any] = {
             "invitation": invitation,
             "role_label": Role(invitation.role).label,
         }
         if not request.user.is_authenticated:
-            context["login_url"] = "/login/?" + urlencode({"next": path, "email": invitation.email})
+            # After sign-in the invitee comes back by the invitation's id, not its token: the
+            # `next` URL is stored with the sign-in link, and tokens are only ever stored
+            # hashed. Proving the email (the sign-in itself) is what accepting requires.
+            context["login_url"] = "/login/?" + urlencode(
+                {"next": _invitee_path(invitation), "email": invitation.email}
+            )
             return render(request, "orgs/invitation_signin.html", context)
         user = _user(request)
         if user.email != invitation.email:
@@ -151,20 +156,59 @@ class InvitationView(View):
                     "role_label": Role(invitation.role).label if invitation else "",
                 }
                 return render(request, "orgs/invitation_not_yours.html", context, status=403)
-            return self._invalid(request, None)
+            return _invitation_invalid(request, None)
         messages.success(
             request,
             f"Welcome to {membership.org.name}. You joined as {Role(membership.role).label}.",
         )
         return redirect(f"/o/{membership.org.slug}/")
 
-    def _invalid(self, request: HttpRequest, status: str | None) -> HttpResponse:
-        return render(
-            request,
-            "orgs/invitation_invalid.html",
-            {"status": status, "statuses": InvitationStatus},
-            status=404,
+
+def _invitation_invalid(request: HttpRequest, status: str | None) -> HttpResponse:
+    return render(
+        request,
+        "orgs/invitation_invalid.html",
+        {"status": status, "statuses": InvitationStatus},
+        status=404,
+    )
+
+
+def _invitee_path(invitation: Any) -> str:
+    return f"/invitations/id/{invitation.public_id}/"
+
+
+class InvitationForInviteeView(LoginRequiredMixin, View):
+    """The invitation, by id, for the signed-in owner of its email (where sign-in from the
+    invitation page returns to). Anyone else gets the same 404 as for no invitation."""
+
+    def _invitation(self, request: HttpRequest, invitation_id: str) -> Any:
+        invitation = selectors.invitation_get_for_invitee(
+            public_id=invitation_id, user=_user(request)
         )
+        if invitation is None:
+            raise Http404("No such invitation.")
+        return invitation
+
+    def get(self, request: HttpRequest, invitation_id: str) -> HttpResponse:
+        invitation = self._invitation(request, invitation_id)
+        if not invitation.is_usable:
+            return _invitation_invalid(request, invitation.status)
+        context = {"invitation": invitation, "role_label": Role(invitation.role).label}
+        return render(request, "orgs/invitation_accept.html", context)
+
+    def post(self, request: HttpRequest, invitation_id: str) -> HttpResponse:
+        invitation = self._invitation(request, invitation_id)
+        try:
+            membership = services.invitation_accept(
+                invitation=invitation, user=_user(request), request=request
+            )
+        except services.InvitationError:
+            return _invitation_invalid(request, None)
+        messages.success(
+            request,
+            f"Welcome to {membership.org.name}. You joined as {Role(membership.role).label}.",
+        )
+        return redirect(f"/o/{membership.org.slug}/")
 
 
 # --- Overview ------------------------------------------------------------------------------

@@ -331,8 +331,36 @@ def test_anonymous_visitor_is_asked_to_sign_in_as_the_invited_email(invited: str
     assert response["Referrer-Policy"] == "strict-origin"
     assert "no-store" in response["Cache-Control"]
     html = response.content.decode()
-    assert f"/login/?next=%2Finvitations%2F{invited}%2F&amp;email=bob%40example.com" in html
+    invitation = Invitation.objects.get()
+    # Sign-in returns by the invitation's id: the token never travels in `next` (which is
+    # stored with the sign-in link), so it is never stored in clear.
+    assert (
+        f"/login/?next=%2Finvitations%2Fid%2F{invitation.public_id}%2F&amp;email=bob%40example.com"
+        in html
+    )
+    assert invited not in html.replace(f"/invitations/{invited}/", "")
     assert "Acme" in html
+
+
+def test_after_sign_in_the_invitee_accepts_by_id_and_nobody_else_can(
+    invited: str, org: Organization
+) -> None:
+    invitation = Invitation.objects.get()
+    path = f"/invitations/id/{invitation.public_id}/"
+    assert Client().get(path)["Location"].startswith("/login/?next=")
+    mallory = signed_in_client(UserFactory.create(email="mallory@example.com"))
+    assert mallory.get(path).status_code == 404
+    assert mallory.post(path).status_code == 404
+    assert not Membership.objects.filter(user__email="mallory@example.com").exists()
+
+    bob = UserFactory.create(email="bob@example.com")
+    client = signed_in_client(bob)
+    page = client.get(path)
+    assert page.status_code == 200 and b'id="accept-invitation"' in page.content
+    response = client.post(path)
+    assert response.status_code == 302 and response["Location"] == "/o/acme/"
+    assert Membership.objects.get(user=bob, org=org).role == Role.ADMIN
+    assert client.get(path).status_code == 404
 
 
 def test_the_invited_user_accepts_and_lands_in_the_org(invited: str, org: Organization) -> None:
