@@ -119,9 +119,9 @@ SLUG_MIN_LENGTH = 2
 NAME_MAX_LENGTH = 120
 
 
-class OrgError(Exception):
-    """A refused org operation. `str(error)` is a message fit to show the user; `code` is
-    a stable machine-readable reason (`forbidden`, `last_owner`, `slug_taken`, ...)."""
+class ServiceError(Exception):
+    """A refused operation of a service. `str(error)` is a message fit to show the user;
+    `code` is a stable machine-readable reason."""
 
     code = "invalid"
 
@@ -133,6 +133,10 @@ class OrgError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+class OrgError(ServiceError):
+    """A refused org operation (`forbidden`, `last_owner`, `slug_taken`, ...)."""
 
 
 class MembershipError(OrgError):
@@ -230,8 +234,9 @@ def org_create(
     return org
 
 
-def _invalidate_org_keys(org: Organization) -> None:
-    """Drop every cached verification of the org's keys (effective now and at commit)."""
+def invalidate_org_keys(org: Organization) -> None:
+    """Make every worker re-read the org behind its keys (name, slug, status, plan,
+    limits) on its next request: the verification cache is dropped now and at commit."""
     from apikeys.cache import invalidate_org  # apikeys builds on orgs, not the reverse
 
     invalidate_org(org.pk)
@@ -296,7 +301,7 @@ def org_update_settings(
     except IntegrityError:
         raise OrgError("That slug is already taken.", code="slug_taken") from None
     # Keys carry the org's name and slug in the verification cache (`X-Org-Id`, `me`).
-    _invalidate_org_keys(org)
+    invalidate_org_keys(org)
     audit_record(
         action="org.settings_changed",
         org=org,
@@ -335,7 +340,7 @@ def org_delete(
         details={"slug": org.slug, "name": org.name},
     )
     # Before the row goes: no worker may keep accepting the org's keys from its cache.
-    _invalidate_org_keys(org)
+    invalidate_org_keys(org)
     org.delete()
 
 

@@ -22,7 +22,7 @@ from accounts.emails import queue_email
 from accounts.models import PlatformRole, User
 from orgs.models import KycStatus, Organization, OrgStatus, Role
 from orgs.plans import Plan
-from orgs.services import audit_record
+from orgs.services import ServiceError, audit_record, invalidate_org_keys
 from platform_admin.countries import is_country_code
 from platform_admin.documents import Upload, check_documents
 from platform_admin.models import KycApplication, KycApplicationStatus, KycDocument
@@ -46,20 +46,9 @@ FIELD_LIMITS = {
 }
 
 
-class PlatformError(Exception):
-    """A refused platform operation. `code` is stable (`forbidden`, `kyc_pending`,
-    `kyc_approved`, `kyc_not_pending`, `last_owner`, `not_found`, ...)."""
-
-    code = "invalid"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-
-    @property
-    def message(self) -> str:
-        return str(self)
+class PlatformError(ServiceError):
+    """A refused platform operation (`forbidden`, `kyc_pending`, `kyc_approved`,
+    `kyc_not_pending`, `last_owner`, `not_found`, ...)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -91,14 +80,6 @@ def _check_staff(staff: User | None, api_key: ApiKey | None, *, system: bool = F
 def _check_owner(actor: User | None) -> None:
     if actor is not None and not actor.is_platform_owner:
         raise PlatformError("Only platform owners can do this.", code="forbidden")
-
-
-def _invalidate_org_keys(org: Organization) -> None:
-    """When the transaction commits, make every worker re-read the org behind its keys
-    (status, plan, limits, KYC) on its next request: no stale verification cache."""
-    from apikeys.cache import invalidate_org
-
-    invalidate_org(org.pk)
 
 
 def _lock_org(org: Organization) -> Organization:
@@ -341,7 +322,7 @@ def _decide(
         KYC_APPROVED_EMAIL if status == KycApplicationStatus.APPROVED else KYC_REJECTED_EMAIL,
     )
     # Keys' cached view of the org (its KYC status gates live keys) must not go stale.
-    _invalidate_org_keys(org)
+    invalidate_org_keys(org)
     application.status, application.reviewed_at = locked.status, locked.reviewed_at
     application.rejection_reason = locked.rejection_reason
     return locked
@@ -454,7 +435,7 @@ def org_set_plan(
             target=locked,
             details={"from": previous, "to": plan},
         )
-        _invalidate_org_keys(locked)
+        invalidate_org_keys(locked)
     org.plan = locked.plan
     return locked
 
@@ -548,7 +529,7 @@ def org_set_limits(
                 "to": {k.removeprefix("custom_"): v for k, v in values.items()},
             },
         )
-        _invalidate_org_keys(locked)
+        invalidate_org_keys(locked)
     for name, value in values.items():
         setattr(org, name, value)
     return locked
@@ -582,7 +563,7 @@ def _set_status(
             target=locked,
             details=details,
         )
-        _invalidate_org_keys(locked)
+        invalidate_org_keys(locked)
     org.status = locked.status
     return locked
 
