@@ -104,6 +104,8 @@ return {e, v, g, r[1], r[3]}
 """
 )
 
+_LOOKUP_COUNT = redisconn.FastScript(_LOOKUP_COUNT_LUA)
+
 # Write the entry only if the key's version marker and the org's generation are unchanged
 # since before the database read ('' meaning absent).
 _FILL_LUA = """
@@ -442,7 +444,9 @@ def resolve_and_count(
         return resolve(digest), None, None
     second = int(now)
     try:
-        reply = _script(store.conn, _LOOKUP_COUNT_LUA)(
+        reply = redisconn.run_script(
+            store.conn,
+            _LOOKUP_COUNT,
             keys=[cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))],
             args=[
                 cache.make_key(_org_generation_name_prefix()),

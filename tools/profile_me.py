@@ -21,7 +21,6 @@ import os
 import secrets
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -160,31 +159,19 @@ def main() -> None:
             call(app, me)
 
         if args.count_redis:
-            from apikeys import redisconn
+            from redis.connection import AbstractConnection
 
-            conn = redisconn.client()
-            pool = conn.connection_pool
             seen: list[str] = []
-            original = pool.get_connection
+            original = AbstractConnection.send_packed_command
 
-            def counting(*a: Any, **kw: Any) -> Any:
-                connection = original(*a, **kw)
-                if getattr(connection, "_profile_counted", False):
-                    return connection
-                connection._profile_counted = True
-                send = connection.send_packed_command
+            def counting(self: Any, command: Any, check_health: bool = True) -> Any:
+                parts = command if isinstance(command, list) else [command]
+                seen.append(b"".join(parts)[:60].decode("latin-1", "replace"))
+                return original(self, command, check_health)
 
-                def wrapped(command: Any, *x: Any, **y: Any) -> Any:
-                    parts = command if isinstance(command, list) else [command]
-                    seen.append(b"".join(parts)[:60].decode("latin-1", "replace"))
-                    return send(command, *x, **y)
-
-                connection.send_packed_command = wrapped
-                return connection
-
-            pool.get_connection = counting
+            AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
             call(app, me)
-            pool.get_connection = original
+            AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
             print(f"Redis round trips for one warm `me`: {len(seen)}")
             for line in seen:
                 print("  ", line.replace("\r\n", " "))
@@ -203,6 +190,7 @@ def main() -> None:
             stats = pstats.Stats(profiler)
             stats.sort_stats("cumulative").print_stats(45)
             stats.sort_stats("tottime").print_stats(30)
+            stats.sort_stats("cumulative").print_stats("apikeys|rest_framework|config", 60)
             return
 
         results: dict[str, list[float]] = {"ping": [], "me": []}
