@@ -116,6 +116,14 @@ class JsonOnlyNegotiation(DefaultContentNegotiation):
         return renderer, renderer.media_type
 
 
+# Per view class, computed once: classes that passed `check_declaration`, and the scope
+# each method requires (a class and its declarations do not change while serving).
+_DECLARED: set[type] = set()
+_SCOPES: dict[tuple[type, str], object] = {}
+_METHODS: dict[type, tuple[frozenset[str], tuple[str, ...]]] = {}
+_UNKNOWN = object()
+
+
 def _printable_ascii(value: str) -> bool:
     return all(" " <= ch <= "~" for ch in value)
 
@@ -145,7 +153,15 @@ class ApiView(APIView):
 
     @classmethod
     def check_declaration(cls) -> None:
-        """Refuse to serve a view that does not say what it guards."""
+        """Refuse to serve a view that does not say what it guards (checked on every
+        dispatch; a class found well declared is remembered, classes do not change)."""
+        if cls in _DECLARED:
+            return
+        cls._check_declaration()
+        _DECLARED.add(cls)
+
+    @classmethod
+    def _check_declaration(cls) -> None:
         if cls.public:
             if cls.resource is not None:
                 raise ImproperlyConfigured(f"{cls.__name__}: a public view declares no resource.")
@@ -163,17 +179,35 @@ class ApiView(APIView):
 
     @classmethod
     def implemented_methods(cls) -> list[str]:
-        methods = [m.upper() for m in cls.http_method_names if hasattr(cls, m) and m != "head"]
-        if "GET" in methods:
-            methods.append("HEAD")
-        return methods
+        methods = _METHODS.get(cls)
+        if methods is None:
+            found = [m.upper() for m in cls.http_method_names if hasattr(cls, m) and m != "head"]
+            if "GET" in found:
+                found.append("HEAD")
+            methods = _METHODS[cls] = frozenset(found), tuple(found)
+        return list(methods[1])
+
+    @classmethod
+    def implements(cls, method: str) -> bool:
+        methods = _METHODS.get(cls)
+        if methods is None:
+            cls.implemented_methods()
+            methods = _METHODS[cls]
+        return method.upper() in methods[0]
 
     def required_scope_for(self, method: str) -> str | None:
         """The scope `method` needs here; None when any key will do, or for a method this
         view does not implement (it is answered 405 after authentication)."""
-        if self.resource is None or method.upper() not in self.implemented_methods():
-            return None
-        return required_scope(self.resource, method, system=self.key_kind == KEY_KIND_SYSTEM)
+        cls = type(self)
+        found = _SCOPES.get((cls, method), _UNKNOWN)
+        if found is _UNKNOWN:
+            found = None
+            if self.resource is not None and self.implements(method):
+                found = required_scope(
+                    self.resource, method, system=self.key_kind == KEY_KIND_SYSTEM
+                )
+            _SCOPES[(cls, method)] = found
+        return found  # type: ignore[return-value]
 
     # ---- the pipeline ----------------------------------------------------------------------
 
@@ -258,7 +292,7 @@ class ApiView(APIView):
 
     def run_handler(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         method = (request.method or "GET").lower()
-        if method in self.http_method_names and method.upper() in self.implemented_methods():
+        if method in self.http_method_names and self.implements(method):
             handler: Callable[..., Response] = getattr(self, method)
         else:
             return self.http_method_not_allowed(request, *args, **kwargs)

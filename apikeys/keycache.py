@@ -444,13 +444,14 @@ def resolve_and_count(
         return resolve(digest), None, None
     second = int(now)
     try:
+        entry_name, version_name, generation_prefix, guard_prefix = _names(digest)
         reply = redisconn.run_script(
             store.conn,
             _LOOKUP_COUNT,
-            keys=[cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))],
+            keys=[entry_name, version_name],
             args=[
-                cache.make_key(_org_generation_name_prefix()),
-                redisconn.rkey(""),
+                generation_prefix,
+                guard_prefix,
                 second,
                 second // ratelimit.MINUTE_WINDOW,
                 ratelimit.month_label(now),
@@ -468,6 +469,31 @@ def resolve_and_count(
             resolved = Resolved(key=key, org=org, from_cache=True, entry=entry)
             return resolved, Counted(int(reply[3]), int(reply[4])), None
     return _resolve_looked_up(store, digest, entry, version, generation), None, None
+
+
+_names_memo: dict[str, tuple[str, str, str, str]] = {}
+_names_generation = -1
+
+
+def _names(digest: str) -> tuple[str, str, str, str]:
+    """The Redis names the verification-and-count script needs for `digest` (entry,
+    version marker, org-generation prefix, guard prefix), computed once per digest and
+    settings (the cache's prefix and version are part of them)."""
+    global _names_generation
+    if _names_generation != redisconn.settings_generation():
+        _names_memo.clear()
+        _names_generation = redisconn.settings_generation()
+    found = _names_memo.get(digest)
+    if found is None:
+        if len(_names_memo) >= _DECODED_MAX:
+            _names_memo.clear()
+        found = _names_memo[digest] = (
+            cache.make_key(cache_key(digest)),
+            cache.make_key(_version_name(digest)),
+            cache.make_key(_org_generation_name_prefix()),
+            redisconn.rkey(""),
+        )
+    return found
 
 
 def _resolve_from_db(digest: str, exc: BaseException) -> Resolved | None:

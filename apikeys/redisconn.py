@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from redis.exceptions import NoScriptError, RedisError
 
 logger = logging.getLogger("apikeys.guards")
@@ -34,22 +35,56 @@ def enabled() -> bool:
     return bool(getattr(settings, "REDIS_URL", ""))
 
 
+class _Memo(threading.local):
+    generation = -1
+    client: Any = None
+    prefix = ""
+
+
+_memo = _Memo()
+# Bumped when the settings the guards read change (tests switch Redis servers).
+_generation = 0
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    global _generation
+    if setting in ("CACHES", "REDIS_URL"):
+        _generation += 1
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="apikeys.redisconn")
+
+
+def _current() -> _Memo:
+    memo = _memo
+    if memo.generation != _generation:
+        memo.generation = _generation
+        memo.prefix = str(settings.CACHES["default"].get("KEY_PREFIX") or "lk")
+        memo.client = None
+        if enabled():
+            from django_redis import get_redis_connection
+
+            memo.client = get_redis_connection("default")
+    return memo
+
+
+def settings_generation() -> int:
+    """Changes whenever the settings behind `client()` and `prefix()` change."""
+    return _generation
+
+
 def client() -> Any | None:
     """The shared redis-py client of the default cache, or None on the embedded default."""
-    if not enabled():
-        return None
-    from django_redis import get_redis_connection
-
-    return get_redis_connection("default")
+    return _current().client
 
 
 def prefix() -> str:
     """The namespace of every guard key: the cache's KEY_PREFIX, e.g. `lk`."""
-    return str(settings.CACHES["default"].get("KEY_PREFIX") or "lk")
+    return _current().prefix
 
 
 def rkey(*parts: object) -> str:
-    return ":".join((prefix(), "g", *(str(p) for p in parts)))
+    return ":".join((_current().prefix, "g", *[str(p) for p in parts]))
 
 
 class ErrorLog:

@@ -320,7 +320,7 @@ def recent_body(
     *, at: float, method: str, path: str, ip: str, client_version: str, request_id: str
 ) -> str:
     """The JSON part of a recent-request element (everything but the status)."""
-    return json.dumps(
+    return _RECENT_ENCODER.encode(
         [
             round(at, 6),
             method[:10],
@@ -328,9 +328,11 @@ def recent_body(
             ip[:64],
             clean_version(client_version),
             request_id[:128],
-        ],
-        separators=(",", ":"),
+        ]
     )
+
+
+_RECENT_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def local_recent_push(*, key_pk: int, status: int, body: str) -> list[Any]:
