@@ -72,24 +72,25 @@ _LOOKUP_COUNT_LUA = (
     ratelimit.GUARD_LUA_FUNCTION
     + """
 local e = redis.call('GET', KEYS[1])
-local v = redis.call('GET', KEYS[2])
-if not e then return {false, v, false} end
+if not e then return {false, redis.call('GET', KEYS[2]), false} end
 local nl = string.find(e, '\\n', 1, true)
-if not nl then return {e, v, false} end
+if not nl then return {e, redis.call('GET', KEYS[2]), false} end
 local org = string.sub(e, 1, nl - 1)
 local g = false
 if nl > 1 then g = redis.call('GET', ARGV[1] .. org) end
+local untl = 0
+local kid, bl, ml, ql
 local nl2 = string.find(e, '\\n', nl + 1, true)
-if not nl2 then return {e, v, g} end
-if nl > 1 and string.sub(e, nl + 1, nl2 - 1) ~= (g or '') then return {e, v, g} end
-local nl3 = string.find(e, '\\n', nl2 + 1, true)
-if not nl3 then return {e, v, g} end
-local kid, bl, ml, ql, untl = string.match(string.sub(e, nl2 + 1, nl3 - 1),
-  '^(%d+)|(%d+)|(%d+)|(%d+)|(%-?[%d.e+]+)$')
-if not kid then return {e, v, g} end
-untl = tonumber(untl)
-if untl == nil or untl == 0 or (untl > 0 and tonumber(ARGV[8]) >= untl) then
-  return {e, v, g}
+if nl2 and (nl == 1 or string.sub(e, nl + 1, nl2 - 1) == (g or '')) then
+  local nl3 = string.find(e, '\\n', nl2 + 1, true)
+  if nl3 then
+    kid, bl, ml, ql, untl = string.match(string.sub(e, nl2 + 1, nl3 - 1),
+      '^(%d+)|(%d+)|(%d+)|(%d+)|(%-?[%d.e+]+)$')
+    untl = tonumber(untl) or 0
+  end
+end
+if not kid or untl == 0 or (untl > 0 and tonumber(ARGV[8]) >= untl) then
+  return {e, redis.call('GET', KEYS[2]), g}
 end
 local p = ARGV[2]
 local o = org
@@ -100,7 +101,7 @@ end
 local r = lk_guard(p .. 'rl:b:' .. kid .. ':' .. ARGV[3], p .. 'rl:m:' .. kid .. ':' .. ARGV[4],
   p .. 'rl:q:' .. o .. ':' .. ARGV[5], p .. 'u:' .. kid .. ':' .. o .. ':' .. ARGV[6],
   p .. 'u:pending', p .. 'rr:' .. kid, tonumber(bl), tonumber(ml), tonumber(ql), true, '', 7)
-return {e, v, g, r[1], r[3]}
+return {e, false, g, r[1], r[3]}
 """
 )
 

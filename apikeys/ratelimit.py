@@ -50,9 +50,12 @@ _ADMIT, _BURST, _MINUTE, _QUOTA = 0, 1, 2, 3
 GUARD_LUA_FUNCTION = """
 local function lk_guard(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
   local b, m, q = 0, 0, 0
-  if bl > 0 then b = tonumber(redis.call('GET', kb) or '0') end
-  if ml > 0 then m = tonumber(redis.call('GET', km) or '0') end
-  if ql > 0 then q = tonumber(redis.call('GET', kq) or '0') end
+  if bl > 0 or ml > 0 or ql > 0 then
+    local now = redis.call('MGET', kb, km, kq)
+    if bl > 0 then b = tonumber(now[1] or '0') end
+    if ml > 0 then m = tonumber(now[2] or '0') end
+    if ql > 0 then q = tonumber(now[3] or '0') end
+  end
   local verdict = 0
   if counting then
     if ql > 0 and q >= ql then verdict = 3
@@ -73,7 +76,12 @@ local function lk_guard(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
       end
     end
   end
-  redis.call('HINCRBY', kh, 'n', 1)
+  -- A new usage hash (first request of the hour, or first since the fold claimed the
+  -- last one) gets its expiry and joins the pending set; later ones are already there.
+  if redis.call('HINCRBY', kh, 'n', 1) == 1 then
+    redis.call('EXPIRE', kh, tonumber(ARGV[o + 4]))
+    redis.call('SADD', kp, kh)
+  end
   if verdict ~= 0 then cls = 'c4' end
   if cls ~= '' then redis.call('HINCRBY', kh, cls, 1) end
   redis.call('HSET', kh, 'at', ARGV[o + 1], 'ip', ARGV[o + 2])
@@ -87,19 +95,21 @@ local function lk_guard(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
       end
     end
   end
-  redis.call('EXPIRE', kh, tonumber(ARGV[o + 4]))
-  redis.call('SADD', kp, kh)
   local body = ARGV[o + 6]
   if body ~= '' then
     local st = ARGV[o + 7]
     if verdict ~= 0 then st = '429' end
-    redis.call('LPUSH', kr, st .. ' ' .. body)
-    redis.call('LTRIM', kr, 0, tonumber(ARGV[o + 8]) - 1)
+    -- Trimmed back to the cap once it is RECENT_SLACK over: readers never look past
+    -- the cap, and most pushes need no LTRIM.
+    local cap = tonumber(ARGV[o + 8])
+    if redis.call('LPUSH', kr, st .. ' ' .. body) > cap + RECENT_SLACK then
+      redis.call('LTRIM', kr, 0, cap - 1)
+    end
     redis.call('EXPIRE', kr, tonumber(ARGV[o + 9]))
   end
   return {verdict, b, m, q}
 end
-"""
+""".replace("RECENT_SLACK", "20")
 
 # KEYS: burst, minute, month counters, usage hash, pending set, recent list.
 # ARGV: burst, minute, month limits, counting ('1'/'0'), status class, request args.
