@@ -361,7 +361,7 @@ def guard(
     burst_key, minute_key, month_key = _counter_keys(key_pk, org_pk, now)
     quota = effective.monthly if org_pk is not None else 0
     try:
-        verdict, _b, minute_used, _q = _script(conn)(  # type: ignore[operator]
+        verdict, _b, minute_used, _q = _script(conn)(
             keys=[
                 burst_key,
                 minute_key,
