@@ -7,14 +7,17 @@
     2. negotiation         JSON only, whatever `Accept` says
     3. guard(request)      (skipped for public views)
        a. authenticate     `ApiKeyAuthentication` → `request.auth` is an ApiKeyPrincipal;
-                           no key → 401 missing_api_key
+                           no key → 401 missing_api_key. On a warm cache the same Redis
+                           round trip also checks and counts the rate limits (ADR 0064);
+                           the verdict waits for step f
        b. key kind         org keys on org views, system keys on system views
        c. org check        `X-Org-Id` must name the key's org → 403 org_mismatch
        d. client headers   `X-Client-Version`, `X-Actor-Id` validated and put on the request
                            (`request.client_version`, `request.external_actor_id`)
        e. scope            `HasResourceScope`: `<resource>:read|write` → 403 insufficient_scope
        f. HOOK before_handler(request)
-                           rate limits and the monthly quota (next layer): raise
+                           rate limits and the monthly quota (next layer; a request
+                           refused in c-e after being counted is refunded): raise
                            ApiError("rate_limited" | "quota_exceeded", headers=...) to refuse
     4. run_handler         safe methods call the handler directly; mutations go through
        HOOK around_handler(request, call)

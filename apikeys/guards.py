@@ -1,12 +1,17 @@
 """The API guards as the request pipeline calls them (hooks of `apikeys.api_base.ApiView`).
 
+- `resolve_counting` (called by authentication): the key's verification and, on a warm
+  cache, the rate-limit check-and-count and usage in the same single Redis round trip
+  (ADR 0064); the verdict waits on the request.
 - `before_handler`: after authentication and scope checks, the rate limits and the monthly
-  quota, counted in the same Redis round trip as the request's usage (`apikeys.ratelimit`);
-  a refusal is 429 `rate_limited` / `quota_exceeded` with `Retry-After`.
+  quota (the verdict already reached, or one round trip on the cold path,
+  `apikeys.ratelimit`); a refusal is 429 `rate_limited` / `quota_exceeded` with
+  `Retry-After`.
 - `around_handler`: a mutation's handler under the idempotency protocol
   (`apikeys.idempotency`), which opens the handler's transaction itself.
-- `after_response`: the rate-limit headers on every authenticated response, and the
-  status class of the response in the usage counters.
+- `after_response`: the rate-limit headers on every authenticated response, the status
+  class of the response in the usage counters (a round trip only for 4xx/5xx), and the
+  refund of a request counted and then refused before the limiter.
 """
 
 from __future__ import annotations

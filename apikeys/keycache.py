@@ -7,6 +7,9 @@ org's *generation* at the time the entry was filled.
 
 - A lookup is ONE Redis round trip: a Lua script GETs the entry, reads the org id at its
   head and GETs the org's current generation. An entry whose generation differs is stale.
+  For an API request `resolve_and_count` does the same and, when the entry is complete,
+  current and the key acceptable, also checks and counts the rate limits in that same
+  script (ADR 0064).
 - `invalidate_key(digest)` (revoke, rotate, delete) deletes the entry and sets a fresh
   version marker for the digest; `invalidate_org(org_pk)` (suspension, reactivation, plan
   or limit change) sets a fresh generation for the org, so every entry of its keys turns

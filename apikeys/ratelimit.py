@@ -9,8 +9,11 @@ On Redis one Lua script checks all three counters and, only when every window ha
 increments them: the check and the increment are atomic, so with any number of processes
 no more than the limit is admitted in a window, and a refused request (429) increments no
 counter, so it never counts toward the monthly quota. The same script also records the
-request in the key's usage hash for the hour (see `apikeys.usage`), so a guarded request
-costs one Redis round trip here (ADR 0060).
+request in the key's usage hash for the hour (see `apikeys.usage`) and in the key's recent
+requests (ADR 0060). On a warm verification cache the check-and-count runs inside the
+verification script itself (`GUARD_LUA_FUNCTION`, ADR 0064): a guarded request is ONE
+Redis round trip in all; `refund` gives back what a request refused before the limiter
+took.
 
 Without Redis (the embedded default, one process) the same semantics run on the
 local-memory cache under a process lock.

@@ -2,11 +2,14 @@
 
 1. Reuses a running `make stack`, or starts one (tools/stack.sh, logs in var/stack/log/)
    and stops it at the end.
-2. `manage.py bench_setup`: the org `bench` with unlimited custom limits and a fresh key.
+2. `manage.py bench_setup`: the org `bench` with custom limits of 10^9 (every window is
+   checked and counted; 0 would mean "unlimited", which the limiter skips) and a fresh key.
 3. Load from a second process, wrk (Debian's package), on loopback only: warm-up, then
    alternating runs of `GET /api/v1/ping` (no key, the baseline) and `GET /api/v1/me`
    (key check, scope, rate limit and usage counting), BENCH_ROUNDS x BENCH_SECONDS each.
-   Prints requests/second, p50/p99 latency per run and the ratio me/ping (target >= 0.8).
+   Prints requests/second, p50/p99 latency and the server's CPU time per request (from
+   /proc, per process group) per run, and the ratio me/ping (target >= 0.8), as the ratio
+   of the means and as the median of the per-round ratios.
 4. `manage.py bench_verify`: key verification time with 1,000 and 1,000,000 keys in
    PostgreSQL (BENCH_SKIP_VERIFY=1 skips it).
 The figures are also written to var/stack/bench.json.
