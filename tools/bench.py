@@ -133,10 +133,11 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _stack_processes() -> dict[int, str]:
-    """pid -> command name of every process of the stack (all descendants of the
-    stack script, whose pid is in var/stack/stack.pid, plus PostgreSQL's)."""
+    """pid -> command name of every process of the stack: all descendants of the stack
+    script (its pid is in var/stack/stack.pid) and of the stack's PostgreSQL server (which
+    pg_ctl detaches; found by its data directory under var/stack)."""
     try:
-        root = int((STACK / "stack.pid").read_text().strip())
+        roots = {int((STACK / "stack.pid").read_text().strip())}
     except (OSError, ValueError):
         return {}
     parents: dict[int, int] = {}
@@ -153,16 +154,21 @@ def _stack_processes() -> dict[int, str]:
         pid = int(entry.name)
         parents[pid] = int(fields[1])
         names[pid] = name
+        if name.startswith("postgres"):
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(STACK).encode() in command:
+                roots.add(pid)
     found: dict[int, str] = {}
     for pid in names:
         cursor, seen = pid, 0
         while cursor > 1 and seen < 64:
-            if cursor == root:
+            if cursor in roots:
                 found[pid] = names[pid]
                 break
             cursor, seen = parents.get(cursor, 0), seen + 1
-        if names[pid].startswith("postgres"):
-            found[pid] = names[pid]
     return found
 
 
