@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apikeys.models import KeyUsageHour
+from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.services import apikey_revoke
 from orgs.models import KycStatus, Organization
 from tests.apikeys.api.conftest import ApiClient, KeyMaker, assert_error
@@ -22,7 +22,7 @@ def approved_org(org: Organization) -> Organization:
     return org
 
 
-def _usage_row(key: object, org: Organization, requests: int) -> None:
+def _usage_row(key: ApiKey, org: Organization, requests: int) -> None:
     hour = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     KeyUsageHour.objects.create(api_key=key, org=org, hour=hour, count_2xx=requests)
 
