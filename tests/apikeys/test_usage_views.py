@@ -12,7 +12,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from apikeys import usage
+from apikeys import redisconn, usage
 from apikeys.charts import PLOT_HEIGHT, build_chart, compact, nice_step
 from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.selectors import (
@@ -89,7 +89,13 @@ def push_recent(
         client_version=version,
         request_id=request_id,
     )
-    usage.local_recent_push(key_pk=key.pk, status=status, body=body)
+    # Where the app reads them: Redis when configured (as the guard script writes them),
+    # else this process's memory.
+    conn = redisconn.client()
+    if conn is None:
+        usage.local_recent_push(key_pk=key.pk, status=status, body=body)
+    else:
+        conn.lpush(usage.recent_redis_key(key.pk), f"{status} {body}")
 
 
 def bars(html: str) -> list[dict[str, str]]:
