@@ -420,16 +420,13 @@ def member_invite(
         expires_at=now + INVITATION_TTL,
     )
     _invitation_send(invitation=invitation, token=token, inviter=invited_by)
-    audit_record(
-        action="member.invited",
-        org=org,
+    _audit_invitation(
+        "member.invited",
+        invitation,
         request=request,
         actor_user=invited_by,
         actor_api_key=actor_api_key,
         external_actor_id=external_actor_id,
-        target=invitation,
-        target_label=email,
-        details={"email": email, "role": role},
     )
     return invitation
 
@@ -444,6 +441,28 @@ def _check_can_touch_invitation(invitation: Invitation, actor: Membership | None
         )
     if invitation.accepted_at is not None or invitation.cancelled_at is not None:
         raise InvitationError("This invitation is no longer open.", code="invitation_closed")
+
+
+def _audit_invitation(
+    action: str,
+    invitation: Invitation,
+    *,
+    request: HttpRequest | None,
+    actor_user: User | None,
+    actor_api_key: Any | None,
+    external_actor_id: str,
+) -> None:
+    audit_record(
+        action=action,
+        org=invitation.org,
+        request=request,
+        actor_user=actor_user,
+        actor_api_key=actor_api_key,
+        external_actor_id=external_actor_id,
+        target=invitation,
+        target_label=invitation.email,
+        details={"email": invitation.email, "role": invitation.role},
+    )
 
 
 @transaction.atomic
@@ -468,16 +487,13 @@ def invitation_resend(
     invitation.save(update_fields=["token_hash", "sent_at", "expires_at"])
     inviter = actor_membership.user if actor_membership is not None else None
     _invitation_send(invitation=invitation, token=token, inviter=inviter)
-    audit_record(
-        action="invitation.resent",
-        org=invitation.org,
+    _audit_invitation(
+        "invitation.resent",
+        invitation,
         request=request,
         actor_user=inviter,
         actor_api_key=actor_api_key,
         external_actor_id=external_actor_id,
-        target=invitation,
-        target_label=invitation.email,
-        details={"email": invitation.email, "role": invitation.role},
     )
     return invitation
 
@@ -495,16 +511,13 @@ def invitation_cancel(
     _check_can_touch_invitation(invitation, actor_membership)
     invitation.cancelled_at = timezone.now()
     invitation.save(update_fields=["cancelled_at"])
-    audit_record(
-        action="invitation.cancelled",
-        org=invitation.org,
+    _audit_invitation(
+        "invitation.cancelled",
+        invitation,
         request=request,
         actor_user=actor_membership.user if actor_membership is not None else None,
         actor_api_key=actor_api_key,
         external_actor_id=external_actor_id,
-        target=invitation,
-        target_label=invitation.email,
-        details={"email": invitation.email, "role": invitation.role},
     )
     return invitation
 
