@@ -16,15 +16,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.http import HttpRequest, HttpResponseBase
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikeys import idempotency, keycache, ratelimit, usage
+from apikeys import idempotency, keycache, leases, ratelimit, usage
 from apikeys.errors import ApiError
 from config.net import client_ip
 
@@ -40,6 +41,8 @@ class _GuardState:
     at: float
     key_pk: int = 0
     org_pk: int | None = None
+    # Admitted under this process's admission lease (ADR 0065): no Redis call at all.
+    lease: leases.Lease | None = None
 
 
 def resolve_counting(request: HttpRequest, digest: str) -> keycache.Resolved | None:
@@ -51,11 +54,28 @@ def resolve_counting(request: HttpRequest, digest: str) -> keycache.Resolved | N
     `after_response` (or `refund_counted` when authentication itself refuses it).
     """
     now = ratelimit.clock()
+    taken = leases.take(digest, now)
+    if taken is not None:
+        lease, minute_used = taken
+        state = _GuardState(
+            ratelimit.leased_result(lease.limits, now, minute_used),
+            now,
+            lease.key_pk,
+            lease.org_pk,
+            lease,
+        )
+        setattr(request, _COUNTED_ATTR, state)
+        return lease.resolved
     meta = _early_meta(request)
     body = meta.recent_body(now)
     pushed = usage.provisional_status(meta.method)
+    wanted = leases.wanted()
+    asked_at = time.monotonic()
     resolved, counted, error = keycache.resolve_and_count(
-        digest, now=now, request_args=ratelimit.request_args(now, meta, body, pushed)
+        digest,
+        now=now,
+        request_args=ratelimit.request_args(now, meta, body, pushed),
+        lease=wanted,
     )
     if resolved is None:
         return None
@@ -65,6 +85,19 @@ def resolve_counting(request: HttpRequest, digest: str) -> keycache.Resolved | N
         result = ratelimit.counted_result(
             resolved.key.pk, limits, now, counted.verdict, counted.minute_used, body, pushed
         )
+        if counted.extra > 0:
+            leases.grant(
+                digest=digest,
+                resolved=resolved,
+                limits=limits,
+                now=now,
+                asked_at=asked_at,
+                length_ms=wanted[1],
+                tokens=counted.extra,
+                minute_used=counted.minute_used,
+            )
+            # The headers report the window without the lease's unused tokens.
+            result = replace(result, minute_used=counted.minute_used - counted.extra)
     elif error is not None:
         # Redis is down: authentication went to the database; the limits fail open
         # without a second attempt on this request.
@@ -83,6 +116,16 @@ def refund_counted(request: HttpRequest, status: int) -> ratelimit.LimitResult |
     if state is None:
         return None
     delattr(request, _COUNTED_ATTR)
+    if state.lease is not None:
+        leases.give_back(state.lease)
+        leases.record(
+            state.lease,
+            now=state.at,
+            meta=_early_meta(request),
+            status=status,
+            status_class=usage.status_class(status),
+        )
+        return replace(state.result, minute_used=max(0, state.result.minute_used - 1))
     return ratelimit.refund(
         key_pk=state.key_pk, org_pk=state.org_pk, result=state.result, now=state.at, status=status
     )
@@ -187,7 +230,15 @@ def after_response(request: Request, principal: Any, response: HttpResponseBase)
         )
     else:
         result = state.result
-        if result.allowed:
+        if state.lease is not None:
+            leases.record(
+                state.lease,
+                now=state.at,
+                meta=_meta(request),
+                status=response.status_code,
+                status_class=status_class,
+            )
+        elif result.allowed:
             usage.record_status(
                 key_pk=principal.key_id,
                 org_pk=principal.org_id,

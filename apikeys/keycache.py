@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
@@ -52,6 +53,8 @@ from orgs.plans import Limits
 logger = logging.getLogger("apikeys.keycache")
 
 ENTRY_TTL = 300
+# A lease takes at most 1/LEASE_DIVISOR of what is left in any window (ADR 0065).
+LEASE_DIVISOR = 256
 # Longer than any database read of a filler can take: see `_fill`.
 MARKER_TTL = 900
 
@@ -70,7 +73,9 @@ return {e, v, redis.call('GET', ARGV[1] .. string.sub(e, 1, nl - 1))}
 # `apikeys.ratelimit` with the limits and the key id stored in the entry's third line
 # `<key id>|<burst>|<minute>|<month>|<accept until>` (0: never, -1: no expiry).
 # Anything else returns the lookup's answer alone and the caller takes the two-step path.
-# ARGV: generation prefix, guard prefix, second, minute, month, hour, request args (7..).
+# ARGV: generation prefix, guard prefix, second, minute, month, hour, request args (7..16),
+# then the lease asked for (ADR 0065): tokens wanted (0 or 1: none), its length in ms, the
+# key's lease marker, the org lease markers' prefix.
 _LOOKUP_COUNT_LUA = (
     ratelimit.GUARD_LUA_FUNCTION
     + """
@@ -101,12 +106,31 @@ if o == '' then
   o = '-'
   ql = '0'
 end
-local r = lk_guard(p .. 'rl:b:' .. kid .. ':' .. ARGV[3], p .. 'rl:m:' .. kid .. ':' .. ARGV[4],
-  p .. 'rl:q:' .. o .. ':' .. ARGV[5], p .. 'u:' .. kid .. ':' .. o .. ':' .. ARGV[6],
-  p .. 'u:pending', p .. 'rr:' .. kid, tonumber(bl), tonumber(ml), tonumber(ql), true, '', 7)
-return {e, false, g, r[1], r[3]}
+local kb, km, kq = p .. 'rl:b:' .. kid .. ':' .. ARGV[3], p .. 'rl:m:' .. kid .. ':' .. ARGV[4],
+  p .. 'rl:q:' .. o .. ':' .. ARGV[5]
+bl, ml, ql = tonumber(bl), tonumber(ml), tonumber(ql)
+local r = lk_guard(kb, km, kq, p .. 'u:' .. kid .. ':' .. o .. ':' .. ARGV[6],
+  p .. 'u:pending', p .. 'rr:' .. kid, bl, ml, ql, true, '', 7)
+-- An admission lease (ADR 0065): when every limited window has plenty of room, count a
+-- block of tokens at once for the calling process to admit locally until the lease ends.
+local extra = 0
+local c = tonumber(ARGV[17])
+if r[1] == 0 and c > 1 then
+  if bl > 0 then c = math.min(c, math.floor((bl - r[2]) / LEASE_DIVISOR)) end
+  if ml > 0 then c = math.min(c, math.floor((ml - r[3]) / LEASE_DIVISOR)) end
+  if ql > 0 then c = math.min(c, math.floor((ql - r[4]) / LEASE_DIVISOR)) end
+  if c > 1 then
+    extra = c - 1
+    if bl > 0 then redis.call('INCRBY', kb, extra) end
+    if ml > 0 then r[3] = redis.call('INCRBY', km, extra) end
+    if ql > 0 then redis.call('INCRBY', kq, extra) end
+    redis.call('SET', ARGV[19], '1', 'PX', tonumber(ARGV[18]))
+    if org ~= '' then redis.call('SET', ARGV[20] .. org, '1', 'PX', tonumber(ARGV[18])) end
+  end
+end
+return {e, false, g, r[1], r[3], extra}
 """
-)
+).replace("LEASE_DIVISOR", str(LEASE_DIVISOR))
 
 _LOOKUP_COUNT = redisconn.FastScript(_LOOKUP_COUNT_LUA)
 
@@ -123,10 +147,17 @@ redis.call('SET', KEYS[1], ARGV[3], 'EX', tonumber(ARGV[4]))
 return 1
 """
 
+# Both invalidations answer how long (ms) admission leases on what they changed may still
+# be held by some process (ADR 0065); the caller waits that long before it returns.
 _INVALIDATE_KEY_LUA = """
 redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
 redis.call('DEL', KEYS[1])
-return 1
+return redis.call('PTTL', KEYS[3])
+"""
+
+_INVALIDATE_ORG_LUA = """
+redis.call('SET', KEYS[1], ARGV[1])
+return redis.call('PTTL', KEYS[2])
 """
 
 
@@ -184,6 +215,16 @@ def _org_generation_name_prefix() -> str:
 
 def _org_generation_name(org_pk: int) -> str:
     return f"{_org_generation_name_prefix()}{org_pk}"
+
+
+def key_lease_name(digest: str) -> str:
+    """Marks, for as long as the newest admission lease on the key lasts, that some
+    process may admit the key without asking Redis (ADR 0065)."""
+    return redisconn.rkey("lease", "k", digest)
+
+
+def org_lease_name(org_pk: int | str) -> str:
+    return redisconn.rkey("lease", "o", org_pk)
 
 
 # --- entries ----------------------------------------------------------------------------
@@ -332,16 +373,27 @@ class _RedisStore:
             keys=keys, args=[version or b"", generation or b"", value, ENTRY_TTL]
         )
 
-    def invalidate_key(self, digest: str) -> None:
-        _script(self.conn, _INVALIDATE_KEY_LUA)(
-            keys=[cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))],
-            args=[_marker(), MARKER_TTL],
+    def invalidate_key(self, digest: str) -> int:
+        return int(
+            _script(self.conn, _INVALIDATE_KEY_LUA)(
+                keys=[
+                    cache.make_key(cache_key(digest)),
+                    cache.make_key(_version_name(digest)),
+                    key_lease_name(digest),
+                ],
+                args=[_marker(), MARKER_TTL],
+            )
         )
 
-    def invalidate_org(self, org_pk: int) -> None:
+    def invalidate_org(self, org_pk: int) -> int:
         # No expiry: entries embed it for up to ENTRY_TTL, and one small key per org
         # that ever changed is cheap. Lost to eviction it only makes entries stale.
-        self.conn.set(cache.make_key(_org_generation_name(org_pk)), _marker())
+        return int(
+            _script(self.conn, _INVALIDATE_ORG_LUA)(
+                keys=[cache.make_key(_org_generation_name(org_pk)), org_lease_name(org_pk)],
+                args=[_marker()],
+            )
+        )
 
 
 class _LocalStore:
@@ -376,14 +428,16 @@ class _LocalStore:
                 return
             cache.set(cache_key(digest), value, ENTRY_TTL)
 
-    def invalidate_key(self, digest: str) -> None:
+    def invalidate_key(self, digest: str) -> int:
         with self.lock:
             cache.set(_version_name(digest), _marker(), MARKER_TTL)
             cache.delete(cache_key(digest))
+        return 0
 
-    def invalidate_org(self, org_pk: int) -> None:
+    def invalidate_org(self, org_pk: int) -> int:
         with self.lock:
             cache.set(_org_generation_name(org_pk), _marker(), None)
+        return 0
 
 
 def _marker() -> bytes:
@@ -430,10 +484,12 @@ class Counted:
 
     verdict: int
     minute_used: int
+    # Tokens counted beyond this request for the caller's admission lease (ADR 0065).
+    extra: int = 0
 
 
 def resolve_and_count(
-    digest: str, *, now: float, request_args: list[object]
+    digest: str, *, now: float, request_args: list[object], lease: tuple[int, int] = (0, 0)
 ) -> tuple[Resolved | None, Counted | None, BaseException | None]:
     """`resolve`, and on a warm, current entry of an acceptable key also the rate-limit
     check-and-count of the request, in the same single round trip.
@@ -441,26 +497,31 @@ def resolve_and_count(
     Returns (resolved, counted, redis_error). `counted` is None when the request was not
     counted (local memory, a cold or stale entry, a refused key, Redis unreachable): the
     caller then counts it on the two-step path. `request_args` are
-    `ratelimit.request_args` for the request at `now`.
+    `ratelimit.request_args` for the request at `now`. `lease` (tokens wanted, length in
+    ms) asks for an admission lease (ADR 0065): `counted.extra` is what was granted.
     """
     store = _store()
     if not isinstance(store, _RedisStore):
         return resolve(digest), None, None
     second = int(now)
     try:
-        entry_name, version_name, generation_prefix, guard_prefix = _names(digest)
+        names = _names(digest)
         reply = redisconn.run_script(
             store.conn,
             _LOOKUP_COUNT,
-            keys=[entry_name, version_name],
+            keys=[names[0], names[1]],
             args=[
-                generation_prefix,
-                guard_prefix,
+                names[2],
+                names[3],
                 second,
                 second // ratelimit.MINUTE_WINDOW,
                 ratelimit.month_label(now),
                 second // 3600 * 3600,
                 *request_args,
+                lease[0],
+                lease[1],
+                names[4],
+                names[5],
             ],
         )
     except redisconn.REDIS_ERRORS as exc:
@@ -471,18 +532,19 @@ def resolve_and_count(
         if decoded is not None and decoded[1].digest == digest:
             _, key, org = decoded
             resolved = Resolved(key=key, org=org, from_cache=True, entry=entry)
-            return resolved, Counted(int(reply[3]), int(reply[4])), None
+            return resolved, Counted(int(reply[3]), int(reply[4]), int(reply[5])), None
     return _resolve_looked_up(store, digest, entry, version, generation), None, None
 
 
-_names_memo: dict[str, tuple[str, str, str, str]] = {}
+_names_memo: dict[str, tuple[str, str, str, str, str, str]] = {}
 _names_generation = -1
 
 
-def _names(digest: str) -> tuple[str, str, str, str]:
+def _names(digest: str) -> tuple[str, str, str, str, str, str]:
     """The Redis names the verification-and-count script needs for `digest` (entry,
-    version marker, org-generation prefix, guard prefix), computed once per digest and
-    settings (the cache's prefix and version are part of them)."""
+    version marker, org-generation prefix, guard prefix, lease marker, org lease prefix),
+    computed once per digest and settings (the cache's prefix and version are part of
+    them)."""
     global _names_generation
     if _names_generation != redisconn.settings_generation():
         _names_memo.clear()
@@ -496,6 +558,8 @@ def _names(digest: str) -> tuple[str, str, str, str]:
             cache.make_key(_version_name(digest)),
             cache.make_key(_org_generation_name_prefix()),
             redisconn.rkey(""),
+            key_lease_name(digest),
+            org_lease_name(""),
         )
     return found
 
@@ -567,9 +631,10 @@ def invalidate_key(digest: str) -> None:
     second invalidation removes that; the first makes the change visible at once to code
     running inside the same transaction (tests, multi-step services).
     """
-    _invalidate(("key", digest))
-    if transaction.get_connection().in_atomic_block:
-        transaction.on_commit(lambda: _invalidate(("key", digest)))
+    in_transaction = transaction.get_connection().in_atomic_block
+    _invalidate(("key", digest), wait=not in_transaction)
+    if in_transaction:
+        transaction.on_commit(lambda: _invalidate(("key", digest), wait=True))
 
 
 def invalidate_org(org_pk: int) -> None:
@@ -577,23 +642,39 @@ def invalidate_org(org_pk: int) -> None:
 
     Like `invalidate_key`: now, and again at commit when inside a transaction.
     """
-    _invalidate(("org", org_pk))
-    if transaction.get_connection().in_atomic_block:
-        transaction.on_commit(lambda: _invalidate(("org", org_pk)))
+    in_transaction = transaction.get_connection().in_atomic_block
+    _invalidate(("org", org_pk), wait=not in_transaction)
+    if in_transaction:
+        transaction.on_commit(lambda: _invalidate(("org", org_pk), wait=True))
 
 
-def _apply(target: tuple[str, Any]) -> None:
+def _apply(target: tuple[str, Any]) -> int:
+    """Invalidate `target`; returns for how many ms an admission lease on it may still
+    be held by some process (ADR 0065)."""
     kind, ident = target
     store = _store()
     if kind == "key":
-        store.invalidate_key(str(ident))
+        return store.invalidate_key(str(ident))
+    return store.invalidate_org(int(ident))
+
+
+# Added to the wait for leases: covers a Redis clock running slightly slower than ours.
+LEASE_WAIT_MARGIN = 0.005
+
+
+def _invalidate(target: tuple[str, Any], *, wait: bool) -> None:
+    """Invalidate `target` and, with `wait`, return only once no process can still admit
+    a request under an admission lease granted before the change (ADR 0065): the change is
+    then in force for every worker's next request."""
+    from apikeys import leases
+
+    kind, ident = target
+    if kind == "key":
+        leases.forget(digest=str(ident))
     else:
-        store.invalidate_org(int(ident))
-
-
-def _invalidate(target: tuple[str, Any]) -> None:
+        leases.forget(org_pk=int(ident))
     try:
-        _apply(target)
+        held_ms = _apply(target)
     except redisconn.REDIS_ERRORS as exc:
         logger.error(
             "Redis unreachable: cache invalidation will be retried (%s: %s)",
@@ -601,6 +682,14 @@ def _invalidate(target: tuple[str, Any]) -> None:
             exc,
         )
         _retrier.add(target)
+        # A lease granted before the outage may still be held; none outlasts its length.
+        held_ms = int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0)
+    if wait and held_ms > 0:
+        _wait(held_ms / 1000 + LEASE_WAIT_MARGIN)
+
+
+def _wait(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 class _Retrier:

@@ -268,7 +268,7 @@ def _month(now: float) -> tuple[str, int]:
     return found
 
 
-def _counter_keys(key_pk: int, org_pk: int | None, now: float) -> tuple[str, str, str]:
+def counter_keys(key_pk: int, org_pk: int | None, now: float) -> tuple[str, str, str]:
     second = int(now)
     minute = second // MINUTE_WINDOW
     return (
@@ -361,7 +361,7 @@ def guard(
         return _guard_local(
             key_pk, org_pk, effective, meta, status_class, count_limits, now, body, pushed
         )
-    burst_key, minute_key, month_key = _counter_keys(key_pk, org_pk, now)
+    burst_key, minute_key, month_key = counter_keys(key_pk, org_pk, now)
     quota = effective.monthly if org_pk is not None else 0
     try:
         verdict, _b, minute_used, _q = _script(conn)(
@@ -386,6 +386,12 @@ def guard(
         log_fail_open(exc)
         return _result(_ADMIT, effective, 0, now, degraded=True)
     return counted_result(key_pk, effective, now, int(verdict), int(minute_used), body, pushed)
+
+
+def leased_result(limits: Limits, now: float, minute_used: int) -> LimitResult:
+    """Admitted under an admission lease (ADR 0065): `minute_used` is the minute window's
+    count as this process knows it, its own unused tokens left out."""
+    return _result(_ADMIT, limits, minute_used, now)
 
 
 def degraded_result(limits: Limits, now: float) -> LimitResult:
@@ -457,7 +463,7 @@ def refund(
     old = new = ""
     if recent is not None and status != recent.status:
         old, new = f"{recent.status} {recent.body}", f"{status} {recent.body}"
-    burst_key, minute_key, month_key = _counter_keys(key_pk, org_pk, now)
+    burst_key, minute_key, month_key = counter_keys(key_pk, org_pk, now)
     try:
         minute_used = _refund_script(conn)(
             keys=[
@@ -496,7 +502,7 @@ def _guard_local(
     body: str = "",
     pushed: int = 0,
 ) -> LimitResult:
-    burst_key, minute_key, month_key = _counter_keys(key_pk, org_pk, now)
+    burst_key, minute_key, month_key = counter_keys(key_pk, org_pk, now)
     quota = limits.monthly if org_pk is not None else 0
     with _local_lock:
         values = cache.get_many([burst_key, minute_key, month_key])

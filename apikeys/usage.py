@@ -576,6 +576,9 @@ def flush() -> int:
     with _flush_lock:
         conn = redisconn.client()
         if conn is not None:
+            from apikeys import leases
+
+            leases.push()  # what this process admitted under leases, first (ADR 0065)
             return _redis_flush(conn)
         deltas = _local_take()
         if not deltas:
@@ -732,8 +735,12 @@ def usage_key_pk(*, org: Any, public_id: str) -> int | None:
 
 
 def flush_process() -> int:
-    """Fold what only this process holds (local counters); a no-op on Redis, where every
-    request is counted in Redis as it happens. For server shutdown hooks."""
+    """Fold what only this process holds, for server shutdown hooks: the local counters
+    on the embedded default; on Redis, the usage of requests admitted under admission
+    leases and their unused tokens (ADR 0065), pushed to Redis for the fold."""
     if redisconn.enabled():
+        from apikeys import leases
+
+        leases.release_all()
         return 0
     return flush()

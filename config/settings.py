@@ -264,6 +264,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # counters into the database this often, and once more at exit; 0 turns it off.
 LATCHKEY_USAGE_FLUSH_SECONDS = env.float("LATCHKEY_USAGE_FLUSH_SECONDS", default=30.0)
 
+# Admission leases (ADR 0065): a key whose limits leave lots of room is admitted by a
+# worker from a block of already-counted tokens, without a Redis call per request, for at
+# most this many ms (revocations wait that long at most); 0 turns leases off.
+LATCHKEY_KEY_LEASE_MS = env.int("LATCHKEY_KEY_LEASE_MS", default=200)
+# The largest block one lease takes (never more than 1/256 of what a window has left).
+LATCHKEY_KEY_LEASE_TOKENS = env.int("LATCHKEY_KEY_LEASE_TOKENS", default=64)
+
 # django-ratelimit: counters in the default cache (Redis in production).
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_VIEW = "accounts.views.ratelimited"

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from django.test import Client, override_settings
+from redis.connection import AbstractConnection
 
 from apikeys import usage
 from apikeys.models import ApiKey
@@ -253,3 +254,36 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Any:
     clock = Clock()
     monkeypatch.setattr(ratelimit, "clock", clock)
     return clock
+
+
+# --- Redis commands sent ------------------------------------------------------------------
+
+
+class CommandLog:
+    """Every command sent to Redis on any connection (pool or the hot path's own)."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+
+    def clear(self) -> None:
+        self.commands.clear()
+
+    @property
+    def names(self) -> list[str]:
+        return [c.split(b"\r\n")[2].decode().upper() for c in self.commands]
+
+
+@pytest.fixture
+def redis_commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[CommandLog]:
+    log = CommandLog()
+    original = AbstractConnection.send_packed_command
+
+    def recording(self: Any, command: Any, check_health: bool = True) -> None:
+        parts = command if isinstance(command, list) else [command]
+        payload = b"".join(p if isinstance(p, bytes) else bytes(p) for p in parts)
+        for chunk in payload.split(b"\r\n*")[0:1]:
+            log.commands.append(chunk)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
+    yield log

@@ -187,3 +187,45 @@ def test_usage_of_the_embedded_default_is_folded_when_the_server_stops(
         """
     )
     assert out.strip() == "4"
+
+
+def test_under_admission_leases_workers_admit_no_more_than_the_quota(
+    template: DatabaseTemplate, redis_server: RedisServer
+) -> None:
+    """High limits: each worker admits from blocks of tokens counted up front (ADR 0065);
+    together they never pass the quota, and once their unused tokens are back (a graceful
+    stop gives them back) exactly the quota is admitted."""
+    srv = Server(db_path=template.copy(), redis_url=redis_server.url, workers=2)
+    srv.start()
+    try:
+        _, secret = create_key(srv, slug="big", per_minute=10**9, burst=10**9, monthly=1500)
+        results = parallel(1700, lambda: srv.call("GET", "/api/v1/me", headers=bearer(secret)))
+        statuses = Counter(r.status for r in results)
+        assert set(statuses) == {200, 429}
+        assert {r.code for r in results if r.status == 429} == {"quota_exceeded"}
+        assert statuses[200] <= 1500
+        srv.stop()
+        srv.start()
+        admitted = statuses[200]
+        while srv.call("GET", "/api/v1/me", headers=bearer(secret)).status == 200:
+            admitted += 1
+        assert admitted == 1500
+    finally:
+        srv.stop()
+
+
+def test_a_revoked_high_limit_key_is_refused_by_every_worker_despite_leases(
+    server: Server,
+) -> None:
+    public_id, secret = create_key(server, slug="big", per_minute=10**9, burst=10**9)
+    warm = parallel(90, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
+    assert {r.status for r in warm} == {200}
+    server.run_django(
+        f"""
+        from apikeys.models import ApiKey
+        from apikeys.services import apikey_revoke
+        apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
+        """
+    )
+    after = parallel(60, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
+    assert {(r.status, r.code) for r in after} == {(401, "api_key_revoked")}

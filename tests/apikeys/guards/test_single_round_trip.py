@@ -10,50 +10,18 @@ open for limits and never for authentication.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis.connection import AbstractConnection
 
 from apikeys import redisconn, usage
 from apikeys.models import KeyUsageHour
 from apikeys.services import apikey_revoke
 from orgs.models import Organization
 from platform_admin.services import org_suspend
-from tests.apikeys.guards.conftest import RedisServer, new_key, set_limits
+from tests.apikeys.guards.conftest import CommandLog, RedisServer, new_key, set_limits
 
 HIGH = 10**9
-
-
-class CommandLog:
-    """Every command sent to Redis on any connection (pool or the hot path's own)."""
-
-    def __init__(self) -> None:
-        self.commands: list[bytes] = []
-
-    def clear(self) -> None:
-        self.commands.clear()
-
-    @property
-    def names(self) -> list[str]:
-        return [c.split(b"\r\n")[2].decode().upper() for c in self.commands]
-
-
-@pytest.fixture
-def redis_commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[CommandLog]:
-    log = CommandLog()
-    original = AbstractConnection.send_packed_command
-
-    def recording(self: Any, command: Any, check_health: bool = True) -> None:
-        parts = command if isinstance(command, list) else [command]
-        payload = b"".join(p if isinstance(p, bytes) else bytes(p) for p in parts)
-        for chunk in payload.split(b"\r\n*")[0:1]:
-            log.commands.append(chunk)
-        return original(self, command, check_health)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
-    yield log
 
 
 def remaining(response: Any) -> int:
