@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db.models import QuerySet
+from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -55,38 +57,55 @@ class MeApi(AnyKeyApiView):
     """The presenting key, its organisation and its rate limits. Any valid key."""
 
     @extend_schema(responses=s.MeSerializer, summary="The calling key", tags=["meta"])
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
+        # The body depends on the principal only, an immutable value built once per process
+        # and cache entry: it is rendered once per principal (docs/performance.md).
         p = self.principal
-        body: dict[str, Any] = {
-            "key": {
-                "id": p.public_id,
-                "name": p.name,
-                "environment": p.environment,
-                "scopes": sorted(p.scopes),
-                "display": p.display,
-                "expires_at": _iso(p.expires_at),
-            },
-            "organization": None,
-            "rate_limits": None,
+        found = _me_bodies.get(id(p))
+        if found is None or found[0] is not p:
+            if len(_me_bodies) >= _ME_BODIES_MAX:
+                _me_bodies.clear()
+            found = _me_bodies[id(p)] = (p, _ME_RENDERER.render(me_body(p)))
+        return HttpResponse(found[1], content_type=_ME_RENDERER.media_type)
+
+
+_ME_RENDERER = JSONRenderer()
+_ME_BODIES_MAX = 4096
+# id(principal) -> (principal, rendered body); the principal is kept so an id reused by
+# another object after garbage collection can never match.
+_me_bodies: dict[int, tuple[Any, bytes]] = {}
+
+
+def me_body(p: Any) -> dict[str, Any]:
+    """`GET me` in the schema's shape (`MeSerializer`, which documents it)."""
+    body: dict[str, Any] = {
+        "key": {
+            "id": p.public_id,
+            "name": p.name,
+            "environment": p.environment,
+            "scopes": sorted(p.scopes),
+            "display": p.display,
+            "expires_at": _iso(p.expires_at),
+        },
+        "organization": None,
+        "rate_limits": None,
+    }
+    if not p.is_system:
+        body["organization"] = {
+            "id": p.org_public_id,
+            "slug": p.org_slug,
+            "name": p.org_name,
+            "plan": p.org_plan,
+            "kyc_status": p.org_kyc_status,
+            "status": p.org_status,
         }
-        if not p.is_system:
-            body["organization"] = {
-                "id": p.org_public_id,
-                "slug": p.org_slug,
-                "name": p.org_name,
-                "plan": p.org_plan,
-                "kyc_status": p.org_kyc_status,
-                "status": p.org_status,
-            }
-        if p.limits is not None:
-            body["rate_limits"] = {
-                "per_minute": p.limits.per_minute,
-                "burst": p.limits.burst,
-                "monthly": p.limits.monthly,
-            }
-        # The body is already in the schema's shape (`MeSerializer`, which documents it):
-        # no serializer on this hot path (docs/performance.md).
-        return Response(body)
+    if p.limits is not None:
+        body["rate_limits"] = {
+            "per_minute": p.limits.per_minute,
+            "burst": p.limits.burst,
+            "monthly": p.limits.monthly,
+        }
+    return body
 
 
 def _iso(moment: datetime | None) -> str | None:

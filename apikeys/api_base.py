@@ -127,6 +127,13 @@ _METHODS: dict[type, tuple[frozenset[str], tuple[str, ...]]] = {}
 _UNKNOWN = object()
 
 
+# (header, its WSGI name, the attribute the validated value is put in on the request)
+_CLIENT_HEADERS = (
+    ("X-Client-Version", "HTTP_X_CLIENT_VERSION", "client_version"),
+    ("X-Actor-Id", "HTTP_X_ACTOR_ID", "external_actor_id"),
+)
+
+
 def _printable_ascii(value: str) -> bool:
     return all(" " <= ch <= "~" for ch in value)
 
@@ -266,7 +273,7 @@ class ApiView(APIView):
         raise ApiError("insufficient_scope", message, required_scope=scope)
 
     def check_org_header(self, request: Request, principal: ApiKeyPrincipal) -> None:
-        named = request.META.get("HTTP_X_ORG_ID")
+        named = request._request.META.get("HTTP_X_ORG_ID")
         if named is None:
             return
         named = named.strip()
@@ -274,24 +281,23 @@ class ApiView(APIView):
             raise ApiError("org_mismatch", "X-Org-Id names an organisation other than the key's.")
 
     def read_client_headers(self, request: Request) -> None:
-        values = {}
-        for header, attribute in (
-            ("X-Client-Version", "client_version"),
-            ("X-Actor-Id", "external_actor_id"),
-        ):
-            value = request.META.get("HTTP_" + header.upper().replace("-", "_"), "").strip()
-            if len(value) > MAX_CLIENT_HEADER_LENGTH or not _printable_ascii(value):
-                raise ApiError(
-                    "validation_error",
-                    f"{header} must be at most {MAX_CLIENT_HEADER_LENGTH} printable ASCII "
-                    "characters.",
-                    param=header,
-                )
-            values[attribute] = value
         # On the Django request, so middleware (usage counting) sees them too.
         django_request = request._request
-        django_request.client_version = values["client_version"]  # type: ignore[attr-defined]
-        django_request.external_actor_id = values["external_actor_id"]  # type: ignore[attr-defined]
+        meta = django_request.META
+        for header, name, attribute in _CLIENT_HEADERS:
+            value = meta.get(name)
+            if value is None:
+                value = ""
+            else:
+                value = value.strip()
+                if len(value) > MAX_CLIENT_HEADER_LENGTH or not _printable_ascii(value):
+                    raise ApiError(
+                        "validation_error",
+                        f"{header} must be at most {MAX_CLIENT_HEADER_LENGTH} printable ASCII "
+                        "characters.",
+                        param=header,
+                    )
+            setattr(django_request, attribute, value)
 
     def run_handler(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         method = (request.method or "GET").lower()

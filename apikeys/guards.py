@@ -2,7 +2,8 @@
 
 - `resolve_counting` (called by authentication): the key's verification and, on a warm
   cache, the rate-limit check-and-count and usage in the same single Redis round trip
-  (ADR 0064); the verdict waits on the request.
+  (ADR 0064), or no round trip at all under this process's admission lease on a
+  high-limit key (`apikeys.leases`, ADR 0065); the verdict waits on the request.
 - `before_handler`: after authentication and scope checks, the rate limits and the monthly
   quota (the verdict already reached, or one round trip on the cold path,
   `apikeys.ratelimit`); a refusal is 429 `rate_limited` / `quota_exceeded` with
@@ -247,5 +248,8 @@ def after_response(request: Request, principal: Any, response: HttpResponseBase)
                 status=response.status_code,
                 recent=result.recent,
             )
+    # Straight into the response's header store: these names and values are ASCII made
+    # here (what `response[name] = value` would check, at a cost on every request).
+    store = response.headers._store
     for name, value in result.headers().items():
-        response[name] = value
+        store[name.lower()] = (name, value)

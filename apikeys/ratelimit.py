@@ -195,20 +195,36 @@ class LimitResult:
         Windows without a limit (0) are left out: there is nothing to count down.
         """
         result: dict[str, str] = {}
-        policies = []
-        if self.burst:
-            policies.append(f'"burst";q={self.burst};w={BURST_WINDOW}')
         if self.per_minute:
-            policies.append(f'"minute";q={self.per_minute};w={MINUTE_WINDOW}')
+            remaining = self.minute_remaining
             result["X-RateLimit-Limit"] = str(self.per_minute)
-            result["X-RateLimit-Remaining"] = str(self.minute_remaining)
+            result["X-RateLimit-Remaining"] = str(remaining)
             result["X-RateLimit-Reset"] = str(self.minute_reset)
-            result["RateLimit"] = f'"minute";r={self.minute_remaining};t={self.reset_in}'
-        if policies:
-            result["RateLimit-Policy"] = ", ".join(policies)
+            result["RateLimit"] = f'"minute";r={remaining};t={self.reset_in}'
+        policy = _policy(self.burst, self.per_minute)
+        if policy:
+            result["RateLimit-Policy"] = policy
         if not self.allowed:
             result["Retry-After"] = str(self.retry_after)
         return result
+
+
+_policies: dict[tuple[int, int], str] = {}
+
+
+def _policy(burst: int, per_minute: int) -> str:
+    """The `RateLimit-Policy` value for these limits (made once per pair)."""
+    found = _policies.get((burst, per_minute))
+    if found is None:
+        parts = []
+        if burst:
+            parts.append(f'"burst";q={burst};w={BURST_WINDOW}')
+        if per_minute:
+            parts.append(f'"minute";q={per_minute};w={MINUTE_WINDOW}')
+        if len(_policies) > 1024:
+            _policies.clear()
+        found = _policies[(burst, per_minute)] = ", ".join(parts)
+    return found
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,13 @@ def cpu_used(before: dict[int, tuple[str, float]]) -> dict[str, float]:
     return used
 
 
+def machine_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs of the machine (/proc/stat): whether the two
+    cores were saturated during a run, or something kept them waiting."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])
+
+
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
@@ -229,9 +236,11 @@ def wrk(binary: str, path: str, seconds: int, key: str | None) -> dict[str, floa
         command += ["-H", f"Authorization: Bearer {key}"]
     command.append(f"http://127.0.0.1:{port()}{path}")
     before = cpu_snapshot()
+    idle_before, total_before = machine_times()
     wrk_before = os.times()
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout  # noqa: S603
     wrk_after = os.times()
+    idle_after, total_after = machine_times()
     used = cpu_used(before)
     total = re.search(r"(\d+) requests in", output)
     requests = float(total.group(1)) if total else 0.0
@@ -251,6 +260,7 @@ def wrk(binary: str, path: str, seconds: int, key: str | None) -> dict[str, floa
         **per_request,
         "cpu_wrk_us": round(wrk_cpu / requests * 1e6, 1) if requests else 0.0,
         "rps": rps,
+        "idle_pct": round(100 * (idle_after - idle_before) / max(1, total_after - total_before), 1),
         "p50_ms": p50,
         "p99_ms": p99,
         "non_2xx": float(bad.group(1)) if bad else 0.0,
@@ -276,7 +286,7 @@ def main() -> None:
                     f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
                     f"cpu/request: python {result.get('cpu_python_us', 0):6.0f} us, "
                     f"redis {result.get('cpu_redis_us', 0):4.0f} us, "
-                    f"wrk {result['cpu_wrk_us']:4.0f} us"
+                    f"wrk {result['cpu_wrk_us']:4.0f} us, idle {result['idle_pct']:4.1f}%"
                     + (f"  NON-2XX {int(result['non_2xx'])}" if result["non_2xx"] else "")
                 )
         summary = {

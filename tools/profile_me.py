@@ -8,6 +8,7 @@ loopback port and uses a throwaway SQLite file, so it touches nothing else.
     .venv/bin/python tools/profile_me.py                 # timings (median of rounds)
     .venv/bin/python tools/profile_me.py --profile me    # cProfile of `me`, top 40
     .venv/bin/python tools/profile_me.py --count-redis   # Redis commands per `me`
+    .venv/bin/python tools/profile_me.py --no-leases     # one Redis trip per request
 
 The benchmark org has custom limits of 10^9 per minute, burst and month: every window is
 checked and counted as for a limited org (0 would mean "unlimited", which skips them).
@@ -57,7 +58,7 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
-def setup_django(workdir: Path, redis_url: str) -> None:
+def setup_django(workdir: Path, redis_url: str, *, leases: bool) -> None:
     os.environ.update(
         {
             "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -68,6 +69,9 @@ def setup_django(workdir: Path, redis_url: str) -> None:
             "DATABASE_URL": f"sqlite:///{workdir / 'profile.sqlite3'}",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "LATCHKEY_USAGE_FLUSH_SECONDS": "0",
+            # Admission leases (ADR 0065) on, as deployed; --no-leases measures the
+            # one-trip-per-request path of the standard plans.
+            "LATCHKEY_KEY_LEASE_MS": "200" if leases else "0",
         }
     )
     sys.path.insert(0, str(ROOT))
@@ -153,12 +157,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", choices=["ping", "me"])
     parser.add_argument("--count-redis", action="store_true")
+    parser.add_argument("--no-leases", action="store_true")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="latchkey-profile-"))
     redis_process, redis_url = start_redis(workdir)
     try:
-        setup_django(workdir, redis_url)
+        setup_django(workdir, redis_url, leases=not args.no_leases)
         key = make_key()
         from django.core.wsgi import get_wsgi_application
 
@@ -223,6 +228,9 @@ def main() -> None:
         guard = cpu["me"] + redis_cpu["me"] - cpu["ping"]
         print(f"guard CPU (me + its Redis - ping): {guard:.0f} us per request")
         print(f"in-process ratio (wall) {best['ping'][0] / best['me'][0]:.3f}")
+        from apikeys import leases
+
+        leases.release_all()  # pushed while Redis is still there
     finally:
         redis_process.terminate()
         redis_process.wait(timeout=10)
