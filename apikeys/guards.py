@@ -119,13 +119,14 @@ def refund_counted(request: HttpRequest, status: int) -> ratelimit.LimitResult |
     delattr(request, _COUNTED_ATTR)
     if state.lease is not None:
         leases.give_back(state.lease)
-        leases.record(
-            state.lease,
-            now=state.at,
-            meta=_early_meta(request),
-            status=status,
-            status_class=usage.status_class(status),
-        )
+        if status != 401:  # a key refused by authentication is not counted (as off lease)
+            leases.record(
+                state.lease,
+                now=state.at,
+                meta=_early_meta(request),
+                status=status,
+                status_class=usage.status_class(status),
+            )
         return replace(state.result, minute_used=max(0, state.result.minute_used - 1))
     return ratelimit.refund(
         key_pk=state.key_pk, org_pk=state.org_pk, result=state.result, now=state.at, status=status

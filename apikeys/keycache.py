@@ -79,6 +79,11 @@ return {e, v, redis.call('GET', ARGV[1] .. string.sub(e, 1, nl - 1))}
 _LOOKUP_COUNT_LUA = (
     ratelimit.GUARD_LUA_FUNCTION
     + """
+local function lk_mark_lease(name, untl_ms)
+  if untl_ms > tonumber(redis.call('GET', name) or '0') then
+    redis.call('SET', name, string.format('%d', untl_ms))
+  end
+end
 local e = redis.call('GET', KEYS[1])
 if not e then return {false, redis.call('GET', KEYS[2]), false} end
 local nl = string.find(e, '\\n', 1, true)
@@ -124,8 +129,12 @@ if r[1] == 0 and c > 1 then
     if bl > 0 then redis.call('INCRBY', kb, extra) end
     if ml > 0 then r[3] = redis.call('INCRBY', km, extra) end
     if ql > 0 then redis.call('INCRBY', kq, extra) end
-    redis.call('SET', ARGV[19], '1', 'PX', tonumber(ARGV[18]))
-    if org ~= '' then redis.call('SET', ARGV[20] .. org, '1', 'PX', tonumber(ARGV[18])) end
+    -- The markers hold until when (ms, Redis' clock) a lease may be held; no expiry, so
+    -- no eviction policy allowed for this deployment drops them (`lk_mark_lease`).
+    local t = redis.call('TIME')
+    local untl_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[18])
+    lk_mark_lease(ARGV[19], untl_ms)
+    if org ~= '' then lk_mark_lease(ARGV[20] .. org, untl_ms) end
   end
 end
 return {e, false, g, r[1], r[3], extra}
@@ -148,17 +157,36 @@ return 1
 """
 
 # Both invalidations answer how long (ms) admission leases on what they changed may still
-# be held by some process (ADR 0065); the caller waits that long before it returns.
-_INVALIDATE_KEY_LUA = """
-redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
-redis.call('DEL', KEYS[1])
-return redis.call('PTTL', KEYS[3])
+# be held by some process (ADR 0065), from the lease marker and Redis' clock; the caller
+# waits that long before it returns. Markers stay (one small value per key or org that
+# ever held a lease): the invalidation at commit must find what the one made inside the
+# transaction found.
+_LEASE_LEFT_LUA = """
+local function lk_lease_left(name)
+  local untl_ms = tonumber(redis.call('GET', name) or '0')
+  local t = redis.call('TIME')
+  local left = untl_ms - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  if left > 0 then return left end
+  return 0
+end
 """
 
-_INVALIDATE_ORG_LUA = """
-redis.call('SET', KEYS[1], ARGV[1])
-return redis.call('PTTL', KEYS[2])
+_INVALIDATE_KEY_LUA = (
+    _LEASE_LEFT_LUA
+    + """
+redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('DEL', KEYS[1])
+return lk_lease_left(KEYS[3])
 """
+)
+
+_INVALIDATE_ORG_LUA = (
+    _LEASE_LEFT_LUA
+    + """
+redis.call('SET', KEYS[1], ARGV[1])
+return lk_lease_left(KEYS[2])
+"""
+)
 
 
 @dataclass(frozen=True)
@@ -682,8 +710,11 @@ def _invalidate(target: tuple[str, Any], *, wait: bool) -> None:
             exc,
         )
         _retrier.add(target)
-        # A lease granted before the outage may still be held; none outlasts its length.
-        held_ms = int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0)
+        # Leases granted before the outage end within their length (at least the
+        # default's, should this process run with leases off). The cache entry itself
+        # is invalidated only when the retrier gets through (ADR 0061): a worker that
+        # still reaches Redis meanwhile may accept the key from it.
+        held_ms = max(int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0), 200)
     if wait and held_ms > 0:
         _wait(held_ms / 1000 + LEASE_WAIT_MARGIN)
 

@@ -31,10 +31,12 @@ With leases off (`LATCHKEY_KEY_LEASE_MS=0`) or without Redis nothing here runs.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,49 +209,64 @@ def _add_return(lease: Lease, tokens: int) -> None:
 
 # --- pushing to Redis -------------------------------------------------------------------
 
-# KEYS: burst, minute, month counters. ARGV: tokens, then '1'/'0' per window. A window
-# that has ended (its counter expired) has nothing to take back.
-_RETURN_LUA = """
-local n = tonumber(ARGV[1])
-for i = 1, 3 do
-  if ARGV[i + 1] == '1' and redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('DECRBY', KEYS[i], n)
-  end
-end
-return 1
-"""
-
-# KEYS: usage hash, pending set. ARGV: requests, 4xx, 5xx, last time, last IP, hash TTL,
-# version cap, versions...
-_USAGE_LUA = """
-redis.call('HINCRBY', KEYS[1], 'n', tonumber(ARGV[1]))
-if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[1], 'c4', tonumber(ARGV[2])) end
-if tonumber(ARGV[3]) > 0 then redis.call('HINCRBY', KEYS[1], 'c5', tonumber(ARGV[3])) end
-local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
-if tonumber(ARGV[4]) >= at then redis.call('HSET', KEYS[1], 'at', ARGV[4], 'ip', ARGV[5]) end
-for i = 8, #ARGV do
-  local f = 'v:' .. ARGV[i]
-  if redis.call('HEXISTS', KEYS[1], f) == 0 then
-    if tonumber(redis.call('HGET', KEYS[1], 'nv') or '0') < tonumber(ARGV[7]) then
-      redis.call('HSET', KEYS[1], f, '1')
-      redis.call('HINCRBY', KEYS[1], 'nv', 1)
+# One batch in one script, applied at most once: a batch whose reply was lost (a timeout
+# after Redis ran it) is sent again under the same id and skipped, so unused tokens are
+# never given back twice (that would admit more than the limit) and usage never counted
+# twice. KEYS[1]: the batch's marker. ARGV[1]: the batch as JSON:
+# r: [burst, minute, month counter, tokens, 1/0 per window] - tokens given back (a window
+#    that has ended, its counter expired, has nothing to take back);
+# u: [hash, pending set, requests, 4xx, 5xx, last time, last IP, hash TTL, version cap,
+#    versions] - usage per key and hour;
+# l: [list, cap, TTL, elements oldest first] - recent requests.
+_PUSH_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then return 0 end
+local batch = cjson.decode(ARGV[1])
+for _, r in ipairs(batch.r) do
+  for i = 1, 3 do
+    if r[4 + i] == 1 and redis.call('EXISTS', r[i]) == 1 then
+      redis.call('DECRBY', r[i], r[4])
     end
   end
 end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
-redis.call('SADD', KEYS[2], KEYS[1])
+for _, u in ipairs(batch.u) do
+  local h = u[1]
+  redis.call('HINCRBY', h, 'n', u[3])
+  if u[4] > 0 then redis.call('HINCRBY', h, 'c4', u[4]) end
+  if u[5] > 0 then redis.call('HINCRBY', h, 'c5', u[5]) end
+  if tonumber(u[6]) >= tonumber(redis.call('HGET', h, 'at') or '0') then
+    redis.call('HSET', h, 'at', u[6], 'ip', u[7])
+  end
+  for _, v in ipairs(u[10]) do
+    local f = 'v:' .. v
+    if redis.call('HEXISTS', h, f) == 0 then
+      if tonumber(redis.call('HGET', h, 'nv') or '0') < u[9] then
+        redis.call('HSET', h, f, '1')
+        redis.call('HINCRBY', h, 'nv', 1)
+      end
+    end
+  end
+  redis.call('EXPIRE', h, u[8])
+  redis.call('SADD', u[2], h)
+end
+for _, l in ipairs(batch.l) do
+  redis.call('LPUSH', l[1], unpack(l[4]))
+  redis.call('LTRIM', l[1], 0, l[2] - 1)
+  redis.call('EXPIRE', l[1], l[3])
+end
 return 1
 """
 
 _push_lock = threading.Lock()
+# Batches not known to have reached Redis, oldest first: (id, JSON).
+_unsent: list[tuple[str, str]] = []
 
 
 def push() -> None:
     """Send what leased requests added (usage, recent requests, unused tokens) to Redis.
 
-    Also retires leases that have ended. On a Redis error nothing is lost: the batch is
-    kept for the next push. Called every `PUSH_INTERVAL` by a thread, before a usage fold
-    and at exit.
+    Also retires leases that have ended. A batch that may not have arrived (Redis down, a
+    timeout) is kept and sent again under its id, which Redis applies at most once.
+    Called every `PUSH_INTERVAL` by a thread, before a usage fold and at exit.
     """
     conn = redisconn.client()
     if conn is None:
@@ -264,66 +281,61 @@ def push() -> None:
                     del _leases[digest]
                     _retire(lease)
             batch, _pending = _pending, _Pending()
-        if batch.empty():
-            return
-        try:
-            _send(conn, batch)
-        except redisconn.REDIS_ERRORS as exc:
-            redisconn.error_log.error(
-                "leases", "Redis unreachable: leased requests' usage kept for later", exc
-            )
-            with _lock:
-                _merge(batch)
+        if not batch.empty():
+            _unsent.append((uuid.uuid4().hex, _payload(batch)))
+        while _unsent:
+            batch_id, payload = _unsent[0]
+            try:
+                _send(conn, batch_id, payload)
+            except Exception as exc:  # kept for the next push, whatever went wrong
+                redisconn.error_log.error(
+                    "leases", "Redis unreachable: leased requests' usage kept for later", exc
+                )
+                return
+            _unsent.pop(0)
 
 
-def _send(conn: Any, batch: _Pending) -> None:
-    returns, counts = _script(conn, _RETURN_LUA), _script(conn, _USAGE_LUA)
-    pipe = conn.pipeline(transaction=False)
-    for (key_pk, org_pk, second, burst, minute, month), tokens in batch.returns.items():
-        returns(
-            keys=list(ratelimit.counter_keys(key_pk, org_pk, float(second))),
-            args=[tokens, int(burst), int(minute), int(month)],
-            client=pipe,
-        )
-    for delta in batch.usage.values():
-        counts(
-            keys=[
-                usage.redis_hash_key(delta.key_pk, delta.org_pk, delta.hour),
-                usage.redis_pending_key(),
-            ],
-            args=[
-                delta.requests,
-                delta.count_4xx,
-                delta.count_5xx,
-                repr(delta.last_at),
-                delta.last_ip,
-                usage.REDIS_HASH_TTL,
-                usage.MAX_VERSIONS,
-                *sorted(delta.versions),
-            ],
-            client=pipe,
-        )
-    for key_pk, requests in batch.recent.items():
-        name = usage.recent_redis_key(key_pk)
-        pipe.lpush(name, *[f"{status} {meta.recent_body(at)}" for status, at, meta in requests])
-        pipe.ltrim(name, 0, usage.RECENT_MAX - 1)
-        pipe.expire(name, usage.RECENT_TTL)
-    pipe.execute()
+def _send(conn: Any, batch_id: str, payload: str) -> None:
+    _script(conn, _PUSH_LUA)(keys=[redisconn.rkey("push", batch_id)], args=[payload])
 
 
-def _merge(batch: _Pending) -> None:
-    """(under `_lock`) Put a batch that could not be sent back in front of newer work."""
-    for name, delta in batch.usage.items():
-        mine = _pending.usage.get(name)
-        if mine is None:
-            _pending.usage[name] = delta
-        else:
-            mine.merge(delta)
-    for key_pk, requests in batch.recent.items():
-        newer = _pending.recent.get(key_pk, ())
-        _pending.recent[key_pk] = deque([*requests, *newer], maxlen=usage.RECENT_MAX)
-    for ret, tokens in batch.returns.items():
-        _pending.returns[ret] = _pending.returns.get(ret, 0) + tokens
+def _payload(batch: _Pending) -> str:
+    returns = [
+        [
+            *ratelimit.counter_keys(key_pk, org_pk, float(second)),
+            tokens,
+            int(burst),
+            int(minute),
+            int(month),
+        ]
+        for (key_pk, org_pk, second, burst, minute, month), tokens in batch.returns.items()
+    ]
+    counts = [
+        [
+            usage.redis_hash_key(delta.key_pk, delta.org_pk, delta.hour),
+            usage.redis_pending_key(),
+            delta.requests,
+            delta.count_4xx,
+            delta.count_5xx,
+            repr(delta.last_at),
+            delta.last_ip,
+            usage.REDIS_HASH_TTL,
+            usage.MAX_VERSIONS,
+            sorted(delta.versions),
+        ]
+        for delta in batch.usage.values()
+    ]
+    recent = [
+        [
+            usage.recent_redis_key(key_pk),
+            usage.RECENT_MAX,
+            usage.RECENT_TTL,
+            [f"{status} {meta.recent_body(at)}" for status, at, meta in requests],
+        ]
+        for key_pk, requests in batch.recent.items()
+        if requests
+    ]
+    return json.dumps({"r": returns, "u": counts, "l": recent}, separators=(",", ":"))
 
 
 _scripts: dict[tuple[int, str], Any] = {}
@@ -361,6 +373,8 @@ def discard() -> None:
     with _lock:
         _leases.clear()
         _pending = _Pending()
+    with _push_lock:
+        _unsent.clear()
 
 
 class _Pusher:

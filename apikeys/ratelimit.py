@@ -102,8 +102,8 @@ local function lk_guard(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
   if body ~= '' then
     local st = ARGV[o + 7]
     if verdict ~= 0 then st = '429' end
-    -- Trimmed back to the cap once it is RECENT_SLACK over: readers never look past
-    -- the cap, and most pushes need no LTRIM.
+    -- Trimmed back to the cap once it is RECENT_SLACK over: readers look no further
+    -- than that, and most pushes need no LTRIM.
     local cap = tonumber(ARGV[o + 8])
     if redis.call('LPUSH', kr, st .. ' ' .. body) > cap + RECENT_SLACK then
       redis.call('LTRIM', kr, 0, cap - 1)

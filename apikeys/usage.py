@@ -382,7 +382,9 @@ def recent_requests(*, key_pk: int, limit: int = RECENT_MAX) -> list[dict[str, A
         pairs = [(int(status), str(body)) for status, body in raw]
     else:
         try:
-            values = conn.lrange(recent_redis_key(key_pk), 0, limit - 1)
+            # Requests admitted under admission leases arrive up to a push late (ADR
+            # 0065): read the slack too and order by time.
+            values = conn.lrange(recent_redis_key(key_pk), 0, RECENT_MAX + 20 - 1)
         except redisconn.REDIS_ERRORS as exc:
             redisconn.error_log.error("usage", "Redis unreachable: recent requests unknown", exc)
             return []
@@ -391,8 +393,10 @@ def recent_requests(*, key_pk: int, limit: int = RECENT_MAX) -> list[dict[str, A
             status, _, body = text.partition(" ")
             if status.isdigit():
                 pairs.append((int(status), body))
-    decoded = (_decode_recent(status, body) for status, body in pairs)
-    return [entry for entry in decoded if entry is not None]
+    decoded = [_decode_recent(status, body) for status, body in pairs]
+    entries = [entry for entry in decoded if entry is not None]
+    entries.sort(key=lambda entry: entry["at"], reverse=True)  # stable: equal times keep order
+    return entries[:limit]
 
 
 def discard_recent_local() -> None:

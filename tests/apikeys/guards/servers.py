@@ -70,6 +70,7 @@ class Server:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    settings: dict[str, str] = field(default_factory=dict)  # more environment
 
     @property
     def base(self) -> str:
@@ -86,7 +87,7 @@ class Server:
         }
         if self.redis_url:
             extra["REDIS_URL"] = self.redis_url
-        return child_env(**extra)
+        return child_env(**extra, **self.settings)
 
     def start(self) -> None:
         self.log_path = self.db_path.with_suffix(f".{self.port}.log")

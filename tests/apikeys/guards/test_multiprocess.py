@@ -6,12 +6,15 @@ through `run_django` scripts (revoke, suspend, fold usage).
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 
 from tests.apikeys.guards.conftest import RedisServer
 from tests.apikeys.guards.servers import DatabaseTemplate, HttpResult, Server, create_key
@@ -204,6 +207,10 @@ def test_under_admission_leases_workers_admit_no_more_than_the_quota(
         assert set(statuses) == {200, 429}
         assert {r.code for r in results if r.status == 429} == {"quota_exceeded"}
         assert statuses[200] <= 1500
+        # The workers did admit under leases (each grant leaves a marker).
+        prefix = srv.env()["CACHE_KEY_PREFIX"]
+        markers = redis.Redis.from_url(redis_server.url).keys(f"{prefix}:g:lease:*")
+        assert markers
         srv.stop()
         srv.start()
         admitted = statuses[200]
@@ -215,17 +222,53 @@ def test_under_admission_leases_workers_admit_no_more_than_the_quota(
 
 
 def test_a_revoked_high_limit_key_is_refused_by_every_worker_despite_leases(
-    server: Server,
+    template: DatabaseTemplate, redis_server: RedisServer
 ) -> None:
-    public_id, secret = create_key(server, slug="big", per_minute=10**9, burst=10**9)
-    warm = parallel(90, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
-    assert {r.status for r in warm} == {200}
-    server.run_django(
-        f"""
-        from apikeys.models import ApiKey
-        from apikeys.services import apikey_revoke
-        apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
-        """
+    """Workers admit the key under leases while it is revoked: the revocation waits out
+    their leases, and no request sent after it returned is admitted."""
+    srv = Server(
+        db_path=template.copy(),
+        redis_url=redis_server.url,
+        workers=3,
+        settings={"LATCHKEY_KEY_LEASE_MS": "900"},
     )
-    after = parallel(60, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
-    assert {(r.status, r.code) for r in after} == {(401, "api_key_revoked")}
+    srv.start()
+    try:
+        public_id, secret = create_key(srv, slug="big", per_minute=10**9, burst=10**9)
+        sent: list[tuple[float, int]] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                at = time.monotonic()
+                sent.append((at, srv.call("GET", "/api/v1/me", headers=bearer(secret)).status))
+
+        clients = [threading.Thread(target=hammer) for _ in range(6)]
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(1.0)
+            out = srv.run_django(
+                f"""
+                import time
+                from apikeys.models import ApiKey
+                from apikeys.services import apikey_revoke
+                started = time.monotonic()
+                apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
+                print(time.monotonic() - started)
+                """
+            )
+            returned = time.monotonic()
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for client in clients:
+                client.join()
+        # The workers held leases (their markers made the revocation wait)...
+        assert float(out.strip().splitlines()[-1]) > 0.1
+        assert any(status == 200 for _, status in sent)
+        # ...and nothing sent after it returned was admitted.
+        after = [status for at, status in sent if at > returned]
+        assert after and set(after) == {401}
+    finally:
+        srv.stop()
