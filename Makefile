@@ -24,7 +24,7 @@ run: $(STAMP)
 	@echo "  Sign in as the demo owner: open http://localhost:$(PORT)/login/ and enter owner@demo.latchkey.test"
 	@echo "  The sign-in link is printed in this terminal (console email). Passkeys need the localhost address."
 	@echo ""
-	$(PY) manage.py runserver $(HOST):$(PORT)
+	SITE_URL="$${SITE_URL:-http://localhost:$(PORT)}" $(PY) manage.py runserver $(HOST):$(PORT)
 
 # The whole suite on the embedded defaults, then again on PostgreSQL + Redis when configured.
 test: $(STAMP)
