@@ -232,11 +232,16 @@ class ApiKeyDetailView(OrgView):
                 "window": window,
                 "ranges": _ranges(window),
                 "chart": chart,
-                # Folded figures decide (the recent list may hold what the next fold
-                # brings); a key never used shows only the empty state.
-                "key_used": key.last_used_at is not None or not chart.empty,
+                # A key never used shows only the empty state. One whose first requests
+                # are on record but not folded yet (at least once a minute) shows them,
+                # and says the chart follows.
+                "key_used": key.last_used_at is not None or not chart.empty or bool(recent),
                 "empty_message": (
-                    "No requests yet" if key.last_used_at is None else _quiet_message(window)
+                    _quiet_message(window)
+                    if key.last_used_at is not None
+                    else "Counting: the first requests appear here within a minute"
+                    if recent
+                    else "No requests yet"
                 ),
                 "client_versions": usage_client_versions(
                     org=self.org, key=key, since=versions_window.since, until=versions_window.until

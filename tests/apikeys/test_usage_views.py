@@ -321,6 +321,17 @@ def test_an_unused_key_says_no_requests_yet_without_a_chart(
     assert 'class="recent-requests"' not in html and 'id="key-client-versions"' not in html
 
 
+def test_a_key_just_used_shows_its_requests_before_the_first_fold(
+    clock: FrozenClock, member_client: Client, org: Organization
+) -> None:
+    key, _ = make_key(org)
+    push_recent(key, status=200, path="/api/v1/me", request_id="req_just_now")
+    html = member_client.get(f"/o/{org.slug}/api-keys/{key.public_id}/").content.decode()
+    assert "No requests yet" not in html
+    assert "the first requests appear here within a minute" in html
+    assert 'class="recent-requests"' in html and "req_just_now" in html
+
+
 def test_a_key_quiet_in_the_window_says_so_and_keeps_its_sections(
     clock: FrozenClock, member_client: Client, org: Organization
 ) -> None:
