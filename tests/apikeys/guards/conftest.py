@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -275,14 +276,18 @@ class CommandLog:
 
 @pytest.fixture
 def redis_commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[CommandLog]:
+    """The commands the test's own thread sends (what its requests cost), not those of
+    background threads (the invalidation retrier of an earlier test, a lease pusher)."""
     log = CommandLog()
     original = AbstractConnection.send_packed_command
+    requests_thread = threading.get_ident()
 
     def recording(self: Any, command: Any, check_health: bool = True) -> None:
-        parts = command if isinstance(command, list) else [command]
-        payload = b"".join(p if isinstance(p, bytes) else bytes(p) for p in parts)
-        for chunk in payload.split(b"\r\n*")[0:1]:
-            log.commands.append(chunk)
+        if threading.get_ident() == requests_thread:
+            parts = command if isinstance(command, list) else [command]
+            payload = b"".join(p if isinstance(p, bytes) else bytes(p) for p in parts)
+            for chunk in payload.split(b"\r\n*")[0:1]:
+                log.commands.append(chunk)
         return original(self, command, check_health)
 
     monkeypatch.setattr(AbstractConnection, "send_packed_command", recording)
