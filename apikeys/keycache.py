@@ -376,7 +376,7 @@ class _RedisStore:
         self.conn = conn
 
     def lookup(self, digest: str) -> tuple[Any, bytes | None, bytes | None]:
-        entry, version, generation = _script(self.conn, _LOOKUP_LUA)(
+        entry, version, generation = redisconn.registered(self.conn, _LOOKUP_LUA)(
             keys=[cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))],
             args=[cache.make_key(_org_generation_name_prefix())],
         )
@@ -397,13 +397,13 @@ class _RedisStore:
         keys = [cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))]
         if org_pk is not None:
             keys.append(cache.make_key(_org_generation_name(org_pk)))
-        _script(self.conn, _FILL_LUA)(
+        redisconn.registered(self.conn, _FILL_LUA)(
             keys=keys, args=[version or b"", generation or b"", value, ENTRY_TTL]
         )
 
     def invalidate_key(self, digest: str) -> int:
         return int(
-            _script(self.conn, _INVALIDATE_KEY_LUA)(
+            redisconn.registered(self.conn, _INVALIDATE_KEY_LUA)(
                 keys=[
                     cache.make_key(cache_key(digest)),
                     cache.make_key(_version_name(digest)),
@@ -417,7 +417,7 @@ class _RedisStore:
         # No expiry: entries embed it for up to ENTRY_TTL, and one small key per org
         # that ever changed is cheap. Lost to eviction it only makes entries stale.
         return int(
-            _script(self.conn, _INVALIDATE_ORG_LUA)(
+            redisconn.registered(self.conn, _INVALIDATE_ORG_LUA)(
                 keys=[cache.make_key(_org_generation_name(org_pk)), org_lease_name(org_pk)],
                 args=[_marker()],
             )
@@ -470,18 +470,6 @@ class _LocalStore:
 
 def _marker() -> bytes:
     return secrets.token_hex(8).encode()
-
-
-_scripts_lock = threading.Lock()
-_scripts: dict[tuple[int, str], Any] = {}
-
-
-def _script(conn: Any, source: str) -> Any:
-    with _scripts_lock:
-        script = _scripts.get((id(conn), source))
-        if script is None:
-            script = _scripts[(id(conn), source)] = conn.register_script(source)
-        return script
 
 
 def _store() -> _RedisStore | _LocalStore:

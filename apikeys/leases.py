@@ -296,7 +296,7 @@ def push() -> None:
 
 
 def _send(conn: Any, batch_id: str, payload: str) -> None:
-    _script(conn, _PUSH_LUA)(keys=[redisconn.rkey("push", batch_id)], args=[payload])
+    redisconn.registered(conn, _PUSH_LUA)(keys=[redisconn.rkey("push", batch_id)], args=[payload])
 
 
 def _payload(batch: _Pending) -> str:
@@ -336,16 +336,6 @@ def _payload(batch: _Pending) -> str:
         if requests
     ]
     return json.dumps({"r": returns, "u": counts, "l": recent}, separators=(",", ":"))
-
-
-_scripts: dict[tuple[int, str], Any] = {}
-
-
-def _script(conn: Any, source: str) -> Any:
-    found = _scripts.get((id(conn), source))
-    if found is None:
-        found = _scripts[(id(conn), source)] = conn.register_script(source)
-    return found
 
 
 def forget(*, digest: str | None = None, org_pk: int | None = None) -> None:

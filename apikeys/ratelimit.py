@@ -29,7 +29,6 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from django.core.cache import cache
 
@@ -162,8 +161,6 @@ end
 return m
 """
 
-_script_lock = threading.Lock()
-_scripts: dict[tuple[int, str], Any] = {}
 # The local-memory twin: one lock makes check-and-increment atomic within the process.
 _local_lock = threading.Lock()
 
@@ -328,21 +325,6 @@ def _result(
     )
 
 
-def _script(conn: Any, source: str = _GUARD_LUA) -> Any:
-    key = (id(conn), source)
-    script = _scripts.get(key)
-    if script is None:
-        with _script_lock:
-            script = _scripts.get(key)
-            if script is None:
-                script = _scripts[key] = conn.register_script(source)
-    return script
-
-
-def _refund_script(conn: Any) -> Any:
-    return _script(conn, _REFUND_LUA)
-
-
 UNLIMITED = Limits(per_minute=0, burst=0, monthly=0)
 
 
@@ -380,7 +362,7 @@ def guard(
     burst_key, minute_key, month_key = counter_keys(key_pk, org_pk, now)
     quota = effective.monthly if org_pk is not None else 0
     try:
-        verdict, _b, minute_used, _q = _script(conn)(
+        verdict, _b, minute_used, _q = redisconn.registered(conn, _GUARD_LUA)(
             keys=[
                 burst_key,
                 minute_key,
@@ -481,7 +463,7 @@ def refund(
         old, new = f"{recent.status} {recent.body}", f"{status} {recent.body}"
     burst_key, minute_key, month_key = counter_keys(key_pk, org_pk, now)
     try:
-        minute_used = _refund_script(conn)(
+        minute_used = redisconn.registered(conn, _REFUND_LUA)(
             keys=[
                 burst_key,
                 minute_key,

@@ -112,6 +112,23 @@ class ErrorLog:
 error_log = ErrorLog()
 
 
+_registered_lock = threading.Lock()
+_registered: dict[tuple[int, str], Any] = {}
+
+
+def registered(conn: Any, source: str) -> Any:
+    """redis-py's `Script` for Lua `source` on client `conn`, made once per client and
+    source (it runs EVALSHA and loads the script on NOSCRIPT)."""
+    key = (id(conn), source)
+    script = _registered.get(key)
+    if script is None:
+        with _registered_lock:
+            script = _registered.get(key)
+            if script is None:
+                script = _registered[key] = conn.register_script(source)
+    return script
+
+
 # --- the hot path's own connection (ADR 0064) --------------------------------------------
 #
 # A guarded request makes exactly one Redis call, one EVALSHA. Through redis-py's client

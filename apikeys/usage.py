@@ -229,8 +229,6 @@ end
 return 1
 """
 
-_response_scripts: dict[int, Any] = {}
-
 
 def record_status(
     *,
@@ -266,9 +264,7 @@ def record_status(
                 recent.local[0] = status
         return
     name = redis_hash_key(key_pk, org_pk, hour)
-    script = _response_scripts.get(id(conn))
-    if script is None:
-        script = _response_scripts[id(conn)] = conn.register_script(_RESPONSE_LUA)
+    script = redisconn.registered(conn, _RESPONSE_LUA)
     old = new = ""
     recent_name = name
     if fix and recent is not None:
@@ -452,7 +448,7 @@ def _delta_from_hash(name: str, data: dict[bytes, bytes]) -> UsageDelta | None:
 
 def _redis_claim(conn: Any) -> tuple[str, list[str]]:
     batch = uuid.uuid4().hex
-    script = conn.register_script(_CLAIM_LUA)
+    script = redisconn.registered(conn, _CLAIM_LUA)
     claimed = script(
         keys=[redis_pending_key(), _redis_batches_key()],
         args=[batch, redisconn.rkey("uc", batch), CLAIM_CHUNK, int(time.time())],
