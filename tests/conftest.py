@@ -11,6 +11,26 @@ from django.test import Client
 from accounts.models import User
 from orgs.models import Membership, Organization, Role
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
+from tests.programs import PROGRAMS, REQUIRE_ALL_VARIABLE
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly how many tests a missing program skipped, and how to get it."""
+    counts: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        for program in PROGRAMS:
+            if program.reason in reason:
+                counts[program.reason] = counts.get(program.reason, 0) + 1
+    if not counts:
+        return
+    terminalreporter.section("skipped for missing programs")
+    for reason, count in counts.items():
+        terminalreporter.write_line(f"{count} skipped: {reason}")
+    terminalreporter.write_line(
+        f"Install them to run everything; {REQUIRE_ALL_VARIABLE}=1 makes such a skip a failure."
+    )
 
 
 def _reset_process_state() -> None:

@@ -1,9 +1,11 @@
-"""Fixtures for the API guards: a real Redis of our own, both backends, servers.
+"""Fixtures for the API guards: a real Redis, both backends, servers.
 
-Tests that need Redis start their own `redis-server` (Debian's package, installed by
-.ci/run) on a free loopback port, so they can also stop it mid-test; they never touch the
-Redis of `REDIS_URL`. Tests marked with the `backend` fixture run once on the embedded
-default (local memory) and once on that Redis.
+Tests that need Redis use the server of `REDIS_URL` when it is set, else one of their own
+(`redis-server` on a free loopback port). A test that stops Redis mid-test is marked
+`stops_redis` and always gets a server of its own, so it never stops a shared one. Without
+`redis-server` those tests are skipped with the package to install (tests/programs.py).
+Tests marked with the `backend` fixture run once on the embedded default (local memory) and
+once on Redis.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from apikeys import usage
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
 from orgs.models import Organization
+from tests.programs import REDIS, require
 
 
 def free_port() -> int:
@@ -40,17 +43,26 @@ def free_port() -> int:
 class RedisServer:
     """A throwaway redis-server on loopback that a test can stop and start again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, binary: str) -> None:
         self.port = free_port()
         self.workdir = workdir
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ensure_running(self) -> None:
+        if not self.running:
+            self.start()
+
     def start(self) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        binary = self.binary
         self.process = subprocess.Popen(
             [
                 binary,
@@ -86,14 +98,48 @@ class RedisServer:
         self.process = None
 
 
+class ExternalRedis(RedisServer):
+    """The Redis of `REDIS_URL`: shared with the rest of the run, never stopped by a test."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def running(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        raise RuntimeError("A test that stops Redis must be marked @pytest.mark.stops_redis.")
+
+
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def own_redis_server() -> Iterator[RedisServer]:
+    """A redis-server process of this test run's own, which tests may stop and start."""
+    binary = require(REDIS)
     workdir = Path(tempfile.mkdtemp(prefix="latchkey-redis-"))
-    server = RedisServer(workdir)
+    server = RedisServer(workdir, binary)
     server.start()
     yield server
     server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server(request: pytest.FixtureRequest) -> RedisServer:
+    """`REDIS_URL`'s server when set (unless the test stops Redis), else our own."""
+    url = os.environ.get("REDIS_URL", "")
+    if url and request.node.get_closest_marker("stops_redis") is None:
+        return ExternalRedis(url)
+    server: RedisServer = request.getfixturevalue("own_redis_server")
+    return server
 
 
 def redis_settings(url: str, prefix: str) -> dict[str, object]:
@@ -129,16 +175,15 @@ LOCAL_SETTINGS: dict[str, object] = {
 
 @pytest.fixture
 def use_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """Point the guards (and the cache) at our own Redis for this test."""
-    if redis_server.process is None or redis_server.process.poll() is not None:
-        redis_server.start()
+    """Point the guards (and the cache) at a real Redis for this test."""
+    redis_server.ensure_running()
     prefix = "lkg" + uuid.uuid4().hex[:8]
     with override_settings(**redis_settings(redis_server.url, prefix)):
         from django.core.cache import cache
 
         cache.clear()
         yield redis_server
-        if redis_server.process is not None:
+        if redis_server.running:
             cache.clear()
 
 

@@ -211,6 +211,7 @@ def test_a_cold_fill_reads_the_org_after_its_generation(
     assert fresh.org.status == OrgStatus.SUSPENDED
 
 
+@pytest.mark.stops_redis
 def test_redis_unreachable_falls_back_to_the_database(
     use_redis: RedisServer, org: Organization, django_capture_on_commit_callbacks: Any
 ) -> None:

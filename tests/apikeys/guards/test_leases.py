@@ -253,6 +253,7 @@ def test_leased_requests_are_counted_in_usage_and_recent_requests(
     assert counters(key, org, frozen_clock.now)[1] == 9
 
 
+@pytest.mark.stops_redis
 def test_redis_down_under_a_lease_gives_no_500_and_loses_no_leased_usage(
     leases_on: RedisServer,
     org: Organization,

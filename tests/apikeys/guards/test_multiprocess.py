@@ -31,14 +31,12 @@ def template() -> Iterator[DatabaseTemplate]:
 
 @pytest.fixture
 def server(template: DatabaseTemplate, redis_server: RedisServer) -> Iterator[Server]:
-    if redis_server.process is None:
-        redis_server.start()
+    redis_server.ensure_running()
     srv = Server(db_path=template.copy(), redis_url=redis_server.url, workers=3)
     srv.start()
     yield srv
     srv.stop()
-    if redis_server.process is None:
-        redis_server.start()
+    redis_server.ensure_running()
 
 
 def bearer(secret: str, **extra: str) -> dict[str, str]:
@@ -106,6 +104,7 @@ def test_a_revoked_key_is_refused_by_every_worker_on_the_next_request(server: Se
     assert {(r.status, r.code) for r in suspended} == {(403, "org_suspended")}
 
 
+@pytest.mark.stops_redis
 def test_redis_stopped_mid_test_gives_no_500_and_keeps_authentication(
     server: Server, redis_server: RedisServer
 ) -> None:

@@ -128,6 +128,7 @@ def test_concurrent_threads_never_exceed_the_limit(backend: str) -> None:
     assert results.count(True) == 10
 
 
+@pytest.mark.stops_redis
 def test_redis_unreachable_fails_open_with_an_error_logged(
     use_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -161,6 +161,7 @@ def test_unlimited_windows_are_not_reported(
     assert "RateLimit-Policy" not in responses[-1]
 
 
+@pytest.mark.stops_redis
 def test_redis_down_limits_fail_open_and_authentication_holds(
     use_redis: RedisServer,
     org: Organization,

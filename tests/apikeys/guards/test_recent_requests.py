@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from apikeys import usage
 from orgs.models import Organization
 from tests.apikeys.guards.conftest import new_key, set_limits
@@ -88,6 +90,7 @@ def test_the_list_is_capped_and_kept_per_key(
     assert usage.recent_requests(key_pk=999_999) == []
 
 
+@pytest.mark.stops_redis
 def test_unreachable_redis_gives_an_empty_list(
     use_redis: Any, org: Organization, frozen_clock: Any
 ) -> None:

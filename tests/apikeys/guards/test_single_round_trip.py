@@ -167,6 +167,7 @@ def test_an_expired_key_is_neither_accepted_nor_counted(
     assert len(usage.recent_requests(key_pk=key.pk)) == 2
 
 
+@pytest.mark.stops_redis
 def test_redis_down_on_the_warm_path_fails_open_once_and_authenticates_from_the_database(
     use_redis: RedisServer,
     org: Organization,
