@@ -23,7 +23,13 @@ from apikeys import serializers as s
 from apikeys.api_base import AnyKeyApiView, OrgApiView, PublicApiView
 from apikeys.errors import ApiError
 from apikeys.models import ApiKey, Environment
-from apikeys.scopes import missing_scopes
+from apikeys.scopes import (
+    actions_in_use,
+    all_resources,
+    missing_scopes,
+    preset_scopes,
+    presets,
+)
 from apikeys.selectors import apikey_get, apikey_list, apikey_public_ids
 from apikeys.services import apikey_create, apikey_delete, apikey_revoke, apikey_rotate
 from orgs.models import Membership, Organization
@@ -86,6 +92,7 @@ def me_body(p: Any) -> dict[str, Any]:
             "scopes": sorted(p.scopes),
             "display": p.display,
             "expires_at": _iso(p.expires_at),
+            "meta": dict(p.meta),
         },
         "organization": None,
         "rate_limits": None,
@@ -106,6 +113,44 @@ def me_body(p: Any) -> dict[str, Any]:
             "monthly": p.limits.monthly,
         }
     return body
+
+
+class ScopeCatalogueApi(AnyKeyApiView):
+    """The resources, actions and presets keys of the caller's kind can hold. Any valid key."""
+
+    @extend_schema(
+        responses=s.ScopeCatalogueSerializer, summary="Scopes keys can hold", tags=["meta"]
+    )
+    def get(self, request: Request) -> Response:
+        return Response(scope_catalogue(system=self.principal.is_system))
+
+
+def scope_catalogue(*, system: bool) -> dict[str, Any]:
+    """`GET scopes`: the registry as data (org resources, or system ones for system keys)."""
+    return {
+        "object": "scope_catalogue",
+        "actions": actions_in_use(system),
+        "resources": [
+            {
+                "name": r.name,
+                "label": r.label,
+                "description": r.description,
+                "actions": list(r.actions),
+                "implies": {a: sorted(r.grants(a) - {a}) for a in r.actions if r.grants(a) - {a}},
+                "scopes": list(r.scopes),
+            }
+            for r in all_resources(system)
+        ],
+        "presets": [
+            {
+                "name": p.name,
+                "label": p.label,
+                "description": p.description,
+                "scopes": preset_scopes(p),
+            }
+            for p in presets(system)
+        ],
+    }
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -301,6 +346,7 @@ class ApiKeyListApi(ApiKeyBase):
             environment=data["environment"],
             scopes=data["scopes"],
             expires_at=data["expires_at"],
+            meta=data["meta"],
             created_by_key=self.api_key,
             request=request._request,
             external_actor_id=self.external_actor_id,

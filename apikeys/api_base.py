@@ -11,8 +11,10 @@
                            round trip also checks and counts the rate limits (ADR 0064);
                            the verdict waits for step f
        b. key kind         org keys on org views, system keys on system views
-       c. org check        `X-Org-Id` must name the key's org → 403 org_mismatch
-       d. client headers   `X-Client-Version`, `X-Actor-Id` validated and put on the request
+       c. org check        the org header (`X-Org-Id` by default; the catalogue's `[wire]`
+                           names it) must name the key's org → 403 org_mismatch
+       d. client headers   client-version and actor headers (`X-Client-Version`,
+                           `X-Actor-Id` by default) validated and put on the request
                            (`request.client_version`, `request.external_actor_id`)
        e. scope            `HasResourceScope`: `<resource>:read|write` → 403 insufficient_scope
        f. HOOK before_handler(request)
@@ -56,7 +58,9 @@ from apikeys.authentication import (
     ApiKeyAuthentication,
     ApiKeyPrincipal,
     credentials_from_headers,
+    missing_key_error,
 )
+from apikeys.catalogue import current
 from apikeys.errors import ApiError
 from apikeys.models import ApiKey
 from apikeys.pagination import ApiCursorPagination
@@ -125,13 +129,6 @@ _DECLARED: set[type] = set()
 _SCOPES: dict[tuple[type, str], object] = {}
 _METHODS: dict[type, tuple[frozenset[str], tuple[str, ...]]] = {}
 _UNKNOWN = object()
-
-
-# (header, its WSGI name, the attribute the validated value is put in on the request)
-_CLIENT_HEADERS = (
-    ("X-Client-Version", "HTTP_X_CLIENT_VERSION", "client_version"),
-    ("X-Actor-Id", "HTTP_X_ACTOR_ID", "external_actor_id"),
-)
 
 
 def _printable_ascii(value: str) -> bool:
@@ -251,7 +248,7 @@ class ApiView(APIView):
         self.perform_authentication(request)
         principal = request.auth
         if not isinstance(principal, ApiKeyPrincipal):
-            raise ApiError("missing_api_key")
+            raise missing_key_error()
         self.check_key_kind(principal)
         self.check_org_header(request, principal)
         self.read_client_headers(request)
@@ -273,18 +270,23 @@ class ApiView(APIView):
         raise ApiError("insufficient_scope", message, required_scope=scope)
 
     def check_org_header(self, request: Request, principal: ApiKeyPrincipal) -> None:
-        named = request._request.META.get("HTTP_X_ORG_ID")
+        catalogue = current()
+        named = request._request.META.get(catalogue.org_header_meta)
         if named is None:
             return
         named = named.strip()
         if principal.is_system or named not in (principal.org_public_id, principal.org_slug):
-            raise ApiError("org_mismatch", "X-Org-Id names an organisation other than the key's.")
+            raise ApiError(
+                "org_mismatch",
+                f"{catalogue.wire.org_header} names an organisation other than the key's.",
+                param=catalogue.wire.org_header,
+            )
 
     def read_client_headers(self, request: Request) -> None:
         # On the Django request, so middleware (usage counting) sees them too.
         django_request = request._request
         meta = django_request.META
-        for header, name, attribute in _CLIENT_HEADERS:
+        for header, name, attribute in current().client_headers:
             value = meta.get(name)
             if value is None:
                 value = ""

@@ -27,6 +27,7 @@ register_converter(PublicIdConverter, "pid")
 urlpatterns: list[URLPattern | URLResolver] = [
     path("ping", api.PingApi.as_view(), name="api-ping"),
     path("me", api.MeApi.as_view(), name="api-me"),
+    path("scopes", api.ScopeCatalogueApi.as_view(), name="api-scopes"),
     path("organization", api.OrganizationApi.as_view(), name="api-organization"),
     path("members", api.MemberListApi.as_view(), name="api-members"),
     path("members/<pid:member_id>", api.MemberDetailApi.as_view(), name="api-member"),

@@ -1,9 +1,11 @@
-"""API-key authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+"""API-key authentication: the key headers of the catalogue's `[wire]`, by default
+`Authorization: Bearer <key>` or `X-API-Key: <key>`.
 
-The order of checks is fixed (SPEC sections 5 and 6):
+The order of checks is fixed (docs/api.md, "Authentication"):
 
-1. credentials read from the headers (`conflicting_credentials` when both are sent and
-   differ, `invalid_api_key` for a malformed Authorization header);
+1. credentials read from the headers, in the declared order (`conflicting_credentials`
+   when two headers carry different keys, `invalid_api_key` for a malformed Authorization
+   header or an empty one);
 2. `parse_key` rejects a wrong shape or checksum before any cache or database lookup;
 3. `resolve_api_key` turns the key into an immutable `ApiKeyPrincipal` (the one lookup
    function: the verification cache of the next layer sits in front of it);
@@ -18,7 +20,8 @@ The order of checks is fixed (SPEC sections 5 and 6):
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +31,7 @@ from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
 from apikeys import guards, keycache
+from apikeys.catalogue import AUTHORIZATION, current
 from apikeys.errors import ApiError, spec_for
 from apikeys.keys import key_digest, parse_key
 from orgs.models import OrgStatus
@@ -60,6 +64,7 @@ class ApiKeyPrincipal:
     org_plan: str
     org_kyc_status: str
     limits: Limits | None
+    meta: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def is_system(self) -> bool:
@@ -157,6 +162,7 @@ def principal_for(resolved: keycache.Resolved | None, digest: str) -> ApiKeyPrin
         org_plan=org.plan if org is not None else "",
         org_kyc_status=org.kyc_status if org is not None else "",
         limits=org.limits if org is not None else None,
+        meta=key.meta or {},
     )
     if entry is not None:
         if len(_principals) >= _PRINCIPALS_MAX:
@@ -168,35 +174,45 @@ def principal_for(resolved: keycache.Resolved | None, digest: str) -> ApiKeyPrin
 _BEARER = "bearer"
 
 
-def credentials_from_headers(request: Request) -> str | None:
+def credentials_from_headers(request: Request | HttpRequest) -> str | None:
     """The raw key the request presents, or None when it presents none.
 
-    Raises `conflicting_credentials` when both headers carry different values and
-    `invalid_api_key` for an Authorization header that is not `Bearer <one token>`.
+    The catalogue's key headers are read in their declared order and the first one sent
+    wins; `Authorization` means `Bearer <key>`. Raises `conflicting_credentials` when two
+    headers carry different keys and `invalid_api_key` for an Authorization header that is
+    not `Bearer <one token>` or an empty key header.
     """
     meta = request.META
-    authorization = meta.get("HTTP_AUTHORIZATION")
-    header_key = meta.get("HTTP_X_API_KEY")
-    bearer: str | None = None
-    if authorization is not None:
-        parts = authorization.split()
-        if len(parts) != 2 or parts[0].lower() != _BEARER:
+    found: str | None = None
+    found_in = ""
+    for header, name in current().key_header_names:
+        value = meta.get(name)
+        if value is None:
+            continue
+        if header.lower() == AUTHORIZATION:
+            parts = value.split()
+            if len(parts) != 2 or parts[0].lower() != _BEARER:
+                raise ApiError(
+                    "invalid_api_key",
+                    "The Authorization header must be 'Bearer <key>'.",
+                )
+            value = parts[1]
+        else:
+            value = value.strip()
+            if not value:
+                raise ApiError("invalid_api_key", f"The {header} header is empty.")
+        if found is None:
+            found, found_in = value, header
+        elif not hmac.compare_digest(found.encode("latin-1"), value.encode("latin-1")):
             raise ApiError(
-                "invalid_api_key",
-                "The Authorization header must be 'Bearer <key>'.",
+                "conflicting_credentials",
+                f"{found_in} and {header} carry different keys; send one.",
             )
-        bearer = parts[1]
-    if header_key is not None:
-        header_key = header_key.strip()
-        if not header_key:
-            raise ApiError("invalid_api_key", "The X-API-Key header is empty.")
-    if (
-        bearer is not None
-        and header_key is not None
-        and not hmac.compare_digest(bearer.encode("latin-1"), header_key.encode("latin-1"))
-    ):
-        raise ApiError("conflicting_credentials")
-    return bearer if bearer is not None else header_key
+    return found
+
+
+def missing_key_error() -> ApiError:
+    return ApiError("missing_api_key", f"No API key was sent. Use {current().key_headers_text()}.")
 
 
 def authenticate_key(

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from django import forms
 from django.utils import timezone
 
-from apikeys.scopes import scope_choices
-from apikeys.services import DEFAULT_GRACE, NAME_MAX_LENGTH
+from apikeys.scopes import (
+    Resource,
+    actions_in_use,
+    all_resources,
+    has_scope,
+    preset_scopes,
+    presets,
+    scope_choices,
+)
+from apikeys.services import (
+    DEFAULT_GRACE,
+    META_MAX_BYTES,
+    NAME_MAX_LENGTH,
+    ApiKeyError,
+    clean_meta,
+)
 
 ENVIRONMENT_CHOICES = [("test", "Test"), ("live", "Live")]
 
@@ -38,6 +55,75 @@ DEFAULT_GRACE_VALUE = str(int(DEFAULT_GRACE.total_seconds()))
 MAX_EXPIRY_DAYS = 3650
 
 
+@dataclass(frozen=True)
+class GridCell:
+    scope: str
+    action: str
+    id: str
+    label: str
+    checked: bool
+    implies: str  # ids of the boxes this one ticks, space-separated
+
+
+@dataclass(frozen=True)
+class GridRow:
+    resource: Resource
+    cells: list[GridCell | None]  # one per column; None where the resource lacks the action
+
+
+@dataclass(frozen=True)
+class GridPreset:
+    name: str
+    label: str
+    description: str
+    scopes: str  # space-separated concrete scopes
+
+
+@dataclass(frozen=True)
+class ScopeGrid:
+    """The permission grid: a column per action some resource has, a row per resource,
+    and the presets offered above it (the catalogue drives all three)."""
+
+    columns: list[str]
+    rows: list[GridRow]
+    presets: list[GridPreset]
+
+
+def scope_grid(selected: Iterable[str], *, system: bool = False) -> ScopeGrid:
+    """The grid with the boxes `selected` covers ticked (implied and `*` scopes count)."""
+    chosen = set(selected)
+    columns = actions_in_use(system)
+    rows = []
+    for resource in all_resources(system):
+
+        def box_id(action: str, name: str = resource.name) -> str:
+            return f"scope-{name}-{action}"
+
+        cells: list[GridCell | None] = []
+        for action in columns:
+            if not resource.has(action):
+                cells.append(None)
+                continue
+            scope = f"{resource.name}:{action}"
+            implied = sorted(resource.grants(action) - {action})
+            cells.append(
+                GridCell(
+                    scope=scope,
+                    action=action,
+                    id=box_id(action),
+                    label=f"{resource.label}: {action}",
+                    checked=has_scope(chosen, scope),
+                    implies=" ".join(box_id(a) for a in implied),
+                )
+            )
+        rows.append(GridRow(resource=resource, cells=cells))
+    offered = [
+        GridPreset(p.name, p.label, p.description, " ".join(preset_scopes(p)))
+        for p in presets(system)
+    ]
+    return ScopeGrid(columns=columns, rows=rows, presets=offered)
+
+
 class ApiKeyCreateForm(forms.Form):
     name = forms.CharField(max_length=NAME_MAX_LENGTH, strip=True)
     environment = forms.ChoiceField(choices=ENVIRONMENT_CHOICES, initial="test")
@@ -46,10 +132,32 @@ class ApiKeyCreateForm(forms.Form):
     scope = forms.MultipleChoiceField(
         choices=(), required=True, error_messages={"required": "Tick at least one permission."}
     )
+    meta = forms.CharField(
+        required=False,
+        strip=True,
+        max_length=META_MAX_BYTES * 4,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=f'A JSON object of at most {META_MAX_BYTES} bytes, e.g. {{"tenant": "t_42"}}.',
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["scope"].choices = scope_choices()  # type: ignore[attr-defined]
+
+    def clean_meta(self) -> dict[str, Any]:
+        text = self.cleaned_data.get("meta") or ""
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise forms.ValidationError(
+                'This is not valid JSON. Write an object, e.g. {"tenant": "t_42"}.'
+            ) from None
+        try:
+            return clean_meta(value)
+        except ApiKeyError as exc:
+            raise forms.ValidationError(exc.message) from None
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}

@@ -27,6 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys import idempotency, keycache, leases, ratelimit, usage
+from apikeys.catalogue import current
 from apikeys.errors import ApiError
 from config.net import client_ip
 
@@ -138,7 +139,7 @@ def _early_meta(request: HttpRequest) -> ratelimit.UsageMeta:
     `X-Client-Version` makes the request a 400, refunded; `clean_version` drops it)."""
     return ratelimit.UsageMeta(
         ip=client_ip(request) or "",
-        client_version=request.META.get("HTTP_X_CLIENT_VERSION", ""),
+        client_version=request.META.get(current().client_version_meta, ""),
         method=request.method or "GET",
         path=request.path,
         request_id=str(getattr(request, "request_id", "") or ""),

@@ -38,7 +38,7 @@ import pickle
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -215,6 +215,8 @@ class KeyState:
     rotated_at: datetime | None
     revoked_at: datetime | None
     deleted_at: datetime | None
+    # The key's `meta` object (None in entries written before keys had one).
+    meta: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -335,6 +337,7 @@ def key_state(key: Any) -> KeyState:
         rotated_at=key.rotated_at,
         revoked_at=key.revoked_at,
         deleted_at=key.deleted_at,
+        meta=dict(key.meta or {}),
     )
 
 

@@ -1,14 +1,17 @@
-"""The API key format (SPEC section 5): `<prefix>_<env>_<random><checksum>`.
+"""The API key format (docs/api.md, "Keys"): `<prefix>_<word>_<random><checksum>`.
 
-- `prefix`: `settings.API_KEY_PREFIX` (default `lk`);
-- `env`: `live`, `test`, or `sys` (system keys);
+- `prefix`: `settings.API_KEY_PREFIX` if set, else the catalogue's `[wire] prefix`, else `lk`;
+- `word`: the environment's word, `live`, `test` or `sys` unless the catalogue's
+  `[wire] environments` says otherwise (`rk_sandbox_...`);
 - `random`: 32 base62 characters from `secrets`;
-- `checksum`: `zlib.crc32` of the UTF-8 bytes of `<prefix>_<env>_<random>`, in base62
+- `checksum`: `zlib.crc32` of the UTF-8 bytes of `<prefix>_<word>_<random>`, in base62
   (`0-9A-Za-z`, most significant digit first), left-padded with `0` to 6 characters.
 
 `parse_key` rejects anything of the wrong shape or checksum without any I/O, so a typo or a
-scanner's noise never reaches the cache or the database. Only `key_digest` (HMAC-SHA256
-with `settings.API_KEY_PEPPER`) is ever stored.
+scanner's noise never reaches the cache or the database. It accepts any prefix and word of
+the format's shape, not only today's: keys issued before the operator changed the words
+keep working (ADR 0070). A key's environment is read from its stored row, never from the
+word. Only `key_digest` (HMAC-SHA256 with `settings.API_KEY_PEPPER`) is ever stored.
 """
 
 from __future__ import annotations
@@ -20,14 +23,15 @@ import secrets
 import string
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
 
 from django.conf import settings
+
+from apikeys.catalogue import KEY_ENVIRONMENTS, current
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6
-ENVIRONMENTS = ("live", "test", "sys")
+ENVIRONMENTS = KEY_ENVIRONMENTS
 # Longest key any configuration can produce is far below this; anything longer is noise.
 MAX_KEY_LENGTH = 200
 ELLIPSIS = "\u2026"
@@ -36,13 +40,19 @@ ELLIPSIS = "\u2026"
 @dataclass(frozen=True)
 class ParsedKey:
     prefix: str
-    environment: str
+    word: str  # the environment's word in the key (`live`, `test`, `sandbox` ...)
     body: str  # the 32 random characters
     checksum: str
 
     @property
     def raw(self) -> str:
-        return f"{self.prefix}_{self.environment}_{self.body}{self.checksum}"
+        return f"{self.prefix}_{self.word}_{self.body}{self.checksum}"
+
+    @property
+    def environment(self) -> str | None:
+        """The environment today's words give the key's word (None for a retired word;
+        the stored row is the authority)."""
+        return current().wire.environment_of_word.get(self.word)
 
 
 def _base62(number: int) -> str:
@@ -53,46 +63,43 @@ def _base62(number: int) -> str:
     return "".join(reversed(digits))
 
 
-def checksum(prefix: str, environment: str, body: str) -> str:
-    """The 6-character base62 CRC32 of `<prefix>_<env>_<random>`."""
-    crc = zlib.crc32(f"{prefix}_{environment}_{body}".encode())
+def checksum(prefix: str, word: str, body: str) -> str:
+    """The 6-character base62 CRC32 of `<prefix>_<word>_<random>`."""
+    crc = zlib.crc32(f"{prefix}_{word}_{body}".encode())
     return _base62(crc).rjust(CHECKSUM_LENGTH, "0")
 
 
-def _prefix() -> str:
-    return str(settings.API_KEY_PREFIX)
-
-
-@lru_cache(maxsize=8)
-def _pattern(prefix: str) -> re.Pattern[str]:
-    # Explicit ASCII classes: `\w` or str.isalnum() would accept non-ASCII digits/letters.
-    return re.compile(
-        re.escape(prefix)
-        + rf"_(live|test|sys)_([0-9A-Za-z]{{{RANDOM_LENGTH}}})([0-9A-Za-z]{{{CHECKSUM_LENGTH}}})"
-    )
+# Any prefix and word of the format's shape (catalogue.PREFIX_RE, catalogue.WORD_RE), in
+# explicit ASCII classes: `\w` or str.isalnum() would accept non-ASCII digits/letters.
+_PATTERN = re.compile(
+    r"([A-Za-z][A-Za-z0-9]{0,15}(?:_[A-Za-z0-9]{1,16}){0,2})_([a-z0-9]{1,16})_"
+    rf"([0-9A-Za-z]{{{RANDOM_LENGTH}}})([0-9A-Za-z]{{{CHECKSUM_LENGTH}}})"
+)
 
 
 def generate_secret(environment: str) -> str:
-    """A new key for `environment` (`live`, `test` or `sys`), random from `secrets`."""
+    """A new key for `environment` (`live`, `test` or `sys`), random from `secrets`,
+    written with today's prefix and environment word."""
     if environment not in ENVIRONMENTS:
         raise ValueError(f"Unknown key environment {environment!r}.")
-    prefix = _prefix()
+    catalogue = current()
+    prefix = catalogue.prefix
+    word = catalogue.wire.word(environment)
     body = "".join(secrets.choice(BASE62) for _ in range(RANDOM_LENGTH))
-    return f"{prefix}_{environment}_{body}{checksum(prefix, environment, body)}"
+    return f"{prefix}_{word}_{body}{checksum(prefix, word, body)}"
 
 
 def parse_key(raw: object) -> ParsedKey | None:
     """The parts of a well-formed key, or None for anything else. Never raises, no I/O."""
     if not isinstance(raw, str) or len(raw) > MAX_KEY_LENGTH:
         return None
-    prefix = _prefix()
-    match = _pattern(prefix).fullmatch(raw)
+    match = _PATTERN.fullmatch(raw)
     if match is None:
         return None
-    environment, body, given = match.groups()
-    if not hmac.compare_digest(given, checksum(prefix, environment, body)):
+    prefix, word, body, given = match.groups()
+    if not hmac.compare_digest(given, checksum(prefix, word, body)):
         return None
-    return ParsedKey(prefix=prefix, environment=environment, body=body, checksum=given)
+    return ParsedKey(prefix=prefix, word=word, body=body, checksum=given)
 
 
 def key_digest(raw: str) -> str:
@@ -106,4 +113,4 @@ def display_form(raw: str) -> str:
     parsed = parse_key(raw)
     if parsed is None:
         raise ValueError("Not a well-formed API key.")
-    return f"{parsed.prefix}_{parsed.environment}_{parsed.body[:4]}{ELLIPSIS}{parsed.body[-4:]}"
+    return f"{parsed.prefix}_{parsed.word}_{parsed.body[:4]}{ELLIPSIS}{parsed.body[-4:]}"

@@ -44,6 +44,9 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100)
     environment = models.CharField(max_length=4, choices=Environment.choices)
     scopes = models.JSONField(default=list, blank=True)
+    # The operator's own facts about the key (tenant ids, plan names): a JSON object of at
+    # most META_MAX_BYTES, set at creation, returned by `me` and the key page.
+    meta = models.JSONField(default=dict, blank=True)
     digest = models.CharField(max_length=64, unique=True, editable=False)
     display = models.CharField(max_length=80, editable=False)
     created_by = models.ForeignKey(

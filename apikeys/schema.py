@@ -19,6 +19,7 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 from apikeys.api_base import KEY_KIND_SYSTEM, MAX_CLIENT_HEADER_LENGTH, ApiView
+from apikeys.catalogue import AUTHORIZATION, current
 from apikeys.errors import ERRORS, IDEMPOTENCY_ERROR
 from apikeys.permissions import ANY_SCOPE
 from apikeys.scopes import get_resource
@@ -29,31 +30,60 @@ MUTATING_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
 
 
+def security_schemes() -> list[tuple[str, dict[str, Any]]]:
+    """One OpenAPI security scheme per key header of the catalogue's `[wire]`, in order."""
+    catalogue = current()
+    word = catalogue.wire.word
+    key_format = (
+        f"{catalogue.prefix}_<{word('live')}|{word('test')}|{word('sys')}>_"
+        "<32 base62><6 base62 checksum>"
+    )
+    others = [h for h in catalogue.wire.key_headers if h.lower() != AUTHORIZATION]
+    schemes = []
+    for header in catalogue.wire.key_headers:
+        if header.lower() == AUTHORIZATION:
+            schemes.append(
+                (
+                    "BearerAuth",
+                    {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "bearerFormat": key_format,
+                        "description": "An API key in `Authorization: Bearer <key>`.",
+                    },
+                )
+            )
+            continue
+        position = others.index(header)
+        schemes.append(
+            (
+                "ApiKeyHeader" if position == 0 else f"ApiKeyHeader{position + 1}",
+                {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": header,
+                    "description": f"An API key ({key_format}) in `{header}`. Sending two "
+                    "key headers with different keys is 400 `conflicting_credentials`.",
+                },
+            )
+        )
+    return schemes
+
+
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    """The key goes in `Authorization: Bearer <key>` or in `X-API-Key` (either one)."""
+    """The key goes in any one of the catalogue's key headers."""
 
     target_class = "apikeys.authentication.ApiKeyAuthentication"
-    name = ["BearerAuth", "ApiKeyHeader"]
+
+    @property
+    def name(self) -> list[str]:  # type: ignore[override]
+        return [name for name, _ in security_schemes()]
 
     def get_security_requirement(self, auto_schema: Any) -> list[dict[str, list[Any]]]:
-        return [{"BearerAuth": []}, {"ApiKeyHeader": []}]
+        return [{name: []} for name in self.name]
 
     def get_security_definition(self, auto_schema: Any) -> list[dict[str, Any]]:
-        return [
-            {
-                "type": "http",
-                "scheme": "bearer",
-                "bearerFormat": "lk_<live|test|sys>_<32 base62><6 base62 checksum>",
-                "description": "An API key in `Authorization: Bearer <key>`.",
-            },
-            {
-                "type": "apiKey",
-                "in": "header",
-                "name": "X-API-Key",
-                "description": "The same key in `X-API-Key`. Sending both headers with "
-                "different keys is 400 `conflicting_credentials`.",
-            },
-        ]
+        return [definition for _, definition in security_schemes()]
 
 
 class ErrorFieldSerializer(serializers.Serializer[Any]):
@@ -183,16 +213,17 @@ class ApiAutoSchema(AutoSchema):
         view = self._api_view()
         if view is None or view.public:
             return parameters
+        wire = current().wire
         parameters += [
             OpenApiParameter(
-                "X-Org-Id",
+                wire.org_header,
                 str,
                 OpenApiParameter.HEADER,
                 description="The key's organisation (`org_…` id or slug); any other value "
                 "is 403 `org_mismatch`.",
             ),
             OpenApiParameter(
-                "X-Client-Version",
+                wire.client_version_header,
                 str,
                 OpenApiParameter.HEADER,
                 pattern=CLIENT_HEADER_PATTERN,
@@ -200,7 +231,7 @@ class ApiAutoSchema(AutoSchema):
                 "at most 255 characters).",
             ),
             OpenApiParameter(
-                "X-Actor-Id",
+                wire.actor_header,
                 str,
                 OpenApiParameter.HEADER,
                 pattern=CLIENT_HEADER_PATTERN,
@@ -237,3 +268,47 @@ class ApiAutoSchema(AutoSchema):
         for response in responses.values():
             response.setdefault("headers", {}).update(REQUEST_ID_HEADER)
         return responses
+
+
+def describe_catalogue(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: the deployment's key headers, scopes and
+    presets in the document's description, and as `x-latchkey-scopes` for tools."""
+    catalogue = current()
+    lines = [
+        "",
+        "",
+        f"**Keys** are sent as {catalogue.key_headers_text()}.",
+        "",
+        "**Scopes** are `<resource>:<action>`; `<resource>:*` grants every action of the "
+        "resource. `GET /api/v1/scopes` returns this table as data.",
+        "",
+        "| resource | actions | implies | key kind | what it guards |",
+        "|---|---|---|---|---|",
+    ]
+    listed: list[dict[str, Any]] = []
+    for system in (False, True):
+        for resource in catalogue.resources_of(system=system):
+            implied = {
+                a: sorted(resource.grants(a) - {a})
+                for a in resource.actions
+                if resource.grants(a) - {a}
+            }
+            implies_text = "; ".join(f"{a} → {', '.join(t)}" for a, t in implied.items())
+            lines.append(
+                f"| `{resource.name}` | {', '.join(resource.actions)} | {implies_text or '—'} "
+                f"| {'system' if system else 'organisation'} | {resource.description} |"
+            )
+            listed.append(
+                {
+                    "resource": resource.name,
+                    "actions": list(resource.actions),
+                    "implies": implied,
+                    "system": system,
+                }
+            )
+    info = result.setdefault("info", {})
+    info["description"] = str(info.get("description", "")) + "\n".join(lines)
+    result["x-latchkey-scopes"] = listed
+    return result

@@ -1,25 +1,41 @@
-"""The scope registry: the one place that says which resources a key can be granted.
+"""The scope registry: which resources and actions a key can be granted.
 
-A scope is `<resource>:read` or `<resource>:write`; `write` implies `read`. The dashboard's
-checkbox grid, the services' validation, the API's permission checks and the OpenAPI text
-all read this module. Host projects add resources through
-`settings.LATCHKEY_EXTRA_RESOURCES`, a list of dicts with `name`, `label`, and optionally
-`description`, `writable` (default true) and `system` (default false).
+A scope is `<resource>:<action>`; `<resource>:*` grants every action of the resource,
+including actions the catalogue adds later. An action grants the actions it implies
+(`write` implies `read` unless the catalogue says otherwise). The resources are the
+built-ins plus the operator's catalogue (`apikeys.catalogue`, docs/catalogue.md); the
+dashboard's grid and presets, the services' validation, the API's permission checks,
+`GET /api/v1/scopes` and the OpenAPI text all read this module.
+
+Stored scopes are what was granted plus what it implied at the time (so a key's list reads
+complete); checks also apply the catalogue's current implications.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from django.conf import settings
+from apikeys.catalogue import ANY, READ, WRITE, Preset, Resource, current, expand_pattern
 
-READ = "read"
-WRITE = "write"
-ACTIONS = (READ, WRITE)
-
-_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,47}")
+__all__ = [
+    "ANY",
+    "READ",
+    "WRITE",
+    "Resource",
+    "ScopeError",
+    "actions_in_use",
+    "all_resources",
+    "all_scopes",
+    "get_resource",
+    "has_scope",
+    "missing_scopes",
+    "normalize_scopes",
+    "preset_scopes",
+    "presets",
+    "scope_choices",
+    "summarize",
+]
 
 
 class ScopeError(ValueError):
@@ -31,156 +47,137 @@ class ScopeError(ValueError):
         self.scope = scope
 
 
-@dataclass(frozen=True)
-class Resource:
-    name: str
-    label: str
-    description: str
-    writable: bool = True
-    system: bool = False
-
-    @property
-    def read_scope(self) -> str:
-        return f"{self.name}:{READ}"
-
-    @property
-    def write_scope(self) -> str | None:
-        return f"{self.name}:{WRITE}" if self.writable else None
-
-    @property
-    def scopes(self) -> tuple[str, ...]:
-        return (self.read_scope, f"{self.name}:{WRITE}") if self.writable else (self.read_scope,)
-
-
-RESOURCES: tuple[Resource, ...] = (
-    Resource("organization", "Organization", "The organisation's profile and settings."),
-    Resource("members", "Members", "Members of the organisation and their invitations."),
-    Resource("api_keys", "API keys", "The organisation's API keys."),
-    Resource("audit_log", "Audit log", "The organisation's audit events.", writable=False),
-    Resource("usage", "Usage", "Request counts per key and hour.", writable=False),
-    Resource("kyc", "KYC", "The organisation's KYC application."),
-)
-
-SYSTEM_RESOURCES: tuple[Resource, ...] = (
-    Resource(
-        "platform_organizations",
-        "Platform: organisations",
-        "Every organisation on the platform: plans, limits, suspension.",
-        system=True,
-    ),
-    Resource(
-        "platform_kyc",
-        "Platform: KYC",
-        "KYC applications of every organisation: review, approve, reject.",
-        system=True,
-    ),
-)
-
-
-def _extra_resources() -> tuple[Resource, ...]:
-    extras: list[Resource] = []
-    builtin = {r.name for r in (*RESOURCES, *SYSTEM_RESOURCES)}
-    for entry in getattr(settings, "LATCHKEY_EXTRA_RESOURCES", None) or []:
-        name = str(entry.get("name", ""))
-        if not _NAME_RE.fullmatch(name) or name in builtin:
-            raise ValueError(
-                f"LATCHKEY_EXTRA_RESOURCES: invalid or duplicate resource name {name!r}."
-            )
-        builtin.add(name)
-        extras.append(
-            Resource(
-                name=name,
-                label=str(entry.get("label") or name.replace("_", " ").capitalize()),
-                description=str(entry.get("description", "")),
-                writable=bool(entry.get("writable", True)),
-                system=bool(entry.get("system", False)),
-            )
-        )
-    return tuple(extras)
-
-
 def all_resources(system: bool = False) -> list[Resource]:
-    """Org resources (default) or system resources, built-in first, then host extras."""
-    extras = [r for r in _extra_resources() if r.system == system]
-    return [*(SYSTEM_RESOURCES if system else RESOURCES), *extras]
+    """Org resources (default) or system resources: built-in first, then the catalogue's."""
+    return list(current().resources_of(system=system))
 
 
 def get_resource(name: str, *, system: bool = False) -> Resource | None:
-    for resource in all_resources(system):
-        if resource.name == name:
-            return resource
-    return None
+    return current().resource(name, system=system)
 
 
 def all_scopes(system: bool = False) -> list[str]:
     return [scope for resource in all_resources(system) for scope in resource.scopes]
 
 
+def actions_in_use(system: bool = False) -> list[str]:
+    """Every action some resource has, in registry order: the grid's columns."""
+    seen: dict[str, None] = {}
+    for resource in all_resources(system):
+        for action in resource.actions:
+            seen.setdefault(action, None)
+    return list(seen)
+
+
 def scope_choices(system: bool = False) -> list[tuple[str, str]]:
     """(value, label) pairs for a form field, in registry order."""
-    choices = []
-    for resource in all_resources(system):
-        choices.append((resource.read_scope, f"{resource.label}: read"))
-        if resource.writable:
-            choices.append((f"{resource.name}:{WRITE}", f"{resource.label}: write"))
-    return choices
+    return [
+        (f"{resource.name}:{action}", f"{resource.label}: {action}")
+        for resource in all_resources(system)
+        for action in resource.actions
+    ]
+
+
+def presets(system: bool = False) -> list[Preset]:
+    return [p for p in current().presets if p.system == system]
+
+
+def preset_scopes(preset: Preset) -> list[str]:
+    """The concrete scopes a preset ticks, in registry order."""
+    pool = all_resources(preset.system)
+    found = {scope for pattern in preset.patterns for scope in expand_pattern(pattern, pool)}
+    return [scope for scope in all_scopes(preset.system) if scope in found]
 
 
 def normalize_scopes(scopes: Iterable[object], *, system: bool = False) -> list[str]:
-    """Validated, deduplicated, sorted scopes with `read` added for every `write`.
+    """Validated, deduplicated, sorted scopes, with every implied scope added.
 
-    Raises ScopeError naming the first scope that is malformed, unknown, write on a
-    read-only resource, or of the wrong kind (a system scope on an org key or the reverse).
+    Raises ScopeError naming the first scope that is malformed, unknown, an action the
+    resource lacks, or of the wrong kind (a system scope on an org key or the reverse).
     """
     if isinstance(scopes, str):
         raise ScopeError("Scopes must be a list of strings.")
-    known = {r.name: r for r in all_resources(system)}
-    other_kind = {r.name for r in all_resources(not system)}
     result: set[str] = set()
     for scope in scopes:
         if not isinstance(scope, str):
             raise ScopeError(f"Scope {scope!r} is not a string.", scope=repr(scope)[:80])
         shown = scope[:80]
         name, sep, action = scope.partition(":")
-        if not sep or action not in ACTIONS:
+        if not sep or not name or not action:
             raise ScopeError(
-                f"Scope {shown!r} is malformed: use <resource>:read or <resource>:write.",
+                f"Scope {shown!r} is malformed: use <resource>:<action>, e.g. "
+                f"'{all_resources(system)[0].name}:read', or <resource>:* for every action.",
                 scope=shown,
             )
-        resource = known.get(name)
+        resource = get_resource(name, system=system)
         if resource is None:
-            if name in other_kind:
+            if get_resource(name, system=not system) is not None:
                 kind = "system keys" if not system else "organisation keys"
                 raise ScopeError(f"Scope {shown!r} is only for {kind}.", scope=shown)
-            raise ScopeError(f"Unknown scope {shown!r}.", scope=shown)
-        if action == WRITE and not resource.writable:
-            raise ScopeError(f"Scope {shown!r} does not exist: {name} is read-only.", scope=shown)
-        result.add(f"{name}:{READ}")
-        if action == WRITE:
-            result.add(f"{name}:{WRITE}")
+            raise ScopeError(
+                f"Unknown scope {shown!r}: GET /api/v1/scopes lists the resources.", scope=shown
+            )
+        if action == ANY:
+            result.add(f"{name}:{ANY}")
+            continue
+        if not resource.has(action):
+            raise ScopeError(
+                f"Scope {shown!r} does not exist: {name} has the actions "
+                f"{', '.join(resource.actions)}.",
+                scope=shown,
+            )
+        result.update(f"{name}:{granted}" for granted in resource.grants(action))
     return sorted(result)
 
 
 def has_scope(granted: Iterable[str], required: str) -> bool:
-    """Whether `granted` covers `required`; `<r>:write` covers `<r>:read`."""
-    granted_set = set(granted)
+    """Whether `granted` covers `required`: the scope itself, `<resource>:*`, or an action
+    that implies it."""
+    granted_set = granted if isinstance(granted, (set, frozenset)) else set(granted)
     if required in granted_set:
         return True
     name, _, action = required.partition(":")
-    return action == READ and f"{name}:{WRITE}" in granted_set
+    if f"{name}:{ANY}" in granted_set:
+        return True
+    resource = get_resource(name) or get_resource(name, system=True)
+    if resource is None:
+        return False
+    if action == ANY:
+        return all(f"{name}:{a}" in granted_set for a in resource.actions)
+    return any(f"{name}:{other}" in granted_set for other in resource.implied_by(action))
 
 
 def missing_scopes(granted: Iterable[str], requested: Iterable[str]) -> list[str]:
     """The requested scopes that `granted` does not cover (for key-creates-key checks)."""
-    granted_list = list(granted)
-    return [scope for scope in requested if not has_scope(granted_list, scope)]
+    granted_set = set(granted)
+    return [scope for scope in requested if not has_scope(granted_set, scope)]
+
+
+@dataclass(frozen=True)
+class _Held:
+    resource: Resource | None
+    actions: set[str]
 
 
 def summarize(scopes: Iterable[str]) -> list[str]:
-    """Scopes as people read them: `<r>:write` stands for itself and its read."""
-    scope_set = set(scopes)
-    return sorted(
-        s
-        for s in scope_set
-        if not (s.endswith(f":{READ}") and s[: -len(READ)] + WRITE in scope_set)
-    )
+    """Scopes as people read them: an implied scope is left out beside what implies it,
+    and `<resource>:*` stands alone for its resource."""
+    by_resource: dict[str, _Held] = {}
+    for scope in scopes:
+        name, _, action = scope.partition(":")
+        held = by_resource.setdefault(
+            name, _Held(get_resource(name) or get_resource(name, system=True), set())
+        )
+        held.actions.add(action)
+    shown = []
+    for name, held in by_resource.items():
+        if ANY in held.actions:
+            shown.append(f"{name}:{ANY}")
+            continue
+        for action in held.actions:
+            implied_elsewhere = held.resource is not None and any(
+                other in held.actions for other in held.resource.implied_by(action)
+            )
+            if not implied_elsewhere:
+                shown.append(f"{name}:{action}")
+    return sorted(shown)

@@ -135,6 +135,45 @@ class OrganizationSerializer(serializers.Serializer[Any]):
         return "organization"
 
 
+META_HELP = (
+    "The operator's own facts about the key (tenant ids, plan names): a JSON object of "
+    "at most 2 KB as compact JSON."
+)
+
+
+class ScopeResourceSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    # DRF moves declared fields off the class; the name only shadows Field.label for mypy.
+    label = serializers.CharField()  # type: ignore[assignment]
+    description = serializers.CharField()
+    actions = serializers.ListField(child=serializers.CharField())
+    implies = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Action → the actions it also grants (transitively).",
+    )
+    scopes = serializers.ListField(
+        child=serializers.CharField(), help_text="`<resource>:<action>` for every action."
+    )
+
+
+class ScopePresetSerializer(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]
+    description = serializers.CharField()
+    scopes = serializers.ListField(
+        child=serializers.CharField(), help_text="The concrete scopes the preset grants."
+    )
+
+
+class ScopeCatalogueSerializer(serializers.Serializer[Any]):
+    object = serializers.ChoiceField(choices=["scope_catalogue"])
+    actions = serializers.ListField(
+        child=serializers.CharField(), help_text="Every action some resource has."
+    )
+    resources = ScopeResourceSerializer(many=True)
+    presets = ScopePresetSerializer(many=True)
+
+
 class MeKeySerializer(serializers.Serializer[Any]):
     id = serializers.CharField(help_text="Opaque id, `key_…`.")
     name = serializers.CharField()
@@ -142,6 +181,7 @@ class MeKeySerializer(serializers.Serializer[Any]):
     scopes = serializers.ListField(child=serializers.CharField())
     display = serializers.CharField(help_text="Masked form of the key; never the secret.")
     expires_at = serializers.DateTimeField(allow_null=True)
+    meta = serializers.DictField(help_text=META_HELP)
 
 
 class MeOrganizationSerializer(serializers.Serializer[Any]):
@@ -205,6 +245,7 @@ class ApiKeySerializer(serializers.Serializer[Any]):
     revoked_at = serializers.DateTimeField(allow_null=True)
     last_used_at = serializers.DateTimeField(allow_null=True)
     predecessor_id = serializers.SerializerMethodField()
+    meta = serializers.DictField(help_text=META_HELP)
 
     def get_object(self, obj: Any) -> str:
         return "api_key"
@@ -295,11 +336,14 @@ class ApiKeyCreateSerializer(StrictSerializer):
     scopes = serializers.ListField(
         child=StrictCharField(max_length=80),
         max_length=MAX_SCOPES,
-        help_text="`<resource>:read` or `<resource>:write`; write implies read.",
+        help_text="`<resource>:<action>` scopes of `GET /api/v1/scopes`, or "
+        "`<resource>:*` for every action; an action grants what it implies (write implies "
+        "read).",
     )
     expires_at = StrictDateTimeField(
         required=False, allow_null=True, default=None, help_text="ISO 8601; null: never."
     )
+    meta = serializers.DictField(required=False, default=dict, help_text=META_HELP)
 
 
 class ApiKeyRotateSerializer(StrictSerializer):

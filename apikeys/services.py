@@ -8,6 +8,7 @@ API's error code) and, where it helps, the `param` at fault.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,8 @@ from orgs.models import KycStatus, Organization, OrgStatus
 from orgs.services import audit_record
 
 DEFAULT_GRACE = timedelta(hours=24)
+# A key's `meta`: a JSON object whose compact UTF-8 form is at most this long.
+META_MAX_BYTES = 2048
 MAX_GRACE = timedelta(days=7)
 NAME_MAX_LENGTH = 100
 
@@ -99,6 +102,25 @@ def _clean_scopes(scopes: Any, *, system: bool) -> list[str]:
         raise InvalidKeyInput(exc.message, param="scopes") from None
 
 
+def clean_meta(meta: Any) -> dict[str, Any]:
+    """A key's `meta`: a JSON object of at most META_MAX_BYTES (compact UTF-8 JSON)."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise InvalidKeyInput('meta must be a JSON object, e.g. {"tenant": "t_42"}.', param="meta")
+    try:
+        encoded = json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        raise InvalidKeyInput("meta must hold JSON values only.", param="meta") from None
+    size = len(encoded.encode("utf-8", "surrogatepass"))
+    if size > META_MAX_BYTES:
+        raise InvalidKeyInput(
+            f"meta is {size} bytes as compact JSON; at most {META_MAX_BYTES} are allowed.",
+            param="meta",
+        )
+    return meta
+
+
 def _clean_expiry(expires_at: datetime | None, now: datetime) -> datetime | None:
     if expires_at is None:
         return None
@@ -130,6 +152,7 @@ def _issue(
     created_by: User | None,
     created_by_key: ApiKey | None,
     predecessor: ApiKey | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> tuple[ApiKey, str]:
     secret = generate_secret(environment)
     key = ApiKey.objects.create(
@@ -137,6 +160,7 @@ def _issue(
         name=name,
         environment=environment,
         scopes=scopes,
+        meta=meta or {},
         digest=key_digest(secret),
         display=display_form(secret),
         created_by=created_by,
@@ -161,6 +185,7 @@ def apikey_create(
     environment: str,
     scopes: Any,
     expires_at: datetime | None = None,
+    meta: Any = None,
     created_by: User | None = None,
     created_by_key: ApiKey | None = None,
     request: HttpRequest | None = None,
@@ -168,7 +193,8 @@ def apikey_create(
 ) -> tuple[ApiKey, str]:
     """Issue an org key and return it with its secret (the only time the secret exists).
 
-    Invariants: scopes are registry scopes with write implying read; `live` only while the
+    Invariants: scopes are registry scopes with their implied scopes added; `meta` is a
+    JSON object of at most META_MAX_BYTES; `live` only while the
     org's KYC is approved; never for a suspended org; a key created by another key holds
     no scope and no environment that key lacks (a test key cannot create a live key) and
     expires no later than that key.
@@ -180,6 +206,7 @@ def apikey_create(
             "Choose the live or test environment.", code="validation_error", param="environment"
         )
     clean_scopes = _clean_scopes(scopes, system=False)
+    clean = clean_meta(meta)
     expires_at = _clean_expiry(expires_at, now)
     _check_org_may_hold(org, environment)
     if created_by_key is not None:
@@ -215,6 +242,7 @@ def apikey_create(
         expires_at=expires_at,
         created_by=created_by,
         created_by_key=created_by_key,
+        meta=clean,
     )
     audit_record(
         action="api_key.created",
@@ -323,6 +351,7 @@ def apikey_rotate(
         created_by=actor_user,
         created_by_key=actor_key,
         predecessor=old,
+        meta=dict(old.meta or {}),
     )
     grace_end = now + grace
     if original_expiry is not None:

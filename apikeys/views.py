@@ -8,6 +8,7 @@ response that created it, with `Cache-Control: no-store`, and is kept nowhere el
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,9 +30,10 @@ from apikeys.forms import (
     GRACE_CHOICES,
     ApiKeyCreateForm,
     ApiKeyRotateForm,
+    scope_grid,
 )
 from apikeys.models import ApiKey, KeyStatus
-from apikeys.scopes import READ, WRITE, all_resources, summarize
+from apikeys.scopes import summarize
 from apikeys.selectors import (
     KeyUsageSummary,
     UsageTotals,
@@ -77,23 +79,6 @@ class KeyRow:
 def _row(key: ApiKey, now: datetime) -> KeyRow:
     status = key.status_at(now)
     return KeyRow(key=key, status=status, badge=STATUS_BADGES[status], scopes=summarize(key.scopes))
-
-
-def _grid(selected: set[str]) -> list[dict[str, Any]]:
-    """One row per registry resource with the state of its Read and Write boxes."""
-    rows = []
-    for resource in all_resources():
-        write_scope = f"{resource.name}:{WRITE}"
-        rows.append(
-            {
-                "resource": resource,
-                "read_scope": f"{resource.name}:{READ}",
-                "write_scope": write_scope if resource.writable else None,
-                "read_checked": f"{resource.name}:{READ}" in selected or write_scope in selected,
-                "write_checked": resource.writable and write_scope in selected,
-            }
-        )
-    return rows
 
 
 # A reload of the page that showed a secret re-submits the create form. The form carries a
@@ -152,7 +137,7 @@ class ApiKeyCreateView(OrgMixin, View):
             "membership": self.membership,
             "can_admin": True,
             "form": form,
-            "grid": _grid(selected),
+            "grid": scope_grid(selected),
             "live_allowed": self.org.kyc_status == KycStatus.APPROVED,
             "selected_environment": form["environment"].value() or "test",
             "form_nonce": self.request.POST.get("form_nonce", "")
@@ -184,6 +169,7 @@ class ApiKeyCreateView(OrgMixin, View):
                 environment=form.cleaned_data["environment"],
                 scopes=form.cleaned_data["scope"],
                 expires_at=form.cleaned_data["expires_at"],
+                meta=form.cleaned_data["meta"],
                 created_by=_user(request),
                 request=request,
             )
@@ -252,7 +238,8 @@ class ApiKeyDetailView(OrgView):
                 ],
                 "key": key,
                 "row": row,
-                "grid": _grid(set(key.scopes)),
+                "grid": scope_grid(key.scopes),
+                "meta_json": json.dumps(key.meta or {}, indent=2, ensure_ascii=False),
                 "history": apikey_history(org=self.org, key=key),
                 "successor": apikey_successor(org=self.org, key=key),
                 "can_rotate": row.status == KeyStatus.ACTIVE,

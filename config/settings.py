@@ -28,7 +28,10 @@ DEV_API_KEY_PEPPER = "dev-only-insecure-api-key-pepper-change-me"
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default=DEV_SECRET_KEY)
 API_KEY_PEPPER = env.str("API_KEY_PEPPER", default=DEV_API_KEY_PEPPER)
-API_KEY_PREFIX = env.str("API_KEY_PREFIX", default="lk")
+# Empty: the catalogue's `[wire] prefix`, else `lk` (apikeys.catalogue.Catalogue.prefix).
+API_KEY_PREFIX = env.str("API_KEY_PREFIX", default="")
+# The operator's product: resources, presets, routes and wire words (docs/catalogue.md).
+LATCHKEY_CATALOGUE = env.str("LATCHKEY_CATALOGUE", default="")
 REDIS_URL = env.str("REDIS_URL", default="")
 
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")
@@ -291,10 +294,13 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Latchkey API",
     "DESCRIPTION": (
-        "Organisation-scoped API guarded by Latchkey API keys. Send the key as "
-        "`Authorization: Bearer <key>` or `X-API-Key: <key>`. Every error is "
+        "Organisation-scoped API guarded by Latchkey API keys. Every error is "
         '`{"error": {"type", "code", "message", "request_id", ...}}`; see docs/api.md.'
     ),
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apikeys.schema.describe_catalogue",
+    ],
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
@@ -315,9 +321,6 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
-
-# Extra API-key scope resources a host project adds to the registry.
-LATCHKEY_EXTRA_RESOURCES: list[dict[str, object]] = env.json("LATCHKEY_EXTRA_RESOURCES", default=[])
 
 LOGGING = {
     "version": 1,

@@ -23,7 +23,7 @@ from django.views import View
 
 from accounts.models import PlatformRole, User
 from accounts.selectors import user_has_second_factor
-from apikeys.scopes import all_resources
+from apikeys.forms import scope_grid
 from orgs.models import KycStatus, OrgStatus
 from orgs.plans import PLAN_LIMITS
 from orgs.tenancy import OrgMixin, OrgView
@@ -570,16 +570,7 @@ class SystemKeysView(PlatformView):
 
     def _render(self, request: HttpRequest, form: SystemKeyForm, status: int = 200) -> HttpResponse:
         selected = set(form["scope"].value() or []) if form.is_bound else set()
-        grid = [
-            {
-                "resource": resource,
-                "read_scope": resource.read_scope,
-                "write_scope": resource.write_scope,
-                "read_checked": resource.read_scope in selected,
-                "write_checked": (resource.write_scope or "") in selected,
-            }
-            for resource in all_resources(system=True)
-        ]
+        grid = scope_grid(selected, system=True)
         return self.render(
             request,
             "platform_admin/systemkey_list.html",

@@ -63,8 +63,22 @@ def test_unknown_environment_is_refused() -> None:
 def test_prefix_comes_from_settings() -> None:
     raw = generate_secret("test")
     assert raw.startswith("acme_test_") and parse_key(raw) is not None
+    # A key issued under another prefix still parses (ADR 0070): its row decides.
     with override_settings(API_KEY_PREFIX="lk"):
-        assert parse_key(raw) is None
+        parsed = parse_key(raw)
+        assert parsed is not None and parsed.prefix == "acme"
+        assert generate_secret("test").startswith("lk_test_")
+
+
+def test_a_changed_checksum_or_shape_is_refused_whatever_the_prefix() -> None:
+    raw = generate_secret("test")
+    _, word, rest = raw.split("_", 2)
+    body = rest[:32]
+    foreign = f"zz_{word}_{body}{checksum('zz', word, body)}"
+    assert parse_key(foreign) is not None  # well formed under another prefix
+    assert parse_key(f"zz_{word}_{body}{rest[32:]}") is None  # checksum of another prefix
+    assert parse_key(f"zz_{word.upper()}_{body}{checksum('zz', word.upper(), body)}") is None
+    assert parse_key(f"_{word}_{body}{checksum('', word, body)}") is None
 
 
 @settings(max_examples=300)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.test import override_settings
 
 from apikeys.scopes import (
     ScopeError,
@@ -17,17 +16,23 @@ from apikeys.scopes import (
 
 
 def test_org_resources_match_the_spec() -> None:
-    table = {r.name: r.writable for r in all_resources()}
+    table = {r.name: r.actions for r in all_resources()}
     assert table == {
-        "organization": True,
-        "members": True,
-        "api_keys": True,
-        "audit_log": False,
-        "usage": False,
-        "kyc": True,
+        "organization": ("read", "write"),
+        "members": ("read", "write"),
+        "api_keys": ("read", "write"),
+        "audit_log": ("read",),
+        "usage": ("read",),
+        "kyc": ("read", "write"),
+        "webhooks": ("read", "write"),
+        "sign_in_links": ("create",),
     }
-    system = {r.name: r.writable for r in all_resources(system=True)}
-    assert system == {"platform_organizations": True, "platform_kyc": True}
+    system = {r.name: r.actions for r in all_resources(system=True)}
+    assert system == {
+        "platform_organizations": ("read", "write"),
+        "platform_kyc": ("read", "write"),
+        "keys": ("verify",),
+    }
     assert all(r.system for r in all_resources(system=True))
     assert not any(r.system for r in all_resources())
 
@@ -36,7 +41,8 @@ def test_read_only_resources_have_no_write_scope() -> None:
     assert "audit_log:write" not in all_scopes()
     assert "usage:write" not in dict(scope_choices())
     assert "usage:read" in dict(scope_choices())
-    assert len(scope_choices()) == 10
+    assert "sign_in_links:create" in dict(scope_choices())
+    assert len(scope_choices()) == 13
 
 
 def test_normalize_adds_read_for_write_sorts_and_dedups() -> None:
@@ -82,23 +88,12 @@ def test_write_implies_read_in_checks() -> None:
     assert missing_scopes(["members:write"], ["members:read", "kyc:read"]) == ["kyc:read"]
 
 
-@override_settings(
-    LATCHKEY_EXTRA_RESOURCES=[
-        {"name": "invoices", "label": "Invoices", "description": "Billing documents."},
-        {"name": "reports", "label": "Reports", "writable": False},
-        {"name": "tenants", "label": "Tenants", "system": True},
-    ]
-)
-def test_host_projects_add_resources_through_settings() -> None:
-    names = [r.name for r in all_resources()]
-    assert names[-2:] == ["invoices", "reports"]
-    assert normalize_scopes(["invoices:write"]) == ["invoices:read", "invoices:write"]
+def test_a_star_grants_every_action_of_its_resource_only() -> None:
+    assert normalize_scopes(["members:*"]) == ["members:*"]
+    assert has_scope(["members:*"], "members:write")
+    assert has_scope(["members:*"], "members:read")
+    assert not has_scope(["members:*"], "kyc:read")
+    assert missing_scopes(["members:write"], ["members:*"]) == ["members:*"]
+    assert missing_scopes(["members:*"], ["members:*", "members:read"]) == []
     with pytest.raises(ScopeError):
-        normalize_scopes(["reports:write"])
-    assert [r.name for r in all_resources(system=True)][-1] == "tenants"
-
-
-@override_settings(LATCHKEY_EXTRA_RESOURCES=[{"name": "members", "label": "Dup"}])
-def test_extra_resources_cannot_shadow_builtins() -> None:
-    with pytest.raises(ValueError):
-        all_resources()
+        normalize_scopes(["*:*"])

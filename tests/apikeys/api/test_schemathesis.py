@@ -119,6 +119,7 @@ def known_good(org: Organization, full_key: tuple[ApiKey, str]) -> dict[tuple[st
     return {
         ("GET", "/api/v1/ping"): {},
         ("GET", "/api/v1/me"): {},
+        ("GET", "/api/v1/scopes"): {},
         ("GET", "/api/v1/organization"): {},
         ("PATCH", "/api/v1/organization"): {"body": {"name": "Acme Renamed"}},
         ("GET", "/api/v1/members"): {"query": {"limit": 2}},
@@ -140,6 +141,7 @@ def known_good(org: Organization, full_key: tuple[ApiKey, str]) -> dict[tuple[st
                 "environment": "test",
                 "scopes": ["members:write"],
                 "expires_at": "2999-01-01T00:00:00Z",
+                "meta": {"tenant": "t_42", "plan": {"name": "pro", "seats": 5}},
             }
         },
         ("GET", "/api/v1/api-keys/{key_id}"): {"path_parameters": key_path},
