@@ -10,7 +10,7 @@
 `parse_key` rejects anything of the wrong shape or checksum without any I/O, so a typo or a
 scanner's noise never reaches the cache or the database. It accepts any prefix and word of
 the format's shape, not only today's: keys issued before the operator changed the words
-keep working (ADR 0070). A key's environment is read from its stored row, never from the
+keep working (ADR 0071). A key's environment is read from its stored row, never from the
 word. Only `key_digest` (HMAC-SHA256 with `settings.API_KEY_PEPPER`) is ever stored.
 """
 
