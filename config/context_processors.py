@@ -24,4 +24,12 @@ def shell(request: HttpRequest) -> dict[str, Any]:
         "current_org": getattr(request, "org", None),
         "current_membership": getattr(request, "membership", None),
         "user_orgs": SimpleLazyObject(lambda: _user_orgs(request)),
+        # The catalogue's header names, so pages name the headers integrators send.
+        "wire": SimpleLazyObject(_wire),
     }
+
+
+def _wire() -> Any:
+    from apikeys.catalogue import current
+
+    return current().wire

@@ -184,3 +184,17 @@ def test_the_schema_names_the_catalogues_headers_and_scopes(product: None, db: N
     me = schema["paths"]["/api/v1/me"]["get"]
     names = {p["name"] for p in me["parameters"]}
     assert {"X-Organization-Id", "X-Product-Client-Version", "X-Product-Actor"} <= names
+
+
+def test_dashboard_pages_name_the_catalogues_headers(
+    product: None, org: Organization, owner: object
+) -> None:
+    from tests.conftest import signed_in_client
+
+    _, secret = _key(org, ["api_keys:write"])
+    client = ApiClient(secret, **{"X-Product-Actor": "user_77"})
+    body = {"name": "Child", "environment": "test", "scopes": ["api_keys:read"]}
+    assert client.post("api-keys", body).status_code == 201
+    page = signed_in_client(owner).get(f"/o/{org.slug}/audit/")  # type: ignore[arg-type]
+    assert b'title="X-Product-Actor sent with the request"' in page.content
+    assert b"X-Actor-Id" not in page.content
