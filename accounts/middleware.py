@@ -53,7 +53,8 @@ class SecondFactorMiddleware:
 
     def check(self, request: HttpRequest) -> HttpResponse | None:
         path = request.path_info
-        if path.startswith("/api/") or _is_static(path):
+        # API doors (the API and the gateway's forward-auth) answer keys, never sessions.
+        if path.startswith(("/api/", "/gateway/")) or _is_static(path):
             return None
 
         if signin.pending_raw(request) is not None and not request.user.is_authenticated:

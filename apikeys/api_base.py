@@ -144,6 +144,8 @@ class ApiView(APIView):
     # Explicitly served without a key (ping). Nothing else may set this.
     public: ClassVar[bool] = False
     key_kind: ClassVar[str] = KEY_KIND_ORG
+    # Method → action of `resource`, where it is not read (safe methods) or write.
+    actions: ClassVar[dict[str, str]] = {}
 
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [HasResourceScope]
@@ -180,7 +182,12 @@ class ApiView(APIView):
             )
         for method in cls.implemented_methods():
             try:
-                required_scope(cls.resource, method, system=cls.key_kind == KEY_KIND_SYSTEM)
+                required_scope(
+                    cls.resource,
+                    method,
+                    system=cls.key_kind == KEY_KIND_SYSTEM,
+                    actions=cls.actions,
+                )
             except LookupError as exc:
                 raise ImproperlyConfigured(f"{cls.__name__}: {exc}") from None
 
@@ -211,7 +218,10 @@ class ApiView(APIView):
             found = None
             if self.resource is not None and self.implements(method):
                 found = required_scope(
-                    self.resource, method, system=self.key_kind == KEY_KIND_SYSTEM
+                    self.resource,
+                    method,
+                    system=self.key_kind == KEY_KIND_SYSTEM,
+                    actions=self.actions,
                 )
             _SCOPES[(cls, method)] = found
         return found  # type: ignore[return-value]

@@ -5,9 +5,10 @@ anything else before a view runs. The last pattern answers every unknown path wi
 error shape (404 `not_found`), in DEBUG too.
 """
 
+from django.conf import settings
 from django.urls import URLPattern, URLResolver, include, path, re_path, register_converter
 
-from apikeys import api, usage_api
+from apikeys import api, usage_api, verify
 
 
 class PublicIdConverter:
@@ -28,6 +29,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("ping", api.PingApi.as_view(), name="api-ping"),
     path("me", api.MeApi.as_view(), name="api-me"),
     path("scopes", api.ScopeCatalogueApi.as_view(), name="api-scopes"),
+    path("keys/verify", verify.VerifyKeyApi.as_view(), name="api-keys-verify"),
     path("organization", api.OrganizationApi.as_view(), name="api-organization"),
     path("members", api.MemberListApi.as_view(), name="api-members"),
     path("members/<pid:member_id>", api.MemberDetailApi.as_view(), name="api-member"),
@@ -38,6 +40,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("audit-events", api.AuditEventListApi.as_view(), name="api-audit-events"),
     path("usage", usage_api.UsageApi.as_view(), name="api-usage"),
     path("", include("platform_admin.api_urls")),
+]
+if settings.LATCHKEY_EXTRA_URLCONF:
+    # The operator's own endpoints (apikeys.public), under /api/v1/ beside Latchkey's.
+    urlpatterns.append(path("", include(settings.LATCHKEY_EXTRA_URLCONF)))
+urlpatterns += [
     # Keep last: everything else under /api/v1/ is a JSON 404.
     re_path(r"^.*$", api.NotFoundApi.as_view(), name="api-not-found"),
 ]

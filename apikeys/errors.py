@@ -82,6 +82,11 @@ ERRORS: Mapping[str, ErrorSpec] = {
     ),
     "malformed_json": ErrorSpec(400, INVALID_REQUEST_ERROR, "The body is not valid JSON."),
     "not_found": ErrorSpec(404, INVALID_REQUEST_ERROR, "No such resource."),
+    "route_not_found": ErrorSpec(
+        404,
+        INVALID_REQUEST_ERROR,
+        "No route of the catalogue matches this method and path (gateway door).",
+    ),
     "method_not_allowed": ErrorSpec(
         405, INVALID_REQUEST_ERROR, "This method is not allowed on this resource."
     ),

@@ -134,14 +134,25 @@ def refund_counted(request: HttpRequest, status: int) -> ratelimit.LimitResult |
     )
 
 
+def usage_method(request: HttpRequest) -> str:
+    """The method usage records (the original request's, as `usage_path`)."""
+    return str(getattr(request, "original_method", "") or request.method or "GET")
+
+
+def usage_path(request: HttpRequest) -> str:
+    """The path usage records: the original request's, when a door asks on its behalf
+    (the gateway sets `original_path`), else the request's own."""
+    return str(getattr(request, "original_path", "") or request.path)
+
+
 def _early_meta(request: HttpRequest) -> ratelimit.UsageMeta:
     """The usage metadata before the pipeline validated the client headers (an invalid
     `X-Client-Version` makes the request a 400, refunded; `clean_version` drops it)."""
     return ratelimit.UsageMeta(
         ip=client_ip(request) or "",
         client_version=request.META.get(current().client_version_meta, ""),
-        method=request.method or "GET",
-        path=request.path,
+        method=usage_method(request),
+        path=usage_path(request),
         request_id=str(getattr(request, "request_id", "") or ""),
     )
 
@@ -151,8 +162,8 @@ def _meta(request: Request) -> ratelimit.UsageMeta:
     return ratelimit.UsageMeta(
         ip=client_ip(django_request) or "",
         client_version=str(getattr(django_request, "client_version", "") or ""),
-        method=django_request.method or "GET",
-        path=django_request.path,
+        method=usage_method(django_request),
+        path=usage_path(django_request),
         request_id=str(getattr(django_request, "request_id", "") or ""),
     )
 

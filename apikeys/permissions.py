@@ -1,12 +1,14 @@
 """Scope checks driven by the registry (`apikeys.scopes`).
 
 A view declares the `resource` it guards; safe methods (GET, HEAD, OPTIONS) need
-`<resource>:read`, every other method `<resource>:write` (write implies read). A missing
-scope is 403 `insufficient_scope` naming `required_scope`.
+`<resource>:read`, every other method `<resource>:write`, unless the view's `actions`
+maps a method to another action of the resource (`{"POST": "execute"}`). A missing scope
+is 403 `insufficient_scope` naming `required_scope`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -20,11 +22,17 @@ from apikeys.scopes import READ, WRITE, get_resource, has_scope
 ANY_SCOPE = "*"
 
 
-def required_scope(resource: str, method: str, *, system: bool = False) -> str | None:
+def required_scope(
+    resource: str,
+    method: str,
+    *,
+    system: bool = False,
+    actions: Mapping[str, str] | None = None,
+) -> str | None:
     """The scope `method` on a view guarding `resource` needs; None for ANY_SCOPE.
 
-    Raises LookupError for a resource the registry does not know, or a write on a
-    read-only resource (a programming error: such a view cannot be served).
+    Raises LookupError for a resource the registry does not know, or an action the
+    resource lacks (a programming error: such a view cannot be served).
     """
     if resource == ANY_SCOPE:
         return None
@@ -32,11 +40,19 @@ def required_scope(resource: str, method: str, *, system: bool = False) -> str |
     if entry is None:
         kind = "system" if system else "organisation"
         raise LookupError(f"{resource!r} is not an {kind} resource of the scope registry.")
-    if method.upper() in SAFE_METHODS:
-        return f"{entry.name}:{READ}"
-    if not entry.writable:
-        raise LookupError(f"{resource!r} is read-only; {method} cannot be guarded by it.")
-    return f"{entry.name}:{WRITE}"
+    method = method.upper()
+    if actions and method in actions:
+        action = actions[method]
+    elif method in SAFE_METHODS:
+        action = READ
+    else:
+        action = WRITE
+    if not entry.has(action):
+        raise LookupError(
+            f"{resource!r} has no action {action!r} ({', '.join(entry.actions)}); {method} "
+            "cannot be guarded by it: declare `actions = {method: action}` on the view."
+        )
+    return f"{entry.name}:{action}"
 
 
 class HasResourceScope(BasePermission):

@@ -383,3 +383,67 @@ class PageSerializer(StrictSerializer):
     """The query parameters of a plain list: only the paginator's."""
 
     also_allowed = PAGINATION_PARAMETERS
+
+
+# ---- verify API -----------------------------------------------------------------------------
+
+
+class VerifyRequestSerializer(StrictSerializer):
+    key = StrictCharField(max_length=512, help_text="The key a caller of your service sent.")
+    scopes = serializers.ListField(
+        child=StrictCharField(max_length=80),
+        max_length=MAX_SCOPES,
+        required=False,
+        help_text="Scopes the request needs (`payments:write`); all must be held.",
+    )
+    method = StrictCharField(
+        max_length=16, required=False, help_text="With `path`: the route table decides."
+    )
+    path = StrictCharField(max_length=4096, required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("method" in attrs) != ("path" in attrs):
+            raise serializers.ValidationError(
+                {"path" if "method" in attrs else "method": ["Send method and path together."]}
+            )
+        if "scopes" in attrs and "path" in attrs:
+            raise serializers.ValidationError(
+                {"scopes": ["Send scopes, or method and path, not both."]}
+            )
+        if "path" in attrs and not attrs["path"].startswith("/"):
+            raise serializers.ValidationError({"path": ["A path starts with '/'."]})
+        return attrs
+
+
+class VerifyRateLimitSerializer(serializers.Serializer[Any]):
+    limit = serializers.IntegerField(help_text="Requests per minute; 0 = unlimited.")
+    remaining = serializers.IntegerField()
+    reset = serializers.IntegerField(help_text="UTC epoch seconds when the minute ends.")
+
+
+class VerifyKeySerializer(serializers.Serializer[Any]):
+    id = serializers.CharField()
+    name = serializers.CharField()
+    environment = serializers.ChoiceField(choices=["live", "test"])
+    display = serializers.CharField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class VerifyOrganizationSerializer(serializers.Serializer[Any]):
+    id = serializers.CharField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    plan = serializers.CharField()
+    status = serializers.CharField()
+
+
+class VerifyResultSerializer(serializers.Serializer[Any]):
+    valid = serializers.BooleanField()
+    code = serializers.CharField(
+        allow_null=True, help_text="Why the key is refused: the API's error code; null if valid."
+    )
+    key = VerifyKeySerializer(allow_null=True)
+    organization = VerifyOrganizationSerializer(allow_null=True)
+    scopes = serializers.ListField(child=serializers.CharField())
+    meta = serializers.DictField()
+    rate_limit = VerifyRateLimitSerializer(allow_null=True)

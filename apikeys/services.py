@@ -267,15 +267,19 @@ def system_apikey_create(
     *,
     name: str,
     scopes: Any,
-    created_by: User,
+    created_by: User | None,
     expires_at: datetime | None = None,
     request: HttpRequest | None = None,
+    as_system: bool = False,
 ) -> tuple[ApiKey, str]:
     """Issue a system key (environment `sys`, no org, system scopes only).
 
-    Only a platform owner may create one.
+    Only a platform owner may create one, or the operator's shell (`as_system`:
+    `manage.py create_api_key --system`), recorded as the system actor.
     """
-    if created_by.platform_role != PlatformRole.PLATFORM_OWNER:
+    if not as_system and (
+        created_by is None or created_by.platform_role != PlatformRole.PLATFORM_OWNER
+    ):
         raise ActorNotAllowed("Only platform owners manage system keys.")
     now = timezone.now()
     name = _clean_name(name)

@@ -81,6 +81,11 @@ INSTALLED_APPS = [
     "apikeys",
     "platform_admin",
 ]
+# Host apps guarded by Latchkey keys (docs/guide/your-own-endpoints.md): Django apps
+# added without editing Latchkey, and a module whose `urlpatterns` are served under /api/v1/.
+LATCHKEY_EXTRA_APPS: list[str] = env.list("LATCHKEY_EXTRA_APPS", default=[])
+INSTALLED_APPS += [app for app in LATCHKEY_EXTRA_APPS if app not in INSTALLED_APPS]
+LATCHKEY_EXTRA_URLCONF = env.str("LATCHKEY_EXTRA_URLCONF", default="")
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",

@@ -1,10 +1,11 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 import apikeys.urls
 import orgs.urls
 import platform_admin.urls
+from apikeys.gateway import GatewayAuthApi
 from config import views
 
 # Every page of one organisation lives under /o/<org_slug>/ and is served by a view built
@@ -23,6 +24,8 @@ urlpatterns = [
     path("o/<slug:org_slug>/", include(org_urlpatterns)),
     path("platform/", include(platform_admin.urls.urlpatterns)),
     path("api/v1/", include("apikeys.api_urls")),
+    # The gateway door (forward-auth): any method, the original path after /gateway/auth.
+    re_path(r"^gateway/auth(?P<rest>/.*)?$", GatewayAuthApi.as_view(), name="gateway-auth"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(
         "api/docs/",

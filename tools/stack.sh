@@ -85,12 +85,13 @@ fi
 export SITE_URL="${SITE_URL:-http://127.0.0.1:${STACK_PORT}}"
 export ALLOWED_HOSTS="${ALLOWED_HOSTS:-127.0.0.1,localhost}"
 export STACK_PORT
+export LATCHKEY_CATALOGUE="${LATCHKEY_CATALOGUE:-}"
 export DJANGO_SETTINGS_MODULE=config.settings
 # The same environment for commands run beside the stack (tools/bench.py, manage.py).
 (
   umask 077
   for name in DEBUG DATABASE_URL REDIS_URL CELERY_BROKER_URL SITE_URL ALLOWED_HOSTS SECRET_KEY \
-    API_KEY_PEPPER STACK_PORT; do
+    API_KEY_PEPPER STACK_PORT LATCHKEY_CATALOGUE; do
     printf '%s=%s\n' "$name" "${!name}"
   done >"$STACK/runtime.env"
 )

@@ -231,8 +231,9 @@ def test_a_malformed_catalogue_reaches_no_request(tmp_path: Path) -> None:
     assert get_resource("members") is not None
 
 
-def _run(args: list[str], catalogue_path: Path) -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], catalogue_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(extra)
     env.update(
         LATCHKEY_CATALOGUE=str(catalogue_path),
         DJANGO_SETTINGS_MODULE="config.settings",
@@ -262,3 +263,14 @@ def test_the_wsgi_application_refuses_to_start(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "Latchkey cannot start: the catalogue is malformed." in result.stderr
     assert f"{bad}, line 3: the route '/v1/x' requires 'nope:read'" in result.stderr
+
+
+def test_a_host_view_guarded_by_an_action_the_catalogue_lacks_stops_the_start() -> None:
+    result = _run(
+        ["manage.py", "check"],
+        PRODUCT,
+        LATCHKEY_EXTRA_URLCONF="tests.hostapp.bad_urls",
+    )
+    assert result.returncode != 0
+    assert "latchkey.E002" in result.stderr
+    assert "'payments' has no action 'refund' (read, write)" in result.stderr

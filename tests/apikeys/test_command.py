@@ -79,3 +79,19 @@ def test_errors_exit_non_zero_from_the_shell(org: Organization) -> None:
              "--scope", "kyc:read"]
         ).execute()  # fmt: skip
     assert exc.value.code != 0
+
+
+def test_system_keys_come_from_the_shell(db: None) -> None:
+    lines = run("--system", "--name", "Verifier", "--scope", "keys:verify")
+    secret = lines[-1]
+    assert secret.startswith("lk_sys_")
+    key = ApiKey.objects.get(digest=key_digest(secret))
+    assert key.org is None and key.environment == "sys" and key.scopes == ["keys:verify"]
+    event = AuditEvent.objects.get(action="api_key.created")
+    assert event.actor_type == "system"
+    with pytest.raises(CommandError, match="only for organisation keys"):
+        run("--system", "--name", "X", "--scope", "members:read")
+    with pytest.raises(CommandError, match="no --org or --env"):
+        run("--system", "--name", "X", "--env", "test", "--scope", "keys:verify")
+    with pytest.raises(CommandError, match="Give --org and --env"):
+        run("--name", "X", "--scope", "members:read")

@@ -37,6 +37,6 @@ class Command(BaseCommand):
         org_set_limits(org=org, per_minute=LIMIT, burst=LIMIT, monthly=LIMIT, as_system=True)
         for key in ApiKey.objects.filter(org=org, revoked_at__isnull=True):
             apikey_revoke(key=key)
-        _, secret = apikey_create(org=org, name="bench", environment="test", scopes=[])
+        _, secret = apikey_create(org=org, name="bench", environment="test", scopes=["usage:read"])
         self.stdout.write("Benchmark org `bench` has limits of 10^9 (counted); its key:")
         self.stdout.write(secret)

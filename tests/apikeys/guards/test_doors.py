@@ -1,0 +1,171 @@
+"""Three doors, one pipeline, several workers: host apps (`apikeys.public`), the gateway's
+forward-auth and the verify API, on gunicorn with 3 workers and Redis, configured as an
+operator does (LATCHKEY_CATALOGUE, LATCHKEY_EXTRA_APPS, LATCHKEY_EXTRA_URLCONF)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.apikeys.guards.conftest import RedisServer
+from tests.apikeys.guards.servers import DatabaseTemplate, HttpResult, Server, create_key
+
+pytestmark = pytest.mark.django_db(transaction=False)
+
+PRODUCT = Path(__file__).resolve().parents[1] / "catalogues" / "product.toml"
+
+
+@pytest.fixture(scope="module")
+def template() -> Iterator[DatabaseTemplate]:
+    made = DatabaseTemplate()
+    yield made
+    made.remove()
+
+
+@pytest.fixture
+def server(template: DatabaseTemplate, redis_server: RedisServer) -> Iterator[Server]:
+    redis_server.ensure_running()
+    srv = Server(
+        db_path=template.copy(),
+        redis_url=redis_server.url,
+        workers=3,
+        settings={
+            "LATCHKEY_CATALOGUE": str(PRODUCT),
+            "LATCHKEY_EXTRA_APPS": "tests.hostapp",
+            "LATCHKEY_EXTRA_URLCONF": "tests.hostapp.urls",
+        },
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def key_headers(secret: str, **extra: str) -> dict[str, str]:
+    return {"X-Product-Key": secret, **extra}
+
+
+def parallel(count: int, call: object) -> list[HttpResult]:
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        return list(pool.map(lambda _: call(), range(count)))  # type: ignore[operator]
+
+
+def system_key(server: Server) -> str:
+    out = server.run_django(
+        """
+        from apikeys.services import system_apikey_create
+        _, secret = system_apikey_create(
+            name="verifier", scopes=["keys:verify"], created_by=None, as_system=True
+        )
+        print(secret)
+        """
+    )
+    return out.strip().splitlines()[-1]
+
+
+def revoke(server: Server, public_id: str) -> None:
+    server.run_django(
+        f"""
+        from apikeys.models import ApiKey
+        from apikeys.services import apikey_revoke
+        apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
+        """
+    )
+
+
+def test_host_endpoints_get_the_whole_pipeline(server: Server) -> None:
+    _, reader = create_key(server, scopes=["payments:read"], per_minute=3, burst=100)
+    _, writer = create_key(
+        server, slug="writers", scopes=["payments:write", "invoices:update"], monthly=3
+    )
+
+    missing = server.call("GET", "/api/v1/payments")
+    assert (missing.status, missing.code) == (401, "missing_api_key")
+    listed = server.call("GET", "/api/v1/payments", headers=key_headers(reader))
+    assert listed.status == 200 and listed.json()["org"].startswith("org_")
+    assert "X-RateLimit-Remaining" in listed.headers
+    refused = server.call(
+        "POST", "/api/v1/payments", headers=key_headers(reader, **{"Idempotency-Key": "a"})
+    )
+    assert (refused.status, refused.code) == (403, "insufficient_scope")
+    assert refused.json()["error"]["required_scope"] == "payments:write"
+
+    # Idempotency applies to host mutations.
+    no_key = server.call(
+        "POST", "/api/v1/payments", headers=key_headers(writer), body={"amount": 5}
+    )
+    assert (no_key.status, no_key.code) == (400, "idempotency_key_missing")
+    once = key_headers(writer, **{"Idempotency-Key": f"pay-{uuid.uuid4()}"})
+    first = server.call("POST", "/api/v1/payments", headers=once, body={"amount": 5})
+    again = server.call("POST", "/api/v1/payments", headers=once, body={"amount": 5})
+    assert first.status == 201 and first.json() == {"id": "pay_5", "amount": 5}
+    assert again.status == 201 and again.headers.get("Idempotent-Replayed") == "true"
+
+    # A custom action: POST needs invoices:execute, which invoices:update does not imply.
+    send = server.call(
+        "POST",
+        "/api/v1/invoices/inv_1/send",
+        headers=key_headers(writer, **{"Idempotency-Key": "s1"}),
+    )
+    assert (send.status, send.code) == (403, "insufficient_scope")
+    assert send.json()["error"]["required_scope"] == "invoices:execute"
+
+    # The monthly quota of the writers' org (3) is used up by now: 2 requests counted.
+    results = [
+        server.call("GET", "/api/v1/payments", headers=key_headers(writer)) for _ in range(3)
+    ]
+    assert [r.status for r in results][-1] == 429
+    assert results[-1].code == "quota_exceeded"
+
+    # Per-minute limit of the reader (3): one used above, the refusal was not counted.
+    statuses = [
+        server.call("GET", "/api/v1/payments", headers=key_headers(reader)).status for _ in range(3)
+    ]
+    assert statuses == [200, 200, 429]
+
+    schema = server.call("GET", "/api/schema/?format=json").json()
+    operation = schema["paths"]["/api/v1/invoices/{invoice_id}/send"]["post"]
+    assert operation["x-required-scope"] == "invoices:execute"
+    assert any(p["name"] == "Idempotency-Key" for p in operation["parameters"])
+    assert schema["paths"]["/api/v1/payments"]["get"]["x-required-scope"] == "payments:read"
+
+
+def test_a_revoked_key_is_refused_by_every_worker_through_every_door(server: Server) -> None:
+    public_id, secret = create_key(server, scopes=["payments:write"], per_minute=0, burst=0)
+    verifier = system_key(server)
+
+    def host() -> HttpResult:
+        return server.call("GET", "/api/v1/payments", headers=key_headers(secret))
+
+    def gateway() -> HttpResult:
+        return server.call(
+            "GET",
+            "/gateway/auth",
+            headers=key_headers(secret, **{"X-Original-URI": "/v1/payments/p1"}),
+        )
+
+    def verify() -> HttpResult:
+        return server.call(
+            "POST",
+            "/api/v1/keys/verify",
+            headers={"Authorization": f"Bearer {verifier}"},
+            body={"key": secret, "scopes": ["payments:read"]},
+        )
+
+    # Warm every worker's view of the key through every door.
+    assert {r.status for r in parallel(30, host)} == {200}
+    assert {r.status for r in parallel(30, gateway)} == {200}
+    assert {r.json()["valid"] for r in parallel(30, verify)} == {True}
+
+    revoke(server, public_id)
+
+    assert {(r.status, r.code) for r in parallel(30, host)} == {(401, "api_key_revoked")}
+    assert {(r.status, r.headers.get("X-Latchkey-Error-Code")) for r in parallel(30, gateway)} == {
+        (401, "api_key_revoked")
+    }
+    assert {(r.json()["valid"], r.json()["code"]) for r in parallel(30, verify)} == {
+        (False, "api_key_revoked")
+    }
