@@ -36,7 +36,10 @@ ACTION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,15}(?:_[A-Za-z0-9]{1,16}){0,2}")
 WORD_RE = re.compile(r"[a-z0-9]{1,16}")
 # RFC 9110 token characters: what a header name may hold.
-HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+# No `_`: servers and proxies drop such headers, and `X_Key` and `X-Key` share a META name.
+HEADER_RE = re.compile(r"[!#$%&'*+.^`|~0-9A-Za-z-]{1,64}")
+# Headers that cannot carry a key or a caller's value (their META names are not HTTP_*).
+RESERVED_HEADERS = frozenset({"content-type", "content-length"})
 PATH_SEGMENT_RE = re.compile(r"[A-Za-z0-9._~!$&'()+,;=:@%-]+")
 PARAM_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -196,9 +199,10 @@ class Route:
     regex: re.Pattern[str]
 
     def matches(self, method: str, path: str) -> bool:
-        return (not self.methods or method.upper() in self.methods) and bool(
-            self.regex.fullmatch(path)
-        )
+        method = method.upper()
+        if method == "HEAD" and "GET" in self.methods:
+            method = "GET"  # a HEAD is a GET without the body: it needs what GET needs
+        return (not self.methods or method in self.methods) and bool(self.regex.fullmatch(path))
 
 
 @dataclass(frozen=True)
@@ -406,7 +410,7 @@ _RULES: dict[re.Pattern[str], str] = {
     ACTION_RE: "use lowercase letters, digits and _ (starting with a letter), at most 32.",
     PREFIX_RE: "use letters and digits, optionally in words joined by _, e.g. 'sk' or 'acme'.",
     WORD_RE: "use 1 to 16 lowercase letters or digits.",
-    HEADER_RE: "a header name is letters, digits and '-' (RFC 9110 token), at most 64.",
+    HEADER_RE: "a header name is letters, digits and '-' (no '_'), at most 64.",
 }
 
 
@@ -482,18 +486,30 @@ def _read_wire(reader: _Reader, value: Any) -> Wire:
                 ("wire", "environments", env),
                 f"the environment word {word!r} is used for two environments; each needs its own.",
             )
-    every_header = [h.lower() for h in headers] + [h.lower() for h in single.values()]
-    for header in set(every_header):
-        if every_header.count(header) > 1:
-            raise reader.error(
-                ("wire",), f"the header {header!r} is given two roles in [wire]; give it one."
-            )
-    return Wire(
+    wire = Wire(
         prefix=prefix,
         key_headers=headers,
         environments=tuple(environments.items()),
         **single,
     )
+    every_header = [
+        *wire.key_headers,
+        wire.org_header,
+        wire.client_version_header,
+        wire.actor_header,
+    ]
+    for header in every_header:
+        if header.lower() in RESERVED_HEADERS:
+            raise reader.error(("wire",), f"the header {header!r} cannot be used in [wire].")
+    names = [meta_name(h) for h in every_header]
+    for header, name in zip(every_header, names, strict=True):
+        if names.count(name) > 1:
+            raise reader.error(
+                ("wire",),
+                f"the header {header!r} is given two roles in [wire] (the defaults count: "
+                "X-Org-Id, X-Client-Version, X-Actor-Id); give it one.",
+            )
+    return wire
 
 
 def _read_resources(
@@ -605,7 +621,9 @@ def _read_presets(
         label = name.replace("_", " ").capitalize()
         if "label" in table:
             label = reader.string(table["label"], (*where, "label"))
-        description = str(table.get("description", ""))
+        description = table.get("description", "")
+        if not isinstance(description, str):
+            raise reader.error((*where, "description"), "'description' must be a string.")
         presets.append(Preset(name, label, description, patterns, system))
     return tuple(presets)
 
@@ -688,51 +706,48 @@ def load(path: str | Path | None) -> Catalogue:
     return parse(text, location)
 
 
-@dataclass
-class _Holder:
-    catalogue: Catalogue | None = None
-    error: CatalogueError | None = None
-    loaded: bool = False
-
-
-_holder = _Holder()
+# (catalogue, error) of the last read, swapped in as one value so that a request in another
+# thread never sees half of a reload; None until the first read.
+_state: tuple[Catalogue | None, CatalogueError | None] | None = None
 
 
 def current() -> Catalogue:
     """The process's catalogue (read once); raises CatalogueError for a malformed file."""
-    if not _holder.loaded:
+    state = _state
+    if state is None:
         reload()
-    if _holder.error is not None:
-        raise _holder.error
-    assert _holder.catalogue is not None
-    return _holder.catalogue
+        state = _state
+    assert state is not None
+    catalogue, error = state
+    if error is not None:
+        raise error
+    assert catalogue is not None
+    return catalogue
 
 
 def reload() -> CatalogueError | None:
     """Read `settings.LATCHKEY_CATALOGUE` again; returns the error, if any."""
-    _holder.catalogue, _holder.error = None, None
+    global _state
+    loaded: Catalogue | None = None
+    error: CatalogueError | None = None
     try:
-        _holder.catalogue = load(getattr(settings, "LATCHKEY_CATALOGUE", "") or None)
+        loaded = load(getattr(settings, "LATCHKEY_CATALOGUE", "") or None)
+        configured = str(getattr(settings, "API_KEY_PREFIX", "") or "")
+        if configured and not PREFIX_RE.fullmatch(configured):
+            raise CatalogueError(
+                "API_KEY_PREFIX",
+                None,
+                f"{configured!r} is not a valid key prefix: {_RULES[PREFIX_RE]}",
+            )
     except CatalogueError as exc:
-        _holder.error = exc
-    _holder.loaded = True
-    for hook in list(_reload_hooks):
-        hook()
-    return _holder.error
-
-
-_reload_hooks: list[Any] = []
-
-
-def on_reload(hook: Any) -> Any:
-    """Register a function that drops what a module derived from the catalogue."""
-    _reload_hooks.append(hook)
-    return hook
+        loaded, error = None, exc
+    _state = (loaded, error)
+    return error
 
 
 def ensure_valid() -> None:
     """Stop a process from starting with a malformed catalogue (WSGI, Celery)."""
-    error = reload() if not _holder.loaded else _holder.error
+    error = reload() if _state is None else _state[1]
     if error is not None:
         raise SystemExit(f"Latchkey cannot start: the catalogue is malformed.\n{error}")
 

@@ -25,9 +25,9 @@ from urllib.parse import unquote, urlsplit
 
 from django.http import HttpResponse, HttpResponseBase
 from rest_framework.request import Request
-from rest_framework.response import Response
 
 from apikeys.api_base import OrgApiView
+from apikeys.authentication import ApiKeyPrincipal
 from apikeys.catalogue import current
 from apikeys.errors import ApiError
 from apikeys.permissions import ANY_SCOPE
@@ -50,10 +50,37 @@ def original_request(request: Any, rest: str | None) -> tuple[str, str]:
         uri = rest or "/"
     if len(uri) > MAX_ORIGINAL_URI or "\x00" in uri:
         raise ApiError("validation_error", "The original URI is too long or malformed.")
-    path = unquote(urlsplit(uri).path) or "/"
+    raw_path = urlsplit(uri).path or "/"
+    path = unquote(raw_path)
     if not path.startswith("/"):
         path = "/" + path
+    # A route is chosen by path: a dot segment or an encoded slash could make one path
+    # look like another to the route table and to the upstream. Refuse them.
+    if "%2f" in raw_path.lower() or any(part in (".", "..") for part in path.split("/")):
+        raise ApiError("validation_error", "The original path has dot segments or an encoded '/'.")
     return method.strip().upper()[:16], path
+
+
+_ALLOW_MAX = 4096
+# id(principal) -> (principal, headers): principals are immutable values built once per
+# process and cache entry, so their allow headers are too (as `me`'s body is).
+_allow: dict[int, tuple[ApiKeyPrincipal, tuple[tuple[str, str], ...]]] = {}
+
+
+def _allow_headers(p: ApiKeyPrincipal) -> tuple[tuple[str, str], ...]:
+    found = _allow.get(id(p))
+    if found is None or found[0] is not p:
+        if len(_allow) >= _ALLOW_MAX:
+            _allow.clear()
+        headers = (
+            ("X-Latchkey-Org-Id", p.org_public_id),
+            ("X-Latchkey-Org-Slug", p.org_slug),
+            ("X-Latchkey-Key-Id", p.public_id),
+            ("X-Latchkey-Environment", p.environment),
+            ("X-Latchkey-Scopes", " ".join(sorted(p.scopes))),
+        )
+        found = _allow[id(p)] = (p, headers)
+    return found[1]
 
 
 class GatewayAuthApi(OrgApiView):
@@ -84,14 +111,13 @@ class GatewayAuthApi(OrgApiView):
     def implements(cls, method: str) -> bool:
         return True
 
-    def run_handler(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        p = self.principal
-        response = Response(status=200)
-        response["X-Latchkey-Org-Id"] = p.org_public_id
-        response["X-Latchkey-Org-Slug"] = p.org_slug
-        response["X-Latchkey-Key-Id"] = p.public_id
-        response["X-Latchkey-Environment"] = p.environment
-        response["X-Latchkey-Scopes"] = " ".join(sorted(p.scopes))
+    def run_handler(  # type: ignore[override]
+        self, request: Request, *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        # A plain, empty response (nothing to render): the gateway passes the request on.
+        response = HttpResponse(status=200)
+        for name, value in _allow_headers(self.principal):
+            response[name] = value
         response["X-Latchkey-Actor-Id"] = self.external_actor_id
         return response
 
@@ -100,12 +126,7 @@ class GatewayAuthApi(OrgApiView):
     ) -> HttpResponseBase:
         final = super().finalize_response(request, response, *args, **kwargs)
         if final.status_code < 400:
-            # An empty body: the gateway passes the request on, not this answer.
-            empty = HttpResponse(status=final.status_code)
-            for name, value in final.items():
-                if name.lower() not in ("content-type", "content-length"):
-                    empty[name] = value
-            return empty
+            return final
         body = getattr(final, "data", None) or {}
         code = str(body.get("error", {}).get("code", ""))
         final["X-Latchkey-Status"] = str(final.status_code)

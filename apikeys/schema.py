@@ -296,9 +296,10 @@ def describe_catalogue(
                 if resource.grants(a) - {a}
             }
             implies_text = "; ".join(f"{a} → {', '.join(t)}" for a, t in implied.items())
+            described = " ".join(resource.description.split()).replace("|", "\\|")
             lines.append(
                 f"| `{resource.name}` | {', '.join(resource.actions)} | {implies_text or '—'} "
-                f"| {'system' if system else 'organisation'} | {resource.description} |"
+                f"| {'system' if system else 'organisation'} | {described} |"
             )
             listed.append(
                 {

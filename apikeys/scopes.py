@@ -143,7 +143,8 @@ def has_scope(granted: Iterable[str], required: str) -> bool:
     if resource is None:
         return False
     if action == ANY:
-        return all(f"{name}:{a}" in granted_set for a in resource.actions)
+        # `*` also covers actions added later: only `*` itself covers it.
+        return False
     return any(f"{name}:{other}" in granted_set for other in resource.implied_by(action))
 
 

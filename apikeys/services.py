@@ -102,6 +102,18 @@ def _clean_scopes(scopes: Any, *, system: bool) -> list[str]:
         raise InvalidKeyInput(exc.message, param="scopes") from None
 
 
+def _unstorable_text(value: Any) -> bool:
+    """A NUL or an unpaired surrogate in any string of `value` (PostgreSQL's jsonb refuses
+    both)."""
+    if isinstance(value, str):
+        return "\x00" in value or any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_unstorable_text(k) or _unstorable_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_unstorable_text(item) for item in value)
+    return False
+
+
 def clean_meta(meta: Any) -> dict[str, Any]:
     """A key's `meta`: a JSON object of at most META_MAX_BYTES (compact UTF-8 JSON)."""
     if meta is None:
@@ -112,7 +124,11 @@ def clean_meta(meta: Any) -> dict[str, Any]:
         encoded = json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError):
         raise InvalidKeyInput("meta must hold JSON values only.", param="meta") from None
-    size = len(encoded.encode("utf-8", "surrogatepass"))
+    if _unstorable_text(meta):
+        raise InvalidKeyInput(
+            "meta must not hold NUL characters or unpaired surrogates.", param="meta"
+        )
+    size = len(encoded.encode("utf-8"))
     if size > META_MAX_BYTES:
         raise InvalidKeyInput(
             f"meta is {size} bytes as compact JSON; at most {META_MAX_BYTES} are allowed.",

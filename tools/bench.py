@@ -363,9 +363,7 @@ def main() -> None:
         verdict = "meets" if ratio >= TARGET else "is BELOW"
         print(f"ratio me/ping (means)              {ratio:.3f}  ({verdict} the target {TARGET})")
         gateway_ratio = report["ratio_gateway_over_me"]
-        print(
-            f"ratio gateway/me (means)           {gateway_ratio:.3f}  (target: no less than 1)"
-        )
+        print(f"ratio gateway/me (means)           {gateway_ratio:.3f}  (target: no less than 1)")
         if any(summary[name]["non_2xx"] for name in summary):
             print("WARNING: some responses were not 2xx; the figures are not valid.")
         if os.environ.get("BENCH_SKIP_VERIFY") != "1":

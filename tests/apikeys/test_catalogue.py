@@ -92,8 +92,10 @@ def test_a_star_grants_every_action_of_the_resource(product: object) -> None:
         assert has_scope({"invoices:*"}, f"invoices:{action}")
     assert not has_scope({"invoices:*"}, "payments:read")
     assert missing_scopes(["invoices:read", "invoices:update"], ["invoices:*"]) == ["invoices:*"]
+    # Holding every action today is not `*`: it would also grant actions added later.
     every = [f"invoices:{a}" for a in ("create", "read", "update", "delete", "execute")]
-    assert missing_scopes(every, ["invoices:*"]) == []
+    assert missing_scopes(every, ["invoices:*"]) == ["invoices:*"]
+    assert missing_scopes(["invoices:*"], ["invoices:*", *every]) == []
     assert summarize(["invoices:*", "invoices:read"]) == ["invoices:*"]
 
 
@@ -161,6 +163,10 @@ MALFORMED = [
     ("[wire]\nkey_headers = ['X Key']\n", 2, "a header name is letters, digits and '-'"),
     ("[wire]\nkey_headers = ['X-Key', 'x-key']\n", 2, "lists 'x-key' twice"),
     ("[wire]\norg_header = 'X-Key'\nkey_headers = ['X-Key']\n", 1, "given two roles"),
+    ("[wire]\nkey_headers = ['X-Actor-Id']\n", 1, "'X-Actor-Id' is given two roles"),
+    ("[wire]\nkey_headers = ['X_Key']\n", 2, "(no '_')"),
+    ("[wire]\nkey_headers = ['Content-Type']\n", 1, "cannot be used in [wire]"),
+    ("[[presets]]\nname = 'x'\nscopes = ['*:read']\ndescription = 3\n", 4, "must be a string"),
     ("[wire]\nenvironments = { prod = 'live' }\n", 2, "unknown key 'prod'"),
     ("[wire]\nenvironments = { test = 'Sandbox' }\n", 2, "1 to 16 lowercase letters"),
     ("[wire]\nenvironments = { test = 'live' }\n", 2, "used for two environments"),
@@ -274,3 +280,21 @@ def test_a_host_view_guarded_by_an_action_the_catalogue_lacks_stops_the_start() 
     assert result.returncode != 0
     assert "latchkey.E002" in result.stderr
     assert "'payments' has no action 'refund' (read, write)" in result.stderr
+
+
+def test_head_needs_what_get_needs() -> None:
+    routes = parse(
+        "[[routes]]\nmethods = ['GET']\npath = '/v1/pay/*'\nscope = 'members:read'\n"
+        "[[routes]]\npath = '/v1/*'\nscope = 'members:write'\n"
+    )
+    route = routes.route_for("HEAD", "/v1/pay/1")
+    assert route is not None and route.scope == "members:read"
+
+
+def test_an_invalid_api_key_prefix_setting_stops_the_start() -> None:
+    with (
+        override_settings(API_KEY_PREFIX="lk-prod"),
+        pytest.raises(CatalogueError, match="API_KEY_PREFIX: 'lk-prod' is not a valid"),
+    ):
+        catalogue.current()
+    assert catalogue.current() is not None

@@ -110,3 +110,11 @@ def test_the_path_after_the_door_and_forwarded_headers_are_understood(
         },
     )
     assert forwarded.status_code == 200
+
+
+def test_dot_segments_and_encoded_slashes_are_refused(product: None, org: Organization) -> None:
+    _, secret = apikey_create(org=org, name="D", environment="test", scopes=["payments:read"])
+    for uri in ("/v1/payments/../admin", "/v1/payments/./x", "/v1/payments/a%2F..%2Fb"):
+        response = ask("GET", uri, secret)
+        assert response.status_code == 400, uri  # type: ignore[attr-defined]
+        assert json.loads(response.content)["error"]["code"] == "validation_error"  # type: ignore[attr-defined]

@@ -144,6 +144,11 @@ def test_meta_over_two_kilobytes_or_not_an_object_is_refused(org: Organization) 
     assert "2049 bytes" in over.json()["error"]["message"]
     # Multi-byte characters count as the bytes they take.
     assert client.post("api-keys", {**body, "meta": {"k": "\u00e9" * 1021}}).status_code == 400
+    # PostgreSQL's jsonb refuses NUL and unpaired surrogates: a clear 400, never a 500.
+    for unstorable in ({"k": "a\u0000b"}, {"k\u0000": 1}, {"k": ["\ud800"]}):
+        refused = client.post("api-keys", {**body, "meta": unstorable})
+        assert refused.status_code == 400, unstorable
+        assert refused.json()["error"]["param"] == "meta"
     for not_an_object in (["a"], "text", 3):
         refused = client.post("api-keys", {**body, "meta": not_an_object})
         assert refused.status_code == 400, not_an_object
