@@ -211,6 +211,16 @@ def backend(request: pytest.FixtureRequest) -> Iterator[str]:
     usage.discard_recent_local()
 
 
+@pytest.fixture(scope="module")
+def template() -> Iterator[Any]:
+    """A migrated SQLite file for the servers of one test module (tests/.../servers.py)."""
+    from tests.apikeys.guards.servers import DatabaseTemplate
+
+    made = DatabaseTemplate()
+    yield made
+    made.remove()
+
+
 def project_root() -> Path:
     return Path(__file__).resolve().parents[3]
 

@@ -80,7 +80,10 @@ class Server:
         extra = {
             "DJANGO_SETTINGS_MODULE": "config.settings",
             "DATABASE_URL": f"sqlite:///{self.db_path}",
-            "CACHE_KEY_PREFIX": f"lksrv{self.db_path.parent.name[-8:]}",
+            # Unique per template and copy: servers of other modules share the same Redis.
+            "CACHE_KEY_PREFIX": (
+                f"lksrv{self.db_path.parent.parent.name[-8:]}{self.db_path.parent.name[-4:]}"
+            ),
             "LATCHKEY_USAGE_FLUSH_SECONDS": "0",
             "CELERY_TASK_ALWAYS_EAGER": "true",
             "CELERY_BROKER_URL": "memory://",

@@ -19,13 +19,6 @@ pytestmark = pytest.mark.django_db(transaction=False)
 PRODUCT = Path(__file__).resolve().parents[1] / "catalogues" / "product.toml"
 
 
-@pytest.fixture(scope="module")
-def template() -> Iterator[DatabaseTemplate]:
-    made = DatabaseTemplate()
-    yield made
-    made.remove()
-
-
 @pytest.fixture
 def server(template: DatabaseTemplate, redis_server: RedisServer) -> Iterator[Server]:
     redis_server.ensure_running()

@@ -22,13 +22,6 @@ from tests.apikeys.guards.servers import DatabaseTemplate, HttpResult, Server, c
 pytestmark = pytest.mark.django_db(transaction=False)
 
 
-@pytest.fixture(scope="module")
-def template() -> Iterator[DatabaseTemplate]:
-    made = DatabaseTemplate()
-    yield made
-    made.remove()
-
-
 @pytest.fixture
 def server(template: DatabaseTemplate, redis_server: RedisServer) -> Iterator[Server]:
     redis_server.ensure_running()
