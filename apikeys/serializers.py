@@ -429,21 +429,13 @@ class VerifyKeySerializer(serializers.Serializer[Any]):
     expires_at = serializers.DateTimeField(allow_null=True)
 
 
-class VerifyOrganizationSerializer(serializers.Serializer[Any]):
-    id = serializers.CharField()
-    slug = serializers.CharField()
-    name = serializers.CharField()
-    plan = serializers.CharField()
-    status = serializers.CharField()
-
-
 class VerifyResultSerializer(serializers.Serializer[Any]):
     valid = serializers.BooleanField()
     code = serializers.CharField(
         allow_null=True, help_text="Why the key is refused: the API's error code; null if valid."
     )
     key = VerifyKeySerializer(allow_null=True)
-    organization = VerifyOrganizationSerializer(allow_null=True)
+    organization = MeOrganizationSerializer(allow_null=True, help_text="As in `me`.")
     scopes = serializers.ListField(child=serializers.CharField())
     meta = serializers.DictField()
     rate_limit = VerifyRateLimitSerializer(allow_null=True)

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 
 from apikeys import serializers as s
 from apikeys import usage
-from apikeys.api import _iso, _valid
+from apikeys.api import _iso, _valid, me_body
 from apikeys.api_base import SystemApiView
 from apikeys.authentication import ApiKeyPrincipal, authenticate_key
 from apikeys.catalogue import current
@@ -136,13 +136,7 @@ def _answer(
         "display": principal.display,
         "expires_at": _iso(principal.expires_at),
     }
-    answer["organization"] = {
-        "id": principal.org_public_id,
-        "slug": principal.org_slug,
-        "name": principal.org_name,
-        "plan": principal.org_plan,
-        "status": principal.org_status,
-    }
+    answer["organization"] = me_body(principal)["organization"]
     answer["scopes"] = sorted(principal.scopes)
     answer["meta"] = dict(principal.meta)
     if result is not None:
