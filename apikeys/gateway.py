@@ -98,6 +98,11 @@ class GatewayAuthApi(OrgApiView):
         request._request.original_path = self.original[1]  # type: ignore[attr-defined]
         super().initial(request, *args, **kwargs)
 
+    def check_key_kind(self, principal: ApiKeyPrincipal) -> None:
+        # Before the route is looked up: a system key learns nothing of the route table.
+        if principal.is_system:
+            raise ApiError("insufficient_scope", "System keys cannot pass the gateway door.")
+
     def required_scope_for(self, method: str) -> str | None:
         route = current().route_for(*self.original)
         if route is None:

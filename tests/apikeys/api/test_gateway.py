@@ -118,3 +118,16 @@ def test_dot_segments_and_encoded_slashes_are_refused(product: None, org: Organi
         response = ask("GET", uri, secret)
         assert response.status_code == 400, uri  # type: ignore[attr-defined]
         assert json.loads(response.content)["error"]["code"] == "validation_error"  # type: ignore[attr-defined]
+
+
+def test_a_system_key_is_refused_before_any_route_is_looked_up(product: None, db: None) -> None:
+    from accounts.models import PlatformRole
+    from apikeys.services import system_apikey_create
+    from tests.factories import UserFactory
+
+    owner = UserFactory.create(platform_role=PlatformRole.PLATFORM_OWNER)
+    _, secret = system_apikey_create(name="Sys", scopes=["keys:verify"], created_by=owner)
+    for uri in ("/v1/payments", "/v1/no-such-route"):
+        response = ask("GET", uri, secret)
+        assert response.status_code == 403, uri  # type: ignore[attr-defined]
+        assert json.loads(response.content)["error"]["code"] == "insufficient_scope"  # type: ignore[attr-defined]
