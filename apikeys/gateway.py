@@ -50,8 +50,11 @@ def original_request(request: Any, rest: str | None) -> tuple[str, str]:
         uri = rest or "/"
     if len(uri) > MAX_ORIGINAL_URI or "\x00" in uri:
         raise ApiError("validation_error", "The original URI is too long or malformed.")
-    raw_path = urlsplit(uri).path or "/"
-    path = unquote(raw_path)
+    if uri.startswith("/"):
+        raw_path = uri.partition("?")[0].partition("#")[0]
+    else:  # an absolute URI
+        raw_path = urlsplit(uri).path or "/"
+    path = unquote(raw_path) if "%" in raw_path else raw_path
     if not path.startswith("/"):
         path = "/" + path
     # A route is chosen by path: a dot segment or an encoded slash could make one path
@@ -64,21 +67,25 @@ def original_request(request: Any, rest: str | None) -> tuple[str, str]:
 _ALLOW_MAX = 4096
 # id(principal) -> (principal, headers): principals are immutable values built once per
 # process and cache entry, so their allow headers are too (as `me`'s body is).
-_allow: dict[int, tuple[ApiKeyPrincipal, tuple[tuple[str, str], ...]]] = {}
+_allow: dict[int, tuple[ApiKeyPrincipal, dict[str, tuple[str, str]]]] = {}
 
 
-def _allow_headers(p: ApiKeyPrincipal) -> tuple[tuple[str, str], ...]:
+def _allow_headers(p: ApiKeyPrincipal) -> dict[str, tuple[str, str]]:
+    """The allow headers of `p`, as entries of a response's header store."""
     found = _allow.get(id(p))
     if found is None or found[0] is not p:
         if len(_allow) >= _ALLOW_MAX:
             _allow.clear()
-        headers = (
-            ("X-Latchkey-Org-Id", p.org_public_id),
-            ("X-Latchkey-Org-Slug", p.org_slug),
-            ("X-Latchkey-Key-Id", p.public_id),
-            ("X-Latchkey-Environment", p.environment),
-            ("X-Latchkey-Scopes", " ".join(sorted(p.scopes))),
-        )
+        headers = {
+            name.lower(): (name, value)
+            for name, value in (
+                ("X-Latchkey-Org-Id", p.org_public_id),
+                ("X-Latchkey-Org-Slug", p.org_slug),
+                ("X-Latchkey-Key-Id", p.public_id),
+                ("X-Latchkey-Environment", p.environment),
+                ("X-Latchkey-Scopes", " ".join(sorted(p.scopes))),
+            )
+        }
         found = _allow[id(p)] = (p, headers)
     return found[1]
 
@@ -121,9 +128,12 @@ class GatewayAuthApi(OrgApiView):
     ) -> HttpResponse:
         # A plain, empty response (nothing to render): the gateway passes the request on.
         response = HttpResponse(status=200)
-        for name, value in _allow_headers(self.principal):
-            response[name] = value
-        response["X-Latchkey-Actor-Id"] = self.external_actor_id
+        # Straight into the header store, as the rate-limit headers are: every value is
+        # ASCII made by Latchkey (ids, slug, scope names) or the actor header, which the
+        # pipeline has already checked to be printable ASCII.
+        store = response.headers._store
+        store.update(_allow_headers(self.principal))
+        store["x-latchkey-actor-id"] = ("X-Latchkey-Actor-Id", self.external_actor_id)
         return response
 
     def finalize_response(  # type: ignore[override]

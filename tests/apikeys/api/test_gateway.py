@@ -110,6 +110,8 @@ def test_the_path_after_the_door_and_forwarded_headers_are_understood(
         },
     )
     assert forwarded.status_code == 200
+    absolute = ask("POST", "https://api.example.com/v1/payments/p%31/refund?x=1", secret)
+    assert absolute.status_code == 200  # type: ignore[attr-defined]
 
 
 def test_dot_segments_and_encoded_slashes_are_refused(product: None, org: Organization) -> None:
