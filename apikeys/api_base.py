@@ -5,35 +5,25 @@
     1. declaration check   a view that declares no `resource` (and is not explicitly
                            `public`) is never served: ImproperlyConfigured (deny by default)
     2. negotiation         JSON only, whatever `Accept` says
-    3. guard(request)      (skipped for public views)
-       a. authenticate     `ApiKeyAuthentication` → `request.auth` is an ApiKeyPrincipal;
-                           no key → 401 missing_api_key. On a warm cache the same Redis
-                           round trip also checks and counts the rate limits (ADR 0064);
-                           the verdict waits for step f
-       b. key kind         org keys on org views, system keys on system views
-       c. org check        the org header (`X-Org-Id` by default; the catalogue's `[wire]`
-                           names it) must name the key's org → 403 org_mismatch
-       d. client headers   client-version and actor headers (`X-Client-Version`,
-                           `X-Actor-Id` by default) validated and put on the request
-                           (`request.client_version`, `request.external_actor_id`)
-       e. scope            `HasResourceScope`: `<resource>:read|write` → 403 insufficient_scope
-       f. HOOK before_handler(request)
-                           rate limits and the monthly quota (next layer; a request
-                           refused in c-e after being counted is refunded): raise
-                           ApiError("rate_limited" | "quota_exceeded", headers=...) to refuse
+    3. guard(request)      (skipped for public views) the admission pipeline,
+                           `apikeys.guard.admit`: credentials, verification, key kind, org
+                           header, client headers, scope (`required_scopes`, from the
+                           view's `resource` and `actions`), rate limits and the monthly
+                           quota; `request.user` / `request.auth` are set from its
+                           admission, and a refusal is raised as its ApiError
     4. run_handler         safe methods call the handler directly; mutations go through
        HOOK around_handler(request, call)
-                           by default `call()` inside `transaction.atomic()`; the idempotency
-                           layer replaces it: lease the key (committed, so a concurrent
-                           duplicate sees it), run `call()` and store the outcome in one
-                           transaction, or replay a stored outcome
+                           the idempotency protocol (`apikeys.idempotency`): lease the key
+                           (committed, so a concurrent duplicate sees it), run `call()` and
+                           store the outcome in one transaction, or replay a stored outcome
     5. errors              any exception → `apikeys.exceptions` → the error shape
     6. finalize            `Cache-Control: no-store`, then
        HOOK after_response(request, response)
-                           rate-limit headers and usage counting (next layer); runs for
-                           every response, errors included, once the key is known
+                           `apikeys.guard.settle` (usage: status class, recent request)
+                           and the admission's rate-limit headers; runs for every response
+                           of a non-public view, errors included
 
-The hooks are methods of `ApiView` so that the next layer overrides them in one place.
+The view is the pipeline's `Door`: `check_key_kind` and `required_scopes`.
 """
 
 from __future__ import annotations
@@ -53,25 +43,23 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apikeys import guards
+from apikeys import idempotency
 from apikeys.authentication import (
     ApiKeyAuthentication,
     ApiKeyPrincipal,
+    ApiKeyUser,
     credentials_from_headers,
-    missing_key_error,
 )
-from apikeys.catalogue import current
 from apikeys.errors import ApiError
+from apikeys.guard import Admission, Facts, admit, notes, settle
 from apikeys.models import ApiKey
 from apikeys.pagination import ApiCursorPagination
-from apikeys.permissions import ANY_SCOPE, HasResourceScope, required_scope
+from apikeys.permissions import ANY_SCOPE, required_scope
 from apikeys.selectors import apikey_get
 from orgs.models import Organization
 
 # JSON bodies of this API are small; anything larger is refused before parsing.
 MAX_BODY_BYTES = 1024 * 1024
-# Caller-supplied header values kept for usage and audit.
-MAX_CLIENT_HEADER_LENGTH = 255
 
 KEY_KIND_ORG = "org"
 KEY_KIND_SYSTEM = "system"
@@ -131,10 +119,6 @@ _METHODS: dict[type, tuple[frozenset[str], tuple[str, ...]]] = {}
 _UNKNOWN = object()
 
 
-def _printable_ascii(value: str) -> bool:
-    return all(" " <= ch <= "~" for ch in value)
-
-
 class ApiView(APIView):
     """The pipeline (see the module docstring). Subclass `OrgApiView`, `SystemApiView`,
     `AnyKeyApiView` or `PublicApiView`; never this class directly."""
@@ -147,8 +131,9 @@ class ApiView(APIView):
     # Method → action of `resource`, where it is not read (safe methods) or write.
     actions: ClassVar[dict[str, str]] = {}
 
+    # For OpenAPI and DRF's interface; the pipeline verifies keys and checks scopes.
     authentication_classes = [ApiKeyAuthentication]
-    permission_classes = [HasResourceScope]
+    permission_classes: list[Any] = []
     parser_classes = [ApiJSONParser]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JsonOnlyNegotiation
@@ -254,16 +239,24 @@ class ApiView(APIView):
             self.guard(request)
 
     def guard(self, request: Request) -> None:
-        """Steps 3a-3f of the pipeline, in order."""
-        self.perform_authentication(request)
-        principal = request.auth
-        if not isinstance(principal, ApiKeyPrincipal):
-            raise missing_key_error()
-        self.check_key_kind(principal)
-        self.check_org_header(request, principal)
-        self.read_client_headers(request)
-        self.check_permissions(request)
-        self.before_handler(request)
+        """Step 3: the admission pipeline (`apikeys.guard`)."""
+        django_request = request._request
+        method, path = self.counted_request(request)
+        admission = admit(Facts(request=django_request, door=self, method=method, path=path))
+        notes(request).admission = admission
+        principal = admission.principal
+        if principal is not None:
+            request.user, request.auth = ApiKeyUser(principal), principal  # type: ignore[assignment]
+        else:
+            request.user, request.auth = None, None  # type: ignore[assignment]  # DRF's default
+        if admission.error is not None:
+            raise admission.error
+
+    def counted_request(self, request: Request) -> tuple[str, str]:
+        """(method, path) usage records for this request."""
+        return request.method or "GET", request._request.path
+
+    # ---- the Door the pipeline asks (steps 3b and 3e) ------------------------------------
 
     def check_key_kind(self, principal: ApiKeyPrincipal) -> None:
         if self.key_kind == KEY_KIND_ANY:
@@ -279,37 +272,9 @@ class ApiView(APIView):
         )
         raise ApiError("insufficient_scope", message, required_scope=scope)
 
-    def check_org_header(self, request: Request, principal: ApiKeyPrincipal) -> None:
-        catalogue = current()
-        named = request._request.META.get(catalogue.org_header_meta)
-        if named is None:
-            return
-        named = named.strip()
-        if principal.is_system or named not in (principal.org_public_id, principal.org_slug):
-            raise ApiError(
-                "org_mismatch",
-                f"{catalogue.wire.org_header} names an organisation other than the key's.",
-                param=catalogue.wire.org_header,
-            )
-
-    def read_client_headers(self, request: Request) -> None:
-        # On the Django request, so middleware (usage counting) sees them too.
-        django_request = request._request
-        meta = django_request.META
-        for header, name, attribute in current().client_headers:
-            value = meta.get(name)
-            if value is None:
-                value = ""
-            else:
-                value = value.strip()
-                if len(value) > MAX_CLIENT_HEADER_LENGTH or not _printable_ascii(value):
-                    raise ApiError(
-                        "validation_error",
-                        f"{header} must be at most {MAX_CLIENT_HEADER_LENGTH} printable ASCII "
-                        "characters.",
-                        param=header,
-                    )
-            setattr(django_request, attribute, value)
+    def required_scopes(self) -> tuple[str, ...]:
+        scope = self.required_scope_for(self.request.method or "GET")
+        return () if scope is None else (scope,)
 
     def run_handler(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         method = (request.method or "GET").lower()
@@ -330,28 +295,52 @@ class ApiView(APIView):
             self.after_response(request, response)
         return response
 
-    # ---- hooks for rate limits, quotas, idempotency and usage (next layer) ------------------
-
-    def before_handler(self, request: Request) -> None:
-        """After authentication and scope checks, before the handler: rate limits, quota
-        and usage counting in one Redis round trip (`apikeys.guards`)."""
-        guards.before_handler(request, self.principal)
+    # ---- hooks around the handler and the response ------------------------------------
 
     def around_handler(self, request: Request, call: Callable[[], Response]) -> Response:
         """A mutation's handler under the idempotency protocol, in its own transaction
-        (`apikeys.idempotency`): lease, run, store the outcome with the writes, or replay."""
-        presented = credentials_from_headers(request) or ""
-        response: Response = guards.around_handler(self, request, self.principal, presented, call)
-        return response
+        (`apikeys.idempotency`): lease, run, store the outcome with the writes, or replay.
+
+        The outcome is stored as rendered bytes, so the handler's DRF response gets its
+        renderer here (as `finalize_response` would give it) before it is stored.
+        """
+        django_request = request._request
+
+        def call_and_prepare() -> Any:
+            response = call()
+            if isinstance(response, Response):
+                response.accepted_renderer = request.accepted_renderer
+                response.accepted_media_type = request.accepted_media_type
+                response.renderer_context = self.get_renderer_context()  # type: ignore[attr-defined]
+            return response
+
+        try:
+            response = idempotency.run(
+                method=request.method or "POST",
+                path=django_request.get_full_path(),
+                body=django_request.body,
+                header=django_request.META.get(idempotency.META_HEADER),
+                api_key_pk=self.principal.key_id,
+                api_key_secret=credentials_from_headers(request) or "",
+                handler=call_and_prepare,
+            )
+        except idempotency.IdempotencyError as exc:
+            raise ApiError(exc.code, exc.message, headers=exc.headers) from None
+        return response  # type: ignore[return-value]
 
     def after_response(self, request: Request, response: HttpResponseBase) -> None:
-        """Every response of a non-public view: rate-limit headers, usage counting.
-
-        `request.auth` is the principal when authentication succeeded, else None.
-        """
-        principal = request.auth
-        if isinstance(principal, ApiKeyPrincipal):
-            guards.after_response(request, principal, response)
+        """Every response of a non-public view: usage (`apikeys.guard.settle`) and the
+        rate-limit headers, once the key is known."""
+        admission = self.admission
+        if admission is None:
+            return
+        settle(admission, response.status_code)
+        # Straight into the response's header store: these names and values are ASCII
+        # made by the pipeline (what `response[name] = value` would check, at a cost on
+        # every request).
+        store = response.headers._store
+        for name, value in admission.headers().items():
+            store[name.lower()] = (name, value)
 
     # ---- what handlers use -----------------------------------------------------------------
 
@@ -362,8 +351,14 @@ class ApiView(APIView):
         return principal
 
     @property
+    def admission(self) -> Admission | None:
+        """The pipeline's admission of this request (None before step 3 or when public)."""
+        return notes(self.request).admission
+
+    @property
     def external_actor_id(self) -> str:
-        return str(getattr(self.request, "external_actor_id", ""))
+        admission = self.admission
+        return admission.external_actor_id if admission is not None else ""
 
     def paginate(
         self, queryset: Any, serializer_class: Any, *, ordering: tuple[str, ...] | None = None

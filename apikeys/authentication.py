@@ -30,9 +30,9 @@ from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.request import Request
 
-from apikeys import guards, keycache
+from apikeys import keycache
 from apikeys.catalogue import AUTHORIZATION, current
-from apikeys.errors import ApiError, spec_for
+from apikeys.errors import ApiError
 from apikeys.keys import key_digest, parse_key
 from orgs.models import OrgStatus
 from orgs.plans import Limits
@@ -215,41 +215,37 @@ def missing_key_error() -> ApiError:
     return ApiError("missing_api_key", f"No API key was sent. Use {current().key_headers_text()}.")
 
 
-def authenticate_key(
-    raw: str, *, now: datetime | None = None, request: HttpRequest | None = None
-) -> ApiKeyPrincipal:
+def authenticate_key(raw: str, *, now: datetime | None = None) -> ApiKeyPrincipal:
     """Verify `raw` and return its principal, or raise the table's 401/403 error.
 
-    With the API `request`, the warm path also checks and counts the request against the
-    key's rate limits in the same Redis round trip (`apikeys.guards.resolve_counting`,
-    ADR 0064); a key refused here is never left counted.
+    Authentication only: no limit is checked or counted (the admission pipeline,
+    `apikeys.guard`, does that for every door).
     """
     if parse_key(raw) is None:
         raise ApiError("invalid_api_key")
-    digest = key_digest(raw)
-    if request is None:
-        principal = principal_for(keycache.resolve(digest), digest)
-    else:
-        principal = principal_for(guards.resolve_counting(request, digest), digest)
+    principal = resolve_api_key(raw)
     failure = (
         "invalid_api_key" if principal is None else principal.failure_code(now or timezone.now())
     )
     if failure is not None:
-        if request is not None:
-            guards.refund_counted(request, spec_for(failure).status)
         raise ApiError(failure)
     assert principal is not None
     return principal
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    """DRF authentication class: `(ApiKeyUser, ApiKeyPrincipal)` or None without a key."""
+    """DRF authentication class: `(ApiKeyUser, ApiKeyPrincipal)` or None without a key.
+
+    The API's views do not call it: their pipeline (`apikeys.guard`) verifies the key and
+    sets `request.user` and `request.auth` itself. It declares the scheme for OpenAPI and
+    authenticates any other DRF view that lists it.
+    """
 
     def authenticate(self, request: Request) -> tuple[ApiKeyUser, ApiKeyPrincipal] | None:
         raw = credentials_from_headers(request)
         if raw is None:
             return None
-        principal = authenticate_key(raw, request=request._request)
+        principal = authenticate_key(raw)
         return ApiKeyUser(principal), principal
 
     def authenticate_header(self, request: Request) -> str:

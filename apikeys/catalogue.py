@@ -276,11 +276,11 @@ class Catalogue:
         return meta_name(self.wire.client_version_header)
 
     @cached_property
-    def client_headers(self) -> tuple[tuple[str, str, str], ...]:
-        """(header, its META name, the request attribute its validated value goes in)."""
+    def client_headers(self) -> tuple[tuple[str, str], ...]:
+        """(header, its META name) of the client version and the actor, in that order."""
         return (
-            (self.wire.client_version_header, self.client_version_meta, "client_version"),
-            (self.wire.actor_header, meta_name(self.wire.actor_header), "external_actor_id"),
+            (self.wire.client_version_header, self.client_version_meta),
+            (self.wire.actor_header, meta_name(self.wire.actor_header)),
         )
 
     def key_headers_text(self) -> str:

@@ -100,10 +100,11 @@ class GatewayAuthApi(OrgApiView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.original = original_request(request._request, kwargs.get("rest"))
-        # Usage records the request the gateway asked about, as if it came to the API.
-        request._request.original_method = self.original[0]  # type: ignore[attr-defined]
-        request._request.original_path = self.original[1]  # type: ignore[attr-defined]
         super().initial(request, *args, **kwargs)
+
+    def counted_request(self, request: Request) -> tuple[str, str]:
+        # Usage records the request the gateway asked about, as if it came to the API.
+        return self.original
 
     def check_key_kind(self, principal: ApiKeyPrincipal) -> None:
         # Before the route is looked up: a system key learns nothing of the route table.

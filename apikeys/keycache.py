@@ -46,7 +46,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
-from apikeys import ratelimit, redisconn
+from apikeys import held, ratelimit, redisconn
 from orgs.models import OrgStatus
 from orgs.plans import Limits
 
@@ -685,13 +685,11 @@ def _invalidate(target: tuple[str, Any], *, wait: bool) -> None:
     """Invalidate `target` and, with `wait`, return only once no process can still admit
     a request under an admission lease granted before the change (ADR 0065): the change is
     then in force for every worker's next request."""
-    from apikeys import leases
-
     kind, ident = target
     if kind == "key":
-        leases.forget(digest=str(ident))
+        held.forget(digest=str(ident))
     else:
-        leases.forget(org_pk=int(ident))
+        held.forget(org_pk=int(ident))
     try:
         held_ms = _apply(target)
     except redisconn.REDIS_ERRORS as exc:

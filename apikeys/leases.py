@@ -43,7 +43,7 @@ from typing import Any
 
 from django.conf import settings
 
-from apikeys import keycache, ratelimit, redisconn, usage
+from apikeys import held, keycache, ratelimit, redisconn, usage
 from orgs.plans import Limits
 
 logger = logging.getLogger("apikeys.guards")
@@ -394,3 +394,19 @@ class _Pusher:
 
 
 _pusher = _Pusher()
+
+
+class _Holder:
+    """This module as a holder of `apikeys.held`."""
+
+    def forget(self, *, digest: str | None = None, org_pk: int | None = None) -> None:
+        forget(digest=digest, org_pk=org_pk)
+
+    def push(self) -> None:
+        push()
+
+    def release_all(self) -> None:
+        release_all()
+
+
+held.register(_Holder())

@@ -2,21 +2,18 @@
 
 A view declares the `resource` it guards; safe methods (GET, HEAD, OPTIONS) need
 `<resource>:read`, every other method `<resource>:write`, unless the view's `actions`
-maps a method to another action of the resource (`{"POST": "execute"}`). A missing scope
-is 403 `insufficient_scope` naming `required_scope`.
+maps a method to another action of the resource (`{"POST": "execute"}`). The admission
+pipeline (`apikeys.guard`) refuses a key without it: 403 `insufficient_scope` naming
+`required_scope`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from rest_framework.permissions import SAFE_METHODS, BasePermission
-from rest_framework.request import Request
+from rest_framework.permissions import SAFE_METHODS
 
-from apikeys.authentication import ApiKeyPrincipal
-from apikeys.errors import ApiError
-from apikeys.scopes import READ, WRITE, get_resource, has_scope
+from apikeys.scopes import READ, WRITE, get_resource
 
 # A view whose `resource` is this needs a valid key but no particular scope (`GET me`).
 ANY_SCOPE = "*"
@@ -53,20 +50,3 @@ def required_scope(
             "cannot be guarded by it: declare `actions = {method: action}` on the view."
         )
     return f"{entry.name}:{action}"
-
-
-class HasResourceScope(BasePermission):
-    """Grants the request when the key holds the scope the view's resource requires."""
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        principal = request.auth
-        scope = view.required_scope_for(request.method or "GET")
-        if scope is None:
-            return True
-        if not isinstance(principal, ApiKeyPrincipal) or not has_scope(principal.scopes, scope):
-            raise ApiError(
-                "insufficient_scope",
-                f"This request needs the scope '{scope}'.",
-                required_scope=scope,
-            )
-        return True

@@ -18,13 +18,15 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
-from apikeys.api_base import KEY_KIND_SYSTEM, MAX_CLIENT_HEADER_LENGTH, ApiView
+from apikeys.api_base import KEY_KIND_SYSTEM, ApiView
 from apikeys.catalogue import AUTHORIZATION, current
 from apikeys.errors import ERRORS, IDEMPOTENCY_ERROR
+from apikeys.guard.pipeline import MAX_CLIENT_HEADER_LENGTH
 from apikeys.permissions import ANY_SCOPE
 from apikeys.scopes import get_resource
 
-# What `ApiView.read_client_headers` accepts: printable ASCII, at most 255 characters.
+# What the pipeline's client-header step (`apikeys.guard.pipeline`) accepts: printable
+# ASCII, at most 255 characters.
 CLIENT_HEADER_PATTERN = rf"^[ -~]{{0,{MAX_CLIENT_HEADER_LENGTH}}}$"
 MUTATING_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})

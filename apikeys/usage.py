@@ -40,7 +40,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from apikeys import redisconn
+from apikeys import held, redisconn
 
 logger = logging.getLogger("apikeys.usage")
 
@@ -576,9 +576,7 @@ def flush() -> int:
     with _flush_lock:
         conn = redisconn.client()
         if conn is not None:
-            from apikeys import leases
-
-            leases.push()  # what this process admitted under leases, first (ADR 0065)
+            held.push()  # what this process admitted under leases, first (ADR 0065)
             return _redis_flush(conn)
         deltas = _local_take()
         if not deltas:
@@ -739,8 +737,6 @@ def flush_process() -> int:
     on the embedded default; on Redis, the usage of requests admitted under admission
     leases and their unused tokens (ADR 0065), pushed to Redis for the fold."""
     if redisconn.enabled():
-        from apikeys import leases
-
-        leases.release_all()
+        held.release_all()
         return 0
     return flush()

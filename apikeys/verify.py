@@ -17,15 +17,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys import serializers as s
-from apikeys import usage
 from apikeys.api import _iso, _valid, me_body
 from apikeys.api_base import SystemApiView
-from apikeys.authentication import ApiKeyPrincipal, authenticate_key
+from apikeys.authentication import ApiKeyPrincipal
 from apikeys.catalogue import current
 from apikeys.errors import ApiError, spec_for
-from apikeys.ratelimit import UsageMeta, clock, guard
-from apikeys.scopes import ScopeError, has_scope, normalize_scopes
-from config.net import client_ip
+from apikeys.guard import Facts, admit, settle
+from apikeys.scopes import ScopeError, normalize_scopes
 
 
 class VerifyKeyApi(SystemApiView):
@@ -42,52 +40,22 @@ class VerifyKeyApi(SystemApiView):
     )
     def post(self, request: Request) -> Response:
         data = _valid(s.VerifyRequestSerializer, request.data)
-        needed = self._needed_scopes(data)
-        try:
-            principal = authenticate_key(data["key"])
-        except ApiError as refused:
-            return Response(_answer(None, refused.code))
-        if principal.is_system:
-            return Response(_answer(None, "invalid_api_key"))
-        missing = next((scope for scope in needed if not has_scope(principal.scopes, scope)), "")
-        meta = UsageMeta(
-            ip=client_ip(request._request) or "",
-            client_version="",
+        door = _VerifiedKeyDoor(self._needed_scopes(data))
+        facts = Facts(
+            request=request._request,
+            door=door,
             method=str(data.get("method", "POST")).upper()[:16],
             path=str(data.get("path", request._request.path))[:512],
-            request_id=str(getattr(request._request, "request_id", "") or ""),
+            key=data["key"],
         )
-        now = clock()
-        if missing:
-            result = guard(
-                key_pk=principal.key_id,
-                org_pk=principal.org_id,
-                limits=principal.limits,
-                meta=meta,
-                status_class=usage.status_class(403),
-                count_limits=False,
-                status=403,
-                now=now,
-            )
-            return Response(_answer(principal, "insufficient_scope", result))
-        result = guard(
-            key_pk=principal.key_id,
-            org_pk=principal.org_id,
-            limits=principal.limits,
-            meta=meta,
-            now=now,
-        )
-        if not result.allowed:
-            return Response(_answer(principal, result.code, result))
-        usage.record_status(
-            key_pk=principal.key_id,
-            org_pk=principal.org_id,
-            hour=usage.hour_start(now),
-            status_class=usage.status_class(200),
-            status=200,
-            recent=result.recent,
-        )
-        return Response(_answer(principal, None, result))
+        admission = admit(facts)
+        settle(admission, 200)
+        error = admission.error
+        if error is None:
+            return Response(_answer(admission.principal, None, admission.limits))
+        if error.code in _KEY_REFUSALS:
+            return Response(_answer(None, error.code))
+        return Response(_answer(admission.principal, error.code, admission.limits))
 
     def run_handler(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         # A question, not a change: no Idempotency-Key, answered at once (still counted).
@@ -110,6 +78,26 @@ class VerifyKeyApi(SystemApiView):
         except ScopeError as exc:
             raise ApiError("validation_error", exc.message, param="scopes") from None
         return list(data.get("scopes", []))
+
+
+# Refusals that say the key itself is not accepted: the answer describes no key.
+_KEY_REFUSALS = frozenset(
+    {"invalid_api_key", "api_key_revoked", "api_key_expired", "org_suspended"}
+)
+
+
+class _VerifiedKeyDoor:
+    """What the verify API asks of the key it verifies: an org key with `scopes`."""
+
+    def __init__(self, scopes: list[str]) -> None:
+        self.scopes = scopes
+
+    def check_key_kind(self, principal: ApiKeyPrincipal) -> None:
+        if principal.is_system:
+            raise ApiError("invalid_api_key")
+
+    def required_scopes(self) -> list[str]:
+        return self.scopes
 
 
 def _answer(

@@ -17,6 +17,8 @@ def test_admin_creates_a_key_with_the_grid_and_sees_the_secret_once(
     page: Page, context: BrowserContext, live_server: Any, org: Organization, admin_user: Any
 ) -> None:
     sign_in_browser(context, live_server, admin_user)
+    # Before the page loads: the Clipboard API needs the permission and a focused page.
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     page.goto(f"/o/{org.slug}/api-keys/")
     page.click("#create-api-key")
     expect(page).to_have_url(f"{live_server.url}/o/{org.slug}/api-keys/new/")
@@ -54,7 +56,7 @@ def test_admin_creates_a_key_with_the_grid_and_sees_the_secret_once(
     assert key.scopes == ["members:read", "members:write", "usage:read"]
 
     # The copy button puts the secret on the clipboard.
-    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    page.bring_to_front()
     page.click("#copy-api-key")
     expect(page.locator("#copy-api-key")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == secret

@@ -193,6 +193,7 @@ def test_actor_id_is_recorded_on_audit_events(full_key: Any) -> None:
 
 def test_request_user_is_the_key_not_a_person(full_key: Any, rf: Any) -> None:
     from apikeys.api_base import AnyKeyApiView
+    from apikeys.guard import notes
 
     seen: dict[str, Any] = {}
 
@@ -201,8 +202,10 @@ def test_request_user_is_the_key_not_a_person(full_key: Any, rf: Any) -> None:
             from rest_framework.response import Response
 
             seen["user"], seen["auth"] = request.user, request.auth
-            seen["client_version"] = request.client_version
-            seen["external_actor_id"] = request.external_actor_id
+            admission = notes(request).admission
+            assert admission is not None
+            seen["client_version"] = admission.client_version
+            seen["external_actor_id"] = admission.external_actor_id
             return Response({})
 
     request = rf.get(

@@ -163,14 +163,18 @@ class Recorder:
         self.calls: list[str] = []
 
 
-def _hooked(base: type, recorder: Recorder, refuse: bool = False) -> type:
+def _hooked(base: type, recorder: Recorder) -> type:
     class Hooked(base):
         resource = "members"
 
-        def before_handler(self, request: Request) -> None:
-            recorder.calls.append(f"before:{request.auth.public_id[:4]}")  # type: ignore[union-attr]
-            if refuse:
-                raise ApiError("rate_limited", headers={"Retry-After": "7"})
+        def guard(self, request: Request) -> None:
+            try:
+                super().guard(request)
+            finally:
+                admission = self.admission
+                assert admission is not None
+                code = admission.error.code if admission.error else "admitted"
+                recorder.calls.append(f"admit:{code}")
 
         def around_handler(self, request: Request, call: Callable[[], Response]) -> Response:
             recorder.calls.append("around")
@@ -198,11 +202,11 @@ def test_hooks_run_in_pipeline_order(full_key: Any) -> None:
     view = _hooked(OrgApiView, recorder)
     get = _call(view, full_key[1])
     assert get["X-RateLimit-Limit"] == "60"
-    assert recorder.calls == ["before:key_", "handler:get", "after:200"]
+    assert recorder.calls == ["admit:admitted", "handler:get", "after:200"]
     recorder.calls.clear()
     _call(view, full_key[1], "post")
     assert recorder.calls == [
-        "before:key_",
+        "admit:admitted",
         "around",
         "handler:post",
         "around:done",
@@ -210,14 +214,25 @@ def test_hooks_run_in_pipeline_order(full_key: Any) -> None:
     ]
 
 
-def test_a_refusal_in_before_handler_skips_the_handler_and_keeps_its_headers(
-    full_key: Any,
+def test_a_refusal_by_the_limits_skips_the_handler_and_keeps_its_headers(
+    full_key: Any, org: Organization
 ) -> None:
+    from tests.apikeys.guards.conftest import set_limits
+
+    set_limits(org, monthly=1)
     recorder = Recorder()
-    response = _call(_hooked(OrgApiView, recorder, refuse=True), full_key[1], "post")
-    assert response.status_code == 429 and response["Retry-After"] == "7"
-    assert response.data["error"]["code"] == "rate_limited"
-    assert recorder.calls == ["before:key_", "after:429"]
+    view = _hooked(OrgApiView, recorder)
+    assert _call(view, full_key[1]).status_code == 200
+    response = _call(view, full_key[1], "post")
+    assert response.status_code == 429 and int(response["Retry-After"]) >= 1
+    assert response.data["error"]["code"] == "quota_exceeded"
+    assert recorder.calls == [
+        "admit:admitted",
+        "handler:get",
+        "after:200",
+        "admit:quota_exceeded",
+        "after:429",
+    ]
 
 
 def test_hooks_do_not_run_before_authentication_and_scope(
@@ -228,7 +243,12 @@ def test_hooks_do_not_run_before_authentication_and_scope(
     _, wrong = make_api_key(org, ["usage:read"])
     assert _call(view, wrong).status_code == 403
     assert _call(view, "lk_test_garbage").status_code == 401
-    assert recorder.calls == ["after:403", "after:401"]
+    assert recorder.calls == [
+        "admit:insufficient_scope",
+        "after:403",
+        "admit:invalid_api_key",
+        "after:401",
+    ]
 
 
 def test_any_key_view_and_public_view_bases() -> None:

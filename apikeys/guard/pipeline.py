@@ -1,0 +1,360 @@
+"""The admission pipeline: one entry, `admit(facts) -> Admission`, for every door.
+
+It reads top to bottom, in the order docs/api.md ("Authentication") fixes:
+
+1. credentials    the key from the catalogue's key headers (or given: the verify API);
+                  none → 401 `missing_api_key`
+2. verification   format and checksum, then the verification cache (`apikeys.keycache`);
+                  on a warm cache the same Redis round trip also checks and counts the
+                  rate limits (ADR 0064), or an admission lease of this process admits it
+                  with no trip at all (ADR 0065). Deleted, revoked, expired keys and
+                  suspended orgs are refused here
+3. org checks     the door's key kind (org, system, any), the org header, the client
+                  headers (client version, actor)
+4. scope          what the door requires (a view's resource and action, a gateway route,
+                  the scopes a verify call names) → 403 `insufficient_scope`
+5. limits         burst, minute and the monthly quota → 429 `rate_limited` /
+                  `quota_exceeded`: the verdict of step 2 when it was reached there, else
+                  one round trip now (`apikeys.ratelimit.guard`)
+
+A refusal is an `Admission` with an `error`, never an exception out of `admit`; it is
+settled at once in `_refuse`, the one place where a request counted in step 2 and then
+refused before step 5 gets its count back. The door then runs its handler and calls
+`settle(admission, status)` once with the response's status: usage records the status
+class and the key's recent request, and `admission.limits.headers()` are the rate-limit
+headers of the response.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from django.http import HttpRequest
+from django.utils import timezone
+
+from apikeys import keycache, leases, ratelimit, usage
+from apikeys.authentication import (
+    ApiKeyPrincipal,
+    credentials_from_headers,
+    missing_key_error,
+    principal_for,
+)
+from apikeys.catalogue import current
+from apikeys.errors import ApiError, spec_for
+from apikeys.keys import key_digest, parse_key
+from apikeys.scopes import has_scope
+from config.net import client_ip
+
+# Caller-supplied header values kept for usage and audit.
+MAX_CLIENT_HEADER_LENGTH = 255
+
+
+class Door(Protocol):
+    """What an endpoint asks of the key, beyond being valid (steps 3 and 4)."""
+
+    def check_key_kind(self, principal: ApiKeyPrincipal) -> None:
+        """Raise `ApiError` when this kind of key (org or system) may not pass."""
+
+    def required_scopes(self) -> Sequence[str]:
+        """The scopes the request needs (empty: any valid key). May raise `ApiError`
+        (the gateway: no route matches)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the pipeline is asked about one request."""
+
+    request: HttpRequest  # headers, client IP and request id are read from it
+    door: Door
+    # The request usage counts: the request itself, or the one a gateway asks about.
+    method: str
+    path: str
+    # The key to verify when it does not come from the headers (the verify API), which
+    # also reads no client headers.
+    key: str | None = None
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """How the request was counted: the moment, and the lease it was admitted under."""
+
+    at: float
+    key_pk: int
+    org_pk: int | None
+    # Counted by the verification round trip (or a lease) before the limits step: a
+    # refusal in between gives the count back.
+    early: bool = False
+    lease: leases.Lease | None = None
+
+
+@dataclass(slots=True)
+class Admission:
+    """The pipeline's outcome: admitted (`error` is None) or refused with `error`."""
+
+    # The verified key; None when the request was refused before it was known.
+    principal: ApiKeyPrincipal | None = None
+    error: ApiError | None = None
+    # The windows as the response's rate-limit headers report them (None: no key).
+    limits: ratelimit.LimitResult | None = None
+    client_version: str = ""
+    external_actor_id: str = ""
+    facts: Facts | None = field(default=None, repr=False)
+    _ticket: _Ticket | None = field(default=None, repr=False)
+    _settled: bool = field(default=False, repr=False)
+
+    @property
+    def admitted(self) -> bool:
+        return self.error is None and self.principal is not None
+
+    def headers(self) -> dict[str, str]:
+        """The rate-limit headers of the response (none before the key was known)."""
+        return self.limits.headers() if self.limits is not None else {}
+
+
+def admit(facts: Facts) -> Admission:
+    """Run steps 1-5 for the request of `facts`; never raises for a refusal."""
+    admission = Admission(facts=facts)
+    try:
+        _admit(facts, admission)
+    except ApiError as error:
+        _refuse(facts, admission, error)
+    return admission
+
+
+def _admit(facts: Facts, admission: Admission) -> None:
+    # 1. credentials
+    raw = facts.key if facts.key is not None else credentials_from_headers(facts.request)
+    if raw is None:
+        raise missing_key_error()
+    # 2. verification
+    if parse_key(raw) is None:
+        raise ApiError("invalid_api_key")
+    digest = key_digest(raw)
+    principal = principal_for(_verify_and_count(facts, admission, digest), digest)
+    if principal is None:
+        raise ApiError("invalid_api_key")
+    failure = principal.failure_code(timezone.now())
+    if failure is not None:
+        raise ApiError(failure)
+    admission.principal = principal
+    # 3. org checks
+    facts.door.check_key_kind(principal)
+    _check_org_header(facts.request, principal)
+    if facts.key is None:
+        admission.client_version, admission.external_actor_id = _client_headers(facts.request)
+    # 4. scope
+    for scope in facts.door.required_scopes():
+        if not has_scope(principal.scopes, scope):
+            raise ApiError(
+                "insufficient_scope",
+                f"This request needs the scope '{scope}'.",
+                required_scope=scope,
+            )
+    # 5. limits and quota
+    ticket = admission._ticket
+    if ticket is None or not ticket.early:
+        now = ratelimit.clock()
+        admission.limits = ratelimit.guard(
+            key_pk=principal.key_id,
+            org_pk=principal.org_id,
+            limits=principal.limits,
+            meta=_usage_meta(facts, admission),
+            now=now,
+        )
+        admission._ticket = _Ticket(now, principal.key_id, principal.org_id)
+    assert admission.limits is not None
+    if admission._ticket is not None:
+        admission._ticket.early = False  # past the limiter: nothing to give back
+    if not admission.limits.allowed:
+        raise ApiError(admission.limits.code, headers=admission.limits.headers())
+
+
+def _verify_and_count(facts: Facts, admission: Admission, digest: str) -> Any:
+    """The key with `digest` resolved and, on the warm path, the request checked and
+    counted against its limits in the same round trip (ADR 0064) or under this process's
+    admission lease (ADR 0065). A counted request leaves its verdict in `admission`."""
+    now = ratelimit.clock()
+    taken = leases.take(digest, now)
+    if taken is not None:
+        lease, minute_used = taken
+        admission.limits = ratelimit.leased_result(lease.limits, now, minute_used)
+        admission._ticket = _Ticket(now, lease.key_pk, lease.org_pk, early=True, lease=lease)
+        return lease.resolved
+    meta = _usage_meta(facts, admission)
+    body = meta.recent_body(now)
+    pushed = usage.provisional_status(meta.method)
+    wanted = leases.wanted()
+    asked_at = time.monotonic()
+    resolved, counted, error = keycache.resolve_and_count(
+        digest,
+        now=now,
+        request_args=ratelimit.request_args(now, meta, body, pushed),
+        lease=wanted,
+    )
+    if resolved is None:
+        return None
+    org = resolved.org
+    limits = org.limits if org is not None else ratelimit.UNLIMITED
+    if counted is not None:
+        result = ratelimit.counted_result(
+            resolved.key.pk, limits, now, counted.verdict, counted.minute_used, body, pushed
+        )
+        if counted.extra > 0:
+            leases.grant(
+                digest=digest,
+                resolved=resolved,
+                limits=limits,
+                now=now,
+                asked_at=asked_at,
+                length_ms=wanted[1],
+                tokens=counted.extra,
+                minute_used=counted.minute_used,
+            )
+            # The headers report the window without the lease's unused tokens.
+            result = replace(result, minute_used=counted.minute_used - counted.extra)
+    elif error is not None:
+        # Redis is down: verification went to the database; the limits fail open
+        # without a second attempt on this request.
+        ratelimit.log_fail_open(error)
+        result = ratelimit.degraded_result(limits, now)
+    else:
+        return resolved
+    admission.limits = result
+    admission._ticket = _Ticket(now, resolved.key.pk, org.pk if org is not None else None, True)
+    return resolved
+
+
+def _check_org_header(request: HttpRequest, principal: ApiKeyPrincipal) -> None:
+    catalogue = current()
+    named = request.META.get(catalogue.org_header_meta)
+    if named is None:
+        return
+    named = named.strip()
+    if principal.is_system or named not in (principal.org_public_id, principal.org_slug):
+        raise ApiError(
+            "org_mismatch",
+            f"{catalogue.wire.org_header} names an organisation other than the key's.",
+            param=catalogue.wire.org_header,
+        )
+
+
+def _printable_ascii(value: str) -> bool:
+    return all(" " <= ch <= "~" for ch in value)
+
+
+def _client_headers(request: HttpRequest) -> tuple[str, str]:
+    """(client version, actor id), validated."""
+    meta = request.META
+    values: list[str] = []
+    for header, name in current().client_headers:
+        value = meta.get(name)
+        if value is None:
+            value = ""
+        else:
+            value = value.strip()
+            if len(value) > MAX_CLIENT_HEADER_LENGTH or not _printable_ascii(value):
+                raise ApiError(
+                    "validation_error",
+                    f"{header} must be at most {MAX_CLIENT_HEADER_LENGTH} printable ASCII "
+                    "characters.",
+                    param=header,
+                )
+        values.append(value)
+    return values[0], values[1]
+
+
+def _usage_meta(facts: Facts, admission: Admission) -> ratelimit.UsageMeta:
+    """What usage records about the request besides its count. Before step 3 validated
+    the client headers the raw client version is used (`usage.clean_version` drops an
+    invalid one)."""
+    request = facts.request
+    version = admission.client_version
+    if not version and admission.principal is None and facts.key is None:
+        version = request.META.get(current().client_version_meta, "")
+    return ratelimit.UsageMeta(
+        ip=client_ip(request) or "",
+        client_version=version,
+        method=facts.method,
+        path=facts.path,
+        request_id=str(getattr(request, "request_id", "") or ""),
+    )
+
+
+def _refuse(facts: Facts, admission: Admission, error: ApiError) -> None:
+    """Settle a refusal: the one place a request counted early gets its count back."""
+    admission.error = error
+    admission._settled = True
+    ticket = admission._ticket
+    principal = admission.principal
+    status = spec_for(error.code).status
+    if ticket is not None and ticket.early:
+        ticket.early = False
+        if ticket.lease is not None:
+            leases.give_back(ticket.lease)
+            if status != 401:  # a key refused at verification is not counted
+                leases.record(
+                    ticket.lease,
+                    now=ticket.at,
+                    meta=_usage_meta(facts, admission),
+                    status=status,
+                    status_class=usage.status_class(status),
+                )
+            assert admission.limits is not None
+            admission.limits = replace(
+                admission.limits, minute_used=max(0, admission.limits.minute_used - 1)
+            )
+        elif admission.limits is not None:
+            admission.limits = ratelimit.refund(
+                key_pk=ticket.key_pk,
+                org_pk=ticket.org_pk,
+                result=admission.limits,
+                now=ticket.at,
+                status=status,
+            )
+        if principal is None:
+            admission.limits = None
+        return
+    if principal is not None and admission.limits is None:
+        # Refused before the limiter (key kind, org, client headers, scope): counted for
+        # usage only, the windows read for the headers.
+        admission.limits = ratelimit.guard(
+            key_pk=principal.key_id,
+            org_pk=principal.org_id,
+            limits=principal.limits,
+            meta=_usage_meta(facts, admission),
+            status_class=usage.status_class(status),
+            count_limits=False,
+            status=status,
+        )
+
+
+def settle(admission: Admission, status: int) -> None:
+    """Record an admitted request's response `status` in usage (once; a refusal was
+    settled by `admit`)."""
+    if admission._settled:
+        return
+    admission._settled = True
+    principal, ticket, result = admission.principal, admission._ticket, admission.limits
+    if principal is None or ticket is None or result is None or admission.facts is None:
+        return
+    status_class = usage.status_class(status)
+    if ticket.lease is not None:
+        leases.record(
+            ticket.lease,
+            now=ticket.at,
+            meta=_usage_meta(admission.facts, admission),
+            status=status,
+            status_class=status_class,
+        )
+    elif result.allowed:
+        usage.record_status(
+            key_pk=principal.key_id,
+            org_pk=principal.org_id,
+            hour=usage.hour_start(ticket.at),
+            status_class=status_class,
+            status=status,
+            recent=result.recent,
+        )
