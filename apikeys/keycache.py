@@ -43,150 +43,20 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 
+from apikeys import backend as backend_module
 from apikeys import held, ratelimit, redisconn
+from apikeys.backend import Backend, RequestRecord, backend
 from orgs.models import OrgStatus
 from orgs.plans import Limits
 
 logger = logging.getLogger("apikeys.keycache")
 
 ENTRY_TTL = 300
-# A lease takes at most 1/LEASE_DIVISOR of what is left in any window (ADR 0065).
-LEASE_DIVISOR = 256
+LEASE_DIVISOR = backend_module.LEASE_DIVISOR
 # Longer than any database read of a filler can take: see `_fill`.
 MARKER_TTL = 900
-
-_LOOKUP_LUA = """
-local e = redis.call('GET', KEYS[1])
-local v = redis.call('GET', KEYS[2])
-if not e then return {false, v, false} end
-local nl = string.find(e, '\\n', 1, true)
-if not nl or nl == 1 then return {e, v, false} end
-return {e, v, redis.call('GET', ARGV[1] .. string.sub(e, 1, nl - 1))}
-"""
-
-# The warm path of a guarded request in ONE round trip (ADR 0064): the lookup above, and
-# when the entry is complete (key and org part), current (its generation is the org's)
-# and the key acceptable at ARGV `now`, the rate-limit check-and-count of
-# `apikeys.ratelimit` with the limits and the key id stored in the entry's third line
-# `<key id>|<burst>|<minute>|<month>|<accept until>` (0: never, -1: no expiry).
-# Anything else returns the lookup's answer alone and the caller takes the two-step path.
-# ARGV: generation prefix, guard prefix, second, minute, month, hour, request args (7..16),
-# then the lease asked for (ADR 0065): tokens wanted (0 or 1: none), its length in ms, the
-# key's lease marker, the org lease markers' prefix.
-_LOOKUP_COUNT_LUA = (
-    ratelimit.GUARD_LUA_FUNCTION
-    + """
-local function lk_mark_lease(name, untl_ms)
-  if untl_ms > tonumber(redis.call('GET', name) or '0') then
-    redis.call('SET', name, string.format('%d', untl_ms))
-  end
-end
-local e = redis.call('GET', KEYS[1])
-if not e then return {false, redis.call('GET', KEYS[2]), false} end
-local nl = string.find(e, '\\n', 1, true)
-if not nl then return {e, redis.call('GET', KEYS[2]), false} end
-local org = string.sub(e, 1, nl - 1)
-local g = false
-if nl > 1 then g = redis.call('GET', ARGV[1] .. org) end
-local untl = 0
-local kid, bl, ml, ql
-local nl2 = string.find(e, '\\n', nl + 1, true)
-if nl2 and (nl == 1 or string.sub(e, nl + 1, nl2 - 1) == (g or '')) then
-  local nl3 = string.find(e, '\\n', nl2 + 1, true)
-  if nl3 then
-    kid, bl, ml, ql, untl = string.match(string.sub(e, nl2 + 1, nl3 - 1),
-      '^(%d+)|(%d+)|(%d+)|(%d+)|(%-?[%d.e+]+)$')
-    untl = tonumber(untl) or 0
-  end
-end
-if not kid or untl == 0 or (untl > 0 and tonumber(ARGV[8]) >= untl) then
-  return {e, redis.call('GET', KEYS[2]), g}
-end
-local p = ARGV[2]
-local o = org
-if o == '' then
-  o = '-'
-  ql = '0'
-end
-local kb, km, kq = p .. 'rl:b:' .. kid .. ':' .. ARGV[3], p .. 'rl:m:' .. kid .. ':' .. ARGV[4],
-  p .. 'rl:q:' .. o .. ':' .. ARGV[5]
-bl, ml, ql = tonumber(bl), tonumber(ml), tonumber(ql)
-local r = lk_guard(kb, km, kq, p .. 'u:' .. kid .. ':' .. o .. ':' .. ARGV[6],
-  p .. 'u:pending', p .. 'rr:' .. kid, bl, ml, ql, true, '', 7)
--- An admission lease (ADR 0065): when every limited window has plenty of room, count a
--- block of tokens at once for the calling process to admit locally until the lease ends.
-local extra = 0
-local c = tonumber(ARGV[17])
-if r[1] == 0 and c > 1 then
-  if bl > 0 then c = math.min(c, math.floor((bl - r[2]) / LEASE_DIVISOR)) end
-  if ml > 0 then c = math.min(c, math.floor((ml - r[3]) / LEASE_DIVISOR)) end
-  if ql > 0 then c = math.min(c, math.floor((ql - r[4]) / LEASE_DIVISOR)) end
-  if c > 1 then
-    extra = c - 1
-    if bl > 0 then redis.call('INCRBY', kb, extra) end
-    if ml > 0 then r[3] = redis.call('INCRBY', km, extra) end
-    if ql > 0 then redis.call('INCRBY', kq, extra) end
-    -- The markers hold until when (ms, Redis' clock) a lease may be held; no expiry, so
-    -- no eviction policy allowed for this deployment drops them (`lk_mark_lease`).
-    local t = redis.call('TIME')
-    local untl_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[18])
-    lk_mark_lease(ARGV[19], untl_ms)
-    if org ~= '' then lk_mark_lease(ARGV[20] .. org, untl_ms) end
-  end
-end
-return {e, false, g, r[1], r[3], extra}
-"""
-).replace("LEASE_DIVISOR", str(LEASE_DIVISOR))
-
-_LOOKUP_COUNT = redisconn.FastScript(_LOOKUP_COUNT_LUA)
-
-# Write the entry only if the key's version marker and the org's generation are unchanged
-# since before the database read ('' meaning absent).
-_FILL_LUA = """
-local v = redis.call('GET', KEYS[2]) or ''
-if v ~= ARGV[1] then return 0 end
-if KEYS[3] then
-  local g = redis.call('GET', KEYS[3]) or ''
-  if g ~= ARGV[2] then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[3], 'EX', tonumber(ARGV[4]))
-return 1
-"""
-
-# Both invalidations answer how long (ms) admission leases on what they changed may still
-# be held by some process (ADR 0065), from the lease marker and Redis' clock; the caller
-# waits that long before it returns. Markers stay (one small value per key or org that
-# ever held a lease): the invalidation at commit must find what the one made inside the
-# transaction found.
-_LEASE_LEFT_LUA = """
-local function lk_lease_left(name)
-  local untl_ms = tonumber(redis.call('GET', name) or '0')
-  local t = redis.call('TIME')
-  local left = untl_ms - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-  if left > 0 then return left end
-  return 0
-end
-"""
-
-_INVALIDATE_KEY_LUA = (
-    _LEASE_LEFT_LUA
-    + """
-redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
-redis.call('DEL', KEYS[1])
-return lk_lease_left(KEYS[3])
-"""
-)
-
-_INVALIDATE_ORG_LUA = (
-    _LEASE_LEFT_LUA
-    + """
-redis.call('SET', KEYS[1], ARGV[1])
-return lk_lease_left(KEYS[2])
-"""
-)
 
 
 @dataclass(frozen=True)
@@ -371,113 +241,8 @@ def load_org_from_db(org_pk: int) -> OrgState | None:
     return org_state(org) if org is not None else None
 
 
-# --- the two stores: Redis (shared) and local memory (one process) ----------------------
-
-
-class _RedisStore:
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    def lookup(self, digest: str) -> tuple[Any, bytes | None, bytes | None]:
-        entry, version, generation = redisconn.registered(self.conn, _LOOKUP_LUA)(
-            keys=[cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))],
-            args=[cache.make_key(_org_generation_name_prefix())],
-        )
-        return entry, version, generation
-
-    def generation(self, org_pk: int) -> bytes | None:
-        value = self.conn.get(cache.make_key(_org_generation_name(org_pk)))
-        return value if isinstance(value, bytes) else None
-
-    def fill(
-        self,
-        digest: str,
-        org_pk: int | None,
-        version: bytes | None,
-        generation: bytes | None,
-        value: bytes,
-    ) -> None:
-        keys = [cache.make_key(cache_key(digest)), cache.make_key(_version_name(digest))]
-        if org_pk is not None:
-            keys.append(cache.make_key(_org_generation_name(org_pk)))
-        redisconn.registered(self.conn, _FILL_LUA)(
-            keys=keys, args=[version or b"", generation or b"", value, ENTRY_TTL]
-        )
-
-    def invalidate_key(self, digest: str) -> int:
-        return int(
-            redisconn.registered(self.conn, _INVALIDATE_KEY_LUA)(
-                keys=[
-                    cache.make_key(cache_key(digest)),
-                    cache.make_key(_version_name(digest)),
-                    key_lease_name(digest),
-                ],
-                args=[_marker(), MARKER_TTL],
-            )
-        )
-
-    def invalidate_org(self, org_pk: int) -> int:
-        # No expiry: entries embed it for up to ENTRY_TTL, and one small key per org
-        # that ever changed is cheap. Lost to eviction it only makes entries stale.
-        return int(
-            redisconn.registered(self.conn, _INVALIDATE_ORG_LUA)(
-                keys=[cache.make_key(_org_generation_name(org_pk)), org_lease_name(org_pk)],
-                args=[_marker()],
-            )
-        )
-
-
-class _LocalStore:
-    lock = threading.Lock()
-
-    def lookup(self, digest: str) -> tuple[Any, bytes | None, bytes | None]:
-        entry = cache.get(cache_key(digest))
-        version = cache.get(_version_name(digest))
-        generation = None
-        if isinstance(entry, bytes):
-            head = entry.partition(b"\n")[0]
-            if head.isdigit():
-                generation = self.generation(int(head))
-        return entry, version, generation
-
-    def generation(self, org_pk: int) -> bytes | None:
-        value = cache.get(_org_generation_name(org_pk))
-        return value if isinstance(value, bytes) else None
-
-    def fill(
-        self,
-        digest: str,
-        org_pk: int | None,
-        version: bytes | None,
-        generation: bytes | None,
-        value: bytes,
-    ) -> None:
-        with self.lock:
-            if cache.get(_version_name(digest)) != version:
-                return
-            if org_pk is not None and self.generation(org_pk) != generation:
-                return
-            cache.set(cache_key(digest), value, ENTRY_TTL)
-
-    def invalidate_key(self, digest: str) -> int:
-        with self.lock:
-            cache.set(_version_name(digest), _marker(), MARKER_TTL)
-            cache.delete(cache_key(digest))
-        return 0
-
-    def invalidate_org(self, org_pk: int) -> int:
-        with self.lock:
-            cache.set(_org_generation_name(org_pk), _marker(), None)
-        return 0
-
-
 def _marker() -> bytes:
     return secrets.token_hex(8).encode()
-
-
-def _store() -> _RedisStore | _LocalStore:
-    conn = redisconn.client()
-    return _LocalStore() if conn is None else _RedisStore(conn)
 
 
 # --- resolving a digest -----------------------------------------------------------------
@@ -489,9 +254,10 @@ def resolve(digest: str) -> Resolved | None:
     Warm cache: one Redis round trip (none on local memory) and no database query. The
     caller decides from the states, at request time, whether the key is accepted.
     """
-    store = _store()
+    store = backend()
+    names = _names(digest)
     try:
-        entry, version, generation = store.lookup(digest)
+        entry, version, generation = store.lookup(names[0], names[1], names[2])
     except redisconn.REDIS_ERRORS as exc:
         return _resolve_from_db(digest, exc)
     return _resolve_looked_up(store, digest, entry, version, generation)
@@ -508,62 +274,76 @@ class Counted:
 
 
 def resolve_and_count(
-    digest: str, *, now: float, request_args: list[object], lease: tuple[int, int] = (0, 0)
+    digest: str,
+    *,
+    now: float,
+    record: RequestRecord,
+    lease: tuple[int, int] = (0, 0),
 ) -> tuple[Resolved | None, Counted | None, BaseException | None]:
     """`resolve`, and on a warm, current entry of an acceptable key also the rate-limit
     check-and-count of the request, in the same single round trip.
 
     Returns (resolved, counted, redis_error). `counted` is None when the request was not
-    counted (local memory, a cold or stale entry, a refused key, Redis unreachable): the
-    caller then counts it on the two-step path. `request_args` are
-    `ratelimit.request_args` for the request at `now`. `lease` (tokens wanted, length in
-    ms) asks for an admission lease (ADR 0065): `counted.extra` is what was granted.
+    counted (local memory, a cold or stale entry, a refused key, a key this process has
+    not resolved before, Redis unreachable): the caller then counts it on the two-step
+    path. `record` is `ratelimit.request_record` for the request at `now`. `lease`
+    (tokens wanted, length in ms) asks for an admission lease (ADR 0065):
+    `counted.extra` is what was granted.
+
+    The counters' names are made here and passed to the script, so the key's and org's
+    ids must be known before the call: they are remembered per digest from any earlier
+    resolution in this process (a digest always names the same key), and the script
+    counts nothing when the entry names another key.
     """
-    store = _store()
-    if not isinstance(store, _RedisStore):
-        return resolve(digest), None, None
-    second = int(now)
+    ids = _ids.get(digest)
+    if ids is None:
+        resolved = resolve(digest)
+        if resolved is not None:
+            _remember(digest, resolved)
+        return resolved, None, None
+    store = backend()
+    names = _names(digest)
+    key_pk, org_pk = ids
     try:
-        names = _names(digest)
-        reply = redisconn.run_script(
-            store.conn,
-            _LOOKUP_COUNT,
-            keys=[names[0], names[1]],
-            args=[
-                names[2],
-                names[3],
-                second,
-                second // ratelimit.MINUTE_WINDOW,
-                ratelimit.month_label(now),
-                second // 3600 * 3600,
-                *request_args,
-                lease[0],
-                lease[1],
-                names[4],
-                names[5],
-            ],
+        counted, looked_up = store.lookup_and_count(
+            names[0],
+            names[1],
+            names[2],
+            key_pk,
+            ratelimit.windows(key_pk, org_pk, ratelimit.UNLIMITED, now),
+            record,
+            now,
+            (lease[0], lease[1], names[3], org_lease_name(org_pk if org_pk is not None else "-")),
         )
     except redisconn.REDIS_ERRORS as exc:
         return _resolve_from_db(digest, exc), None, exc
-    entry, version, generation = reply[0], reply[1], reply[2]
-    if len(reply) > 3:
-        decoded = _decode(entry)
+    if counted is not None:
+        decoded = _decode(counted.entry)
         if decoded is not None and decoded[1].digest == digest:
             _, key, org = decoded
-            resolved = Resolved(key=key, org=org, from_cache=True, entry=entry)
-            return resolved, Counted(int(reply[3]), int(reply[4]), int(reply[5])), None
-    return _resolve_looked_up(store, digest, entry, version, generation), None, None
+            resolved = Resolved(key=key, org=org, from_cache=True, entry=counted.entry)
+            return resolved, Counted(counted.verdict, counted.minute_used, counted.extra), None
+    return _resolve_looked_up(store, digest, *looked_up), None, None
 
 
-_names_memo: dict[str, tuple[str, str, str, str, str, str]] = {}
+# digest -> (key id, org id): what the counters of the key's requests are named after.
+_ids: dict[str, tuple[int, int | None]] = {}
+
+
+def _remember(digest: str, resolved: Resolved) -> None:
+    if len(_ids) >= _DECODED_MAX:
+        _ids.clear()
+    _ids[digest] = (resolved.key.pk, resolved.key.org_pk)
+
+
+_names_memo: dict[str, tuple[str, str, str, str]] = {}
 _names_generation = -1
 
 
-def _names(digest: str) -> tuple[str, str, str, str, str, str]:
-    """The Redis names the verification-and-count script needs for `digest` (entry,
-    version marker, org-generation prefix, guard prefix, lease marker, org lease prefix),
-    computed once per digest and settings (the cache's prefix and version are part of
-    them)."""
+def _names(digest: str) -> tuple[str, str, str, str]:
+    """The names the verification cache uses for `digest`: entry, version marker and
+    org-generation prefix (in the default cache's namespace, as its API names them), and
+    the lease marker (a guard name); computed once per digest and settings."""
     global _names_generation
     if _names_generation != redisconn.settings_generation():
         _names_memo.clear()
@@ -573,12 +353,10 @@ def _names(digest: str) -> tuple[str, str, str, str, str, str]:
         if len(_names_memo) >= _DECODED_MAX:
             _names_memo.clear()
         found = _names_memo[digest] = (
-            cache.make_key(cache_key(digest)),
-            cache.make_key(_version_name(digest)),
-            cache.make_key(_org_generation_name_prefix()),
-            redisconn.rkey(""),
+            cache_key(digest),
+            _version_name(digest),
+            _org_generation_name_prefix(),
             key_lease_name(digest),
-            org_lease_name(""),
         )
     return found
 
@@ -592,7 +370,7 @@ def _resolve_from_db(digest: str, exc: BaseException) -> Resolved | None:
 
 
 def _resolve_looked_up(
-    store: _RedisStore | _LocalStore,
+    store: Backend,
     digest: str,
     entry: Any,
     version: bytes | None,
@@ -625,16 +403,19 @@ def _resolve_looked_up(
 
 
 def _fill(
-    store: _RedisStore | _LocalStore,
+    store: Backend,
     key: KeyState,
     org: OrgState | None,
     version: bytes | None,
     generation: bytes | None,
 ) -> None:
     value = _encode(key, org, generation or b"")
-    checked_org = key.org_pk if org is not None else None
+    names = _names(key.digest)
+    generation_name = (
+        _org_generation_name(key.org_pk) if org is not None and key.org_pk is not None else None
+    )
     try:
-        store.fill(key.digest, checked_org, version, generation, value)
+        store.fill(names[0], names[1], generation_name, version, generation, value, ENTRY_TTL)
     except redisconn.REDIS_ERRORS as exc:
         redisconn.error_log.error("keycache", "Redis unreachable: key cache not filled", exc)
 
@@ -671,10 +452,13 @@ def _apply(target: tuple[str, Any]) -> int:
     """Invalidate `target`; returns for how many ms an admission lease on it may still
     be held by some process (ADR 0065)."""
     kind, ident = target
-    store = _store()
+    store = backend()
     if kind == "key":
-        return store.invalidate_key(str(ident))
-    return store.invalidate_org(int(ident))
+        digest = str(ident)
+        names = _names(digest)
+        return store.invalidate_key(names[0], names[1], names[3], _marker(), MARKER_TTL)
+    org_pk = int(ident)
+    return store.invalidate_org(_org_generation_name(org_pk), org_lease_name(org_pk), _marker())
 
 
 # Added to the wait for leases: covers a Redis clock running slightly slower than ours.

@@ -25,7 +25,9 @@ the calling process an admission lease on them:
   ends, before a usage fold in this process, and at exit (gunicorn's `worker_exit`,
   `atexit`): a graceful shutdown loses none.
 
-With leases off (`LATCHKEY_KEY_LEASE_MS=0`) or without Redis nothing here runs.
+With leases off (`LATCHKEY_KEY_LEASE_MS=0`) or without Redis nothing here runs. The
+pipeline reaches this module only through `apikeys.guard.counting.Leasing`, a wrapper of
+the one-trip path; the layers below reach it only through `apikeys.held`.
 """
 
 from __future__ import annotations
@@ -40,8 +42,6 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
-
-from django.conf import settings
 
 from apikeys import held, keycache, ratelimit, redisconn, usage
 from orgs.plans import Limits
@@ -87,14 +87,6 @@ class _Pending:
 _lock = threading.Lock()
 _leases: dict[str, Lease] = {}
 _pending = _Pending()
-
-
-def wanted() -> tuple[int, int]:
-    """(tokens, length in ms) a counting call asks for; (0, 0) with leases off."""
-    length = int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0)
-    if length <= 0:
-        return (0, 0)
-    return (int(getattr(settings, "LATCHKEY_KEY_LEASE_TOKENS", 64)), length)
 
 
 def take(digest: str, now: float) -> tuple[Lease, int] | None:

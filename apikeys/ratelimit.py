@@ -11,12 +11,12 @@ no more than the limit is admitted in a window, and a refused request (429) incr
 counter, so it never counts toward the monthly quota. The same script also records the
 request in the key's usage hash for the hour (see `apikeys.usage`) and in the key's recent
 requests (ADR 0060). On a warm verification cache the check-and-count runs inside the
-verification script itself (`GUARD_LUA_FUNCTION`, ADR 0064): a guarded request is ONE
+verification script itself (`apikeys.backend`, ADR 0064): a guarded request is ONE
 Redis round trip in all; `refund` gives back what a request refused before the limiter
 took.
 
-Without Redis (the embedded default, one process) the same semantics run on the
-local-memory cache under a process lock.
+The rule itself (in Lua and in its Python twin for the embedded default, one process)
+lives in `apikeys.backend`; this module computes the names, limits and figures.
 
 If Redis is unreachable the limits fail open: the request is admitted, an error is logged
 (at most every few seconds), and the response still carries the limit headers.
@@ -25,14 +25,21 @@ If Redis is unreachable the limits fail open: the request is admitted, an error 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-
-from django.core.cache import cache
+from typing import Any
 
 from apikeys import redisconn, usage
+from apikeys.backend import (
+    ADMIT,
+    BURST,
+    MINUTE,
+    QUOTA,
+    RequestRecord,
+    Windows,
+    backend,
+)
 from orgs.plans import Limits
 
 RATE_LIMITED = "rate_limited"
@@ -41,128 +48,8 @@ QUOTA_EXCEEDED = "quota_exceeded"
 BURST_WINDOW = 1
 MINUTE_WINDOW = 60
 
-# Verdicts returned by the script.
-_ADMIT, _BURST, _MINUTE, _QUOTA = 0, 1, 2, 3
-
-# The check-and-count of one request, as a Lua function shared by the guard script below
-# and the verification-and-count script of `apikeys.keycache` (ADR 0064). `o` is the index
-# in ARGV of the request's common arguments (`request_args`): month-counter expiry, time,
-# IP, client version, usage-hash TTL, version cap, recent body, provisional status, recent
-# cap, recent TTL.
-GUARD_LUA_FUNCTION = """
-local function lk_guard(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
-  local b, m, q = 0, 0, 0
-  if bl > 0 or ml > 0 or ql > 0 then
-    local now = redis.call('MGET', kb, km, kq)
-    if bl > 0 then b = tonumber(now[1] or '0') end
-    if ml > 0 then m = tonumber(now[2] or '0') end
-    if ql > 0 then q = tonumber(now[3] or '0') end
-  end
-  local verdict = 0
-  if counting then
-    if ql > 0 and q >= ql then verdict = 3
-    elseif ml > 0 and m >= ml then verdict = 2
-    elseif bl > 0 and b >= bl then verdict = 1 end
-    if verdict == 0 then
-      if bl > 0 then
-        b = redis.call('INCR', kb)
-        if b == 1 then redis.call('EXPIRE', kb, 2) end
-      end
-      if ml > 0 then
-        m = redis.call('INCR', km)
-        if m == 1 then redis.call('EXPIRE', km, 120) end
-      end
-      if ql > 0 then
-        q = redis.call('INCR', kq)
-        if q == 1 then redis.call('EXPIREAT', kq, tonumber(ARGV[o])) end
-      end
-    end
-  end
-  -- A new usage hash (first request of the hour, or first since the fold claimed the
-  -- last one) gets its expiry and joins the pending set; later ones are already there.
-  if redis.call('HINCRBY', kh, 'n', 1) == 1 then
-    redis.call('EXPIRE', kh, tonumber(ARGV[o + 4]))
-    redis.call('SADD', kp, kh)
-  end
-  if verdict ~= 0 then cls = 'c4' end
-  if cls ~= '' then redis.call('HINCRBY', kh, cls, 1) end
-  redis.call('HSET', kh, 'at', ARGV[o + 1], 'ip', ARGV[o + 2])
-  local ver = ARGV[o + 3]
-  if ver ~= '' then
-    local f = 'v:' .. ver
-    if redis.call('HEXISTS', kh, f) == 0 then
-      if tonumber(redis.call('HGET', kh, 'nv') or '0') < tonumber(ARGV[o + 5]) then
-        redis.call('HSET', kh, f, '1')
-        redis.call('HINCRBY', kh, 'nv', 1)
-      end
-    end
-  end
-  local body = ARGV[o + 6]
-  if body ~= '' then
-    local st = ARGV[o + 7]
-    if verdict ~= 0 then st = '429' end
-    -- Trimmed back to the cap once it is RECENT_SLACK over: readers look no further
-    -- than that, and most pushes need no LTRIM.
-    local cap = tonumber(ARGV[o + 8])
-    if redis.call('LPUSH', kr, st .. ' ' .. body) > cap + RECENT_SLACK then
-      redis.call('LTRIM', kr, 0, cap - 1)
-    end
-    redis.call('EXPIRE', kr, tonumber(ARGV[o + 9]))
-  end
-  return {verdict, b, m, q}
-end
-""".replace("RECENT_SLACK", "20")
-
-# KEYS: burst, minute, month counters, usage hash, pending set, recent list.
-# ARGV: burst, minute, month limits, counting ('1'/'0'), status class, request args.
-_GUARD_LUA = (
-    GUARD_LUA_FUNCTION
-    + """
-return lk_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
-  tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5], 6)
-"""
-)
-
-# A request counted by the verification-and-count script and then refused before the
-# limiter (scope, key kind, `X-Org-Id`, client headers): give back what it took from each
-# window (only windows still alive: an expired window has nothing to give back), add its
-# status class, and correct its recent-request element.
-# KEYS: burst, minute, month counters, usage hash, pending set, recent list.
-# ARGV: refund ('1'/'0'), burst, minute, month limits, status class, usage TTL, old, new.
-_REFUND_LUA = """
-local b, m = 0, 0
-if ARGV[1] == '1' then
-  if tonumber(ARGV[2]) > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-    b = redis.call('DECR', KEYS[1])
-  end
-  if tonumber(ARGV[3]) > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
-    m = redis.call('DECR', KEYS[2])
-  end
-  if tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[3]) == 1 then
-    redis.call('DECR', KEYS[3])
-  end
-elseif tonumber(ARGV[3]) > 0 then
-  m = tonumber(redis.call('GET', KEYS[2]) or '0')
-end
-if ARGV[5] ~= '' then
-  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
-  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
-  redis.call('SADD', KEYS[5], KEYS[4])
-end
-if ARGV[7] ~= '' then
-  local items = redis.call('LRANGE', KEYS[6], 0, -1)
-  for i, v in ipairs(items) do
-    if v == ARGV[7] then
-      redis.call('LSET', KEYS[6], i - 1, ARGV[8])
-      break
-    end
-  end
-end
-return m
-"""
-
-# The local-memory twin: one lock makes check-and-increment atomic within the process.
-_local_lock = threading.Lock()
+# Verdicts of the check-and-count rule (`apikeys.backend`).
+_ADMIT, _BURST, _MINUTE, _QUOTA = ADMIT, BURST, MINUTE, QUOTA
 
 
 @dataclass(frozen=True)
@@ -291,6 +178,23 @@ def counter_keys(key_pk: int, org_pk: int | None, now: float) -> tuple[str, str,
     )
 
 
+def windows(key_pk: int, org_pk: int | None, limits: Limits, now: float) -> Windows:
+    """The names of a request's counters and records at `now`, and its limits (the
+    monthly quota counts org keys only)."""
+    burst, minute, month = counter_keys(key_pk, org_pk, now)
+    return Windows(
+        burst=burst,
+        minute=minute,
+        month=month,
+        usage=usage.redis_hash_key(key_pk, org_pk, usage.hour_start(now)),
+        pending=usage.redis_pending_key(),
+        recent=usage.recent_redis_key(key_pk),
+        burst_limit=limits.burst,
+        minute_limit=limits.per_minute,
+        month_limit=limits.monthly if org_pk is not None else 0,
+    )
+
+
 def _result(
     verdict: int,
     limits: Limits,
@@ -354,36 +258,19 @@ def guard(
     effective = limits or UNLIMITED
     body = meta.recent_body(now)
     pushed = status or (usage.provisional_status(meta.method) if body else 0)
-    conn = redisconn.client()
-    if conn is None:
-        return _guard_local(
-            key_pk, org_pk, effective, meta, status_class, count_limits, now, body, pushed
-        )
-    burst_key, minute_key, month_key = counter_keys(key_pk, org_pk, now)
-    quota = effective.monthly if org_pk is not None else 0
     try:
-        verdict, _b, minute_used, _q = redisconn.registered(conn, _GUARD_LUA)(
-            keys=[
-                burst_key,
-                minute_key,
-                month_key,
-                usage.redis_hash_key(key_pk, org_pk, usage.hour_start(now)),
-                usage.redis_pending_key(),
-                usage.recent_redis_key(key_pk),
-            ],
-            args=[
-                effective.burst,
-                effective.per_minute,
-                quota,
-                "1" if count_limits else "0",
-                status_class,
-                *request_args(now, meta, body, pushed),
-            ],
+        count = backend().count(
+            windows(key_pk, org_pk, effective, now),
+            request_record(now, meta, body, pushed),
+            counting=count_limits,
+            status_class=status_class,
         )
     except redisconn.REDIS_ERRORS as exc:
         log_fail_open(exc)
         return _result(_ADMIT, effective, 0, now, degraded=True)
-    return counted_result(key_pk, effective, now, int(verdict), int(minute_used), body, pushed)
+    return counted_result(
+        key_pk, effective, now, count.verdict, count.minute_used, body, pushed, count.recent
+    )
 
 
 def leased_result(limits: Limits, now: float, minute_used: int) -> LimitResult:
@@ -403,20 +290,20 @@ def log_fail_open(exc: BaseException) -> None:
     )
 
 
-def request_args(now: float, meta: UsageMeta, body: str, pushed: int) -> list[object]:
-    """The request's common arguments of `GUARD_LUA_FUNCTION` (its `o` .. `o + 9`)."""
-    return [
-        _month(now)[1] + 86400,
-        repr(now),
-        meta.ip or "",
-        usage.clean_version(meta.client_version),
-        usage.REDIS_HASH_TTL,
-        usage.MAX_VERSIONS,
-        body,
-        pushed,
-        usage.RECENT_MAX,
-        usage.RECENT_TTL,
-    ]
+def request_record(now: float, meta: UsageMeta, body: str, pushed: int) -> RequestRecord:
+    """What the request at `now` adds to usage, for the check-and-count rule."""
+    return RequestRecord(
+        month_expiry=_month(now)[1] + 86400,
+        at=now,
+        ip=meta.ip or "",
+        version=usage.clean_version(meta.client_version),
+        usage_ttl=usage.REDIS_HASH_TTL,
+        version_cap=usage.MAX_VERSIONS,
+        body=body,
+        status=pushed,
+        recent_cap=usage.RECENT_MAX,
+        recent_ttl=usage.RECENT_TTL,
+    )
 
 
 def counted_result(
@@ -427,11 +314,13 @@ def counted_result(
     minute_used: int,
     body: str,
     pushed: int,
+    local: list[Any] | None = None,
 ) -> LimitResult:
-    """The result of a request the script checked and counted (see `GUARD_LUA_FUNCTION`)."""
+    """The result of a request the check-and-count rule counted (`apikeys.backend`)."""
     recent = None
     if body:
-        recent = usage.RecentMark(key_pk, 429 if verdict != _ADMIT else pushed, body)
+        status = 429 if verdict != _ADMIT else pushed
+        recent = usage.RecentMark(key_pk, status, body, local=local)
     return _result(verdict, limits, minute_used, now, recent=recent)
 
 
@@ -451,91 +340,19 @@ def refund(
     One round trip, on the refusal path only. A window that has meanwhile ended (its
     counter expired) has nothing to give back.
     """
-    refunding = result.allowed and not result.degraded
-    status_class = usage.status_class(status) if result.allowed else ""
-    conn = redisconn.client()
-    if conn is None or result.degraded:
+    if result.degraded:
         return result
-    quota = result.monthly if org_pk is not None else 0
-    recent = result.recent
-    old = new = ""
-    if recent is not None and status != recent.status:
-        old, new = f"{recent.status} {recent.body}", f"{status} {recent.body}"
-    burst_key, minute_key, month_key = counter_keys(key_pk, org_pk, now)
+    status_class = usage.status_class(status) if result.allowed else ""
+    limits = Limits(per_minute=result.per_minute, burst=result.burst, monthly=result.monthly)
     try:
-        minute_used = redisconn.registered(conn, _REFUND_LUA)(
-            keys=[
-                burst_key,
-                minute_key,
-                month_key,
-                usage.redis_hash_key(key_pk, org_pk, usage.hour_start(now)),
-                usage.redis_pending_key(),
-                usage.recent_redis_key(key_pk),
-            ],
-            args=[
-                "1" if refunding else "0",
-                result.burst,
-                result.per_minute,
-                quota,
-                status_class,
-                usage.REDIS_HASH_TTL,
-                old,
-                new,
-            ],
+        minute_used = backend().refund(
+            windows(key_pk, org_pk, limits, now),
+            give_back=result.allowed,
+            status_class=status_class,
+            usage_ttl=usage.REDIS_HASH_TTL,
+            recent=usage.recent_fix(result.recent, status),
         )
     except redisconn.REDIS_ERRORS as exc:
         redisconn.error_log.error("ratelimit", "Redis unreachable: refund not made", exc)
         return result
     return replace(result, minute_used=max(0, int(minute_used)))
-
-
-def _guard_local(
-    key_pk: int,
-    org_pk: int | None,
-    limits: Limits,
-    meta: UsageMeta,
-    status_class: str,
-    count_limits: bool,
-    now: float,
-    body: str = "",
-    pushed: int = 0,
-) -> LimitResult:
-    burst_key, minute_key, month_key = counter_keys(key_pk, org_pk, now)
-    quota = limits.monthly if org_pk is not None else 0
-    with _local_lock:
-        values = cache.get_many([burst_key, minute_key, month_key])
-        b = int(values.get(burst_key, 0))
-        m = int(values.get(minute_key, 0))
-        q = int(values.get(month_key, 0))
-        verdict = _ADMIT
-        if not count_limits:
-            pass
-        elif quota and q >= quota:
-            verdict = _QUOTA
-        elif limits.per_minute and m >= limits.per_minute:
-            verdict = _MINUTE
-        elif limits.burst and b >= limits.burst:
-            verdict = _BURST
-        if verdict == _ADMIT and count_limits:
-            if limits.burst:
-                cache.set(burst_key, b + 1, 2)
-            if limits.per_minute:
-                m += 1
-                cache.set(minute_key, m, 120)
-            if quota:
-                cache.set(month_key, q + 1, int(next_month_start(now) - now) + 86400)
-    usage.local_record(
-        key_pk=key_pk,
-        org_pk=org_pk,
-        hour=usage.hour_start(now),
-        at=now,
-        ip=meta.ip,
-        client_version=meta.client_version,
-        status_class="c4" if verdict != _ADMIT else status_class,
-    )
-    recent = None
-    if body:
-        status = 429 if verdict != _ADMIT else pushed
-        element = usage.local_recent_push(key_pk=key_pk, status=status, body=body)
-        recent = usage.RecentMark(key_pk, status, body, local=element)
-    return _result(verdict, limits, m, now, recent=recent)

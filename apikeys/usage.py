@@ -11,6 +11,10 @@ Where the counters live:
   HINCRBY afterwards.
 - Local memory (embedded default): a dict in this process.
 
+The rules (Lua and their Python twins: record, correct a status, read recent requests,
+claim for the fold) live in `apikeys.backend`; this module names the records and writes
+the database.
+
 Folding into the database (`flush`): the Celery beat task `apikeys.tasks.fold_usage` runs
 every 30 s. On Redis a Lua script atomically moves the pending hashes under a batch name
 (RENAME), so increments arriving meanwhile start a fresh hash; the batch is written to the
@@ -30,8 +34,6 @@ import json
 import logging
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,7 +42,9 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
+from apikeys import backend as backend_module
 from apikeys import held, redisconn
+from apikeys.backend import RECENT_SLACK, UsageDelta, backend
 
 logger = logging.getLogger("apikeys.usage")
 
@@ -48,12 +52,9 @@ HOUR = 3600
 REDIS_HASH_TTL = 7 * 86400
 MAX_VERSIONS = 20
 MAX_VERSION_LENGTH = 64
-# Claimed batches older than this are assumed abandoned by a crashed fold and finished.
-ABANDONED_AFTER = 60
-CLAIM_CHUNK = 1000
 
-CLASS_4XX = "c4"
-CLASS_5XX = "c5"
+CLASS_4XX = backend_module.CLASS_4XX
+CLASS_5XX = backend_module.CLASS_5XX
 
 
 def hour_start(now: float) -> int:
@@ -91,91 +92,13 @@ def _redis_batches_key() -> str:
     return redisconn.rkey("u", "batches")
 
 
-def _claimed_key(batch: str, original: str) -> str:
-    return redisconn.rkey("uc", batch) + "|" + original
-
-
-@dataclass
-class UsageDelta:
-    """Counts of one key and hour not yet in the database."""
-
-    key_pk: int
-    org_pk: int | None
-    hour: int
-    requests: int = 0
-    count_4xx: int = 0
-    count_5xx: int = 0
-    last_at: float = 0.0
-    last_ip: str = ""
-    versions: set[str] = field(default_factory=set)
-
-    @property
-    def count_2xx(self) -> int:
-        return self.requests - self.count_4xx - self.count_5xx
-
-    def merge(self, other: UsageDelta) -> None:
-        self.requests += other.requests
-        self.count_4xx += other.count_4xx
-        self.count_5xx += other.count_5xx
-        if other.last_at >= self.last_at:
-            self.last_at, self.last_ip = other.last_at, other.last_ip or self.last_ip
-        self.versions |= other.versions
-
-
 # --- the local-memory store (embedded default) -------------------------------------------
-
-_local_lock = threading.Lock()
-_local: dict[tuple[int, int | None, int], UsageDelta] = {}
-
-
-def local_record(
-    *,
-    key_pk: int,
-    org_pk: int | None,
-    hour: int,
-    at: float,
-    ip: str,
-    client_version: str,
-    status_class: str,
-    count_request: bool = True,
-) -> None:
-    version = clean_version(client_version)
-    with _local_lock:
-        delta = _local.get((key_pk, org_pk, hour))
-        if delta is None:
-            delta = _local[(key_pk, org_pk, hour)] = UsageDelta(key_pk, org_pk, hour)
-        if count_request:
-            delta.requests += 1
-            delta.last_at, delta.last_ip = at, ip or delta.last_ip
-            if version and len(delta.versions) < MAX_VERSIONS:
-                delta.versions.add(version)
-        if status_class == CLASS_4XX:
-            delta.count_4xx += 1
-        elif status_class == CLASS_5XX:
-            delta.count_5xx += 1
-    _local_flusher.ensure_started()
-
-
-def _local_take() -> list[UsageDelta]:
-    with _local_lock:
-        taken = list(_local.values())
-        _local.clear()
-    return taken
-
-
-def _local_put_back(deltas: Iterable[UsageDelta]) -> None:
-    with _local_lock:
-        for delta in deltas:
-            mine = _local.get((delta.key_pk, delta.org_pk, delta.hour))
-            if mine is None:
-                _local[(delta.key_pk, delta.org_pk, delta.hour)] = delta
-            else:
-                mine.merge(delta)
 
 
 def local_pending() -> list[UsageDelta]:
     """A copy of the counters this process has not folded yet (embedded default)."""
-    with _local_lock:
+    local = backend_module.local_usage
+    with local.lock:
         return [
             UsageDelta(
                 d.key_pk,
@@ -188,14 +111,15 @@ def local_pending() -> list[UsageDelta]:
                 d.last_ip,
                 set(d.versions),
             )
-            for d in _local.values()
+            for d in local.deltas.values()
         ]
 
 
 def discard_local() -> None:
     """Forget unfolded local counters (tests start from a clean slate)."""
-    with _local_lock:
-        _local.clear()
+    local = backend_module.local_usage
+    with local.lock:
+        local.deltas.clear()
 
 
 # --- recording the status class after the handler ---------------------------------------
@@ -211,23 +135,12 @@ class RecentMark:
     local: list[Any] | None = None  # the element itself on the embedded default
 
 
-_RESPONSE_LUA = """
-if ARGV[1] ~= '' then
-  redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-  redis.call('SADD', KEYS[2], KEYS[1])
-end
-if ARGV[3] ~= '' then
-  local items = redis.call('LRANGE', KEYS[3], 0, -1)
-  for i, v in ipairs(items) do
-    if v == ARGV[3] then
-      redis.call('LSET', KEYS[3], i - 1, ARGV[4])
-      break
-    end
-  end
-end
-return 1
-"""
+def recent_fix(recent: RecentMark | None, status: int) -> tuple[str, str, list[Any] | None] | None:
+    """(old element, new element, local element) to correct a recent element pushed with
+    another status than the response's `status`; None when nothing needs correcting."""
+    if recent is None or not status or status == recent.status:
+        return None
+    return f"{recent.status} {recent.body}", f"{status} {recent.body}", recent.local
 
 
 def record_status(
@@ -243,38 +156,17 @@ def record_status(
     hour as it used), and correct the status of its recent-request element when the
     response's `status` is not the one it was pushed with. A 2xx with the expected
     status costs nothing."""
-    fix = recent is not None and status and status != recent.status
-    if not status_class and not fix:
+    fix = recent_fix(recent, status)
+    if not status_class and fix is None:
         return
-    conn = redisconn.client()
-    if conn is None:
-        if status_class:
-            local_record(
-                key_pk=key_pk,
-                org_pk=org_pk,
-                hour=hour,
-                at=0.0,
-                ip="",
-                client_version="",
-                status_class=status_class,
-                count_request=False,
-            )
-        if fix and recent is not None and recent.local is not None:
-            with _recent_lock:
-                recent.local[0] = status
-        return
-    name = redis_hash_key(key_pk, org_pk, hour)
-    script = redisconn.registered(conn, _RESPONSE_LUA)
-    old = new = ""
-    recent_name = name
-    if fix and recent is not None:
-        old = f"{recent.status} {recent.body}"
-        new = f"{status} {recent.body}"
-        recent_name = recent_redis_key(recent.key_pk)
     try:
-        script(
-            keys=[name, redis_pending_key(), recent_name],
-            args=[status_class, REDIS_HASH_TTL, old, new],
+        backend().record_status(
+            redis_hash_key(key_pk, org_pk, hour),
+            redis_pending_key(),
+            REDIS_HASH_TTL,
+            status_class,
+            recent_redis_key(recent.key_pk) if recent is not None else "",
+            fix,
         )
     except redisconn.REDIS_ERRORS as exc:
         redisconn.error_log.error("usage", "Redis unreachable: usage not counted", exc)
@@ -294,9 +186,6 @@ def record_status(
 RECENT_MAX = 50
 RECENT_TTL = 7 * 86400
 MAX_RECENT_PATH = 256
-
-_recent_lock = threading.Lock()
-_recent_local: dict[int, deque[list[Any]]] = {}
 
 
 def provisional_status(method: str) -> int:
@@ -333,13 +222,7 @@ _RECENT_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 def local_recent_push(*, key_pk: int, status: int, body: str) -> list[Any]:
     """Push one element on the local list of `key_pk`; returns it (to correct later)."""
-    element: list[Any] = [status, body]
-    with _recent_lock:
-        entries = _recent_local.get(key_pk)
-        if entries is None:
-            entries = _recent_local[key_pk] = deque(maxlen=RECENT_MAX)
-        entries.appendleft(element)
-    return element
+    return backend_module.local_usage.push(recent_redis_key(key_pk), status, body, RECENT_MAX)
 
 
 def _decode_recent(status: int, body: str) -> dict[str, Any] | None:
@@ -370,25 +253,13 @@ def recent_requests(*, key_pk: int, limit: int = RECENT_MAX) -> list[dict[str, A
     limit = max(0, min(int(limit), RECENT_MAX))
     if limit == 0:
         return []
-    conn = redisconn.client()
-    pairs: list[tuple[int, str]] = []
-    if conn is None:
-        with _recent_lock:
-            raw = [tuple(e) for e in list(_recent_local.get(key_pk, ()))[:limit]]
-        pairs = [(int(status), str(body)) for status, body in raw]
-    else:
-        try:
-            # Requests admitted under admission leases arrive up to a push late (ADR
-            # 0065): read the slack too and order by time.
-            values = conn.lrange(recent_redis_key(key_pk), 0, RECENT_MAX + 20 - 1)
-        except redisconn.REDIS_ERRORS as exc:
-            redisconn.error_log.error("usage", "Redis unreachable: recent requests unknown", exc)
-            return []
-        for value in values:
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            status, _, body = text.partition(" ")
-            if status.isdigit():
-                pairs.append((int(status), body))
+    try:
+        # Requests admitted under admission leases arrive up to a push late (ADR 0065):
+        # read the slack too and order by time.
+        pairs = backend().recent(recent_redis_key(key_pk), RECENT_MAX + RECENT_SLACK)
+    except redisconn.REDIS_ERRORS as exc:
+        redisconn.error_log.error("usage", "Redis unreachable: recent requests unknown", exc)
+        return []
     decoded = [_decode_recent(status, body) for status, body in pairs]
     entries = [entry for entry in decoded if entry is not None]
     entries.sort(key=lambda entry: entry["at"], reverse=True)  # stable: equal times keep order
@@ -397,105 +268,12 @@ def recent_requests(*, key_pk: int, limit: int = RECENT_MAX) -> list[dict[str, A
 
 def discard_recent_local() -> None:
     """Forget this process's recent requests (tests start from a clean slate)."""
-    with _recent_lock:
-        _recent_local.clear()
+    local = backend_module.local_usage
+    with local.lock:
+        local.recent.clear()
 
 
 # --- folding into the database ----------------------------------------------------------
-
-_CLAIM_LUA = """
-local members = redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))
-local claimed = {}
-for _, k in ipairs(members) do
-  if redis.call('EXISTS', k) == 1 then
-    redis.call('RENAME', k, ARGV[2] .. '|' .. k)
-    table.insert(claimed, k)
-  end
-end
-if #claimed > 0 then
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4] .. ' ' .. table.concat(claimed, ' '))
-end
-return claimed
-"""
-
-
-def _parse_hash_name(name: str) -> tuple[int, int | None, int] | None:
-    # <prefix>:g:u:<key>:<org>:<hour>
-    parts = name.rsplit(":", 3)
-    if len(parts) != 4:
-        return None
-    _, key, org, hour = parts
-    try:
-        return int(key), (None if org == "-" else int(org)), int(hour)
-    except ValueError:
-        return None
-
-
-def _delta_from_hash(name: str, data: dict[bytes, bytes]) -> UsageDelta | None:
-    ids = _parse_hash_name(name)
-    if ids is None or not data:
-        return None
-    fields = {k.decode(): v.decode() for k, v in data.items()}
-    delta = UsageDelta(*ids)
-    delta.requests = int(fields.get("n", 0))
-    delta.count_4xx = int(fields.get(CLASS_4XX, 0))
-    delta.count_5xx = int(fields.get(CLASS_5XX, 0))
-    delta.last_at = float(fields.get("at", 0) or 0)
-    delta.last_ip = fields.get("ip", "")
-    delta.versions = {f[2:] for f in fields if f.startswith("v:")}
-    return delta
-
-
-def _redis_claim(conn: Any) -> tuple[str, list[str]]:
-    batch = uuid.uuid4().hex
-    script = redisconn.registered(conn, _CLAIM_LUA)
-    claimed = script(
-        keys=[redis_pending_key(), _redis_batches_key()],
-        args=[batch, redisconn.rkey("uc", batch), CLAIM_CHUNK, int(time.time())],
-    )
-    return batch, [c.decode() if isinstance(c, bytes) else c for c in claimed]
-
-
-def _redis_fold_batch(conn: Any, batch: str, originals: list[str]) -> int:
-    claimed = [_claimed_key(batch, name) for name in originals]
-    pipe = conn.pipeline(transaction=False)
-    for name in claimed:
-        pipe.hgetall(name)
-    deltas = [
-        d
-        for d in (
-            _delta_from_hash(name, data)
-            for name, data in zip(originals, pipe.execute(), strict=True)
-        )
-        if d is not None
-    ]
-    written = _write(deltas, batch=batch)
-    # Only once the batch is in the database: a crash before this leaves it for the
-    # next fold, whose UsageFoldBatch insert tells whether it was already written.
-    pipe = conn.pipeline(transaction=False)
-    if claimed:
-        pipe.delete(*claimed)
-    pipe.hdel(_redis_batches_key(), batch)
-    pipe.execute()
-    return written
-
-
-def _redis_flush(conn: Any) -> int:
-    total = 0
-    now = time.time()
-    for batch_raw, value in conn.hgetall(_redis_batches_key()).items():
-        batch = batch_raw.decode()
-        claimed_at, *originals = value.decode().split(" ")
-        if now - int(claimed_at) >= ABANDONED_AFTER:
-            total += _redis_fold_batch(conn, batch, originals)
-    while True:
-        batch, originals = _redis_claim(conn)
-        if not originals:
-            break
-        total += _redis_fold_batch(conn, batch, originals)
-        if len(originals) < CLAIM_CHUNK:
-            break
-    return total
 
 
 def _write(deltas: list[UsageDelta], *, batch: str | None) -> int:
@@ -574,18 +352,8 @@ def flush() -> int:
     On Redis this folds what every process counted; on local memory, this process's.
     """
     with _flush_lock:
-        conn = redisconn.client()
-        if conn is not None:
-            held.push()  # what this process admitted under leases, first (ADR 0065)
-            return _redis_flush(conn)
-        deltas = _local_take()
-        if not deltas:
-            return 0
-        try:
-            return _write(deltas, batch=None)
-        except Exception:
-            _local_put_back(deltas)
-            raise
+        held.push()  # what this process admitted under leases, first (ADR 0065)
+        return backend().fold(lambda deltas, batch: _write(deltas, batch=batch))
 
 
 # --- the in-process flusher of the embedded default -------------------------------------
@@ -644,6 +412,7 @@ def _database_in_memory() -> bool:
 
 
 _local_flusher = _LocalFlusher()
+backend_module.local_usage.on_record = _local_flusher.ensure_started
 
 
 MARKER_RETENTION = 8 * 86400
@@ -736,7 +505,7 @@ def flush_process() -> int:
     """Fold what only this process holds, for server shutdown hooks: the local counters
     on the embedded default; on Redis, the usage of requests admitted under admission
     leases and their unused tokens (ADR 0065), pushed to Redis for the fold."""
-    if redisconn.enabled():
+    if backend().shared:
         held.release_all()
         return 0
     return flush()

@@ -27,15 +27,14 @@ headers of the response.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apikeys import keycache, leases, ratelimit, usage
+from apikeys import ratelimit, usage
 from apikeys.authentication import (
     ApiKeyPrincipal,
     credentials_from_headers,
@@ -44,6 +43,7 @@ from apikeys.authentication import (
 )
 from apikeys.catalogue import current
 from apikeys.errors import ApiError, spec_for
+from apikeys.guard.counting import Early, counting
 from apikeys.keys import key_digest, parse_key
 from apikeys.scopes import has_scope
 from config.net import client_ip
@@ -79,15 +79,12 @@ class Facts:
 
 @dataclass(slots=True)
 class _Ticket:
-    """How the request was counted: the moment, and the lease it was admitted under."""
+    """How the request was counted."""
 
-    at: float
-    key_pk: int
-    org_pk: int | None
-    # Counted by the verification round trip (or a lease) before the limits step: a
-    # refusal in between gives the count back.
-    early: bool = False
-    lease: leases.Lease | None = None
+    count: Early
+    # Counted with the verification, before the limits step: a refusal in between gives
+    # the count back.
+    counted_early: bool = False
 
 
 @dataclass(slots=True)
@@ -155,7 +152,7 @@ def _admit(facts: Facts, admission: Admission) -> None:
             )
     # 5. limits and quota
     ticket = admission._ticket
-    if ticket is None or not ticket.early:
+    if ticket is None:
         now = ratelimit.clock()
         admission.limits = ratelimit.guard(
             key_pk=principal.key_id,
@@ -164,66 +161,24 @@ def _admit(facts: Facts, admission: Admission) -> None:
             meta=_usage_meta(facts, admission),
             now=now,
         )
-        admission._ticket = _Ticket(now, principal.key_id, principal.org_id)
+        ticket = admission._ticket = _Ticket(
+            Early(admission.limits, now, principal.key_id, principal.org_id)
+        )
+    ticket.counted_early = False  # past the limiter: nothing to give back
     assert admission.limits is not None
-    if admission._ticket is not None:
-        admission._ticket.early = False  # past the limiter: nothing to give back
     if not admission.limits.allowed:
         raise ApiError(admission.limits.code, headers=admission.limits.headers())
 
 
 def _verify_and_count(facts: Facts, admission: Admission, digest: str) -> Any:
     """The key with `digest` resolved and, on the warm path, the request checked and
-    counted against its limits in the same round trip (ADR 0064) or under this process's
-    admission lease (ADR 0065). A counted request leaves its verdict in `admission`."""
+    counted against its limits in the same step (`counting`). A counted request leaves
+    its verdict in `admission`."""
     now = ratelimit.clock()
-    taken = leases.take(digest, now)
-    if taken is not None:
-        lease, minute_used = taken
-        admission.limits = ratelimit.leased_result(lease.limits, now, minute_used)
-        admission._ticket = _Ticket(now, lease.key_pk, lease.org_pk, early=True, lease=lease)
-        return lease.resolved
-    meta = _usage_meta(facts, admission)
-    body = meta.recent_body(now)
-    pushed = usage.provisional_status(meta.method)
-    wanted = leases.wanted()
-    asked_at = time.monotonic()
-    resolved, counted, error = keycache.resolve_and_count(
-        digest,
-        now=now,
-        request_args=ratelimit.request_args(now, meta, body, pushed),
-        lease=wanted,
-    )
-    if resolved is None:
-        return None
-    org = resolved.org
-    limits = org.limits if org is not None else ratelimit.UNLIMITED
-    if counted is not None:
-        result = ratelimit.counted_result(
-            resolved.key.pk, limits, now, counted.verdict, counted.minute_used, body, pushed
-        )
-        if counted.extra > 0:
-            leases.grant(
-                digest=digest,
-                resolved=resolved,
-                limits=limits,
-                now=now,
-                asked_at=asked_at,
-                length_ms=wanted[1],
-                tokens=counted.extra,
-                minute_used=counted.minute_used,
-            )
-            # The headers report the window without the lease's unused tokens.
-            result = replace(result, minute_used=counted.minute_used - counted.extra)
-    elif error is not None:
-        # Redis is down: verification went to the database; the limits fail open
-        # without a second attempt on this request.
-        ratelimit.log_fail_open(error)
-        result = ratelimit.degraded_result(limits, now)
-    else:
-        return resolved
-    admission.limits = result
-    admission._ticket = _Ticket(now, resolved.key.pk, org.pk if org is not None else None, True)
+    resolved, early = counting().verify(digest, now, _usage_meta(facts, admission))
+    if early is not None:
+        admission.limits = early.result
+        admission._ticket = _Ticket(early, counted_early=True)
     return resolved
 
 
@@ -290,32 +245,13 @@ def _refuse(facts: Facts, admission: Admission, error: ApiError) -> None:
     ticket = admission._ticket
     principal = admission.principal
     status = spec_for(error.code).status
-    if ticket is not None and ticket.early:
-        ticket.early = False
-        if ticket.lease is not None:
-            leases.give_back(ticket.lease)
-            if status != 401:  # a key refused at verification is not counted
-                leases.record(
-                    ticket.lease,
-                    now=ticket.at,
-                    meta=_usage_meta(facts, admission),
-                    status=status,
-                    status_class=usage.status_class(status),
-                )
-            assert admission.limits is not None
-            admission.limits = replace(
-                admission.limits, minute_used=max(0, admission.limits.minute_used - 1)
-            )
-        elif admission.limits is not None:
-            admission.limits = ratelimit.refund(
-                key_pk=ticket.key_pk,
-                org_pk=ticket.org_pk,
-                result=admission.limits,
-                now=ticket.at,
-                status=status,
-            )
-        if principal is None:
-            admission.limits = None
+    if ticket is not None and ticket.counted_early:
+        ticket.counted_early = False
+        result = counting().give_back(
+            ticket.count, status=status, meta=_usage_meta(facts, admission)
+        )
+        # A key refused at verification gets no rate-limit headers.
+        admission.limits = result if principal is not None else None
         return
     if principal is not None and admission.limits is None:
         # Refused before the limiter (key kind, org, client headers, scope): counted for
@@ -340,21 +276,5 @@ def settle(admission: Admission, status: int) -> None:
     principal, ticket, result = admission.principal, admission._ticket, admission.limits
     if principal is None or ticket is None or result is None or admission.facts is None:
         return
-    status_class = usage.status_class(status)
-    if ticket.lease is not None:
-        leases.record(
-            ticket.lease,
-            now=ticket.at,
-            meta=_usage_meta(admission.facts, admission),
-            status=status,
-            status_class=status_class,
-        )
-    elif result.allowed:
-        usage.record_status(
-            key_pk=principal.key_id,
-            org_pk=principal.org_id,
-            hour=usage.hour_start(ticket.at),
-            status_class=status_class,
-            status=status,
-            recent=result.recent,
-        )
+    facts = admission.facts
+    counting().record(ticket.count, status=status, meta=lambda: _usage_meta(facts, admission))

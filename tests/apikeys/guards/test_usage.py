@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from apikeys import backend as backend_module
 from apikeys import redisconn, usage
 from apikeys.models import ApiKey, KeyUsageHour, UsageFoldBatch
 from apikeys.ratelimit import UsageMeta, guard
@@ -150,7 +151,7 @@ def test_a_fold_that_crashed_before_writing_is_finished_by_the_next(
     monkeypatch.undo()
     count(key, T0 + 3)  # arrives while the claimed batch waits
     assert usage.flush() == 1  # the abandoned batch is not old enough to be taken yet
-    monkeypatch.setattr(usage, "ABANDONED_AFTER", 0)
+    monkeypatch.setattr(backend_module, "ABANDONED_AFTER", 0)
     assert usage.flush() == 2
     assert KeyUsageHour.objects.get(api_key=key).count_2xx == 3
     conn = redisconn.client()
@@ -190,7 +191,7 @@ def test_a_fold_that_crashed_after_writing_does_not_count_twice(
         usage.flush()
     monkeypatch.undo()
     assert KeyUsageHour.objects.get(api_key=key).count_2xx == 1
-    monkeypatch.setattr(usage, "ABANDONED_AFTER", 0)
+    monkeypatch.setattr(backend_module, "ABANDONED_AFTER", 0)
     usage.flush()
     assert KeyUsageHour.objects.get(api_key=key).count_2xx == 1
     assert not conn.hgetall(usage._redis_batches_key())
