@@ -242,7 +242,15 @@ class ApiView(APIView):
         """Step 3: the admission pipeline (`apikeys.guard`)."""
         django_request = request._request
         method, path = self.counted_request(request)
-        admission = admit(Facts(request=django_request, door=self, method=method, path=path))
+        admission = admit(
+            Facts(
+                request=django_request,
+                door=self,
+                method=method,
+                path=path,
+                scopes=self.counted_scopes(),
+            )
+        )
         notes(request).admission = admission
         principal = admission.principal
         if principal is not None:
@@ -255,6 +263,11 @@ class ApiView(APIView):
     def counted_request(self, request: Request) -> tuple[str, str]:
         """(method, path) usage records for this request."""
         return request.method or "GET", request._request.path
+
+    def counted_scopes(self) -> str:
+        """The scopes usage records for this request, space-separated (before the key is
+        known: nothing here may refuse)."""
+        return self.required_scope_for(self.request.method or "GET") or ""
 
     # ---- the Door the pipeline asks (steps 3b and 3e) ------------------------------------
 

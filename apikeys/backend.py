@@ -80,6 +80,8 @@ class RequestRecord:
     status: int  # the status the element is pushed with
     recent_cap: int
     recent_ttl: int
+    # The scopes the request needed, space-separated ("" for none): counted per scope.
+    scopes: str = ""
 
     def args(self) -> list[object]:
         return [
@@ -93,6 +95,7 @@ class RequestRecord:
             self.status,
             self.recent_cap,
             self.recent_ttl,
+            self.scopes,
         ]
 
 
@@ -131,6 +134,8 @@ class UsageDelta:
     last_at: float = 0.0
     last_ip: str = ""
     versions: set[str] = field(default_factory=set)
+    # Requests per scope they needed.
+    scopes: dict[str, int] = field(default_factory=dict)
 
     @property
     def count_2xx(self) -> int:
@@ -143,6 +148,11 @@ class UsageDelta:
         if other.last_at >= self.last_at:
             self.last_at, self.last_ip = other.last_at, other.last_ip or self.last_ip
         self.versions |= other.versions
+        self.add_scopes(other.scopes)
+
+    def add_scopes(self, scopes: dict[str, int]) -> None:
+        for scope, count in scopes.items():
+            self.scopes[scope] = self.scopes.get(scope, 0) + count
 
 
 class Backend(Protocol):
@@ -332,8 +342,9 @@ def _invalidate_org_local(generation_name: str, marker: bytes) -> int:
 
 # `o` is the index in ARGV of the request's `RequestRecord.args()`: month-counter expiry,
 # time, IP, client version, usage-hash TTL, version cap, recent body, status, recent cap,
-# recent TTL. Only when every limited window has room are the counters incremented, so a
-# refused request takes nothing; the usage hash and the recent list record it either way.
+# recent TTL, the scopes needed (space-separated). Only when every limited window has
+# room are the counters incremented, so a refused request takes nothing; the usage hash
+# (with a count per scope) and the recent list record it either way.
 GUARD_LUA_FUNCTION = """
 local function lk_guard(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
   local b, m, q = 0, 0, 0
@@ -372,6 +383,9 @@ local function lk_guard(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
   if verdict ~= 0 then cls = 'c4' end
   if cls ~= '' then redis.call('HINCRBY', kh, cls, 1) end
   redis.call('HSET', kh, 'at', ARGV[o + 1], 'ip', ARGV[o + 2])
+  for sc in string.gmatch(ARGV[o + 10], '%S+') do
+    redis.call('HINCRBY', kh, 's:' .. sc, 1)
+  end
   local ver = ARGV[o + 3]
   if ver ~= '' then
     local f = 'v:' .. ver
@@ -435,6 +449,8 @@ class _LocalUsage:
                 delta.last_at, delta.last_ip = record.at, record.ip or delta.last_ip
                 if record.version and len(delta.versions) < record.version_cap:
                     delta.versions.add(record.version)
+                for scope in record.scopes.split():
+                    delta.scopes[scope] = delta.scopes.get(scope, 0) + 1
             if status_class == CLASS_4XX:
                 delta.count_4xx += 1
             elif status_class == CLASS_5XX:
@@ -508,7 +524,7 @@ def _count_local(
 # (0: never, -1: no expiry). Anything else returns the lookup's answer alone.
 # KEYS: entry, version marker, burst, minute, month counters, usage hash, pending set,
 # recent list, the key's lease marker, the org's lease marker.
-# ARGV: generation prefix, key id, now, the record (4..13), lease tokens wanted (0 or 1:
+# ARGV: generation prefix, key id, now, the record (4..14), lease tokens wanted (0 or 1:
 # none), lease length in ms.
 _LOOKUP_COUNT_LUA = (
     GUARD_LUA_FUNCTION
@@ -546,7 +562,7 @@ local r = lk_guard(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
 -- An admission lease (ADR 0065): when every limited window has plenty of room, count a
 -- block of tokens at once for the calling process to admit locally until the lease ends.
 local extra = 0
-local c = tonumber(ARGV[14])
+local c = tonumber(ARGV[15])
 if r[1] == 0 and c > 1 then
   if bl > 0 then c = math.min(c, math.floor((bl - r[2]) / LEASE_DIVISOR)) end
   if ml > 0 then c = math.min(c, math.floor((ml - r[3]) / LEASE_DIVISOR)) end
@@ -559,7 +575,7 @@ if r[1] == 0 and c > 1 then
     -- The markers hold until when (ms, Redis' clock) a lease may be held; no expiry, so
     -- no eviction policy allowed for this deployment drops them (`lk_mark_lease`).
     local t = redis.call('TIME')
-    local untl_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[15])
+    local untl_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[16])
     lk_mark_lease(KEYS[9], untl_ms)
     if org ~= '' then lk_mark_lease(KEYS[10], untl_ms) end
   end
@@ -724,6 +740,7 @@ def _delta_from_hash(name: str, data: dict[bytes, bytes]) -> UsageDelta | None:
     delta.last_at = float(fields.get("at", 0) or 0)
     delta.last_ip = fields.get("ip", "")
     delta.versions = {f[2:] for f in fields if f.startswith("v:")}
+    delta.scopes = {f[2:]: int(v) for f, v in fields.items() if f.startswith("s:")}
     return delta
 
 

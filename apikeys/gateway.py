@@ -106,6 +106,11 @@ class GatewayAuthApi(OrgApiView):
         # Usage records the request the gateway asked about, as if it came to the API.
         return self.original
 
+    def counted_scopes(self) -> str:
+        # Read quietly: a caller learns of a missing route only once its key is accepted.
+        route = current().route_for(*self.original)
+        return route.scope if route is not None else ""
+
     def check_key_kind(self, principal: ApiKeyPrincipal) -> None:
         # Before the route is looked up: a system key learns nothing of the route table.
         if principal.is_system:

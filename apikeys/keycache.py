@@ -295,14 +295,18 @@ def resolve_and_count(
     resolution in this process (a digest always names the same key), and the script
     counts nothing when the entry names another key.
     """
-    ids = _ids.get(digest)
+    store = backend()
+    names = _names(digest)
+    ids = _ids.get(digest) if _ids_generation == redisconn.settings_generation() else None
     if ids is None:
-        resolved = resolve(digest)
+        try:
+            looked_up = store.lookup(names[0], names[1], names[2])
+        except redisconn.REDIS_ERRORS as exc:
+            return _resolve_from_db(digest, exc), None, exc
+        resolved = _resolve_looked_up(store, digest, *looked_up)
         if resolved is not None:
             _remember(digest, resolved)
         return resolved, None, None
-    store = backend()
-    names = _names(digest)
     key_pk, org_pk = ids
     try:
         counted, looked_up = store.lookup_and_count(
@@ -323,16 +327,25 @@ def resolve_and_count(
             _, key, org = decoded
             resolved = Resolved(key=key, org=org, from_cache=True, entry=counted.entry)
             return resolved, Counted(counted.verdict, counted.minute_used, counted.extra), None
-    return _resolve_looked_up(store, digest, *looked_up), None, None
+    resolved = _resolve_looked_up(store, digest, *looked_up)
+    if resolved is not None and (resolved.key.pk, resolved.key.org_pk) != ids:
+        _remember(digest, resolved)  # the script counted nothing for a stale id
+    return resolved, None, None
 
 
 # digest -> (key id, org id): what the counters of the key's requests are named after.
 _ids: dict[str, tuple[int, int | None]] = {}
 
 
+_IDS_MAX = 65536
+_ids_generation = -1
+
+
 def _remember(digest: str, resolved: Resolved) -> None:
-    if len(_ids) >= _DECODED_MAX:
+    global _ids_generation
+    if _ids_generation != redisconn.settings_generation() or len(_ids) >= _IDS_MAX:
         _ids.clear()
+        _ids_generation = redisconn.settings_generation()
     _ids[digest] = (resolved.key.pk, resolved.key.org_pk)
 
 

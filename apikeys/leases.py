@@ -168,6 +168,8 @@ def record(
         delta.last_at, delta.last_ip = now, meta.ip or delta.last_ip
         if version and len(delta.versions) < usage.MAX_VERSIONS:
             delta.versions.add(version)
+        for scope in meta.scopes.split():
+            delta.scopes[scope] = delta.scopes.get(scope, 0) + 1
         if status_class == usage.CLASS_4XX:
             delta.count_4xx += 1
         elif status_class == usage.CLASS_5XX:
@@ -208,7 +210,7 @@ def _add_return(lease: Lease, tokens: int) -> None:
 # r: [burst, minute, month counter, tokens, 1/0 per window] - tokens given back (a window
 #    that has ended, its counter expired, has nothing to take back);
 # u: [hash, pending set, requests, 4xx, 5xx, last time, last IP, hash TTL, version cap,
-#    versions] - usage per key and hour;
+#    versions, {scope: requests}] - usage per key and hour;
 # l: [list, cap, TTL, elements oldest first] - recent requests.
 _PUSH_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then return 0 end
@@ -236,6 +238,9 @@ for _, u in ipairs(batch.u) do
         redis.call('HINCRBY', h, 'nv', 1)
       end
     end
+  end
+  for sc, n in pairs(u[11]) do
+    redis.call('HINCRBY', h, 's:' .. sc, n)
   end
   redis.call('EXPIRE', h, u[8])
   redis.call('SADD', u[2], h)
@@ -314,6 +319,7 @@ def _payload(batch: _Pending) -> str:
             usage.REDIS_HASH_TTL,
             usage.MAX_VERSIONS,
             sorted(delta.versions),
+            delta.scopes,
         ]
         for delta in batch.usage.values()
     ]

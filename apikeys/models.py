@@ -166,6 +166,8 @@ class KeyUsageHour(models.Model):
     count_4xx = models.BigIntegerField(default=0)
     count_5xx = models.BigIntegerField(default=0)
     client_versions = models.JSONField(default=list, blank=True)
+    # Requests per scope they needed ({"payments:read": 12}), whichever door they came in.
+    scopes = models.JSONField(default=dict, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
 

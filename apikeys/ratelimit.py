@@ -121,6 +121,8 @@ class UsageMeta:
     method: str = ""
     path: str = ""
     request_id: str = ""
+    # The scopes the request needed, space-separated: usage counts requests per scope.
+    scopes: str = ""
 
     def recent_body(self, now: float) -> str:
         if not self.method:
@@ -181,18 +183,46 @@ def counter_keys(key_pk: int, org_pk: int | None, now: float) -> tuple[str, str,
 def windows(key_pk: int, org_pk: int | None, limits: Limits, now: float) -> Windows:
     """The names of a request's counters and records at `now`, and its limits (the
     monthly quota counts org keys only)."""
-    burst, minute, month = counter_keys(key_pk, org_pk, now)
+    second = int(now)
+    heads = _window_heads(key_pk, org_pk)
     return Windows(
-        burst=burst,
-        minute=minute,
-        month=month,
-        usage=usage.redis_hash_key(key_pk, org_pk, usage.hour_start(now)),
-        pending=usage.redis_pending_key(),
-        recent=usage.recent_redis_key(key_pk),
+        burst=heads[0] + str(second),
+        minute=heads[1] + str(second // MINUTE_WINDOW),
+        month=heads[2] + month_label(now),
+        usage=heads[3] + str(usage.hour_start(now)),
+        pending=heads[4],
+        recent=heads[5],
         burst_limit=limits.burst,
         minute_limit=limits.per_minute,
         month_limit=limits.monthly if org_pk is not None else 0,
     )
+
+
+_heads: dict[tuple[int, int | None], tuple[str, str, str, str, str, str]] = {}
+_heads_generation = -1
+
+
+def _window_heads(key_pk: int, org_pk: int | None) -> tuple[str, str, str, str, str, str]:
+    """The parts of a key's names that do not change with time (once per key and
+    settings): the names of `counter_keys` and `usage` up to their time part."""
+    global _heads_generation
+    if _heads_generation != redisconn.settings_generation():
+        _heads.clear()
+        _heads_generation = redisconn.settings_generation()
+    found = _heads.get((key_pk, org_pk))
+    if found is None:
+        org = org_pk if org_pk is not None else "-"
+        if len(_heads) >= 65536:
+            _heads.clear()
+        found = _heads[(key_pk, org_pk)] = (
+            redisconn.rkey("rl", "b", key_pk, ""),
+            redisconn.rkey("rl", "m", key_pk, ""),
+            redisconn.rkey("rl", "q", org, ""),
+            redisconn.rkey("u", key_pk, org, ""),
+            usage.redis_pending_key(),
+            usage.recent_redis_key(key_pk),
+        )
+    return found
 
 
 def _result(
@@ -303,6 +333,7 @@ def request_record(now: float, meta: UsageMeta, body: str, pushed: int) -> Reque
         status=pushed,
         recent_cap=usage.RECENT_MAX,
         recent_ttl=usage.RECENT_TTL,
+        scopes=meta.scopes,
     )
 
 

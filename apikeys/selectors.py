@@ -292,6 +292,19 @@ def usage_client_versions(
     )
 
 
+def usage_scopes(
+    *, org: Organization, key: ApiKey, since: datetime, until: datetime
+) -> dict[str, int]:
+    """Requests of `key` in [since, until) per scope they needed, whichever door they came
+    through (API, host apps, gateway, verify). One query over at most one row per hour."""
+    totals: dict[str, int] = {}
+    rows = _usage_rows(org=org, since=since, until=until, key=key).values_list("scopes", flat=True)
+    for scopes in rows:
+        for scope, count in (scopes or {}).items():
+            totals[scope] = totals.get(scope, 0) + int(count)
+    return dict(sorted(totals.items()))
+
+
 def usage_key_pk(*, org: Organization, public_id: str) -> int | None:
     """The database id of the org's key `public_id` (deleted keys too: their usage stays)."""
     return usage.usage_key_pk(org=org, public_id=public_id)

@@ -110,6 +110,7 @@ def local_pending() -> list[UsageDelta]:
                 d.last_at,
                 d.last_ip,
                 set(d.versions),
+                dict(d.scopes),
             )
             for d in local.deltas.values()
         ]
@@ -311,6 +312,11 @@ def _write(deltas: list[UsageDelta], *, batch: str | None) -> int:
                 row.count_5xx += delta.count_5xx
                 versions = set(row.client_versions) | delta.versions
                 row.client_versions = sorted(versions)[:MAX_VERSIONS]
+                if delta.scopes:
+                    scopes = dict(row.scopes or {})
+                    for scope, count in delta.scopes.items():
+                        scopes[scope] = int(scopes.get(scope, 0)) + count
+                    row.scopes = scopes
                 if delta.last_at:
                     last = datetime.fromtimestamp(delta.last_at, tz=UTC)
                     if row.last_used_at is None or last > row.last_used_at:

@@ -47,6 +47,7 @@ class VerifyKeyApi(SystemApiView):
             method=str(data.get("method", "POST")).upper()[:16],
             path=str(data.get("path", request._request.path))[:512],
             key=data["key"],
+            scopes=" ".join(door.scopes),
         )
         admission = admit(facts)
         settle(admission, 200)

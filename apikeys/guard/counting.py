@@ -38,10 +38,11 @@ class Early:
 
 class Counting(Protocol):
     def verify(
-        self, digest: str, now: float, meta: ratelimit.UsageMeta
+        self, digest: str, now: float, meta: Callable[[], ratelimit.UsageMeta]
     ) -> tuple[keycache.Resolved | None, Early | None]:
         """The key with `digest` resolved and, when it could be done in the same step,
-        the request counted (`Early`); None when the limits step must count it."""
+        the request counted (`Early`); None when the limits step must count it. `meta`
+        is asked for only when needed."""
 
     def give_back(
         self, early: Early, *, status: int, meta: ratelimit.UsageMeta
@@ -61,13 +62,14 @@ class Direct:
         self,
         digest: str,
         now: float,
-        meta: ratelimit.UsageMeta,
+        meta: Callable[[], ratelimit.UsageMeta],
         lease: tuple[int, int] = (0, 0),
     ) -> tuple[keycache.Resolved | None, Early | None]:
-        body = meta.recent_body(now)
-        pushed = usage.provisional_status(meta.method)
+        about = meta()
+        body = about.recent_body(now)
+        pushed = usage.provisional_status(about.method)
         resolved, counted, error = keycache.resolve_and_count(
-            digest, now=now, record=ratelimit.request_record(now, meta, body, pushed), lease=lease
+            digest, now=now, record=ratelimit.request_record(now, about, body, pushed), lease=lease
         )
         if resolved is None:
             return None, None
@@ -118,7 +120,7 @@ class Leasing:
         self.wanted = (tokens, length_ms)
 
     def verify(
-        self, digest: str, now: float, meta: ratelimit.UsageMeta
+        self, digest: str, now: float, meta: Callable[[], ratelimit.UsageMeta]
     ) -> tuple[keycache.Resolved | None, Early | None]:
         taken = leases.take(digest, now)
         if taken is not None:

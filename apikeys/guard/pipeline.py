@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apikeys import ratelimit, usage
+from apikeys import keycache, ratelimit, usage
 from apikeys.authentication import (
     ApiKeyPrincipal,
     credentials_from_headers,
@@ -73,8 +73,11 @@ class Facts:
     method: str
     path: str
     # The key to verify when it does not come from the headers (the verify API), which
-    # also reads no client headers.
-    key: str | None = None
+    # also reads no client headers and counts the request only at the limits step.
+    key: str | None = field(default=None, repr=False)
+    # The scopes the request needs as far as the door knows before the key is verified,
+    # space-separated: usage counts the request under each, whatever the outcome.
+    scopes: str = ""
 
 
 @dataclass(slots=True)
@@ -118,6 +121,10 @@ def admit(facts: Facts) -> Admission:
         _admit(facts, admission)
     except ApiError as error:
         _refuse(facts, admission, error)
+    except Exception:
+        # A fault of ours (a 500): whatever was counted early is given back all the same.
+        _refuse(facts, admission, ApiError("internal_error"))
+        raise
     return admission
 
 
@@ -173,9 +180,12 @@ def _admit(facts: Facts, admission: Admission) -> None:
 def _verify_and_count(facts: Facts, admission: Admission, digest: str) -> Any:
     """The key with `digest` resolved and, on the warm path, the request checked and
     counted against its limits in the same step (`counting`). A counted request leaves
-    its verdict in `admission`."""
+    its verdict in `admission`. A key given in the facts (the verify API) is only
+    resolved: its request is counted at the limits step."""
+    if facts.key is not None:
+        return keycache.resolve(digest)
     now = ratelimit.clock()
-    resolved, early = counting().verify(digest, now, _usage_meta(facts, admission))
+    resolved, early = counting().verify(digest, now, lambda: _usage_meta(facts, admission))
     if early is not None:
         admission.limits = early.result
         admission._ticket = _Ticket(early, counted_early=True)
@@ -222,12 +232,12 @@ def _client_headers(request: HttpRequest) -> tuple[str, str]:
 
 
 def _usage_meta(facts: Facts, admission: Admission) -> ratelimit.UsageMeta:
-    """What usage records about the request besides its count. Before step 3 validated
-    the client headers the raw client version is used (`usage.clean_version` drops an
-    invalid one)."""
+    """What usage records about the request besides its count."""
     request = facts.request
     version = admission.client_version
-    if not version and admission.principal is None and facts.key is None:
+    if not version and facts.key is None:
+        # Not validated yet (or refused by that step): `usage.clean_version` drops an
+        # invalid one.
         version = request.META.get(current().client_version_meta, "")
     return ratelimit.UsageMeta(
         ip=client_ip(request) or "",
@@ -235,6 +245,7 @@ def _usage_meta(facts: Facts, admission: Admission) -> ratelimit.UsageMeta:
         method=facts.method,
         path=facts.path,
         request_id=str(getattr(request, "request_id", "") or ""),
+        scopes=facts.scopes,
     )
 
 
@@ -253,9 +264,10 @@ def _refuse(facts: Facts, admission: Admission, error: ApiError) -> None:
         # A key refused at verification gets no rate-limit headers.
         admission.limits = result if principal is not None else None
         return
-    if principal is not None and admission.limits is None:
+    if principal is not None and admission.limits is None and status != 401:
         # Refused before the limiter (key kind, org, client headers, scope): counted for
-        # usage only, the windows read for the headers.
+        # usage only, the windows read for the headers. A 401 (the verify door refusing a
+        # system key) says the key is not accepted: nothing is recorded.
         admission.limits = ratelimit.guard(
             key_pk=principal.key_id,
             org_pk=principal.org_id,

@@ -23,7 +23,14 @@ class PaymentListApi(OrgApiView):
     @extend_schema(responses=PAYMENT, summary="List payments")
     def get(self, request: Request) -> Response:
         key = principal(request)
-        return Response({"org": key.org_public_id, "key": key.public_id, "results": []})
+        return Response(
+            {
+                "org": key.org_public_id,
+                "key": key.public_id,
+                "actor": self.external_actor_id,
+                "results": [],
+            }
+        )
 
     @extend_schema(request=PAYMENT, responses={201: PAYMENT}, summary="Create a payment")
     def post(self, request: Request) -> Response:

@@ -90,6 +90,21 @@ def test_refusals_are_200_with_the_apis_code(
     assert verify(verifier, key=secret).json()["code"] == "api_key_revoked"
 
 
+def test_a_system_key_is_never_valid_and_nothing_is_recorded_for_it(
+    verifier: ApiClient, db: None
+) -> None:
+    from apikeys.keys import key_digest
+    from apikeys.models import ApiKey, KeyUsageHour
+
+    other = system_key(["keys:verify"])
+    answer = verify(verifier, key=other).json()
+    assert (answer["valid"], answer["code"], answer["key"]) == (False, "invalid_api_key", None)
+    usage.flush()
+    verified = ApiKey.objects.get(digest=key_digest(other))
+    assert not KeyUsageHour.objects.filter(api_key=verified).exists()
+    assert usage.recent_requests(key_pk=verified.pk) == []
+
+
 def test_limits_of_the_verified_key_apply(verifier: ApiClient, org: Organization) -> None:
     set_limits(org, per_minute=2, burst=100, monthly=0)
     _, secret = apikey_create(org=org, name="L", environment="test", scopes=["usage:read"])

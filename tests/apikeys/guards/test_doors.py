@@ -4,6 +4,7 @@ operator does (LATCHKEY_CATALOGUE, LATCHKEY_EXTRA_APPS, LATCHKEY_EXTRA_URLCONF).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -162,3 +163,60 @@ def test_a_revoked_key_is_refused_by_every_worker_through_every_door(server: Ser
     assert {(r.json()["valid"], r.json()["code"]) for r in parallel(30, verify)} == {
         (False, "api_key_revoked")
     }
+
+
+def test_usage_the_scope_and_the_actor_are_the_same_through_every_door(server: Server) -> None:
+    public_id, secret = create_key(server, slug="doors", scopes=["payments:read"])
+    verifier = system_key(server)
+    actor = {"X-Product-Actor": "agent-7"}
+
+    host = server.call("GET", "/api/v1/payments", headers=key_headers(secret, **actor))
+    gateway = server.call(
+        "GET",
+        "/gateway/auth",
+        headers=key_headers(secret, **actor, **{"X-Original-URI": "/v1/payments/p1"}),
+    )
+    verified = server.call(
+        "POST",
+        "/api/v1/keys/verify",
+        headers={"Authorization": f"Bearer {verifier}"},
+        body={"key": secret, "method": "GET", "path": "/v1/payments/p2"},
+    )
+    refused = server.call(
+        "POST", "/api/v1/payments", headers=key_headers(secret, **{"Idempotency-Key": "x"})
+    )
+    assert host.status == 200 and host.json()["actor"] == "agent-7"
+    assert gateway.status == 200 and gateway.headers["X-Latchkey-Actor-Id"] == "agent-7"
+    assert verified.json()["valid"] is True
+    assert refused.code == "insufficient_scope"
+
+    out = server.run_django(
+        f"""
+        import json
+        from apikeys import usage
+        from apikeys.models import ApiKey, KeyUsageHour
+        usage.flush()
+        key = ApiKey.objects.get(public_id={public_id!r})
+        rows = list(KeyUsageHour.objects.filter(api_key=key))
+        print(json.dumps({{
+            "scopes": [row.scopes for row in rows],
+            "ok": sum(row.count_2xx for row in rows),
+            "refused": sum(row.count_4xx for row in rows),
+            "recent": sorted(
+                [e["method"], e["path"], e["status"]]
+                for e in usage.recent_requests(key_pk=key.pk)
+            ),
+        }}))
+        """
+    )
+    seen = json.loads(out.strip().splitlines()[-1])
+    # One request per door, each counted under the scope it needed; the refusal under the
+    # scope it lacked.
+    assert seen["scopes"] == [{"payments:read": 3, "payments:write": 1}]
+    assert (seen["ok"], seen["refused"]) == (3, 1)
+    assert seen["recent"] == [
+        ["GET", "/api/v1/payments", 200],
+        ["GET", "/v1/payments/p1", 200],
+        ["GET", "/v1/payments/p2", 200],
+        ["POST", "/api/v1/payments", 403],
+    ]

@@ -239,18 +239,21 @@ def test_leased_requests_are_counted_in_usage_and_recent_requests(
     for _ in range(5):
         assert api.get("me", headers={"X-Client-Version": "sdk-2.1"}).status_code == 200
     for _ in range(2):
+        assert api.get("members").status_code == 200
+    for _ in range(2):
         mismatch = api.get("me", headers={"X-Org-Id": other_org.public_id})
         assert mismatch.status_code == 403
     # Refused before the limiter: their tokens went back to the lease.
-    assert remaining(api.get("me")) == HIGH - 9
+    assert remaining(api.get("me")) == HIGH - 11
     usage.flush()  # pushes this process's leased requests first, then folds
     row = KeyUsageHour.objects.get(api_key=key)
-    assert (row.count_2xx, row.count_4xx) == (9, 2)
+    assert (row.count_2xx, row.count_4xx) == (11, 2)
     assert "sdk-2.1" in row.client_versions
+    assert row.scopes == {"members:read": 2}  # `me` needs no scope
     statuses = [r["status"] for r in usage.recent_requests(key_pk=key.pk)]
-    assert statuses == [200, 403, 403, 200, 200, 200, 200, 200, 200, 200, 200]
+    assert statuses == [200, 403, 403] + [200] * 10
     leases.release_all()
-    assert counters(key, org, frozen_clock.now)[1] == 9
+    assert counters(key, org, frozen_clock.now)[1] == 11
 
 
 @pytest.mark.stops_redis

@@ -96,6 +96,30 @@ def test_other_refusals_before_the_limiter_are_refunded(
     assert remaining(api.get("me")) == 7  # 10 - the two warm-ups - this one
 
 
+def test_a_fault_after_the_count_gives_the_count_back_and_counts_a_5xx(
+    backend: str, org: Organization, frozen_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from apikeys.guard import pipeline
+
+    set_limits(org, per_minute=10, burst=100, monthly=HIGH)
+    key, api = new_key(org)
+    warm(api)
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug between the count and the limits step")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "_check_org_header", broken)
+        faulty = api.get("me")
+    assert faulty.status_code == 500
+    assert faulty.json()["error"]["code"] == "internal_error"
+    assert remaining(api.get("me")) == 7  # 10 - the two warm-ups - this one
+    usage.flush()
+    row = KeyUsageHour.objects.get(api_key=key)
+    assert (row.count_2xx, row.count_5xx) == (3, 1)
+    assert usage.recent_requests(key_pk=key.pk)[1]["status"] == 500
+
+
 def test_a_scope_refusal_outranks_a_full_window(
     backend: str, org: Organization, frozen_clock: Any
 ) -> None:

@@ -73,6 +73,39 @@ def test_requests_are_counted_by_status_class_and_folded(
     assert key.last_used_ip == "203.0.113.9"
 
 
+def test_requests_are_counted_per_scope_they_needed(backend: str, org: Organization) -> None:
+    from apikeys.selectors import usage_scopes
+
+    key = make_key(org)
+    for scopes in ("payments:read", "payments:read", "invoices:execute payments:read", ""):
+        guard(
+            key_pk=key.pk,
+            org_pk=key.org_id,
+            limits=UNLIMITED,
+            meta=UsageMeta(ip="203.0.113.9", scopes=scopes),
+            now=T0 + 1,
+        )
+    assert usage.flush() == 4
+    assert KeyUsageHour.objects.get(api_key=key).scopes == {
+        "payments:read": 3,
+        "invoices:execute": 1,
+    }
+    guard(
+        key_pk=key.pk,
+        org_pk=key.org_id,
+        limits=UNLIMITED,
+        meta=UsageMeta(scopes="payments:read"),
+        now=T0 + 2,
+    )
+    usage.flush()
+    since = datetime.fromtimestamp(T0 - 3600, tz=UTC)
+    until = datetime.fromtimestamp(T0 + 3600, tz=UTC)
+    assert usage_scopes(org=org, key=key, since=since, until=until) == {
+        "invoices:execute": 1,
+        "payments:read": 4,
+    }
+
+
 def test_folding_adds_to_what_is_already_folded(backend: str, org: Organization) -> None:
     key = make_key(org)
     count(key, T0 + 1)
