@@ -100,6 +100,7 @@ class GatewayAuthApi(OrgApiView):
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.original = original_request(request._request, kwargs.get("rest"))
+        self.route = current().route_for(*self.original)
         super().initial(request, *args, **kwargs)
 
     def counted_request(self, request: Request) -> tuple[str, str]:
@@ -108,8 +109,7 @@ class GatewayAuthApi(OrgApiView):
 
     def counted_scopes(self) -> str:
         # Read quietly: a caller learns of a missing route only once its key is accepted.
-        route = current().route_for(*self.original)
-        return route.scope if route is not None else ""
+        return self.route.scope if self.route is not None else ""
 
     def check_key_kind(self, principal: ApiKeyPrincipal) -> None:
         # Before the route is looked up: a system key learns nothing of the route table.
@@ -117,7 +117,7 @@ class GatewayAuthApi(OrgApiView):
             raise ApiError("insufficient_scope", "System keys cannot pass the gateway door.")
 
     def required_scope_for(self, method: str) -> str | None:
-        route = current().route_for(*self.original)
+        route = self.route
         if route is None:
             raise ApiError(
                 "route_not_found",

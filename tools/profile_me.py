@@ -1,4 +1,5 @@
-"""In-process cost of `GET /api/v1/ping` and a fully guarded `GET /api/v1/me`.
+"""In-process cost of `GET /api/v1/ping`, a fully guarded `GET /api/v1/me` and the
+gateway door (`GET /gateway/auth` asked about `GET /bench/items/1`, scope `usage:read`).
 
 No HTTP server and no load generator: the WSGI application is called in a loop with a
 prepared environ, so the figures are the Python cost of one request (middleware, DRF, the
@@ -6,7 +7,7 @@ guards) plus the Redis round trips of `me`. It starts its own redis-server on a 
 loopback port and uses a throwaway SQLite file, so it touches nothing else.
 
     .venv/bin/python tools/profile_me.py                 # timings (median of rounds)
-    .venv/bin/python tools/profile_me.py --profile me    # cProfile of `me`, top 40
+    .venv/bin/python tools/profile_me.py --profile me    # cProfile of `me` (or gateway)
     .venv/bin/python tools/profile_me.py --count-redis   # Redis commands per `me`
     .venv/bin/python tools/profile_me.py --no-leases     # one Redis trip per request
 
@@ -72,6 +73,7 @@ def setup_django(workdir: Path, redis_url: str, *, leases: bool) -> None:
             # Admission leases (ADR 0065) on, as deployed; --no-leases measures the
             # one-trip-per-request path of the standard plans.
             "LATCHKEY_KEY_LEASE_MS": "200" if leases else "0",
+            "LATCHKEY_CATALOGUE": str(ROOT / "tools" / "bench_catalogue.toml"),
         }
     )
     sys.path.insert(0, str(ROOT))
@@ -92,11 +94,11 @@ def make_key() -> str:
     owner = User.objects.create_user("profile-owner@example.test")
     org = org_create(name="Profile", slug="profile", owner=owner)
     org_set_limits(org=org, per_minute=HIGH, burst=HIGH, monthly=HIGH, as_system=True)
-    _, secret = apikey_create(org=org, name="profile", environment="test", scopes=[])
+    _, secret = apikey_create(org=org, name="profile", environment="test", scopes=["usage:read"])
     return str(secret)
 
 
-def environ_for(path: str, key: str | None) -> dict[str, Any]:
+def environ_for(path: str, key: str | None, **headers: str) -> dict[str, Any]:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": path,
@@ -114,6 +116,7 @@ def environ_for(path: str, key: str | None) -> dict[str, Any]:
     }
     if key:
         environ["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    environ.update(headers)
     return environ
 
 
@@ -155,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--profile", choices=["ping", "me"])
+    parser.add_argument("--profile", choices=["ping", "me", "gateway"])
     parser.add_argument("--count-redis", action="store_true")
     parser.add_argument("--no-leases", action="store_true")
     args = parser.parse_args()
@@ -169,13 +172,20 @@ def main() -> None:
 
         app = get_wsgi_application()
         ping, me = environ_for("/api/v1/ping", None), environ_for("/api/v1/me", key)
-        for template in (ping, me, me, me):
+        gateway = environ_for(
+            "/gateway/auth",
+            key,
+            HTTP_X_ORIGINAL_METHOD="GET",
+            HTTP_X_ORIGINAL_URI="/bench/items/1",
+        )
+        targets = {"ping": ping, "me": me, "gateway": gateway}
+        for template in (ping, me, me, me, gateway):
             status, body = call(app, template)
             if not status.startswith("200"):
                 raise SystemExit(f"{template['PATH_INFO']}: {status} {body[:300]!r}")
         for _ in range(200):
-            call(app, ping)
-            call(app, me)
+            for template in targets.values():
+                call(app, template)
 
         if args.count_redis:
             from redis.connection import AbstractConnection
@@ -200,7 +210,7 @@ def main() -> None:
             import cProfile
             import pstats
 
-            template = me if args.profile == "me" else ping
+            template = targets[args.profile]
             profiler = cProfile.Profile()
             profiler.enable()
             for _ in range(args.count):
@@ -212,22 +222,23 @@ def main() -> None:
             stats.sort_stats("cumulative").print_stats("apikeys|rest_framework|config", 60)
             return
 
-        results: dict[str, list[tuple[float, float, float]]] = {"ping": [], "me": []}
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
         for _ in range(args.rounds):
-            for name, template in (("ping", ping), ("me", me)):
+            for name, template in targets.items():
                 results[name].append(per_request_us(app, template, args.count, redis_process.pid))
         # The best round is the least disturbed by whatever else the machine runs.
         best = {name: min(rounds) for name, rounds in results.items()}
         cpu = {name: min(r[1] for r in rounds) for name, rounds in results.items()}
         redis_cpu = {name: min(r[2] for r in rounds) for name, rounds in results.items()}
-        for name in ("ping", "me"):
+        for name in targets:
             print(
-                f"{name:4} wall {best[name][0]:6.0f} us  cpu {cpu[name]:6.0f} us  "
+                f"{name:7} wall {best[name][0]:6.0f} us  cpu {cpu[name]:6.0f} us  "
                 f"redis cpu {redis_cpu[name]:5.0f} us   per request (best of {args.rounds})"
             )
         guard = cpu["me"] + redis_cpu["me"] - cpu["ping"]
         print(f"guard CPU (me + its Redis - ping): {guard:.0f} us per request")
         print(f"in-process ratio (wall) {best['ping'][0] / best['me'][0]:.3f}")
+        print(f"gateway / me (CPU)      {cpu['gateway'] / cpu['me']:.3f}")
         from apikeys import leases
 
         leases.release_all()  # pushed while Redis is still there
