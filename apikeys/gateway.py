@@ -1,12 +1,12 @@
 """The gateway door: forward-auth for nginx `auth_request`, Traefik ForwardAuth and
 Envoy's HTTP ext_authz (docs/gateway/README.md).
 
-`/gateway/auth` runs the API's own pipeline (`ApiView`): key format and checksum, the
-verification cache, revocation and expiry, org suspension, the org header, the scope the
-catalogue's route table requires for the *original* request, rate limits and quota, and
-usage. Only the question differs: the original method comes from `X-Original-Method` or
-`X-Forwarded-Method` (else the request's own), the original path from `X-Original-URI`
-or `X-Forwarded-Uri` (else the part after `/gateway/auth`).
+`/gateway/auth` runs the API's own pipeline (`apikeys.guard.admit`): key format and
+checksum, the verification cache, revocation and expiry, org suspension, the org header,
+the scope the catalogue's route table requires for the *original* request, rate limits
+and quota, and usage. Only the question differs: the original method comes from
+`X-Original-Method` or `X-Forwarded-Method` (else the request's own), the original path
+from `X-Original-URI` or `X-Forwarded-Uri` (else the part after `/gateway/auth`).
 
 - Allowed: 200 with an empty body and `X-Latchkey-*` headers for the upstream, plus the
   rate-limit headers.
@@ -24,12 +24,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.http import HttpResponse, HttpResponseBase
-from rest_framework.request import Request
+from rest_framework.renderers import JSONRenderer
 
 from apikeys.api_base import OrgApiView
-from apikeys.authentication import ApiKeyPrincipal
+from apikeys.authentication import ApiKeyPrincipal, ApiKeyUser
 from apikeys.catalogue import current
 from apikeys.errors import ApiError
+from apikeys.exceptions import error_response_for
+from apikeys.guard import Facts, admit, notes, settle
 from apikeys.permissions import ANY_SCOPE
 
 MAX_ORIGINAL_URI = 4096
@@ -91,68 +93,88 @@ def _allow_headers(p: ApiKeyPrincipal) -> dict[str, tuple[str, str]]:
 
 
 class GatewayAuthApi(OrgApiView):
-    """Forward-auth: is this key allowed the original request? Any method."""
+    """Forward-auth: is this key allowed the original request? Any method.
+
+    The door has no body to parse and, when it allows, nothing to render: it asks the
+    admission pipeline directly, without DRF's request, negotiation and renderer. A
+    denial is the API's error response (`apikeys.exceptions`), rendered as JSON.
+    """
 
     # The scope comes from the catalogue's route table, per request (required_scope_for).
     resource = ANY_SCOPE
     http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
     schema = None
 
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        self.original = original_request(request._request, kwargs.get("rest"))
-        self.route = current().route_for(*self.original)
-        super().initial(request, *args, **kwargs)
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        self.request = request
+        self.args, self.kwargs = args, kwargs
+        admission = None
+        try:
+            self.original = original_request(request, kwargs.get("rest"))
+            self.route = current().route_for(*self.original)
+            admission = admit(
+                Facts(
+                    request=request,
+                    door=self,
+                    method=self.original[0],
+                    path=self.original[1],
+                    scopes=self.route.scope if self.route is not None else "",
+                )
+            )
+            notes(request).admission = admission
+            if admission.error is not None:
+                raise admission.error
+            principal = admission.principal
+            assert principal is not None
+            request.user = ApiKeyUser(principal)
+            response: HttpResponseBase = HttpResponse(status=200)
+            settle(admission, 200)
+            # Straight into the header store: every value is ASCII made by Latchkey (ids,
+            # slug, scope names, the rate-limit figures) or the actor header, which the
+            # pipeline has already checked to be printable ASCII.
+            store = response.headers._store
+            store.update(_allow_headers(principal))
+            store["x-latchkey-actor-id"] = ("X-Latchkey-Actor-Id", admission.external_actor_id)
+        except Exception as exc:
+            response = self._denial(request, exc)
+        store = response.headers._store
+        store["cache-control"] = ("Cache-Control", "no-store")
+        if admission is not None:
+            for name, value in admission.headers().items():
+                store[name.lower()] = (name, value)
+        return response
 
-    def counted_request(self, request: Request) -> tuple[str, str]:
-        # Usage records the request the gateway asked about, as if it came to the API.
-        return self.original
+    def _denial(self, request: Any, exc: Exception) -> HttpResponseBase:
+        """The API's error response for `exc`, with the error also in headers (a gateway
+        may not pass a subrequest's body on) and the status the gateway asked for."""
+        response = error_response_for(exc, request)
+        body = response.data or {}
+        status = response.status_code
+        response.accepted_renderer = _RENDERER
+        response.accepted_media_type = _RENDERER.media_type
+        response.renderer_context = {}  # type: ignore[attr-defined]
+        response["X-Latchkey-Status"] = str(status)
+        response["X-Latchkey-Error-Code"] = str(body.get("error", {}).get("code", ""))
+        response["X-Latchkey-Error"] = json.dumps(body, separators=(",", ":"), ensure_ascii=True)
+        if request.META.get(DENY_STATUS_HEADER, "").strip() == "403":
+            response.status_code = 403
+        return response
 
-    def counted_scopes(self) -> str:
-        # Read quietly: a caller learns of a missing route only once its key is accepted.
-        return self.route.scope if self.route is not None else ""
+    # ---- the Door the pipeline asks ------------------------------------------------------
 
     def check_key_kind(self, principal: ApiKeyPrincipal) -> None:
         # Before the route is looked up: a system key learns nothing of the route table.
         if principal.is_system:
             raise ApiError("insufficient_scope", "System keys cannot pass the gateway door.")
 
-    def required_scope_for(self, method: str) -> str | None:
+    def required_scopes(self) -> tuple[str, ...]:
         route = self.route
         if route is None:
             raise ApiError(
                 "route_not_found",
                 f"No route of the catalogue matches {self.original[0]} {self.original[1]}.",
             )
-        return route.scope
+        return (route.scope,)
 
-    @classmethod
-    def implements(cls, method: str) -> bool:
-        return True
 
-    def run_handler(  # type: ignore[override]
-        self, request: Request, *args: Any, **kwargs: Any
-    ) -> HttpResponse:
-        # A plain, empty response (nothing to render): the gateway passes the request on.
-        response = HttpResponse(status=200)
-        # Straight into the header store, as the rate-limit headers are: every value is
-        # ASCII made by Latchkey (ids, slug, scope names) or the actor header, which the
-        # pipeline has already checked to be printable ASCII.
-        store = response.headers._store
-        store.update(_allow_headers(self.principal))
-        store["x-latchkey-actor-id"] = ("X-Latchkey-Actor-Id", self.external_actor_id)
-        return response
-
-    def finalize_response(  # type: ignore[override]
-        self, request: Request, response: Any, *args: Any, **kwargs: Any
-    ) -> HttpResponseBase:
-        final = super().finalize_response(request, response, *args, **kwargs)
-        if final.status_code < 400:
-            return final
-        body = getattr(final, "data", None) or {}
-        code = str(body.get("error", {}).get("code", ""))
-        final["X-Latchkey-Status"] = str(final.status_code)
-        final["X-Latchkey-Error-Code"] = code
-        final["X-Latchkey-Error"] = json.dumps(body, separators=(",", ":"), ensure_ascii=True)
-        if request._request.META.get(DENY_STATUS_HEADER, "").strip() == "403":
-            final.status_code = 403
-        return final
+_RENDERER = JSONRenderer()
