@@ -27,11 +27,14 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from django_ratelimit import ALL
 from django_ratelimit.core import is_ratelimited
 from django_ratelimit.exceptions import Ratelimited
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import RedisError
 
 from accounts import selectors, services, signin
 from accounts.forms import LoginForm, OTPTokenForm
 from accounts.models import ChallengePurpose, PasskeyDevice, RecoveryCodeDevice, User
 from accounts.navigation import safe_next_url
+from apikeys.redisconn import ErrorLog
 from config.net import client_ip
 
 View = Callable[..., HttpResponse]
@@ -46,10 +49,28 @@ def _ip_key(group: str, request: HttpRequest) -> str:
     return client_ip(request) or "unknown"
 
 
+_throttle_errors = ErrorLog(logger_name="accounts.throttles")
+# What the cache raises when its Redis is unreachable.
+_CACHE_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionInterrupted,
+    RedisError,
+    OSError,
+)
+
+
 def _limited(request: HttpRequest, *, group: str, key: Any, rate: str) -> bool:
-    return bool(
-        is_ratelimited(request=request, group=group, key=key, rate=rate, method=ALL, increment=True)
-    )
+    """Whether the sign-in throttle `group` trips. With the cache unreachable the throttle
+    fails open (the request goes on) and an error is logged, at most every few seconds:
+    sign-in keeps working through a Redis outage (SPEC 15)."""
+    try:
+        return bool(
+            is_ratelimited(
+                request=request, group=group, key=key, rate=rate, method=ALL, increment=True
+            )
+        )
+    except _CACHE_ERRORS as exc:
+        _throttle_errors.error("throttle", "Cache unreachable: sign-in throttles fail open", exc)
+        return False
 
 
 def json_login_required(view: View) -> View:

@@ -94,8 +94,9 @@ class ErrorLog:
     interval says so without flooding the log.
     """
 
-    def __init__(self, interval: float = 10.0) -> None:
+    def __init__(self, interval: float = 10.0, logger_name: str = "apikeys.guards") -> None:
         self.interval = interval
+        self.logger = logging.getLogger(logger_name)
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -106,7 +107,7 @@ class ErrorLog:
             if last is not None and now - last < self.interval:
                 return
             self._last[topic] = now
-        logger.error("%s (%s: %s)", message, type(exc).__name__, exc)
+        self.logger.error("%s (%s: %s)", message, type(exc).__name__, exc)
 
 
 error_log = ErrorLog()

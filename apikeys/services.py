@@ -342,7 +342,8 @@ def apikey_rotate(
     Invariants: grace is between 0 and 7 days; the old key then expires at
     `min(now + grace, its own expiry)` and the successor inherits the old key's expiry;
     revoked, expired, deleted and already rotated keys are refused; the environment rule of
-    creation applies (a live successor needs approved KYC).
+    creation applies (a live successor needs approved KYC); a key rotating a key
+    (`actor_key`) never makes a successor that outlives itself.
     """
     if not timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidKeyInput("The grace period must be between 0 and 7 days.", param="grace")
@@ -359,6 +360,18 @@ def apikey_rotate(
         raise KeyNotActive("This key was already rotated; rotate its successor instead.")
     if old.org is not None:
         _check_org_may_hold(old.org, old.environment)
+    # As at creation: a key about to expire (or in its own rotation grace) could otherwise
+    # turn a key without expiry into a fresh secret that outlives it.
+    if (
+        actor_key is not None
+        and actor_key.expires_at is not None
+        and (old.expires_at is None or old.expires_at > actor_key.expires_at)
+    ):
+        raise InvalidKeyInput(
+            "The key making this request expires at "
+            f"{actor_key.expires_at.isoformat()}; it cannot rotate a key into a successor "
+            "that outlives it. Rotate this key from the dashboard or with a longer-lived key."
+        )
 
     original_expiry = old.expires_at
     successor, secret = _issue(

@@ -198,6 +198,15 @@ class Invitation(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    # The API key that sent (or last re-sent) it: its authority ends with the key, so the
+    # invitation cannot be accepted once the key is revoked, expired or deleted.
+    invited_by_key = models.ForeignKey(
+        "apikeys.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.RESTRICT,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField()
     expires_at = models.DateTimeField()

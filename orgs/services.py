@@ -416,6 +416,7 @@ def member_invite(
         role=role,
         token_hash=invitation_token_hash(token),
         invited_by=invited_by,
+        invited_by_key=actor_api_key if invited_by is None else None,
         sent_at=now,
         expires_at=now + INVITATION_TTL,
     )
@@ -476,16 +477,21 @@ def invitation_resend(
 ) -> Invitation:
     """Email the invitation again with a fresh link and a fresh 7-day expiry.
 
-    Only a hash is stored, so the old link cannot be re-sent: it stops working.
+    Only a hash is stored, so the old link cannot be re-sent: it stops working. The
+    invitation now stands on the authority of whoever re-sent it (a member or a key).
     """
     _check_can_touch_invitation(invitation, actor_membership)
     now = timezone.now()
     token = new_invitation_token()
+    inviter = actor_membership.user if actor_membership is not None else None
     invitation.token_hash = invitation_token_hash(token)
     invitation.sent_at = now
     invitation.expires_at = now + INVITATION_TTL
-    invitation.save(update_fields=["token_hash", "sent_at", "expires_at"])
-    inviter = actor_membership.user if actor_membership is not None else None
+    invitation.invited_by = inviter
+    invitation.invited_by_key = actor_api_key if inviter is None else None
+    invitation.save(
+        update_fields=["token_hash", "sent_at", "expires_at", "invited_by", "invited_by_key"]
+    )
     _invitation_send(invitation=invitation, token=token, inviter=inviter)
     _audit_invitation(
         "invitation.resent",
@@ -566,6 +572,15 @@ def invitation_accept(
                 "Ask an admin of the organisation for a new invitation.",
                 code="invitation_invalid",
             )
+    if invitation.invited_by_key_id is not None and not _key_still_stands(
+        invitation.invited_by_key
+    ):
+        # What an API key did on behalf of the org ends with the key (SPEC 15).
+        raise InvitationError(
+            "The API key that sent this invitation has since been revoked, has expired or "
+            "was deleted. Ask an admin of the organisation for a new invitation.",
+            code="invitation_invalid",
+        )
     membership, created = Membership.objects.get_or_create(
         org=org, user=user, defaults={"role": invitation.role}
     )
@@ -587,6 +602,21 @@ def invitation_accept(
         },
     )
     return membership
+
+
+def _key_still_stands(key: Any) -> bool:
+    """Whether the key (or, once it was rotated, its successor) is still usable: a
+    rotation hands the key's authority on, a revocation, expiry or deletion ends it."""
+    now = timezone.now()
+    for _ in range(32):  # a chain of rotations, never a cycle
+        if key is None:
+            return False
+        if key.is_usable(now):
+            return True
+        if key.rotated_at is None or key.revoked_at is not None or key.deleted_at is not None:
+            return False
+        key = key.successors.order_by("created_at").first()
+    return False
 
 
 @transaction.atomic

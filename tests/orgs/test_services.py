@@ -510,3 +510,79 @@ def test_settings_changes_and_deletion_drop_the_orgs_cached_keys(
     assert principal is not None and principal.org_slug == "acme-2"
     services.org_delete(org=org, actor=_m(owner, org), confirm_slug="acme-2")
     assert keycache.resolve(key_digest(secret)) is None
+
+
+def _invite_by_key(capture: Any, org: Organization, email: str) -> tuple[Any, str]:
+    from apikeys.services import apikey_create
+
+    key, _ = apikey_create(
+        org=org, name="Provisioner", environment="test", scopes=["members:write"]
+    )
+    with capture(execute=True):
+        invitation = services.member_invite(
+            org=org, email=email, role="member", invited_by=None, actor_api_key=key
+        )
+    match = TOKEN_RE.search(str(mail.outbox[-1].body))
+    assert match is not None
+    assert invitation.invited_by_key == key
+    return key, match.group(1)
+
+
+@pytest.mark.parametrize("ending", ["revoked", "expired", "deleted"])
+def test_an_invitation_sent_by_a_key_ends_with_the_key(
+    ending: str, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    from apikeys.models import ApiKey
+    from apikeys.services import apikey_delete, apikey_revoke
+
+    key, token = _invite_by_key(django_capture_on_commit_callbacks, org, "frank@example.com")
+    if ending == "revoked":
+        apikey_revoke(key=key)
+    elif ending == "deleted":
+        apikey_delete(key=key)
+    else:
+        ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    frank = UserFactory.create(email="frank@example.com")
+    with pytest.raises(InvitationError) as refused:
+        services.invitation_accept(token=token, user=frank)
+    assert refused.value.code == "invitation_invalid"
+    assert "API key" in refused.value.message
+    assert not Membership.objects.filter(user=frank).exists()
+
+
+def test_an_invitation_sent_by_a_key_survives_the_keys_rotation(
+    org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    from apikeys.models import ApiKey
+    from apikeys.services import apikey_rotate
+
+    key, token = _invite_by_key(django_capture_on_commit_callbacks, org, "grace@example.com")
+    apikey_rotate(key=key, grace=timedelta(0))  # the old key is expired at once
+    key.refresh_from_db()
+    assert not key.is_usable()
+    grace = UserFactory.create(email="grace@example.com")
+    assert services.invitation_accept(token=token, user=grace).role == "member"
+    # ...but not once the successor is revoked too.
+    _, token = _invite_by_key(django_capture_on_commit_callbacks, org, "heidi@example.com")
+    sent_by = Invitation.objects.get(email="heidi@example.com").invited_by_key
+    assert sent_by is not None
+    successor, _ = apikey_rotate(key=sent_by, grace=timedelta(0))
+    ApiKey.objects.filter(pk=successor.pk).update(revoked_at=timezone.now())
+    with pytest.raises(InvitationError):
+        services.invitation_accept(token=token, user=UserFactory.create(email="heidi@example.com"))
+
+
+def test_an_invitation_resent_by_a_member_stands_on_the_members_authority(
+    owner: User, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    from apikeys.services import apikey_revoke
+
+    key, _ = _invite_by_key(django_capture_on_commit_callbacks, org, "ivan@example.com")
+    invitation = Invitation.objects.get(email="ivan@example.com")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.invitation_resend(invitation=invitation, actor_membership=_m(owner, org))
+    match = TOKEN_RE.search(str(mail.outbox[-1].body))
+    assert match is not None
+    apikey_revoke(key=key)
+    ivan = UserFactory.create(email="ivan@example.com")
+    assert services.invitation_accept(token=match.group(1), user=ivan).role == "member"

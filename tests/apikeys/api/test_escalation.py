@@ -118,6 +118,32 @@ def test_key_cannot_rotate_a_key_holding_scopes_it_lacks(
     assert ApiKey.objects.filter(predecessor=powerful).count() == 0
 
 
+def test_a_key_cannot_rotate_a_key_into_one_that_outlives_it(
+    org: Organization, make_api_key: KeyMaker
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    permanent, _ = make_api_key(org, ["members:read"], name="Permanent")
+    expiring, secret = make_api_key(org, ["api_keys:write", "members:write"], name="Expiring")
+    soon = timezone.now() + timedelta(hours=1)
+    ApiKey.objects.filter(pk=expiring.pk).update(expires_at=soon)
+    response = ApiClient(secret).post(f"api-keys/{permanent.public_id}/rotate", {})
+    error = assert_error(response, 400, "validation_error")
+    assert "outlives" in error["message"]
+    permanent.refresh_from_db()
+    assert permanent.rotated_at is None
+    assert not ApiKey.objects.filter(predecessor=permanent).exists()
+    # A key that expires no later than the caller may be rotated by it, itself included.
+    shorter, _ = make_api_key(org, ["members:read"], name="Shorter")
+    ApiKey.objects.filter(pk=shorter.pk).update(expires_at=soon - timedelta(minutes=5))
+    assert ApiClient(secret).post(f"api-keys/{shorter.public_id}/rotate", {}).status_code == 201
+    itself = ApiClient(secret).post(f"api-keys/{expiring.public_id}/rotate", {})
+    assert itself.status_code == 201
+    assert itself.json()["expires_at"] is not None
+
+
 def test_key_rotates_a_key_whose_scopes_it_holds(org: Organization, make_api_key: KeyMaker) -> None:
     target, _ = make_api_key(org, ["members:read"], name="Reader")
     _, secret = make_api_key(org, ["api_keys:write", "members:write"])
