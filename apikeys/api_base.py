@@ -331,7 +331,7 @@ class ApiView(APIView):
             response = idempotency.run(
                 method=request.method or "POST",
                 path=django_request.get_full_path(),
-                body=django_request.body,
+                hashed_body=idempotency.request_body_hash(django_request),
                 header=django_request.META.get(idempotency.META_HEADER),
                 api_key_pk=self.principal.key_id,
                 api_key_secret=credentials_from_headers(request) or "",

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -137,6 +138,16 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     document sent with different formatting is the same request; any other body is hashed
     as sent.
     """
+    return fingerprint_of(method, path, body_hash(body))
+
+
+def fingerprint_of(method: str, path: str, hashed_body: str) -> str:
+    """`fingerprint` from the body's `body_hash`."""
+    return hashlib.sha256(f"{method.upper()}\n{path}\n{hashed_body}".encode()).hexdigest()
+
+
+def body_hash(body: bytes) -> str:
+    """SHA-256 of the canonical body (see `fingerprint`)."""
     try:
         document = json.loads(body) if body.strip() else None
         canonical = json.dumps(
@@ -144,8 +155,38 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
         ).encode()
     except (ValueError, UnicodeDecodeError, RecursionError):
         canonical = b"raw:" + body
-    body_hash = hashlib.sha256(canonical).hexdigest()
-    return hashlib.sha256(f"{method.upper()}\n{path}\n{body_hash}".encode()).hexdigest()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+# Bodies up to this size are read whole (a JSON body is canonicalised; the API refuses
+# larger JSON anyway); larger ones (multipart uploads) are hashed as a stream.
+WHOLE_BODY_MAX = 1024 * 1024
+_CHUNK = 64 * 1024
+
+
+def request_body_hash(request: Any) -> str:
+    """`body_hash` of a Django request's body, without holding a large body in memory.
+
+    A body over WHOLE_BODY_MAX is read in chunks, hashed as sent (as `body_hash` hashes a
+    non-JSON body) and spooled to a temporary file that becomes the request's stream, so
+    the parsers read it after as if nothing had: a multipart upload of any size the
+    request bound allows (`MAX_UPLOAD_REQUEST_BYTES`) gets its fingerprint.
+    """
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length <= WHOLE_BODY_MAX:
+        return body_hash(request.body)
+    digest = hashlib.sha256(b"raw:")
+    spool = tempfile.SpooledTemporaryFile(max_size=WHOLE_BODY_MAX)  # noqa: SIM115
+    while chunk := request.read(_CHUNK):
+        digest.update(chunk)
+        spool.write(chunk)
+    spool.seek(0)
+    request._stream = spool
+    request._read_started = False
+    return digest.hexdigest()
 
 
 # --- encryption -------------------------------------------------------------------------
@@ -302,11 +343,12 @@ def run(
     *,
     method: str,
     path: str,
-    body: bytes,
+    body: bytes | None = None,
     header: str | None,
     api_key_pk: int,
     api_key_secret: str,
     handler: Callable[[], HttpResponse],
+    hashed_body: str | None = None,
 ) -> HttpResponse:
     """Run `handler` under the idempotency protocol; GET and other safe methods pass through.
 
@@ -317,7 +359,9 @@ def run(
         return handler()
     idempotency_key = parse_header(header)
     khash = key_hash(idempotency_key)
-    fp = fingerprint(method, path, body)
+    if hashed_body is None:
+        hashed_body = body_hash(body or b"")
+    fp = fingerprint_of(method, path, hashed_body)
     outcome = acquire(api_key_pk=api_key_pk, khash=khash, fp=fp)
     if not isinstance(outcome, Lease):
         return replay_response(

@@ -1,4 +1,5 @@
-"""Project-wide middleware: a request id on every request and response."""
+"""Project-wide middleware: a request id on every request and response, and bounded
+request bodies."""
 
 from __future__ import annotations
 
@@ -32,3 +33,75 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         response["X-Request-Id"] = request_id
         return response
+
+
+class BoundedBodyMiddleware:
+    """Refuse a request whose body is larger than it may be, before anything reads it.
+
+    A body is read (and a large multipart body spooled to disk) by the first code that
+    touches `request.POST`, `FILES` or `body`: CSRF, forms, DRF's parsers. This runs
+    before all of them and judges by `Content-Length` alone. Every endpoint takes at most
+    `MAX_REQUEST_BYTES`; the views that accept document uploads (`accepts_uploads = True`
+    on the view class) take up to `MAX_UPLOAD_REQUEST_BYTES`. A larger body is 413
+    (`request_too_large` in the API's error shape under `/api/` and `/gateway/`) and the
+    connection is closed rather than drained. Django reads no body without a
+    `Content-Length`, so a chunked body is never read at all.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        declared = request.META.get("CONTENT_LENGTH") or ""
+        if declared and declared != "0":
+            refused = self._check(request, declared)
+            if refused is not None:
+                return refused
+        return self.get_response(request)
+
+    def _check(self, request: HttpRequest, declared: str) -> HttpResponse | None:
+        from django.conf import settings
+
+        try:
+            length = int(declared)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return _too_large(request, 400, "The Content-Length header is not a number.")
+        if length <= settings.MAX_REQUEST_BYTES:
+            return None
+        limit = settings.MAX_REQUEST_BYTES
+        if _accepts_uploads(request):
+            limit = settings.MAX_UPLOAD_REQUEST_BYTES
+            if length <= limit:
+                return None
+        return _too_large(request, 413, f"The body is larger than {limit} bytes.")
+
+
+def _accepts_uploads(request: HttpRequest) -> bool:
+    from django.urls import Resolver404, resolve
+
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return False
+    view_class = getattr(match.func, "view_class", None) or getattr(match.func, "cls", None)
+    return bool(getattr(view_class, "accepts_uploads", False))
+
+
+def _too_large(request: HttpRequest, status: int, message: str) -> HttpResponse:
+    if request.path.startswith(("/api/", "/gateway/")):
+        from apikeys.exceptions import json_error
+
+        code = "request_too_large" if status == 413 else "validation_error"
+        response: HttpResponse = json_error(request, code, message)
+    else:
+        title = "Request too large" if status == 413 else "Bad request"
+        response = HttpResponse(
+            f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{message}</p>",
+            status=status,
+            content_type="text/html; charset=utf-8",
+        )
+    # The body was not read: closing is cheaper than draining it.
+    response["Connection"] = "close"
+    return response

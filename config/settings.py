@@ -92,6 +92,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Before anything that reads a body (CSRF, forms, DRF's parsers).
+    "config.middleware.BoundedBodyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -225,6 +227,14 @@ PRIVATE_MEDIA_ROOT = Path(env.str("PRIVATE_MEDIA_ROOT", default=str(VAR_DIR / "p
 # application; PDF, PNG and JPEG only, recognised by their first bytes (ADR 0050).
 KYC_DOCUMENT_MAX_BYTES = env.int("KYC_DOCUMENT_MAX_BYTES", default=10 * 1024 * 1024)
 KYC_MAX_DOCUMENTS = env.int("KYC_MAX_DOCUMENTS", default=5)
+# Request bodies are refused (413) before anything reads them when larger than this
+# (config.middleware.BoundedBodyMiddleware); views that take document uploads allow every
+# document at its largest, base64-encoded, plus the form.
+MAX_REQUEST_BYTES = env.int("MAX_REQUEST_BYTES", default=1024 * 1024)
+MAX_UPLOAD_REQUEST_BYTES = env.int(
+    "MAX_UPLOAD_REQUEST_BYTES",
+    default=KYC_MAX_DOCUMENTS * KYC_DOCUMENT_MAX_BYTES * 4 // 3 + 1024 * 1024,
+)
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"

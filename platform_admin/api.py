@@ -100,6 +100,8 @@ class KycApi(OrgApiView):
 
     resource = "kyc"
     parser_classes = [ApiJSONParser, MultiPartParser]
+    # Its body may carry every document (config.middleware.BoundedBodyMiddleware).
+    accepts_uploads = True
 
     def body(self) -> dict[str, Any]:
         application = selectors.kyc_application_current(org=self.org)

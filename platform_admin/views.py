@@ -95,6 +95,9 @@ def _form_data(application: KycApplication | None) -> dict[str, str]:
 class KycView(OrgView):
     """Every member sees the status; owners and admins submit and see the documents."""
 
+    # Its body may carry every document (config.middleware.BoundedBodyMiddleware).
+    accepts_uploads = True
+
     required_role = "member"
     template_name = "platform_admin/kyc_form.html"
 

@@ -25,6 +25,12 @@ threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 # response (gunicorn keeps at most worker_connections - threads), never left waiting.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(8 * threads)))
 keepalive = 5
+# gunicorn has no body-size limit: the app refuses a body over MAX_REQUEST_BYTES by its
+# Content-Length before reading it (config.middleware.BoundedBodyMiddleware); request
+# lines and headers are bounded here.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
 timeout = 30
 graceful_timeout = 20
 # Access lines cost as much CPU as a small view; the request id and the audit log

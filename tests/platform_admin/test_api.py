@@ -152,6 +152,30 @@ def test_post_kyc_with_multipart(org_api: Callable[..., Api], org: Organization)
     assert document["content_type"] == "image/jpeg"
 
 
+def test_post_kyc_with_multipart_documents_of_the_documented_size_is_idempotent(
+    org_api: Callable[..., Api], org: Organization
+) -> None:
+    """Several MB of documents (10 MB each are allowed): the idempotency fingerprint is
+    taken as a stream, and the same upload under the same key is replayed."""
+    api = org_api("kyc:write")
+    big = b"\xff\xd8\xff\xe0" + b"0" * (3 * 1024 * 1024)
+    data = {
+        **KYC_BODY,
+        "documents": [upload("a.jpg", big, "image/jpeg"), upload("b.jpg", big, "image/jpeg")],
+    }
+    headers = {**api.headers, "Idempotency-Key": "kyc-upload-1"}
+    first = api.client.post("/api/v1/kyc", data, headers=headers)
+    assert first.status_code == 201, first.content[:500]
+    assert [d["size"] for d in first.json()["application"]["documents"]] == [len(big)] * 2
+    data["documents"] = [upload("a.jpg", big, "image/jpeg"), upload("b.jpg", big, "image/jpeg")]
+    again = api.client.post("/api/v1/kyc", data, headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    data["documents"] = [upload("c.jpg", big, "image/jpeg")]
+    other = api.client.post("/api/v1/kyc", data, headers=headers)
+    assert other.status_code == 422
+    assert error_code(other) == "idempotency_key_reused"
+
+
 def test_post_kyc_refuses_a_text_file_named_pdf_and_bad_fields(
     org_api: Callable[..., Api], org: Organization
 ) -> None:
