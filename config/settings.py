@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "outbox",
     "accounts",
     "orgs",
     "apikeys",
@@ -277,6 +278,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "apikeys.tasks.purge_idempotency_records",
         "schedule": 3600.0,
     },
+    # Outbox messages the broker never took (it was down), and retries that are due.
+    "outbox-deliver-due": {"task": "outbox.tasks.deliver_due", "schedule": 30.0},
 }
 # Without a Celery worker (embedded default) a thread in the serving process folds usage
 # counters into the database this often, and once more at exit; 0 turns it off.
@@ -341,7 +344,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # Sign-in and invitation tokens are scrubbed from every line (config/logging.py).
+        "plain": {
+            "()": "config.logging.ScrubbingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
