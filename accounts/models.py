@@ -7,7 +7,7 @@ from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, Permis
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
+from django.utils.crypto import constant_time_compare, salted_hmac
 from django_otp.models import Device, ThrottlingMixin, TimestampMixin
 
 from orgs.ids import new_public_id
@@ -60,6 +60,10 @@ class User(AbstractBaseUser, PermissionsMixin):  # type: ignore[django-manager-m
     # Access to Django's admin site only; platform staff powers come from platform_role.
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # Part of every session's auth hash: replacing it signs out each session of the user
+    # whose hash was made before (ADR 0077). Empty until the first replacement, which
+    # keeps the hash of sessions made before this field existed.
+    session_stamp = models.CharField(max_length=32, blank=True, default="", editable=False)
 
     objects: ClassVar[UserManager] = UserManager()
 
@@ -74,6 +78,16 @@ class User(AbstractBaseUser, PermissionsMixin):  # type: ignore[django-manager-m
 
     def __str__(self) -> str:
         return self.email
+
+    def _get_session_auth_hash(self, secret: str | None = None) -> str:
+        """Django's session hash (an HMAC of the password field), with `session_stamp`."""
+        value = self.password if not self.session_stamp else f"{self.password}:{self.session_stamp}"
+        return salted_hmac(
+            "django.contrib.auth.models.AbstractBaseUser.get_session_auth_hash",
+            value,
+            secret=secret,
+            algorithm="sha256",
+        ).hexdigest()
 
     def clean(self) -> None:
         super().clean()

@@ -1,7 +1,11 @@
-"""Helpers shared by the account services: errors, the security-notice email."""
+"""Helpers shared by the account services: errors, the security-notice email, signing
+out other sessions."""
 
 from __future__ import annotations
 
+import secrets
+
+from django.contrib.auth import update_session_auth_hash
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -30,3 +34,13 @@ def security_notice(*, user: User, event: str, request: HttpRequest | None = Non
             "ip": (client_ip(request) or "") if request is not None else "",
         },
     )
+
+
+def sign_out_other_sessions(*, user: User, request: HttpRequest | None = None) -> None:
+    """End every session of `user` but the one making `request` (ADR 0077): a new stamp
+    changes the user's session hash; the current session is given the new hash."""
+    user.session_stamp = secrets.token_hex(16)
+    user.save(update_fields=["session_stamp"])
+    current = getattr(request, "user", None) if request is not None else None
+    if request is not None and current is not None and current.pk == user.pk:
+        update_session_auth_hash(request, user)

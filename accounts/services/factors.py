@@ -18,7 +18,7 @@ from accounts.recovery import (
     new_recovery_code,
     recovery_code_digest,
 )
-from accounts.services._common import AccountError, security_notice
+from accounts.services._common import AccountError, security_notice, sign_out_other_sessions
 from orgs.services import audit_record
 
 TOTP_DEVICE_NAME = "Authenticator app"
@@ -129,6 +129,8 @@ def totp_enrolment_confirm(
     device.save(update_fields=["confirmed"])
     audit_record(action="user.totp_enabled", request=request, actor_user=user, target=user)
     security_notice(user=user, event="An authenticator app was set up", request=request)
+    # Sessions signed in without this factor end; this one proved it (ADR 0077).
+    sign_out_other_sessions(user=user, request=request)
     codes = issue_recovery_codes_for_first_factor(user=user, request=request)
     return VerifyOutcome(device=device, recovery_codes=codes)
 

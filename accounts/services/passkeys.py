@@ -49,7 +49,7 @@ from accounts.models import (
     User,
     WebAuthnChallenge,
 )
-from accounts.services._common import AccountError, security_notice
+from accounts.services._common import AccountError, security_notice, sign_out_other_sessions
 from accounts.services.factors import (
     issue_recovery_codes_for_first_factor,
     void_recovery_codes_without_factor,
@@ -265,6 +265,8 @@ def _passkey_store(
         target_label=name,
     )
     security_notice(user=user, event=f"A passkey named “{name}” was added", request=request)
+    # Sessions signed in without this factor end; this one proved it (ADR 0077).
+    sign_out_other_sessions(user=user, request=request)
     codes = issue_recovery_codes_for_first_factor(user=user, request=request)
     return PasskeyRegistration(device=device, recovery_codes=codes)
 

@@ -44,6 +44,7 @@ def staff_with_factors(soft_authenticator: SoftAuthenticator) -> User:
     )
     assert PasskeyDevice.objects.filter(user=staff).count() == 1
     confirmed_totp(staff)
+    staff.refresh_from_db()  # adding the passkey replaced its session stamp (ADR 0077)
     return staff
 
 
@@ -120,6 +121,7 @@ def test_an_unverified_session_cannot_enrol_totp_or_regenerate_codes(
     codes_before = set(RecoveryCode.objects.filter(device__user=user).values_list("pk", flat=True))
     assert len(codes_before) == 10
 
+    user.refresh_from_db()  # adding the passkey replaced its session stamp (ADR 0077)
     client = unverified(user)
     for path in ("/account/totp/start/", "/account/recovery-codes/regenerate/"):
         response = client.post(path)
