@@ -1,10 +1,11 @@
 from django.urls import path
 
+import config.converters  # noqa: F401  (registers <pid>, <token>)
 from accounts import views
 
 urlpatterns = [
     path("login/", views.login_view, name="login"),
-    path("login/magic/<str:token>/", views.magic_link_view, name="magic-link"),
+    path("login/magic/<token:token>/", views.magic_link_view, name="magic-link"),
     path("login/2fa/", views.second_factor_view, name="second-factor"),
     path(
         "login/2fa/passkey/options/",
@@ -35,7 +36,7 @@ urlpatterns = [
     ),
     path("account/passkeys/register/", views.passkey_register, name="passkey-register"),
     path(
-        "account/passkeys/<str:public_id>/delete/",
+        "account/passkeys/<pid:public_id>/delete/",
         views.passkey_delete_view,
         name="passkey-delete",
     ),

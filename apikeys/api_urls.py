@@ -2,28 +2,15 @@
 
 Ids in paths are opaque public ids (`key_…`, `mem_…`): the `pid` converter refuses
 anything else before a view runs. The last pattern answers every unknown path with the
-error shape (404 `not_found`), in DEBUG too.
+error shape (404 `not_found`), in DEBUG too. The converters live in config/converters.py
+(ADR 0074).
 """
 
 from django.conf import settings
-from django.urls import URLPattern, URLResolver, include, path, re_path, register_converter
+from django.urls import URLPattern, URLResolver, include, path, re_path
 
+import config.converters  # noqa: F401  (registers <pid>)
 from apikeys import api, usage_api, verify
-
-
-class PublicIdConverter:
-    """`<type>_<base62>`: a type prefix, an underscore and up to 40 base62 characters."""
-
-    regex = r"[a-z]{2,8}_[0-9A-Za-z]{1,40}"
-
-    def to_python(self, value: str) -> str:
-        return value
-
-    def to_url(self, value: str) -> str:
-        return value
-
-
-register_converter(PublicIdConverter, "pid")
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("ping", api.PingApi.as_view(), name="api-ping"),

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 import apikeys.urls
+import config.converters  # noqa: F401  (registers <orgslug>)
 import orgs.urls
 import platform_admin.urls
 from apikeys.gateway import GatewayAuthApi
@@ -21,7 +22,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("", include("accounts.urls")),
     path("", include(orgs.urls.urlpatterns)),
-    path("o/<slug:org_slug>/", include(org_urlpatterns)),
+    path("o/<orgslug:org_slug>/", include(org_urlpatterns)),
     path("platform/", include(platform_admin.urls.urlpatterns)),
     path("api/v1/", include("apikeys.api_urls")),
     # The gateway door (forward-auth): any method, the original path after /gateway/auth.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from django.conf import settings
 from django.core.cache import cache
@@ -27,7 +28,12 @@ def home(request: HttpRequest) -> HttpResponse:
 
     user = request.user
     assert isinstance(user, User)
+    from config.converters import OrgSlugConverter
+
     selected = request.COOKIES.get(SELECTED_ORG_COOKIE, "")
+    # A cookie is the caller's: only a value that can be a slug reaches the database.
+    if not re.fullmatch(OrgSlugConverter.regex, selected):
+        selected = ""
     membership = membership_find_for_slug(user=user, org_slug=selected) if selected else None
     if membership is None:
         membership = membership_first_for_user(user=user)

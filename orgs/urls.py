@@ -3,6 +3,7 @@ every view there is built on orgs.tenancy.OrgMixin."""
 
 from django.urls import URLPattern, URLResolver, path
 
+import config.converters  # noqa: F401  (registers <pid>, <token>)
 from orgs import views
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -10,11 +11,11 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("onboarding/", views.OrgCreateView.as_view(), name="onboarding"),
     path("orgs/switch/", views.OrgSwitchView.as_view(), name="org_switch"),
     path(
-        "invitations/id/<str:invitation_id>/",
+        "invitations/id/<pid:invitation_id>/",
         views.InvitationForInviteeView.as_view(),
         name="invitation_for_invitee",
     ),
-    path("invitations/<str:token>/", views.InvitationView.as_view(), name="invitation"),
+    path("invitations/<token:token>/", views.InvitationView.as_view(), name="invitation"),
 ]
 
 org_urlpatterns: list[URLPattern | URLResolver] = [
@@ -23,22 +24,22 @@ org_urlpatterns: list[URLPattern | URLResolver] = [
     path("members/invite/", views.MemberInviteView.as_view(), name="org_member_invite"),
     path("members/leave/", views.MemberLeaveView.as_view(), name="org_member_leave"),
     path(
-        "members/<str:member_id>/role/",
+        "members/<pid:member_id>/role/",
         views.MemberRoleView.as_view(),
         name="org_member_role",
     ),
     path(
-        "members/<str:member_id>/remove/",
+        "members/<pid:member_id>/remove/",
         views.MemberRemoveView.as_view(),
         name="org_member_remove",
     ),
     path(
-        "invitations/<str:invitation_id>/resend/",
+        "invitations/<pid:invitation_id>/resend/",
         views.InvitationResendView.as_view(),
         name="org_invitation_resend",
     ),
     path(
-        "invitations/<str:invitation_id>/cancel/",
+        "invitations/<pid:invitation_id>/cancel/",
         views.InvitationCancelView.as_view(),
         name="org_invitation_cancel",
     ),

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import BadRequest
 from django.http import (
     Http404,
     HttpRequest,
@@ -41,6 +42,7 @@ from orgs.forms import (
     SettingsForm,
     TransferOwnershipForm,
 )
+from orgs.ids import is_public_id
 from orgs.models import AuditEvent, InvitationStatus, Membership, Role
 from orgs.services import OrgError, audit_record
 from orgs.tenancy import OrgMixin, OrgView
@@ -485,6 +487,9 @@ class OwnershipTransferView(OrgMixin, View):
         if not public_id:
             messages.error(request, "Choose the member who becomes the owner.")
             return redirect(f"/o/{self.org.slug}/settings/")
+        if not is_public_id(public_id, prefix="mem"):
+            # Only a hand-made request gets here; its value must not reach the database.
+            raise BadRequest("Malformed member id.")
         target = selectors.membership_get(org=self.org, public_id=public_id)
         try:
             services.ownership_transfer(
@@ -525,7 +530,6 @@ class OrgDeleteView(OrgMixin, View):
 
 # Longest details summary shown in a table cell; the full details are one click away.
 DETAILS_SUMMARY_LENGTH = 140
-CURSOR_MAX_LENGTH = 64
 
 
 def _details_parts(details: dict[str, Any]) -> Iterator[str]:
@@ -567,8 +571,11 @@ class AuditLogView(OrgView):
         form = AuditFilterForm(params)
         valid = form.is_valid()
         query = form.query() if valid else {}
-        before = params.get("before", "")[:CURSOR_MAX_LENGTH]
-        after = "" if before else params.get("after", "")[:CURSOR_MAX_LENGTH]
+        before = params.get("before", "")
+        after = "" if before else params.get("after", "")
+        if not all(is_public_id(cursor, prefix="evt") for cursor in (before, after) if cursor):
+            # Cursors are the page's own links (`evt_…`); anything else was made by hand.
+            raise BadRequest("Malformed page cursor.")
         page = (
             selectors.audit_event_page(org=self.org, before=before, after=after, **form.filters())
             if valid

@@ -1,8 +1,9 @@
-"""Platform and KYC API endpoints, included under /api/v1/ by apikeys/api_urls.py (which
-registers the `pid` converter: opaque ids only)."""
+"""Platform and KYC API endpoints, included under /api/v1/ by apikeys/api_urls.py. The
+`pid` converter (config/converters.py) admits opaque ids only."""
 
 from django.urls import URLPattern, URLResolver, path
 
+import config.converters  # noqa: F401  (registers <pid>)
 from platform_admin import api
 
 urlpatterns: list[URLPattern | URLResolver] = [

@@ -17,7 +17,7 @@ from orgs.tenancy import OrgMixin
 from tests.conftest import signed_in_client
 from tests.factories import MembershipFactory, UserFactory
 
-ORG_PREFIX = "o/<slug:org_slug>/"
+ORG_PREFIX = "o/<orgslug:org_slug>/"
 
 
 def _walk(
