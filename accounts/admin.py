@@ -1,5 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
+from django_otp.plugins.otp_totp.admin import TOTPDeviceAdmin
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import PasskeyDevice, RecoveryCodeDevice, User
 
@@ -72,6 +74,23 @@ class RecoveryCodeDeviceAdmin(admin.ModelAdmin[RecoveryCodeDevice]):
     fields = ("user", "name", "created_at", "last_used_at", "throttling_failure_count")
     readonly_fields = fields
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+# django-otp registers an admin that adds and edits authenticator apps, key included: a
+# device added there for someone else would be a second factor of theirs that no audit
+# event, security notice or recovery-code rule ever saw (ADR 0075). Apps are set up and
+# removed on the security page; here they are listed, shown without their key, and
+# deleted only to free a locked-out user, as passkeys are (ADR 0015).
+admin.site.unregister(TOTPDevice)
+
+
+@admin.register(TOTPDevice)
+class ReadOnlyTOTPDeviceAdmin(TOTPDeviceAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

@@ -17,6 +17,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from apikeys.services import MAX_GRACE, NAME_MAX_LENGTH
+from config import dates
 from orgs.models import InvitationStatus, KycStatus, OrgStatus, Role
 from orgs.plans import Plan
 
@@ -76,12 +77,27 @@ class StrictDateTimeField(serializers.DateTimeField):
     def to_internal_value(self, value: Any) -> datetime:
         if not isinstance(value, str):
             self.fail("invalid", format="ISO 8601")
+        # Python's parser ignores what follows a NUL byte: "…Z\x00junk" would pass.
+        _no_control_characters(value)
         parsed: datetime = super().to_internal_value(value)
         try:
             return parsed.astimezone(UTC)
         except (OverflowError, ValueError):
             self.fail("invalid", format="ISO 8601")
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class FilterDateTimeField(StrictDateTimeField):
+    """A datetime a query filters on: also within `config.dates`' range, so that year 1
+    or 9999 is a 400 naming the parameter and no arithmetic on the value can overflow."""
+
+    def to_internal_value(self, value: Any) -> datetime:
+        if isinstance(value, str) and len(value) > dates.MAX_LENGTH:
+            self.fail("invalid", format="ISO 8601")
+        moment = super().to_internal_value(value)
+        if not dates.datetime_in_range(moment):
+            raise serializers.ValidationError(dates.RANGE_MESSAGE, code="out_of_range")
+        return moment
 
 
 class StrictSerializer(serializers.Serializer[Any]):
@@ -368,8 +384,8 @@ class AuditEventFilterSerializer(StrictSerializer):
         max_length=254,
         help_text="A key id (`key_…`), a user's email, or an X-Actor-Id value.",
     )
-    since = StrictDateTimeField(required=False, help_text="ISO 8601; events at or after.")
-    until = StrictDateTimeField(required=False, help_text="ISO 8601; events before.")
+    since = FilterDateTimeField(required=False, help_text="ISO 8601; events at or after.")
+    until = FilterDateTimeField(required=False, help_text="ISO 8601; events before.")
     also_allowed = PAGINATION_PARAMETERS
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -23,9 +23,9 @@ from apikeys.api_base import OrgApiView
 from apikeys.errors import ApiError
 from apikeys.models import Environment
 from apikeys.serializers import (
+    FilterDateTimeField,
     StrictCharField,
     StrictChoiceField,
-    StrictDateTimeField,
     StrictSerializer,
 )
 
@@ -49,10 +49,10 @@ class UsageFilterSerializer(StrictSerializer):
     key = StrictCharField(
         required=False, max_length=64, help_text="Only this key (`key_…`) of the organisation."
     )
-    since = StrictDateTimeField(
+    since = FilterDateTimeField(
         required=False, help_text="ISO 8601; from this bucket on (aligned down)."
     )
-    until = StrictDateTimeField(
+    until = FilterDateTimeField(
         required=False, help_text="ISO 8601; up to this moment, exclusive (aligned up)."
     )
     granularity = StrictChoiceField(

@@ -17,6 +17,22 @@ from django.template.response import TemplateResponse
 from accounts.navigation import safe_next_url
 
 
+class ServiceOwnedAdmin:
+    """A mixin for the admin of a model whose writes belong to its services (ADR 0075):
+    rows are listed and shown, never added, changed or deleted (a POST is a 403). A write
+    here would skip what the service does with it: the audit event, the invalidation of
+    cached API-key verifications, the rules it checks."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 class LatchkeyAdminSite(admin.AdminSite):
     site_header = "Latchkey administration"
     site_title = "Latchkey admin"

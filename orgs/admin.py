@@ -1,19 +1,24 @@
-from typing import Any
+"""Organisations, memberships and the audit log in Django's admin: read-only (ADR 0075).
+
+Suspending an organisation, changing a role or removing a member goes through
+`orgs.services` or the platform console, which record the audit event and invalidate the
+cached API-key verifications at once; the admin would do neither.
+"""
 
 from django.contrib import admin
-from django.http import HttpRequest
 
+from config.admin import ServiceOwnedAdmin
 from orgs.models import AuditEvent, Membership, Organization
 
 
-class MembershipInline(admin.TabularInline[Membership, Organization]):
+class MembershipInline(ServiceOwnedAdmin, admin.TabularInline[Membership, Organization]):
     model = Membership
     extra = 0
     raw_id_fields = ("user",)
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin[Organization]):
+class OrganizationAdmin(ServiceOwnedAdmin, admin.ModelAdmin[Organization]):
     list_display = ("name", "slug", "public_id", "plan", "kyc_status", "status", "created_at")
     list_filter = ("plan", "kyc_status", "status")
     search_fields = ("name", "slug", "public_id")
@@ -22,7 +27,7 @@ class OrganizationAdmin(admin.ModelAdmin[Organization]):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin[Membership]):
+class MembershipAdmin(ServiceOwnedAdmin, admin.ModelAdmin[Membership]):
     list_display = ("public_id", "org", "user", "role", "created_at")
     list_filter = ("role",)
     search_fields = ("org__slug", "user__email")
@@ -30,19 +35,10 @@ class MembershipAdmin(admin.ModelAdmin[Membership]):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
-    """Read-only: the audit log is append-only, in the admin too."""
+class AuditEventAdmin(ServiceOwnedAdmin, admin.ModelAdmin[AuditEvent]):
+    """The audit log is append-only, in the admin too."""
 
     list_display = ("created_at", "action", "actor_label", "org", "target_label", "ip")
     list_filter = ("action", "actor_type")
     search_fields = ("action", "actor_label", "target_id", "request_id")
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

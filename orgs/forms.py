@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 
+from config import dates
 from orgs.models import Role
 from orgs.services import NAME_MAX_LENGTH
 
@@ -80,6 +81,27 @@ class TransferOwnershipForm(forms.Form):
         field.choices = candidates
 
 
+class FilterDateField(forms.DateField):
+    """A date a query filters on: a form error, never an overflow, for text longer than a
+    date or a day outside `config.dates`' range (year 1, year 9999)."""
+
+    def to_python(self, value: Any) -> date | None:
+        if isinstance(value, str) and len(value) > dates.MAX_LENGTH:
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        day: date | None = super().to_python(value)
+        if day is not None and not dates.date_in_range(day):
+            raise forms.ValidationError(dates.RANGE_MESSAGE, code="out_of_range")
+        return day
+
+    def widget_attrs(self, widget: forms.Widget) -> dict[str, Any]:
+        # The browser's date picker offers only the days the form accepts.
+        return {
+            **super().widget_attrs(widget),
+            "min": dates.EARLIEST_DATE.isoformat(),
+            "max": dates.LATEST_DATE.isoformat(),
+        }
+
+
 class AuditFilterForm(forms.Form):
     """The audit page's and the CSV export's filters (a GET form). Dates are whole UTC
     days: `since` from the start of its day, `until` to the end of its day."""
@@ -91,10 +113,10 @@ class AuditFilterForm(forms.Form):
         help_text="An email, a key id (key_…) or an X-Actor-Id.",
     )
     target = forms.CharField(max_length=64, required=False, label="Target id")
-    since = forms.DateField(
+    since = FilterDateField(
         required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
     )
-    until = forms.DateField(
+    until = FilterDateField(
         required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
     )
 
