@@ -254,6 +254,8 @@ def resolve(digest: str) -> Resolved | None:
     Warm cache: one Redis round trip (none on local memory) and no database query. The
     caller decides from the states, at request time, whether the key is accepted.
     """
+    if _check_pending:
+        _settle_pending()
     store = backend()
     names = _names(digest)
     try:
@@ -295,6 +297,8 @@ def resolve_and_count(
     resolution in this process (a digest always names the same key), and the script
     counts nothing when the entry names another key.
     """
+    if _check_pending:
+        _settle_pending()
     store = backend()
     names = _names(digest)
     ids = _ids.get(digest) if _ids_generation == redisconn.settings_generation() else None
@@ -375,6 +379,7 @@ def _names(digest: str) -> tuple[str, str, str, str]:
 
 
 def _resolve_from_db(digest: str, exc: BaseException) -> Resolved | None:
+    _mark_outage()
     redisconn.error_log.error(
         "keycache", "Redis unreachable: verifying API keys against the database", exc
     )
@@ -495,6 +500,7 @@ def _invalidate(target: tuple[str, Any], *, wait: bool) -> None:
             type(exc).__name__,
             exc,
         )
+        _remember_pending(target)
         _retrier.add(target)
         # Leases granted before the outage end within their length (at least the
         # default's, should this process run with leases off). The cache entry itself
@@ -503,6 +509,67 @@ def _invalidate(target: tuple[str, Any], *, wait: bool) -> None:
         held_ms = max(int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0), 200)
     if wait and held_ms > 0:
         _wait(held_ms / 1000 + LEASE_WAIT_MARGIN)
+
+
+# --- invalidations that outlive an outage and restarts (ADR 0078) -----------------------
+
+# Set at start and after any Redis error: before this process trusts the cache again it
+# applies the invalidations pending in the database (one query when there are none).
+_check_pending = True
+
+
+def _remember_pending(target: tuple[str, Any]) -> None:
+    """Keep `target` in the database until some process gets it through to Redis."""
+    from django.db import DatabaseError
+
+    from apikeys.models import PendingInvalidation
+
+    kind, ident = target
+    try:
+        PendingInvalidation.objects.create(kind=kind, ident=str(ident))
+    except DatabaseError:
+        logger.exception("A pending cache invalidation could not be stored; retried in memory")
+
+
+def apply_pending(*, limit: int = 500) -> int:
+    """Apply the invalidations pending in the database and delete them; returns how many.
+
+    Raises `redisconn.REDIS_ERRORS` while Redis is still unreachable (nothing is deleted
+    that was not applied)."""
+    from apikeys.models import PendingInvalidation
+
+    rows = list(
+        PendingInvalidation.objects.order_by("pk").values_list("pk", "kind", "ident")[:limit]
+    )
+    done: list[int] = []
+    try:
+        for pk, kind, ident in rows:
+            _apply((kind, ident if kind == "key" else int(ident)))
+            done.append(pk)
+    finally:
+        if done:
+            PendingInvalidation.objects.filter(pk__in=done).delete()
+    return len(done)
+
+
+def _settle_pending() -> None:
+    """Before the cache is trusted: apply what is pending, once per outage and start."""
+    from django.db import DatabaseError
+
+    global _check_pending
+    try:
+        apply_pending()
+    except redisconn.REDIS_ERRORS:
+        return  # still down: the lookup that follows goes to the database
+    except DatabaseError:
+        logger.exception("Pending cache invalidations could not be read; checked again later")
+        return
+    _check_pending = False
+
+
+def _mark_outage() -> None:
+    global _check_pending
+    _check_pending = True
 
 
 def _wait(seconds: float) -> None:

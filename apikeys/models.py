@@ -194,3 +194,20 @@ class UsageFoldBatch(models.Model):
 
     def __str__(self) -> str:
         return self.batch_id
+
+
+class PendingInvalidation(models.Model):
+    """A verification-cache invalidation that could not reach Redis (ADR 0078).
+
+    Written in the database when Redis is unreachable at a revoke, rotation, deletion or
+    org change (inside the change's own transaction when there is one), and deleted once
+    applied. Every process applies what is pending before it trusts the cache again after
+    an outage, and at its start, so a revocation outlives restarts of every process.
+    """
+
+    kind = models.CharField(max_length=8)  # "key" (ident: digest) or "org" (ident: org id)
+    ident = models.CharField(max_length=128)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"pending {self.kind} invalidation {self.ident[:12]}"

@@ -26,6 +26,18 @@ def fold_usage() -> int:
 
 
 @shared_task(ignore_result=True)
+def apply_pending_invalidations() -> int:
+    """Get the cache invalidations that could not reach Redis through (ADR 0078); a Redis
+    still down leaves them for the next run."""
+    from apikeys import keycache, redisconn
+
+    try:
+        return keycache.apply_pending()
+    except redisconn.REDIS_ERRORS:
+        return 0
+
+
+@shared_task(ignore_result=True)
 def purge_idempotency_records() -> int:
     """Delete expired idempotency records and old usage-batch markers."""
     return purge_expired() + usage.purge_fold_markers()

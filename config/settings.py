@@ -278,6 +278,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "apikeys.tasks.purge_idempotency_records",
         "schedule": 3600.0,
     },
+    # Verification-cache invalidations that could not reach Redis (ADR 0078).
+    "apikeys-apply-pending-invalidations": {
+        "task": "apikeys.tasks.apply_pending_invalidations",
+        "schedule": 30.0,
+    },
     # Outbox messages the broker never took (it was down), and retries that are due.
     "outbox-deliver-due": {"task": "outbox.tasks.deliver_due", "schedule": 30.0},
 }

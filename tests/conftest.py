@@ -34,9 +34,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def _reset_process_state() -> None:
-    from apikeys import usage
+    from apikeys import keycache, usage
 
     cache.clear()
+    # Pending invalidations live in each test's own database: nothing carries over. A test
+    # of ADR 0078 sets the flag itself.
+    keycache._check_pending = False
     # In-process usage counters and recent requests (the embedded default): SQLite reuses
     # ids after a rollback, so leftovers would be credited to the next test's keys.
     usage.discard_local()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json as _json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -96,6 +97,15 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
         self.process = None
+
+    def freeze(self) -> None:
+        """Unreachable but keeping its data, as behind a network outage (SIGSTOP)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
 
 class ExternalRedis(RedisServer):

@@ -124,6 +124,39 @@ def test_redis_stopped_mid_test_gives_no_500_and_keeps_authentication(
     assert server.call("GET", "/api/v1/me", headers=bearer(revoked_secret)).status == 401
 
 
+@pytest.mark.stops_redis
+def test_a_revoke_made_while_redis_is_unreachable_survives_restarting_every_worker(
+    server: Server, redis_server: RedisServer
+) -> None:
+    """ADR 0078: Redis keeps its data through the outage (a network cut, not a restart),
+    so the stale entry of the revoked key is still there when it answers again."""
+    public_id, secret = create_key(server, slug="acme", per_minute=0, burst=0, monthly=0)
+    warm = parallel(12, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
+    assert {r.status for r in warm} == {200}
+    redis_server.freeze()
+    try:
+        server.run_django(
+            f"""
+            from apikeys.models import ApiKey
+            from apikeys.services import apikey_revoke
+            apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
+            """
+        )
+        server.stop()  # every worker: nothing remembered in memory survives
+        server.start()
+    finally:
+        redis_server.thaw()
+    after = parallel(24, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
+    assert {(r.status, r.code) for r in after} == {(401, "api_key_revoked")}
+    left = server.run_django(
+        """
+        from apikeys.models import PendingInvalidation
+        print(PendingInvalidation.objects.count())
+        """
+    )
+    assert left.strip().splitlines()[-1] == "0"  # applied, then forgotten
+
+
 def test_concurrent_duplicates_with_one_idempotency_key_write_once(server: Server) -> None:
     _, secret = create_key(server, per_minute=0, burst=0, monthly=0)
     body = {"name": "Once", "environment": "test", "scopes": ["usage:read"]}
