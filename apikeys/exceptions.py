@@ -9,12 +9,14 @@ both.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions as drf
@@ -23,11 +25,24 @@ from rest_framework.settings import api_settings
 from rest_framework.views import set_rollback
 
 from apikeys.errors import AUTHENTICATION_CODES, ERRORS, ApiError, error_body, www_authenticate
+from apikeys.redisconn import ErrorLog
 from apikeys.scopes import ScopeError
 from apikeys.services import ApiKeyError, ScopeNotAllowed
 from orgs.services import OrgError
 
 logger = logging.getLogger("apikeys.api")
+
+# The database is unreachable (or dropped the connection): 503 with Retry-After, never a
+# 500. Django closes an unusable connection at the end of the request, so the next one
+# reconnects: workers recover by themselves once the database is back.
+DATABASE_DOWN: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER = 5
+_database_errors = ErrorLog(logger_name="apikeys.api")
+
+
+def database_down(exc: BaseException) -> None:
+    _database_errors.error("database", "Database unreachable: answering 503", exc)
+
 
 API_PATH_PREFIX = "/api/"
 
@@ -85,6 +100,9 @@ def _classify(exc: BaseException) -> tuple[str, str | None, dict[str, Any], dict
     """
     if isinstance(exc, ApiError):
         return exc.code, exc.message, dict(exc.extra), dict(exc.headers)
+    if isinstance(exc, DATABASE_DOWN):
+        database_down(exc)
+        return "service_unavailable", None, {}, {"Retry-After": str(DATABASE_RETRY_AFTER)}
     if isinstance(exc, drf.ValidationError):
         message, extra = _validation_payload(exc.detail)
         return "validation_error", message, extra, {}
@@ -196,6 +214,28 @@ def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
+    exc = sys.exc_info()[1]
+    if isinstance(exc, DATABASE_DOWN):
+        return _database_down_response(request, exc)
     if _is_api(request):
         return json_error(request, "internal_error")
     return defaults.server_error(request)
+
+
+def _database_down_response(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """503 with Retry-After: the API's error shape under /api/ and /gateway/, a page that
+    needs nothing from the database elsewhere."""
+    database_down(exc)
+    response: HttpResponse
+    if request.path.startswith(("/api/", "/gateway/")):
+        response = json_error(request, "service_unavailable")
+    else:
+        response = HttpResponse(
+            "<!doctype html><title>Temporarily unavailable</title>"
+            "<h1>Temporarily unavailable</h1><p>Latchkey cannot reach its database. "
+            "Try again in a few seconds.</p>",
+            status=503,
+            content_type="text/html; charset=utf-8",
+        )
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response

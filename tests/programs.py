@@ -8,6 +8,7 @@ so CI can never pass by skipping. See the README's "What the full run needs".
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -68,7 +69,14 @@ NGINX = Program(
 )
 ENVSUBST = Program(name="envsubst", debian="gettext-base", macos="gettext")
 
-PROGRAMS = (REDIS, CHROMIUM, NGINX, ENVSUBST)
+# PostgreSQL's server tools (initdb, pg_ctl): Debian keeps them out of PATH.
+POSTGRES = Program(
+    name="initdb",
+    debian="postgresql",
+    macos="postgresql",
+    candidates=(*sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True), "initdb"),
+)
+PROGRAMS = (REDIS, CHROMIUM, NGINX, ENVSUBST, POSTGRES)
 
 
 def require(program: Program) -> str:

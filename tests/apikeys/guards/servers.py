@@ -90,7 +90,7 @@ class Server:
         }
         if self.redis_url:
             extra["REDIS_URL"] = self.redis_url
-        return child_env(**extra, **self.settings)
+        return child_env(**{**extra, **self.settings})
 
     def start(self) -> None:
         self.log_path = self.db_path.with_suffix(f".{self.port}.log")
