@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from django.contrib import admin
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path
 
 from accounts.navigation import safe_next_url
 
@@ -31,6 +32,18 @@ class ServiceOwnedAdmin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def _guarded_shortcut(pattern: Any) -> Any:
+    view = pattern.callback
+
+    def shortcut(request: HttpRequest, content_type_id: int, object_id: str) -> HttpResponse:
+        if len(object_id) > 255 or any(ord(ch) < 32 or ord(ch) == 127 for ch in object_id):
+            raise Http404
+        response: HttpResponse = view(request, content_type_id, object_id)
+        return response
+
+    return path(str(pattern.pattern), shortcut, name=pattern.name)
 
 
 class LatchkeyAdminSite(admin.AdminSite):
@@ -58,6 +71,16 @@ class LatchkeyAdminSite(admin.AdminSite):
             # the admin does not advertise itself, like the platform console (ADR 0053).
             raise Http404
         return HttpResponseRedirect("/login/?" + urlencode({"next": next_url}))
+
+    def get_urls(self) -> list[Any]:
+        """Django's own, with the view-on-site shortcut refusing an object id that no
+        primary key can be (a NUL or another control character, which PostgreSQL refuses
+        in text) before it reaches the database."""
+        urls = super().get_urls()
+        for index, pattern in enumerate(urls):
+            if getattr(pattern, "name", None) == "view_on_site":
+                urls[index] = _guarded_shortcut(pattern)
+        return urls
 
     # No passwords exist, so there is none to change.
     def password_change(self, request: HttpRequest, extra_context: Any = None) -> TemplateResponse:

@@ -372,3 +372,15 @@ def test_a_nul_in_the_selected_org_cookie_is_ignored(
     response = client.get("/")
     assert response.status_code == 302 and response["Location"] == f"/o/{org.slug}/"
     assert refuse_nul_in_queries == []
+
+
+def test_the_admins_view_on_site_shortcut_refuses_a_nul_object_id(
+    actors: dict[str, Client], refuse_nul_in_queries: list[str]
+) -> None:
+    from django.contrib.contenttypes.models import ContentType
+    from django.contrib.sessions.models import Session
+
+    sessions = ContentType.objects.get_for_model(Session)  # a model with a text key
+    response = actors["platform owner"].get(f"/admin/r/{sessions.pk}/ab%00cd/")
+    assert response.status_code == 404
+    assert refuse_nul_in_queries == []
