@@ -165,11 +165,18 @@ def kyc_submit(
     """
     locked = _lock_org(org)
     latest = KycApplication.objects.filter(org=locked).order_by("-submitted_at", "-id").first()
-    if latest is not None and latest.status == KycApplicationStatus.PENDING:
+    # The org's own status decides too: an org approved or under review by other means
+    # (platform staff, an import) has no application to look at, and must not be sent
+    # back to `pending` (which would block its live keys).
+    if locked.kyc_status == KycStatus.PENDING or (
+        latest is not None and latest.status == KycApplicationStatus.PENDING
+    ):
         raise PlatformError(
             "The KYC application is under review; it cannot be changed now.", code="kyc_pending"
         )
-    if latest is not None and latest.status == KycApplicationStatus.APPROVED:
+    if locked.kyc_status == KycStatus.APPROVED or (
+        latest is not None and latest.status == KycApplicationStatus.APPROVED
+    ):
         raise PlatformError(
             "The KYC application is approved; it cannot be changed.", code="kyc_approved"
         )
@@ -238,6 +245,8 @@ def kyc_submit(
     locked.kyc_status = KycStatus.PENDING
     locked.save(update_fields=["kyc_status", "updated_at"])
     org.kyc_status = KycStatus.PENDING
+    # Keys' cached view of the org (`me`, the gate on live keys) must not go stale.
+    invalidate_org_keys(locked)
     audit_record(
         action="kyc.submitted",
         org=locked,

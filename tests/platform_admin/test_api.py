@@ -176,6 +176,36 @@ def test_post_kyc_with_multipart_documents_of_the_documented_size_is_idempotent(
     assert error_code(other) == "idempotency_key_reused"
 
 
+@pytest.mark.parametrize("status", [KycStatus.APPROVED, KycStatus.PENDING])
+def test_post_kyc_is_409_for_an_org_approved_or_pending_without_an_application(
+    status: str, org_api: Callable[..., Api], org: Organization
+) -> None:
+    Organization.objects.filter(pk=org.pk).update(kyc_status=status)
+    api = org_api("kyc:write")
+    response = api.post(
+        "kyc",
+        {**KYC_BODY, "documents": [{"filename": "c.pdf", "content_base64": b64(pdf_bytes())}]},
+    )
+    assert response.status_code == 409 and error_code(response) == "conflict"
+    org.refresh_from_db()
+    assert org.kyc_status == status
+    assert not KycApplication.objects.filter(org=org).exists()
+
+
+def test_me_shows_the_kyc_status_at_once_after_a_submission(
+    org_api: Callable[..., Api], org: Organization
+) -> None:
+    api = org_api("kyc:write")
+    for _ in range(3):  # warm the key's cached view of the org
+        assert api.get("me").json()["organization"]["kyc_status"] == "not_submitted"
+    submitted = api.post(
+        "kyc",
+        {**KYC_BODY, "documents": [{"filename": "c.pdf", "content_base64": b64(pdf_bytes())}]},
+    )
+    assert submitted.status_code == 201
+    assert api.get("me").json()["organization"]["kyc_status"] == "pending"
+
+
 def test_post_kyc_refuses_a_text_file_named_pdf_and_bad_fields(
     org_api: Callable[..., Api], org: Organization
 ) -> None:
