@@ -51,7 +51,8 @@ class PingApi(PublicApiView):
 
 
 class NotFoundApi(PublicApiView):
-    """Every other path under /api/v1/: 404 `not_found` in the error shape, any method."""
+    """Every other path under /api/ and /gateway/: 404 `not_found` in the error shape, any
+    method."""
 
     schema = None
 

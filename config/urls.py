@@ -6,6 +6,7 @@ import apikeys.urls
 import config.converters  # noqa: F401  (registers <orgslug>)
 import orgs.urls
 import platform_admin.urls
+from apikeys.api import NotFoundApi
 from apikeys.gateway import GatewayAuthApi
 from config import views
 
@@ -36,6 +37,9 @@ urlpatterns = [
         name="api-docs",
     ),
     path("admin/", admin.site.urls),
+    # Anything else under /api/ or /gateway/ is the API's 404, whatever DEBUG says (Django's
+    # debug page would answer HTML to an API client).
+    re_path(r"^(?:api|gateway)(?:/.*)?$", NotFoundApi.as_view(), name="api-elsewhere-not-found"),
 ]
 
 # Under /api/ Django-level errors use the API's error shape; elsewhere Django's pages.

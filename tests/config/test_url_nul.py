@@ -87,6 +87,8 @@ WELL_FORMED_ID = "zz_" + "A" * 24
 REGEX_TEMPLATES: list[tuple[re.Pattern[str], str, dict[str, str]]] = [
     # /api/v1/ catch-all: the API's JSON 404.
     (re.compile(r"^\^\.\*\$$"), "{rest}", {"rest": "x"}),
+    # Anything else under /api/ or /gateway/: the API's JSON 404 (no parameter).
+    (re.compile(r"^\^\(\?:api\|gateway\)"), "api/elsewhere", {}),
     # The gateway door: the original path follows /gateway/auth.
     (re.compile(r"^\^gateway/auth\(\?P<rest>"), "gateway/auth/{rest}", {"rest": ""}),
     # Django admin: an app's index, and the catch-all that adds a slash or 404s.
