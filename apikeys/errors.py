@@ -93,6 +93,11 @@ ERRORS: Mapping[str, ErrorSpec] = {
     "conflict": ErrorSpec(
         409, INVALID_REQUEST_ERROR, "The request conflicts with the resource's current state."
     ),
+    "already_rotated": ErrorSpec(
+        409,
+        INVALID_REQUEST_ERROR,
+        "This key was already rotated; rotate its successor (`successor_id`) instead.",
+    ),
     "request_too_large": ErrorSpec(413, INVALID_REQUEST_ERROR, "The request body is too large."),
     "unsupported_media_type": ErrorSpec(
         415, INVALID_REQUEST_ERROR, "Send the body as JSON (Content-Type: application/json)."

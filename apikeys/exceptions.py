@@ -122,7 +122,7 @@ def _classify(exc: BaseException) -> tuple[str, str | None, dict[str, Any], dict
     if isinstance(exc, ApiKeyError):
         code = exc.code if exc.code in ERRORS else "validation_error"
         param = {"grace": "grace_period"}.get(exc.param, exc.param) or None
-        return code, exc.message, {"param": param}, {}
+        return code, exc.message, {"param": param, **exc.extra}, {}
     if isinstance(exc, OrgError):
         code = ORG_ERROR_CODES.get(exc.code, "validation_error")
         return code, exc.message, {"reason": exc.code}, {}

@@ -24,6 +24,7 @@ def apikey_list(*, org: Organization) -> QuerySet[ApiKey]:
     return (
         ApiKey.objects.filter(org=org, deleted_at__isnull=True)
         .select_related("created_by")
+        .prefetch_related("successors")
         .order_by("-created_at", "-id")
     )
 

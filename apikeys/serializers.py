@@ -261,6 +261,7 @@ class ApiKeySerializer(serializers.Serializer[Any]):
     revoked_at = serializers.DateTimeField(allow_null=True)
     last_used_at = serializers.DateTimeField(allow_null=True)
     predecessor_id = serializers.SerializerMethodField()
+    rotated_to = serializers.SerializerMethodField()
     meta = serializers.DictField(help_text=META_HELP)
 
     def get_object(self, obj: Any) -> str:
@@ -282,6 +283,13 @@ class ApiKeySerializer(serializers.Serializer[Any]):
         """The key this one replaced in a rotation (`key_…`), or null."""
         predecessor = obj.predecessor if obj.predecessor_id is not None else None
         return None if predecessor is None else str(predecessor.public_id)
+
+    def get_rotated_to(self, obj: Any) -> str | None:
+        """The key that replaced this one in a rotation (`key_…`), or null."""
+        if obj.rotated_at is None:
+            return None
+        successors = sorted(obj.successors.all(), key=lambda k: (k.created_at, k.pk))
+        return str(successors[0].public_id) if successors else None
 
 
 class ApiKeyWithSecretSerializer(ApiKeySerializer):

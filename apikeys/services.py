@@ -36,12 +36,21 @@ class ApiKeyError(Exception):
 
     code = "validation_error"
 
-    def __init__(self, message: str, *, code: str | None = None, param: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.param = param
+        # More fields of the error body (e.g. the successor of an already rotated key).
+        self.extra = dict(extra or {})
 
 
 class InvalidKeyInput(ApiKeyError):
@@ -74,6 +83,12 @@ class KeyNotActive(ApiKeyError):
     """Rotating a revoked, expired, deleted or already rotated key."""
 
     code = "validation_error"
+
+
+class KeyAlreadyRotated(KeyNotActive):
+    """Rotating a key that was rotated before: its successor is the one to rotate."""
+
+    code = "already_rotated"
 
 
 class ActorNotAllowed(ApiKeyError):
@@ -354,10 +369,17 @@ def apikey_rotate(
     status = old.status_at(now)
     if status == KeyStatus.REVOKED:
         raise KeyNotActive("A revoked key cannot be rotated.")
+    if old.rotated_at is not None:
+        successor = old.successors.order_by("created_at", "id").first()
+        successor_id = successor.public_id if successor is not None else None
+        raise KeyAlreadyRotated(
+            "This key was already rotated"
+            + (f" into {successor_id}" if successor_id else "")
+            + "; rotate its successor instead.",
+            extra={"successor_id": successor_id},
+        )
     if status == KeyStatus.EXPIRED:
         raise KeyNotActive("An expired key cannot be rotated.")
-    if status == KeyStatus.EXPIRING:
-        raise KeyNotActive("This key was already rotated; rotate its successor instead.")
     if old.org is not None:
         _check_org_may_hold(old.org, old.environment)
     # As at creation: a key about to expire (or in its own rotation grace) could otherwise

@@ -212,8 +212,15 @@ def test_rotate_returns_a_new_secret_and_keeps_the_old_key_for_the_grace(
     assert old["status"] == "expiring" and old["rotated_at"] is not None
     event = AuditEvent.objects.get(action="api_key.rotated")
     assert event.external_actor_id == "ops-7" and event.details["grace_seconds"] == 3600
+    assert old["rotated_to"] == body["id"]
+    assert full_client.get(f"api-keys/{body['id']}").json()["rotated_to"] is None
+    listed = {k["id"]: k for k in full_client.get("api-keys").json()["results"]}
+    assert listed[target.public_id]["rotated_to"] == body["id"]
+    # A second rotation names the key to rotate instead.
     again = full_client.post(f"api-keys/{target.public_id}/rotate", {})
-    assert_error(again, 400, "validation_error")
+    error = assert_error(again, 409, "already_rotated")
+    assert error["successor_id"] == body["id"]
+    assert body["id"] in error["message"]
 
 
 def test_rotate_defaults_to_a_day_of_grace(org: Organization, full_client: ApiClient) -> None:
