@@ -292,11 +292,16 @@ class ApiKeyBase(OrgApiView):
 
     resource = "api_keys"
 
-    def visible_keys(self) -> QuerySet[ApiKey]:
-        keys = apikey_list(org=self.org).select_related("created_by_key", "predecessor")
+    def visible_keys(
+        self, *, environment: str | None = None, status: str | None = None
+    ) -> QuerySet[ApiKey]:
+        wanted = environment
         if self.principal.environment == Environment.TEST:
-            keys = keys.filter(environment=Environment.TEST)
-        return keys
+            environment = Environment.TEST  # a test key sees test keys only
+        keys = apikey_list(org=self.org, environment=environment, status=status)
+        if wanted not in (None, environment):
+            keys = keys.none()
+        return keys.select_related("created_by_key", "predecessor")
 
     def key(self, key_id: str) -> ApiKey:
         key = apikey_get(org=self.org, public_id=key_id)
@@ -325,11 +330,14 @@ class ApiKeyListApi(ApiKeyBase):
 
     @extend_schema(
         responses=s.ApiKeySerializer(many=True),
+        parameters=[s.ApiKeyListQuerySerializer],
         summary="List API keys",
     )
     def get(self, request: Request) -> Response:
-        _valid(s.PageSerializer, request.query_params)
-        return self.paginate(self.visible_keys(), s.ApiKeySerializer)
+        """Filter by `status` (as of now) and `environment`; a test key sees test keys."""
+        query = _valid(s.ApiKeyListQuerySerializer, request.query_params)
+        keys = self.visible_keys(environment=query.get("environment"), status=query.get("status"))
+        return self.paginate(keys, s.ApiKeySerializer)
 
     @extend_schema(
         request=s.ApiKeyCreateSerializer,

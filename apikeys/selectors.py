@@ -19,11 +19,32 @@ from orgs.models import AuditEvent, Organization
 HISTORY_LIMIT = 50
 
 
-def apikey_list(*, org: Organization) -> QuerySet[ApiKey]:
-    """The org's keys that are not deleted, newest first, with their creators."""
+def apikey_list(
+    *,
+    org: Organization,
+    environment: str | None = None,
+    status: str | None = None,
+    now: datetime | None = None,
+) -> QuerySet[ApiKey]:
+    """The org's keys that are not deleted, newest first, with their creators; only those
+    of `environment` and in `status` at `now` (`active`, `expiring`, `expired`,
+    `revoked`, as `ApiKey.status_at` decides) when given."""
+    keys = ApiKey.objects.filter(org=org, deleted_at__isnull=True)
+    if environment is not None:
+        keys = keys.filter(environment=environment)
+    if status is not None:
+        now = now or timezone.now()
+        live = Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        keys = keys.filter(
+            {
+                "revoked": Q(revoked_at__isnull=False),
+                "expired": Q(revoked_at__isnull=True, expires_at__lte=now),
+                "expiring": live & Q(rotated_at__isnull=False),
+                "active": live & Q(rotated_at__isnull=True),
+            }[status]
+        )
     return (
-        ApiKey.objects.filter(org=org, deleted_at__isnull=True)
-        .select_related("created_by")
+        keys.select_related("created_by")
         .prefetch_related("successors")
         .order_by("-created_at", "-id")
     )

@@ -409,6 +409,21 @@ class PageSerializer(StrictSerializer):
     also_allowed = PAGINATION_PARAMETERS
 
 
+class ApiKeyListQuerySerializer(StrictSerializer):
+    """The filters of `GET api-keys` (and the paginator's parameters)."""
+
+    also_allowed = PAGINATION_PARAMETERS
+
+    status = serializers.ChoiceField(
+        choices=["active", "expiring", "expired", "revoked"],
+        required=False,
+        help_text="Only keys in this state now.",
+    )
+    environment = serializers.ChoiceField(
+        choices=["live", "test"], required=False, help_text="Only keys of this environment."
+    )
+
+
 # ---- verify API -----------------------------------------------------------------------------
 
 

@@ -223,6 +223,46 @@ def test_rotate_returns_a_new_secret_and_keeps_the_old_key_for_the_grace(
     assert body["id"] in error["message"]
 
 
+def test_keys_are_listed_by_status_and_environment(
+    org: Organization, full_client: ApiClient, make_api_key: KeyMaker
+) -> None:
+    from orgs.models import KycStatus
+
+    org.kyc_status = KycStatus.APPROVED
+    org.save(update_fields=["kyc_status"])
+    revoked, _ = make_api_key(org, ["members:read"], name="Revoked")
+    ApiKey.objects.filter(pk=revoked.pk).update(revoked_at=timezone.now())
+    expired, _ = make_api_key(org, ["members:read"], name="Expired")
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(hours=1))
+    rotated, _ = make_api_key(org, ["members:read"], name="Rotated")
+    full_client.post(f"api-keys/{rotated.public_id}/rotate", {"grace_period": 3600})
+    make_api_key(org, ["members:read"], name="Live", environment="live")
+
+    def names(**query: str) -> set[str]:
+        response = full_client.get("api-keys", query=query)
+        assert response.status_code == 200, response.json()
+        return {k["name"] for k in response.json()["results"]}
+
+    assert names(status="revoked") == {"Revoked"}
+    assert names(status="expired") == {"Expired"}
+    assert names(status="expiring") == {"Rotated"}
+    assert "Rotated" in names(status="active")
+    assert not {"Revoked", "Expired"} & names(status="active")
+    # The calling key is a test key: it never sees live keys, filtered or not.
+    assert names(environment="live") == set()
+    assert "Live" not in names()
+    _, live_secret = make_api_key(org, ["api_keys:read"], name="Reader", environment="live")
+    live_client = ApiClient(live_secret)
+    listed = live_client.get("api-keys", query={"environment": "live"}).json()["results"]
+    assert {k["name"] for k in listed} == {"Live", "Reader"}
+    revoked_live = live_client.get("api-keys", query={"environment": "live", "status": "revoked"})
+    assert revoked_live.json()["results"] == []
+    error = assert_error(
+        full_client.get("api-keys", query={"status": "gone"}), 400, "validation_error"
+    )
+    assert error["param"] == "status"
+
+
 def test_rotate_defaults_to_a_day_of_grace(org: Organization, full_client: ApiClient) -> None:
     target = ApiKey.objects.get(org=org)
     before = timezone.now()
