@@ -33,8 +33,16 @@ from apikeys.scopes import (
 from apikeys.selectors import apikey_get, apikey_list, apikey_public_ids
 from apikeys.services import apikey_create, apikey_delete, apikey_revoke, apikey_rotate
 from orgs.models import Membership, Organization
-from orgs.selectors import audit_event_list, membership_get, membership_list
+from orgs.selectors import (
+    audit_event_list,
+    invitation_get,
+    invitation_list,
+    membership_get,
+    membership_list,
+)
 from orgs.services import (
+    invitation_cancel,
+    invitation_resend,
     member_invite,
     membership_change_role,
     membership_remove,
@@ -233,6 +241,66 @@ class MemberListApi(OrgApiView):
             external_actor_id=self.external_actor_id,
         )
         return Response(s.InvitationSerializer(invitation).data, status=status.HTTP_201_CREATED)
+
+
+class InvitationListApi(OrgApiView):
+    """The organisation's invitations, newest first (`POST members` sends one)."""
+
+    resource = "members"
+
+    @extend_schema(responses=s.InvitationSerializer(many=True), summary="List invitations")
+    def get(self, request: Request) -> Response:
+        _valid(s.PageSerializer, request.query_params)
+        return self.paginate(
+            invitation_list(org=self.org), s.InvitationSerializer, ordering=("-sent_at", "-id")
+        )
+
+
+class InvitationBase(OrgApiView):
+    resource = "members"
+
+    def invitation(self, invitation_id: str) -> Any:
+        """One of the org's invitations; another org's is a 404 like an absent one."""
+        return invitation_get(org=self.org, public_id=invitation_id)
+
+
+class InvitationDetailApi(InvitationBase):
+    """One invitation."""
+
+    @extend_schema(responses=s.InvitationSerializer, summary="Get an invitation")
+    def get(self, request: Request, invitation_id: str) -> Response:
+        return Response(s.InvitationSerializer(self.invitation(invitation_id)).data)
+
+
+class InvitationResendApi(InvitationBase):
+    """Email an open invitation again with a fresh link and 7 more days; the old link stops
+    working. A key acts with an admin's powers: it cannot touch owner invitations."""
+
+    @extend_schema(request=None, responses=s.InvitationSerializer, summary="Resend an invitation")
+    def post(self, request: Request, invitation_id: str) -> Response:
+        invitation = invitation_resend(
+            invitation=self.invitation(invitation_id),
+            actor_membership=None,
+            request=request._request,
+            actor_api_key=self.api_key,
+            external_actor_id=self.external_actor_id,
+        )
+        return Response(s.InvitationSerializer(invitation).data)
+
+
+class InvitationCancelApi(InvitationBase):
+    """Close an open invitation: its link stops working at once."""
+
+    @extend_schema(request=None, responses=s.InvitationSerializer, summary="Cancel an invitation")
+    def post(self, request: Request, invitation_id: str) -> Response:
+        invitation = invitation_cancel(
+            invitation=self.invitation(invitation_id),
+            actor_membership=None,
+            request=request._request,
+            actor_api_key=self.api_key,
+            external_actor_id=self.external_actor_id,
+        )
+        return Response(s.InvitationSerializer(invitation).data)
 
 
 class MemberDetailApi(OrgApiView):

@@ -20,6 +20,22 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("organization", api.OrganizationApi.as_view(), name="api-organization"),
     path("members", api.MemberListApi.as_view(), name="api-members"),
     path("members/<pid:member_id>", api.MemberDetailApi.as_view(), name="api-member"),
+    path("invitations", api.InvitationListApi.as_view(), name="api-invitations"),
+    path(
+        "invitations/<pid:invitation_id>",
+        api.InvitationDetailApi.as_view(),
+        name="api-invitation",
+    ),
+    path(
+        "invitations/<pid:invitation_id>/resend",
+        api.InvitationResendApi.as_view(),
+        name="api-invitation-resend",
+    ),
+    path(
+        "invitations/<pid:invitation_id>/cancel",
+        api.InvitationCancelApi.as_view(),
+        name="api-invitation-cancel",
+    ),
     path("api-keys", api.ApiKeyListApi.as_view(), name="api-keys"),
     path("api-keys/<pid:key_id>", api.ApiKeyDetailApi.as_view(), name="api-key"),
     path("api-keys/<pid:key_id>/rotate", api.ApiKeyRotateApi.as_view(), name="api-key-rotate"),

@@ -152,6 +152,11 @@ def invitation_list_pending(*, org: Organization) -> QuerySet[Invitation]:
     )
 
 
+def invitation_list(*, org: Organization) -> QuerySet[Invitation]:
+    """Every invitation of the org (open, accepted, cancelled, expired), newest first."""
+    return Invitation.objects.filter(org=org).order_by("-sent_at", "-id")
+
+
 def invitation_count_pending(*, org: Organization) -> int:
     return Invitation.objects.filter(
         org=org,

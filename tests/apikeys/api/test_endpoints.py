@@ -112,6 +112,54 @@ def test_member_invite_sends_an_email_and_returns_the_invitation(
     assert AuditEvent.objects.get(action="member.invited").actor_type == "api_key"
 
 
+def test_invitations_are_listed_read_resent_and_cancelled(
+    org: Organization,
+    full_client: ApiClient,
+    other_org: Organization,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        sent = full_client.post("members", {"email": "ann@example.com", "role": "member"}).json()
+        full_client.post("members", {"email": "bob@example.com", "role": "admin"})
+    listed = full_client.get("invitations").json()["results"]
+    assert [i["email"] for i in listed] == ["bob@example.com", "ann@example.com"]
+    one = full_client.get(f"invitations/{sent['id']}")
+    assert one.status_code == 200 and one.json() == sent
+
+    first_link = mail.outbox[-2].body
+    with django_capture_on_commit_callbacks(execute=True):
+        resent = full_client.post(f"invitations/{sent['id']}/resend")
+    assert resent.status_code == 200 and resent.json()["status"] == "pending"
+    assert mail.outbox[-1].to == ["ann@example.com"] and mail.outbox[-1].body != first_link
+
+    cancelled = full_client.post(f"invitations/{sent['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = full_client.post(f"invitations/{sent['id']}/cancel")
+    assert assert_error(again, 409, "conflict")["reason"] == "invitation_closed"
+    invitation_events = AuditEvent.objects.filter(action__startswith="invitation.").order_by("id")
+    assert [e.action for e in invitation_events] == [
+        "invitation.resent",
+        "invitation.cancelled",
+    ]
+
+    # Another org's invitation, and a wrong method, are the usual errors.
+    from orgs.services import member_invite
+
+    theirs = member_invite(org=other_org, email="x@example.com", role="member", invited_by=None)
+    assert_error(full_client.get(f"invitations/{theirs.public_id}"), 404, "not_found")
+    assert_error(full_client.get(f"invitations/{sent['id']}/resend"), 405, "method_not_allowed")
+
+
+def test_invitations_need_the_members_scopes(
+    org: Organization, make_api_key: KeyMaker, full_client: ApiClient
+) -> None:
+    sent = full_client.post("members", {"email": "cat@example.com", "role": "member"}).json()
+    _, reader = make_api_key(org, ["members:read"])
+    assert ApiClient(reader).get("invitations").status_code == 200
+    refused = ApiClient(reader).post(f"invitations/{sent['id']}/cancel")
+    assert assert_error(refused, 403, "insufficient_scope")["required_scope"] == "members:write"
+
+
 def test_member_rules_of_the_dashboard_apply_to_keys(
     org: Organization, owner: Any, member_user: Any, full_client: ApiClient
 ) -> None:

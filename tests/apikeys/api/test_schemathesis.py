@@ -116,6 +116,10 @@ def known_good(org: Organization, full_key: tuple[ApiKey, str]) -> dict[tuple[st
     member = MembershipFactory.create(org=org, role=Role.MEMBER)
     other = MembershipFactory.create(org=org, role=Role.MEMBER)
     key_path = {"key_id": target.public_id}
+    from orgs.services import member_invite
+
+    invited = member_invite(org=org, email="invited@example.com", role="member", invited_by=None)
+    closing = member_invite(org=org, email="closing@example.com", role="member", invited_by=None)
     return {
         ("GET", "/api/v1/ping"): {},
         ("GET", "/api/v1/me"): {},
@@ -133,6 +137,16 @@ def known_good(org: Organization, full_key: tuple[ApiKey, str]) -> dict[tuple[st
         },
         ("DELETE", "/api/v1/members/{member_id}"): {
             "path_parameters": {"member_id": other.public_id}
+        },
+        ("GET", "/api/v1/invitations"): {"query": {"limit": 2}},
+        ("GET", "/api/v1/invitations/{invitation_id}"): {
+            "path_parameters": {"invitation_id": invited.public_id}
+        },
+        ("POST", "/api/v1/invitations/{invitation_id}/resend"): {
+            "path_parameters": {"invitation_id": invited.public_id}
+        },
+        ("POST", "/api/v1/invitations/{invitation_id}/cancel"): {
+            "path_parameters": {"invitation_id": closing.public_id}
         },
         ("GET", "/api/v1/api-keys"): {"query": {"limit": 1}},
         ("POST", "/api/v1/api-keys"): {
