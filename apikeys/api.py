@@ -19,6 +19,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.services import AccountError, sign_in_link_create
 from apikeys import serializers as s
 from apikeys.api_base import AnyKeyApiView, OrgApiView, PublicApiView
 from apikeys.errors import ApiError
@@ -254,6 +255,38 @@ class InvitationListApi(OrgApiView):
         return self.paginate(
             invitation_list(org=self.org), s.InvitationSerializer, ordering=("-sent_at", "-id")
         )
+
+
+class SignInLinkApi(OrgApiView):
+    """Single-use sign-in links for members, for the operator's own pages (SPEC 12.3)."""
+
+    resource = "sign_in_links"
+    actions = {"POST": "create"}
+
+    @extend_schema(
+        request=s.SignInLinkCreateSerializer,
+        responses={201: s.SignInLinkSerializer},
+        summary="Create a sign-in link for a member",
+    )
+    def post(self, request: Request) -> Response:
+        """The link signs the member in through the usual confirmation page (their second
+        factor still applies), once, before `expires_at`. Never for platform staff."""
+        data = _valid(s.SignInLinkCreateSerializer, request.data)
+        try:
+            link = sign_in_link_create(
+                org=self.org,
+                email=data["email"],
+                ttl_minutes=data.get("ttl_minutes"),
+                next_url=data.get("next", ""),
+                api_key=self.api_key,
+                request=request._request,
+                external_actor_id=self.external_actor_id,
+            )
+        except AccountError as exc:
+            if exc.code == "staff":
+                raise ApiError("permission_denied", exc.message) from None
+            raise ApiError("validation_error", exc.message, param="email") from None
+        return Response(s.SignInLinkSerializer(link).data, status=status.HTTP_201_CREATED)
 
 
 class InvitationBase(OrgApiView):

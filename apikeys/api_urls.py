@@ -21,6 +21,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("members", api.MemberListApi.as_view(), name="api-members"),
     path("members/<pid:member_id>", api.MemberDetailApi.as_view(), name="api-member"),
     path("invitations", api.InvitationListApi.as_view(), name="api-invitations"),
+    path("sign-in-links", api.SignInLinkApi.as_view(), name="api-sign-in-links"),
     path(
         "invitations/<pid:invitation_id>",
         api.InvitationDetailApi.as_view(),

@@ -403,6 +403,31 @@ class AuditEventFilterSerializer(StrictSerializer):
         return attrs
 
 
+class SignInLinkCreateSerializer(StrictSerializer):
+    email = serializers.EmailField(max_length=254, help_text="An existing member's email.")
+    ttl_minutes = serializers.IntegerField(
+        min_value=1,
+        max_value=24 * 60,
+        required=False,
+        help_text="The link's lifetime, capped at the deployment's MAGIC_LINK_MAX_AGE.",
+    )
+    next = StrictCharField(
+        max_length=2000,
+        required=False,
+        allow_blank=True,
+        help_text="A same-site path to land on after signing in; anything else is ignored.",
+    )
+
+
+class SignInLinkSerializer(serializers.Serializer[Any]):
+    object = serializers.SerializerMethodField()
+    url = serializers.CharField(help_text="The single-use link. Shown once: hand it over now.")
+    expires_at = serializers.DateTimeField()
+
+    def get_object(self, obj: Any) -> str:
+        return "sign_in_link"
+
+
 class PageSerializer(StrictSerializer):
     """The query parameters of a plain list: only the paginator's."""
 

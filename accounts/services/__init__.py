@@ -14,9 +14,11 @@ from accounts.services.factors import (
 )
 from accounts.services.magic_links import (
     MagicLinkSignIn,
+    SignInLink,
     magic_link_consume,
     magic_link_digest,
     magic_link_request,
+    sign_in_link_create,
 )
 from accounts.services.passkeys import (
     PasskeyError,
@@ -34,6 +36,7 @@ __all__ = [
     "MagicLinkSignIn",
     "PasskeyError",
     "PasskeyRegistration",
+    "SignInLink",
     "VerifyOutcome",
     "magic_link_consume",
     "magic_link_digest",
@@ -47,6 +50,7 @@ __all__ = [
     "recovery_codes_regenerate",
     "second_factor_verify",
     "security_notice",
+    "sign_in_link_create",
     "totp_disable",
     "totp_enrolment_confirm",
     "totp_enrolment_start",

@@ -138,6 +138,9 @@ def known_good(org: Organization, full_key: tuple[ApiKey, str]) -> dict[tuple[st
         ("DELETE", "/api/v1/members/{member_id}"): {
             "path_parameters": {"member_id": other.public_id}
         },
+        ("POST", "/api/v1/sign-in-links"): {
+            "body": {"email": member.user.email, "ttl_minutes": 5, "next": "/account/"}
+        },
         ("GET", "/api/v1/invitations"): {"query": {"limit": 2}},
         ("GET", "/api/v1/invitations/{invitation_id}"): {
             "path_parameters": {"invitation_id": invited.public_id}
