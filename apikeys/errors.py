@@ -36,7 +36,12 @@ ERRORS: Mapping[str, ErrorSpec] = {
         AUTHENTICATION_ERROR,
         "No API key was sent. Use 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
     ),
-    "invalid_api_key": ErrorSpec(401, AUTHENTICATION_ERROR, "The API key is not valid."),
+    "invalid_api_key": ErrorSpec(
+        401,
+        AUTHENTICATION_ERROR,
+        "The API key is not valid: check that it was copied whole, that its prefix names "
+        "the environment you meant (test or live), and that it was not deleted.",
+    ),
     "api_key_revoked": ErrorSpec(401, AUTHENTICATION_ERROR, "The API key was revoked."),
     "api_key_expired": ErrorSpec(401, AUTHENTICATION_ERROR, "The API key has expired."),
     # 403: you may not.
@@ -111,6 +116,67 @@ ERRORS: Mapping[str, ErrorSpec] = {
     ),
 }
 
+# What to do about each code: the errors page (`/api/docs/errors/#<code>`) shows it, and
+# every error body links to it in `doc_url`. A test keeps this complete.
+FIXES: Mapping[str, str] = {
+    "missing_api_key": "Send the key in the Authorization header as `Bearer <key>` (or in "
+    "the key header your deployment names).",
+    "invalid_api_key": "Copy the key again from where you stored it at creation: the whole "
+    "string, prefix included. A test key never works where a live one is meant, and a "
+    "deleted key is unknown. Lost keys cannot be shown again: create a new one.",
+    "api_key_revoked": "The key was revoked in the dashboard or through the API, or reported "
+    "leaked. Create a new key and replace the old one everywhere.",
+    "api_key_expired": "The key passed its expiry, or the grace period of its rotation ended. "
+    "Use its successor (`rotated_to`) or create a new key.",
+    "insufficient_scope": "The body's `required_scope` names what the request needs. Give "
+    "the key that scope (a new key, or narrow your request), or call with another key.",
+    "org_mismatch": "The organisation header names another organisation than the key's. "
+    "Send the key's own organisation id or slug, or leave the header out.",
+    "org_suspended": "The organisation is suspended by the platform: no key of it works "
+    "until it is reactivated. Contact the platform's support.",
+    "environment_not_allowed": "Live keys need the organisation's KYC approved, and a test "
+    "key can create test keys only. Use a test key, or finish KYC first.",
+    "permission_denied": "The key acts with an admin's powers: owners and admins are out of "
+    "its reach. Ask an owner to do this in the dashboard.",
+    "rate_limited": "Wait for `Retry-After` seconds and retry; spread requests out. The "
+    "`RateLimit` headers show what is left in the window.",
+    "quota_exceeded": "The organisation's monthly quota is used up until the 1st (UTC). "
+    "Wait for `Retry-After`, or ask the platform for a larger plan.",
+    "idempotency_key_missing": "Send an `Idempotency-Key` header with every POST, PATCH "
+    "and DELETE: a new unique value per operation, the same value when you retry it.",
+    "idempotency_key_invalid": "Use 1 to 255 printable ASCII characters, e.g. a UUID.",
+    "idempotency_key_in_use": "The first request with this key is still running. Wait for "
+    "`Retry-After` seconds and retry with the same key: you will get its outcome.",
+    "idempotency_key_reused": "This key was used for another request (method, path or "
+    "body). Use a new key for a new operation.",
+    "validation_error": "The body's `param` (and `errors`) name what is wrong. Fix that "
+    "field and send the request again.",
+    "conflicting_credentials": "Two key headers carry different keys. Send one key.",
+    "malformed_json": "Send a valid JSON document in UTF-8 with `Content-Type: application/json`.",
+    "not_found": "Check the path and the id; another organisation's object is not found "
+    "either. The API reference lists every endpoint.",
+    "route_not_found": "No route of the catalogue matches the original request: add a "
+    "route for it to the catalogue (docs/catalogue.md) or fix the path.",
+    "method_not_allowed": "Use one of the methods the endpoint lists in its `Allow` header.",
+    "conflict": "The resource's state forbids this now (already a member, the last owner, "
+    "a KYC application under review); the message and `reason` say which.",
+    "already_rotated": "Rotate the key named in `successor_id` instead.",
+    "request_too_large": "Send a smaller body: JSON bodies up to 1 MB; documents through "
+    "the KYC endpoint's multipart form.",
+    "unsupported_media_type": "Send `Content-Type: application/json` (or multipart/form-data "
+    "where an endpoint takes files).",
+    "internal_error": "Our fault. Retry later; if it lasts, quote the `request_id`.",
+    "service_unavailable": "A dependency is down for a moment. Retry after `Retry-After` seconds.",
+}
+
+
+def doc_url(code: str) -> str:
+    """Where the errors page explains `code` (cause and fix)."""
+    from django.conf import settings
+
+    return f"{settings.SITE_URL}/api/docs/errors/#{code}"
+
+
 # The 401 codes: their responses carry `WWW-Authenticate: Bearer`.
 AUTHENTICATION_CODES = frozenset(c for c, s in ERRORS.items() if s.status == 401)
 
@@ -129,6 +195,7 @@ def error_body(
         "code": code,
         "message": message or spec.message,
         "request_id": request_id,
+        "doc_url": doc_url(code),
     }
     error.update({k: v for k, v in extra.items() if v is not None})
     return {"error": error}

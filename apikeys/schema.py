@@ -99,6 +99,9 @@ class ErrorDetailSerializer(serializers.Serializer[Any]):
     code = serializers.ChoiceField(choices=list(ERRORS))
     message = serializers.CharField()
     request_id = serializers.CharField(help_text="Also in the X-Request-Id header.")
+    doc_url = serializers.URLField(
+        help_text="The errors page's section on this code: its cause and how to fix it."
+    )
     param = serializers.CharField(required=False, help_text="The field or header at fault.")
     required_scope = serializers.CharField(
         required=False, help_text="With `insufficient_scope`: the scope that was needed."

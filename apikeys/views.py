@@ -444,3 +444,21 @@ class ApiKeyDeleteView(_ConfirmActionView):
         apikey_delete(key=key, actor_user=_user(request), request=request)
         messages.success(request, f"“{key.name}” is deleted. Its audit events remain.")
         return reverse("apikey-list", kwargs={"org_slug": self.org.slug})
+
+
+def api_errors_page(request: HttpRequest) -> HttpResponse:
+    """`/api/docs/errors/`: every error code with its cause and fix (each error body's
+    `doc_url` points at its section). Public, like the API reference."""
+    from apikeys.errors import ERRORS, FIXES
+
+    errors = [
+        {
+            "code": code,
+            "status": spec.status,
+            "type": spec.type,
+            "message": spec.message,
+            "fix": FIXES[code],
+        }
+        for code, spec in ERRORS.items()
+    ]
+    return render(request, "apikeys/api_errors.html", {"errors": errors})

@@ -6,6 +6,7 @@ import apikeys.urls
 import config.converters  # noqa: F401  (registers <orgslug>)
 import orgs.urls
 import platform_admin.urls
+from apikeys import views as apikeys_views
 from apikeys.api import NotFoundApi
 from apikeys.gateway import GatewayAuthApi
 from config import views
@@ -36,6 +37,7 @@ urlpatterns = [
         ),
         name="api-docs",
     ),
+    path("api/docs/errors/", apikeys_views.api_errors_page, name="api-errors"),
     path("admin/", admin.site.urls),
     # Anything else under /api/ or /gateway/ is the API's 404, whatever DEBUG says (Django's
     # debug page would answer HTML to an API client).

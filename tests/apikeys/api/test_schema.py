@@ -78,7 +78,7 @@ def test_every_error_response_uses_the_error_shape(schema: dict[str, Any]) -> No
     error = schema["components"]["schemas"]["Error"]
     assert error["required"] == ["error"]
     detail = schema["components"]["schemas"]["ErrorDetail"]
-    assert set(detail["required"]) == {"type", "code", "message", "request_id"}
+    assert set(detail["required"]) == {"type", "code", "message", "request_id", "doc_url"}
     codes = schema["components"]["schemas"]["CodeEnum"]["enum"]
     assert set(codes) == set(ERRORS)
     documented: set[str] = set()
