@@ -254,8 +254,8 @@ def resolve(digest: str) -> Resolved | None:
     Warm cache: one Redis round trip (none on local memory) and no database query. The
     caller decides from the states, at request time, whether the key is accepted.
     """
-    if _check_pending:
-        _settle_pending()
+    if _check_pending and not _settle_pending():
+        return _resolve_from_db(digest, _settle_error or _PENDING_UNSETTLED)
     store = backend()
     names = _names(digest)
     try:
@@ -297,8 +297,9 @@ def resolve_and_count(
     resolution in this process (a digest always names the same key), and the script
     counts nothing when the entry names another key.
     """
-    if _check_pending:
-        _settle_pending()
+    if _check_pending and not _settle_pending():
+        exc = _settle_error or _PENDING_UNSETTLED
+        return _resolve_from_db(digest, exc), None, exc
     store = backend()
     names = _names(digest)
     ids = _ids.get(digest) if _ids_generation == redisconn.settings_generation() else None
@@ -516,6 +517,13 @@ def _invalidate(target: tuple[str, Any], *, wait: bool) -> None:
 # Set at start and after any Redis error: before this process trusts the cache again it
 # applies the invalidations pending in the database (one query when there are none).
 _check_pending = True
+_settle_after = 0.0
+_settle_error: BaseException | None = None
+SETTLE_RETRY_SECONDS = 1.0
+# Stands for the Redis error of the failed attempt, should it already be forgotten.
+_PENDING_UNSETTLED = ConnectionError("Pending cache invalidations are not yet applied")
+SETTLE_DB_RETRY_SECONDS = 5.0
+PENDING_BATCH = 500
 
 
 def _remember_pending(target: tuple[str, Any]) -> None:
@@ -526,12 +534,14 @@ def _remember_pending(target: tuple[str, Any]) -> None:
 
     kind, ident = target
     try:
-        PendingInvalidation.objects.create(kind=kind, ident=str(ident))
+        # A savepoint: a failed insert must not abort the revoke's own transaction.
+        with transaction.atomic():
+            PendingInvalidation.objects.create(kind=kind, ident=str(ident))
     except DatabaseError:
         logger.exception("A pending cache invalidation could not be stored; retried in memory")
 
 
-def apply_pending(*, limit: int = 500) -> int:
+def apply_pending(*, limit: int = PENDING_BATCH) -> int:
     """Apply the invalidations pending in the database and delete them; returns how many.
 
     Raises `redisconn.REDIS_ERRORS` while Redis is still unreachable (nothing is deleted
@@ -552,19 +562,36 @@ def apply_pending(*, limit: int = 500) -> int:
     return len(done)
 
 
-def _settle_pending() -> None:
-    """Before the cache is trusted: apply what is pending, once per outage and start."""
+def _settle_pending() -> bool:
+    """Before the cache is trusted: apply what is pending, once per outage and start.
+
+    Returns False while Redis is unreachable: the caller then resolves from the database,
+    since the cache may hold an entry a pending invalidation is yet to remove. A failed
+    attempt is not repeated for `SETTLE_RETRY_SECONDS` (Redis) or
+    `SETTLE_DB_RETRY_SECONDS` (the database), so an outage costs no extra round trip per
+    request. With the database unreachable the cache is trusted meanwhile: nothing can be
+    read that says otherwise, and a revoke cannot be stored either.
+    """
     from django.db import DatabaseError
 
-    global _check_pending
+    global _check_pending, _settle_after, _settle_error
+    now = time.monotonic()
+    if now < _settle_after:
+        return _settle_error is None
     try:
-        apply_pending()
-    except redisconn.REDIS_ERRORS:
-        return  # still down: the lookup that follows goes to the database
-    except DatabaseError:
-        logger.exception("Pending cache invalidations could not be read; checked again later")
-        return
-    _check_pending = False
+        while apply_pending(limit=PENDING_BATCH) == PENDING_BATCH:
+            pass
+    except redisconn.REDIS_ERRORS as exc:  # counted from the failure: it may be a timeout
+        _settle_after, _settle_error = time.monotonic() + SETTLE_RETRY_SECONDS, exc
+        return False
+    except DatabaseError as exc:
+        _settle_after, _settle_error = time.monotonic() + SETTLE_DB_RETRY_SECONDS, None
+        redisconn.error_log.error(
+            "keycache-pending", "Pending cache invalidations could not be read", exc
+        )
+        return True
+    _check_pending, _settle_after, _settle_error = False, 0.0, None
+    return True
 
 
 def _mark_outage() -> None:

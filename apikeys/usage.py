@@ -29,7 +29,6 @@ Without a worker (embedded default) a daemon thread folds every
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import threading
@@ -40,11 +39,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 
 from apikeys import backend as backend_module
 from apikeys import held, redisconn
 from apikeys.backend import RECENT_SLACK, UsageDelta, backend
+from config.periodic import Periodic
 
 logger = logging.getLogger("apikeys.usage")
 
@@ -364,60 +364,14 @@ def flush() -> int:
 
 # --- the in-process flusher of the embedded default -------------------------------------
 
-
-class _LocalFlusher:
-    """Folds local counters every `LATCHKEY_USAGE_FLUSH_SECONDS` and at exit (ADR 0062).
-
-    Started by the first counted request of a process on the embedded default. It stays
-    off when the interval is 0 and on an in-memory database (the test suite's), which a
-    background thread must not write into.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-
-    def ensure_started(self) -> None:
-        if self._thread is not None:
-            return
-        interval = float(getattr(settings, "LATCHKEY_USAGE_FLUSH_SECONDS", 30))
-        if interval <= 0 or _database_in_memory():
-            return
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(
-                target=self._run, args=(interval,), name="usage-flusher", daemon=True
-            )
-            self._thread.start()
-            atexit.register(self.final_flush)
-
-    def _run(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            self._flush_logged()
-
-    def _flush_logged(self) -> None:
-        try:
-            flush()
-        except Exception:
-            logger.exception("Folding usage counters into the database failed; will retry.")
-        finally:
-            connection.close()
-
-    def final_flush(self) -> None:
-        self._stop.set()
-        self._flush_logged()
-
-
-def _database_in_memory() -> bool:
-    checker = getattr(connection.creation, "is_in_memory_db", None)
-    if checker is None:
-        return False
-    return bool(checker(connection.settings_dict["NAME"]))
-
-
-_local_flusher = _LocalFlusher()
+# Folds local counters every `LATCHKEY_USAGE_FLUSH_SECONDS` and at exit (ADR 0062), started
+# by the first counted request of a process on the embedded default.
+_local_flusher = Periodic(
+    "usage-flusher",
+    flush,
+    lambda: float(getattr(settings, "LATCHKEY_USAGE_FLUSH_SECONDS", 30)),
+    at_exit=True,
+)
 backend_module.local_usage.on_record = _local_flusher.ensure_started
 
 

@@ -40,6 +40,7 @@ def _reset_process_state() -> None:
     # Pending invalidations live in each test's own database: nothing carries over. A test
     # of ADR 0078 sets the flag itself.
     keycache._check_pending = False
+    keycache._settle_after, keycache._settle_error = 0.0, None
     # In-process usage counters and recent requests (the embedded default): SQLite reuses
     # ids after a rollback, so leftovers would be credited to the next test's keys.
     usage.discard_local()

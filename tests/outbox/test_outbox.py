@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import base64
 import json
+import smtplib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core import mail
+from django.db import transaction
 from django.test import Client
+from django.utils import timezone
 
 from apikeys.services import apikey_create
 from config.celery import app
@@ -146,3 +151,134 @@ class RefusingBackend:
 
     def send_messages(self, messages: Any) -> int:
         raise OSError("SMTP refused the connection")
+
+
+# --- delivery runs outside any transaction, survives stops, forgets what it sent ----------
+
+
+def _store(payload: dict[str, Any] | None = None) -> Message:
+    return Message.objects.create(
+        kind="test", payload=services.seal(payload or {"n": 1}, kind="test")
+    )
+
+
+@pytest.fixture
+def test_kind() -> Iterator[list[dict[str, Any]]]:
+    """A message kind whose handler records what it sent (and can be told to fail)."""
+    sent: list[dict[str, Any]] = []
+
+    def handler(payload: dict[str, Any]) -> None:
+        failure = payload.get("raise")
+        if failure == "exit":
+            raise SystemExit(1)
+        if failure == "refused":
+            raise smtplib.SMTPRecipientsRefused({"alice@example.com": (550, b"No such user")})
+        sent.append(payload)
+
+    services.register("test", handler)
+    yield sent
+    services._handlers.pop("test", None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_handler_runs_with_no_transaction_open(test_kind: list[dict[str, Any]]) -> None:
+    seen: list[bool] = []
+
+    def handler(payload: dict[str, Any]) -> None:
+        seen.append(transaction.get_connection().in_atomic_block)
+
+    services.register("test", handler)
+    message = _store()
+    assert services.deliver(message.pk) is True
+    assert seen == [False]  # no lock is held while a mail server is slow
+
+
+def test_a_message_being_sent_is_not_sent_again_by_a_concurrent_run(
+    test_kind: list[dict[str, Any]],
+) -> None:
+    message = _store()
+    inner: list[bool] = []
+
+    def handler(payload: dict[str, Any]) -> None:
+        inner.append(services.deliver(message.pk))  # a second run meanwhile
+
+    services.register("test", handler)
+    assert services.deliver(message.pk) is True
+    assert inner == [False]
+
+
+def test_a_stopped_worker_records_the_attempt_and_stops(test_kind: list[dict[str, Any]]) -> None:
+    message = _store({"raise": "exit"})
+    with pytest.raises(SystemExit):
+        services.deliver(message.pk)
+    message.refresh_from_db()
+    assert message.sent_at is None and message.attempts == 1
+    assert message.next_attempt_at > timezone.now()  # tried again later, not lost
+
+
+def test_a_refused_recipient_is_not_written_into_last_error(
+    test_kind: list[dict[str, Any]],
+) -> None:
+    message = _store({"raise": "refused"})
+    assert services.deliver(message.pk) is False
+    message.refresh_from_db()
+    assert message.last_error.startswith("SMTPRecipientsRefused")
+    assert "alice@example.com" not in message.last_error and "<address>" in message.last_error
+
+
+def test_a_message_sealed_before_a_secret_key_rotation_is_still_sent(
+    test_kind: list[dict[str, Any]], settings: Any
+) -> None:
+    message = _store({"n": 7})
+    old = settings.SECRET_KEY
+    settings.SECRET_KEY = "a-new-secret-key-" + "x" * 40
+    settings.SECRET_KEY_FALLBACKS = [old]
+    assert services.deliver(message.pk) is True
+    assert test_kind == [{"n": 7}]
+
+
+def test_a_message_sealed_with_a_forgotten_key_fails_without_being_lost(
+    test_kind: list[dict[str, Any]], settings: Any
+) -> None:
+    message = _store()
+    settings.SECRET_KEY = "a-new-secret-key-" + "x" * 40
+    settings.SECRET_KEY_FALLBACKS = []
+    assert services.deliver(message.pk) is False
+    message.refresh_from_db()
+    assert message.sent_at is None and message.last_error.startswith("InvalidTag")
+
+
+def test_sent_messages_are_forgotten_after_a_week(test_kind: list[dict[str, Any]]) -> None:
+    now = timezone.now()
+    old = _store()
+    recent = _store()
+    waiting = _store({"raise": "refused"})
+    Message.objects.filter(pk=old.pk).update(sent_at=now - timedelta(days=8), payload=b"")
+    Message.objects.filter(pk=recent.pk).update(sent_at=now - timedelta(days=6), payload=b"")
+    Message.objects.filter(pk=waiting.pk).update(created_at=now - timedelta(days=30))
+    services.deliver_due()
+    assert set(Message.objects.values_list("pk", flat=True)) == {recent.pk, waiting.pk}
+
+
+def test_without_a_beat_a_failed_message_starts_the_retrier_of_this_process(
+    test_kind: list[dict[str, Any]], settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.LATCHKEY_OUTBOX_RETRY_SECONDS = 3600  # the test runs the job itself
+    monkeypatch.setattr("config.periodic.database_in_memory", lambda: False)
+    retrier = services._retrier
+    monkeypatch.setattr(retrier, "_thread", None)
+    monkeypatch.setattr(retrier, "_stop", threading.Event())
+    message = _store({"raise": "refused"})
+    services.deliver(message.pk)
+    try:
+        assert retrier._thread is not None and retrier._thread.is_alive()
+        # Its job sends what has become due.
+        Message.objects.filter(pk=message.pk).update(
+            payload=services.seal({"n": 2}, kind="test"), next_attempt_at=timezone.now()
+        )
+        retrier.job()
+        assert test_kind == [{"n": 2}]
+    finally:
+        retrier._stop.set()
+        retrier._thread.join(timeout=5)

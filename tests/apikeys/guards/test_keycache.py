@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
 
 from apikeys import keycache
 from apikeys.cache import invalidate_key, invalidate_org
 from apikeys.keys import key_digest
-from apikeys.models import ApiKey
+from apikeys.models import ApiKey, PendingInvalidation
 from apikeys.services import apikey_create, apikey_revoke, apikey_rotate
 from orgs.models import Organization, OrgStatus
 from orgs.plans import Limits
@@ -239,3 +241,115 @@ def test_limits_come_with_the_cached_org(backend: str, org: Organization) -> Non
     resolved = keycache.resolve(key_digest(secret))
     assert resolved is not None and resolved.org is not None
     assert resolved.org.limits == Limits(per_minute=60, burst=3, monthly=0)
+
+
+# --- pending invalidations (ADR 0078): batches, back-off, savepoints --------------------
+
+
+def _revoke_behind_the_caches_back(keys: list[ApiKey]) -> None:
+    """Revoked in the database with the invalidation left pending, as after an outage."""
+    ApiKey.objects.filter(pk__in=[k.pk for k in keys]).update(revoked_at=timezone.now())
+    PendingInvalidation.objects.bulk_create(
+        PendingInvalidation(kind="key", ident=k.digest) for k in keys
+    )
+
+
+def test_pending_invalidations_are_applied_past_one_batch(
+    backend: str, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keycache, "PENDING_BATCH", 2)
+    made = [make_key(org) for _ in range(5)]
+    digests = [key_digest(secret) for _, secret in made]
+    for digest in digests:  # warm: the entries say "active"
+        keycache.resolve(digest)
+        keycache.resolve(digest)
+    _revoke_behind_the_caches_back([key for key, _ in made])
+    monkeypatch.setattr(keycache, "_check_pending", True)
+    for digest in digests:
+        resolved = keycache.resolve(digest)
+        assert resolved is not None and resolved.key.revoked_at is not None
+    assert PendingInvalidation.objects.count() == 0
+
+
+def test_unreadable_pending_invalidations_are_not_retried_on_every_request(
+    backend: str, org: Organization, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    _, secret = make_key(org)
+    calls: list[int] = []
+
+    def unreadable(*, limit: int) -> int:
+        calls.append(limit)
+        raise OperationalError("the database is unreachable")
+
+    monkeypatch.setattr(keycache, "apply_pending", unreadable)
+    monkeypatch.setattr(keycache, "_check_pending", True)
+    monkeypatch.setattr(keycache.redisconn.error_log, "_last", {})
+    for _ in range(3):
+        assert keycache.resolve(key_digest(secret)) is not None
+    assert len(calls) == 1  # then once per SETTLE_DB_RETRY_SECONDS, not per request
+    assert [r.getMessage() for r in caplog.records].count(
+        "Pending cache invalidations could not be read (OperationalError: "
+        "the database is unreachable)"
+    ) == 1
+
+
+@pytest.mark.stops_redis
+def test_until_pending_invalidations_are_applied_keys_are_read_from_the_database(
+    use_redis: RedisServer, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, secret = make_key(org)
+    digest = key_digest(secret)
+    keycache.resolve(digest)
+    keycache.resolve(digest)  # warm: the entry says "active"
+    _revoke_behind_the_caches_back([key])
+    attempts: list[int] = []
+    real_apply = keycache.apply_pending
+
+    def counted(*, limit: int) -> int:
+        attempts.append(limit)
+        return real_apply(limit=limit)
+
+    monkeypatch.setattr(keycache, "apply_pending", counted)
+    monkeypatch.setattr(keycache, "_check_pending", True)
+    use_redis.freeze()  # unreachable, keeping the stale entry
+    try:
+        for _ in range(3):
+            resolved = keycache.resolve(digest)
+            assert resolved is not None and not resolved.from_cache
+            assert resolved.key.revoked_at is not None
+        assert len(attempts) == 1  # no Redis round trip per request during the outage
+    finally:
+        use_redis.thaw()
+    # Back, but not yet tried again: the stale entry is still not trusted.
+    resolved = keycache.resolve(digest)
+    assert resolved is not None and not resolved.from_cache
+    assert resolved.key.revoked_at is not None
+    monkeypatch.setattr(keycache, "_settle_after", 0.0)  # the back-off has passed
+    for _ in range(2):
+        resolved = keycache.resolve(digest)
+        assert resolved is not None and resolved.key.revoked_at is not None
+    assert len(attempts) == 2 and PendingInvalidation.objects.count() == 0
+
+
+@pytest.mark.stops_redis
+def test_a_pending_invalidation_that_cannot_be_stored_does_not_undo_the_revoke(
+    use_redis: RedisServer, org: Organization, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    key, _ = make_key(org)
+
+    def failing_insert(**fields: Any) -> None:
+        with connection.cursor() as cursor:  # fails, as a full disk or lost table would
+            cursor.execute("INSERT INTO apikeys_no_such_table VALUES (1)")
+
+    monkeypatch.setattr(PendingInvalidation.objects, "create", failing_insert)
+    use_redis.stop()
+    try:
+        with transaction.atomic():
+            apikey_revoke(key=key)
+            # The revoke's transaction is still usable (on PostgreSQL a failed statement
+            # outside a savepoint would abort it).
+            assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
+    finally:
+        use_redis.start()
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
+    assert any("could not be stored" in r.getMessage() for r in caplog.records)
