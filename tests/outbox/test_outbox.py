@@ -271,8 +271,10 @@ def test_without_a_beat_a_failed_message_starts_the_retrier_of_this_process(
     monkeypatch.setattr(retrier, "_stop", threading.Event())
     message = _store({"raise": "refused"})
     services.deliver(message.pk)
+    thread = retrier._thread
+    assert thread is not None
     try:
-        assert retrier._thread is not None and retrier._thread.is_alive()
+        assert thread.is_alive()
         # Its job sends what has become due.
         Message.objects.filter(pk=message.pk).update(
             payload=services.seal({"n": 2}, kind="test"), next_attempt_at=timezone.now()
@@ -281,4 +283,4 @@ def test_without_a_beat_a_failed_message_starts_the_retrier_of_this_process(
         assert test_kind == [{"n": 2}]
     finally:
         retrier._stop.set()
-        retrier._thread.join(timeout=5)
+        thread.join(timeout=5)
