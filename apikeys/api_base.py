@@ -339,6 +339,8 @@ class ApiView(APIView):
             )
         except idempotency.IdempotencyError as exc:
             raise ApiError(exc.code, exc.message, headers=exc.headers) from None
+        finally:
+            idempotency.close_body_spool(django_request)
         return response  # type: ignore[return-value]
 
     def after_response(self, request: Request, response: HttpResponseBase) -> None:

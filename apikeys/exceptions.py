@@ -9,6 +9,7 @@ both.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -35,8 +36,33 @@ logger = logging.getLogger("apikeys.api")
 # The database is unreachable (or dropped the connection): 503 with Retry-After, never a
 # 500. Django closes an unusable connection at the end of the request, so the next one
 # reconnects: workers recover by themselves once the database is back.
-DATABASE_DOWN: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+#
+# Only an error that says the server cannot be reached (or is too busy to take the
+# query) is a 503: a deadlock, a serialization failure or a missing table is the
+# application's error, a 500 that must be seen as one.
 DATABASE_RETRY_AFTER = 5
+# SQLSTATE classes and codes of an unreachable server: connection exceptions (08...),
+# admin/crash shutdown and "cannot connect now" (57P01-03), too many connections (53300).
+_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+# SQLite's messages for a database file another process holds or that cannot be opened.
+_SQLITE_UNAVAILABLE = ("database is locked", "unable to open database file")
+
+
+def is_database_down(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached right now (a 503)."""
+    if isinstance(exc, InterfaceError):  # the connection is already closed
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    if isinstance(cause, sqlite3.OperationalError):
+        return str(cause).startswith(_SQLITE_UNAVAILABLE)
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate is None:
+        # The driver's own error, with no server reply: connecting failed or the
+        # connection dropped mid-query.
+        return cause is not None
+    return str(sqlstate).startswith(_UNREACHABLE_SQLSTATES)
 _database_errors = ErrorLog(logger_name="apikeys.api")
 
 
@@ -100,7 +126,7 @@ def _classify(exc: BaseException) -> tuple[str, str | None, dict[str, Any], dict
     """
     if isinstance(exc, ApiError):
         return exc.code, exc.message, dict(exc.extra), dict(exc.headers)
-    if isinstance(exc, DATABASE_DOWN):
+    if is_database_down(exc):
         database_down(exc)
         return "service_unavailable", None, {}, {"Retry-After": str(DATABASE_RETRY_AFTER)}
     if isinstance(exc, drf.ValidationError):
@@ -215,7 +241,7 @@ def handler404(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 def handler500(request: HttpRequest) -> HttpResponse:
     exc = sys.exc_info()[1]
-    if isinstance(exc, DATABASE_DOWN):
+    if exc is not None and is_database_down(exc):
         return _database_down_response(request, exc)
     if _is_api(request):
         return json_error(request, "internal_error")

@@ -170,7 +170,8 @@ def request_body_hash(request: Any) -> str:
     A body over WHOLE_BODY_MAX is read in chunks, hashed as sent (as `body_hash` hashes a
     non-JSON body) and spooled to a temporary file that becomes the request's stream, so
     the parsers read it after as if nothing had: a multipart upload of any size the
-    request bound allows (`MAX_UPLOAD_REQUEST_BYTES`) gets its fingerprint.
+    request bound allows (`MAX_UPLOAD_REQUEST_BYTES`) gets its fingerprint. The caller
+    closes the spool with `close_body_spool` once the request is handled.
     """
     try:
         length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -186,7 +187,17 @@ def request_body_hash(request: Any) -> str:
     spool.seek(0)
     request._stream = spool
     request._read_started = False
+    request._latchkey_spool = spool
     return digest.hexdigest()
+
+
+def close_body_spool(request: Any) -> None:
+    """Close (and so delete) the temporary file `request_body_hash` spooled the body to:
+    once the handler has run, nothing reads it again."""
+    spool = getattr(request, "_latchkey_spool", None)
+    if spool is not None:
+        spool.close()
+        request._latchkey_spool = None
 
 
 # --- encryption -------------------------------------------------------------------------

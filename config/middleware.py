@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.http import HttpRequest, HttpResponse
 
@@ -42,10 +43,12 @@ class BoundedBodyMiddleware:
     touches `request.POST`, `FILES` or `body`: CSRF, forms, DRF's parsers. This runs
     before all of them and judges by `Content-Length` alone. Every endpoint takes at most
     `MAX_REQUEST_BYTES`; the views that accept document uploads (`accepts_uploads = True`
-    on the view class) take up to `MAX_UPLOAD_REQUEST_BYTES`. A larger body is 413
-    (`request_too_large` in the API's error shape under `/api/` and `/gateway/`) and the
-    connection is closed rather than drained. Django reads no body without a
-    `Content-Length`, so a chunked body is never read at all.
+    on the view class, or a function view decorated with `@accepts_uploads`) take up to
+    `MAX_UPLOAD_REQUEST_BYTES`. A larger body is 413 (`request_too_large` in the API's
+    error shape under `/api/` and `/gateway/`), and nothing of it is parsed or stored:
+    the server discards it (gunicorn reads it off the socket before the connection's next
+    request; the nginx example refuses it at `client_max_body_size`). Django reads no body
+    without a `Content-Length`, so a chunked body is never read at all.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -78,6 +81,15 @@ class BoundedBodyMiddleware:
         return _too_large(request, 413, f"The body is larger than {limit} bytes.")
 
 
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def accepts_uploads(view: View) -> View:
+    """Let the function view `view` take bodies up to `MAX_UPLOAD_REQUEST_BYTES`."""
+    view.accepts_uploads = True  # type: ignore[attr-defined]
+    return view
+
+
 def _accepts_uploads(request: HttpRequest) -> bool:
     from django.urls import Resolver404, resolve
 
@@ -85,6 +97,8 @@ def _accepts_uploads(request: HttpRequest) -> bool:
         match = resolve(request.path_info)
     except Resolver404:
         return False
+    if getattr(match.func, "accepts_uploads", False):
+        return True
     view_class = getattr(match.func, "view_class", None) or getattr(match.func, "cls", None)
     return bool(getattr(view_class, "accepts_uploads", False))
 
@@ -102,6 +116,4 @@ def _too_large(request: HttpRequest, status: int, message: str) -> HttpResponse:
             status=status,
             content_type="text/html; charset=utf-8",
         )
-    # The body was not read: closing is cheaper than draining it.
-    response["Connection"] = "close"
     return response

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tempfile
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from django.core import mail
 from django.test import Client
 
 from accounts.models import User
+from apikeys import idempotency
 from apikeys.services import apikey_create, apikey_revoke
 from orgs.models import AuditEvent, KycStatus, Organization, OrgStatus
 from platform_admin import services
@@ -153,10 +155,19 @@ def test_post_kyc_with_multipart(org_api: Callable[..., Api], org: Organization)
 
 
 def test_post_kyc_with_multipart_documents_of_the_documented_size_is_idempotent(
-    org_api: Callable[..., Api], org: Organization
+    org_api: Callable[..., Api], org: Organization, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Several MB of documents (10 MB each are allowed): the idempotency fingerprint is
-    taken as a stream, and the same upload under the same key is replayed."""
+    taken as a stream, and the same upload under the same key is replayed. The body's
+    temporary file is closed (and so deleted) once the request is handled."""
+    spools: list[Any] = []
+
+    class WatchedSpool(tempfile.SpooledTemporaryFile):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            spools.append(self)
+
+    monkeypatch.setattr(idempotency.tempfile, "SpooledTemporaryFile", WatchedSpool)
     api = org_api("kyc:write")
     big = b"\xff\xd8\xff\xe0" + b"0" * (3 * 1024 * 1024)
     data = {
@@ -167,6 +178,7 @@ def test_post_kyc_with_multipart_documents_of_the_documented_size_is_idempotent(
     first = api.client.post("/api/v1/kyc", data, headers=headers)
     assert first.status_code == 201, first.content[:500]
     assert [d["size"] for d in first.json()["application"]["documents"]] == [len(big)] * 2
+    assert len(spools) == 1 and spools[0].closed
     data["documents"] = [upload("a.jpg", big, "image/jpeg"), upload("b.jpg", big, "image/jpeg")]
     again = api.client.post("/api/v1/kyc", data, headers=headers)
     assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
