@@ -24,17 +24,12 @@ from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp import login as otp_login
 from django_otp.models import Device
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from django_ratelimit import ALL
-from django_ratelimit.core import is_ratelimited
 from django_ratelimit.exceptions import Ratelimited
-from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import RedisError
 
-from accounts import selectors, services, signin
+from accounts import selectors, services, signin, throttles
 from accounts.forms import LoginForm, OTPTokenForm
 from accounts.models import ChallengePurpose, PasskeyDevice, RecoveryCodeDevice, User
 from accounts.navigation import safe_next_url
-from apikeys.redisconn import ErrorLog
 from config.net import client_ip
 
 View = Callable[..., HttpResponse]
@@ -47,30 +42,6 @@ SECOND_FACTOR_URL = "/login/2fa/"
 
 def _ip_key(group: str, request: HttpRequest) -> str:
     return client_ip(request) or "unknown"
-
-
-_throttle_errors = ErrorLog(logger_name="accounts.throttles")
-# What the cache raises when its Redis is unreachable.
-_CACHE_ERRORS: tuple[type[BaseException], ...] = (
-    ConnectionInterrupted,
-    RedisError,
-    OSError,
-)
-
-
-def _limited(request: HttpRequest, *, group: str, key: Any, rate: str) -> bool:
-    """Whether the sign-in throttle `group` trips. With the cache unreachable the throttle
-    fails open (the request goes on) and an error is logged, at most every few seconds:
-    sign-in keeps working through a Redis outage (SPEC 15)."""
-    try:
-        return bool(
-            is_ratelimited(
-                request=request, group=group, key=key, rate=rate, method=ALL, increment=True
-            )
-        )
-    except _CACHE_ERRORS as exc:
-        _throttle_errors.error("throttle", "Cache unreachable: sign-in throttles fail open", exc)
-        return False
 
 
 def json_login_required(view: View) -> View:
@@ -220,7 +191,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
     reauth = request.GET.get("reauth") == "1" or request.POST.get("reauth") == "1"
     if request.method == "POST":
         form = LoginForm(request.POST)
-        limited = _limited(
+        limited = throttles.limited(
             request,
             group="accounts.login.ip",
             key=_ip_key,
@@ -229,7 +200,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             email = form.cleaned_data["email"]
             limited = (
-                _limited(
+                throttles.limited(
                     request,
                     group="accounts.login.email",
                     key=lambda group, req: email,
@@ -297,7 +268,7 @@ def magic_link_view(request: HttpRequest, token: str) -> HttpResponse:
                 status=200 if usable else 400,
             )
         )
-    if _limited(
+    if throttles.limited(
         request,
         group="accounts.magic.ip",
         key=_ip_key,
@@ -459,7 +430,7 @@ def second_factor_passkey_verify(request: HttpRequest) -> JsonResponse:
 
 @require_POST
 def passkey_sign_in_options(request: HttpRequest) -> JsonResponse:
-    if _limited(
+    if throttles.limited(
         request, group="accounts.passkey.ip", key=_ip_key, rate=settings.PASSKEY_RATE_PER_IP
     ):
         return _json_error(429, "rate_limited", "Too many attempts. Wait a minute.")

@@ -10,6 +10,7 @@ import pytest
 from django.core import mail
 from django.test import Client
 
+from accounts import throttles
 from accounts.models import User
 from tests.accounts.helpers import last_magic_link_token
 from tests.apikeys.guards.conftest import (  # noqa: F401 - fixtures
@@ -45,4 +46,38 @@ def test_sign_in_works_while_redis_is_down(
     assert signed_in.status_code == 302
     assert client.session.get("_auth_user_id") == str(user.pk)
     messages = [r.getMessage() for r in caplog.records if r.name == "accounts.throttles"]
-    assert any("fail open" in message for message in messages)
+    assert any("count in this process" in message for message in messages)
+
+
+def test_while_redis_is_down_sign_in_emails_are_still_limited(
+    use_redis: RedisServer,  # noqa: F811
+    user: User,
+    settings: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    """The throttles count in the process meanwhile: not one email per request."""
+    settings.MAGIC_LINK_RATE_PER_EMAIL = "3/h"
+    settings.MAGIC_LINK_RATE_PER_IP = "100/h"
+    throttles.reset_local()
+    use_redis.stop()
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            statuses = [
+                Client().post("/login/", {"email": user.email}).status_code for _ in range(6)
+            ]
+    finally:
+        use_redis.start()
+        throttles.reset_local()
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    assert len(mail.outbox) == 3
+
+
+def test_the_stand_in_counts_windows_and_stays_bounded() -> None:
+    windows = throttles.LocalWindows()
+    assert [windows.hit("g", "a", "2/m", now=60.0) for _ in range(3)] == [False, False, True]
+    assert windows.hit("g", "b", "2/m", now=60.0) is False  # another caller
+    assert windows.hit("g", "a", "2/m", now=120.0) is False  # the next minute
+    windows.MAX_ENTRIES = 3
+    for n in range(10):
+        windows.hit("g", f"caller-{n}", "2/m", now=180.0)
+    assert len(windows._counts) <= 3
