@@ -364,7 +364,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.request": {"level": "ERROR"},
-        "django.server": {"level": "INFO"},
+        # The development server's request lines: through the scrubbing formatter too
+        # (Django's own handler for them would print the path as it came).
+        "django.server": {"level": "INFO", "handlers": ["console"], "propagate": False},
     },
 }
 TRUSTED_PROXY_HOPS = env.int("TRUSTED_PROXY_HOPS", default=0)

@@ -605,15 +605,24 @@ def invitation_accept(
 
 
 def _key_still_stands(key: Any) -> bool:
-    """Whether the key (or, once it was rotated, its successor) is still usable: a
-    rotation hands the key's authority on, a revocation, expiry or deletion ends it."""
+    """Whether the key (or, once it was rotated, its successor) is still usable (ADR 0079).
+
+    A rotation hands the key's authority on to its successor, and deleting a rotated key
+    afterwards is housekeeping. A revocation says the key is not trusted: it ends what
+    the key did, rotated or not (rotate, then revoke the old key, is how a leak is met).
+    Expiry or deletion of a key that was never rotated ends it too.
+    """
     now = timezone.now()
     for _ in range(32):  # a chain of rotations, never a cycle
         if key is None:
             return False
-        if key.is_usable(now):
+        # Deleting marks a key revoked at the same instant; an earlier revocation is the
+        # org's own word.
+        if key.revoked_at is not None and key.revoked_at != key.deleted_at:
+            return False
+        if key.deleted_at is None and key.is_usable(now):
             return True
-        if key.rotated_at is None or key.revoked_at is not None or key.deleted_at is not None:
+        if key.rotated_at is None:
             return False
         key = key.successors.order_by("created_at").first()
     return False

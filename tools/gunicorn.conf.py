@@ -37,6 +37,8 @@ graceful_timeout = 20
 # identify requests. Set GUNICORN_ACCESS_LOG=- to get them.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
+# Sign-in and invitation tokens never reach a log line (config/logging.py).
+logger_class = "config.gunicorn_logging.ScrubbingLogger"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 proc_name = "latchkey"
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import io
 import logging
 import secrets
+import subprocess
+import sys
+import time
 
 from django.test import Client
 
 from config.logging import ScrubbingFormatter
+from tests.apikeys.guards.conftest import child_env, free_port, project_root, template  # noqa: F401
+from tests.apikeys.guards.servers import DatabaseTemplate, Server, http
 
 
 def _console_formatter() -> logging.Formatter:
@@ -58,3 +63,70 @@ def test_a_request_for_a_token_path_logs_no_token(db: None) -> None:
     output = stream.getvalue()
     assert "/login/magic/[redacted]/" in output
     assert token not in output
+
+
+# --- the servers' own request lines ---------------------------------------------------------
+
+
+def _token_paths() -> tuple[str, list[str]]:
+    token = secrets.token_urlsafe(32)
+    return token, [f"/login/magic/{token}/", f"/invitations/{token}/"]
+
+
+def test_gunicorns_access_and_error_logs_carry_no_token(
+    template: DatabaseTemplate,  # noqa: F811
+) -> None:
+    server = Server(
+        db_path=template.copy(),
+        redis_url="",
+        workers=1,
+        settings={"GUNICORN_ACCESS_LOG": "-"},
+    )
+    token, paths = _token_paths()
+    server.start()
+    try:
+        for path in paths:
+            server.call("GET", path)
+    finally:
+        server.stop()
+    assert server.log_path is not None
+    output = server.log_path.read_text()
+    assert "GET /login/magic/[redacted]/" in output  # the access line is there, scrubbed
+    assert token not in output
+
+
+def test_the_development_servers_request_lines_carry_no_token(
+    template: DatabaseTemplate,  # noqa: F811
+) -> None:
+    port = free_port()
+    env = child_env(
+        DATABASE_URL=f"sqlite:///{template.copy()}",
+        CELERY_TASK_ALWAYS_EAGER="true",
+        CELERY_BROKER_URL="memory://",
+        LATCHKEY_USAGE_FLUSH_SECONDS="0",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"],
+        cwd=project_root(),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    token, paths = _token_paths()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                http("GET", f"http://127.0.0.1:{port}/api/v1/ping", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "runserver did not answer"
+                time.sleep(0.2)
+        for path in paths:
+            http("GET", f"http://127.0.0.1:{port}{path}", timeout=5)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=10)
+    text = output.decode()
+    assert '"GET /login/magic/[redacted]/ HTTP/1.1"' in text
+    assert token not in text

@@ -572,6 +572,48 @@ def test_an_invitation_sent_by_a_key_survives_the_keys_rotation(
         services.invitation_accept(token=token, user=UserFactory.create(email="heidi@example.com"))
 
 
+@pytest.mark.parametrize("retired", ["deleted", "revoked"])
+def test_a_rotated_key_deleted_keeps_its_invitations_and_revoked_voids_them(
+    retired: str, org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Deleting the old key after a rotation is housekeeping; revoking it says the key is
+    not trusted (a leak is met by rotate, then revoke), which voids what it sent."""
+    from apikeys.services import apikey_delete, apikey_revoke, apikey_rotate
+
+    key, token = _invite_by_key(django_capture_on_commit_callbacks, org, "judy@example.com")
+    apikey_rotate(key=key, grace=timedelta(hours=1))
+    key.refresh_from_db()
+    if retired == "deleted":
+        apikey_delete(key=key)
+    else:
+        apikey_revoke(key=key)
+    judy = UserFactory.create(email="judy@example.com")
+    if retired == "deleted":
+        assert services.invitation_accept(token=token, user=judy).role == "member"
+    else:
+        with pytest.raises(InvitationError):
+            services.invitation_accept(token=token, user=judy)
+
+
+def test_invitations_sent_by_a_key_before_it_was_recorded_get_it_from_the_audit_log(
+    org: Organization, django_capture_on_commit_callbacks: Any
+) -> None:
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from apikeys.services import apikey_revoke
+
+    key, token = _invite_by_key(django_capture_on_commit_callbacks, org, "kim@example.com")
+    Invitation.objects.filter(email="kim@example.com").update(invited_by_key=None)
+    backfill = import_module("orgs.migrations.0004_backfill_invited_by_key").backfill
+    backfill(apps, None)
+    assert Invitation.objects.get(email="kim@example.com").invited_by_key == key
+    apikey_revoke(key=key)
+    with pytest.raises(InvitationError):
+        services.invitation_accept(token=token, user=UserFactory.create(email="kim@example.com"))
+
+
 def test_an_invitation_resent_by_a_member_stands_on_the_members_authority(
     owner: User, org: Organization, django_capture_on_commit_callbacks: Any
 ) -> None:
