@@ -87,3 +87,30 @@ def test_a_missing_table_is_not_an_outage() -> None:
     assert not is_database_down(wrapped(missing_table_sqlite_error()))
     assert not is_database_down(wrapped(psycopg.errors.UndefinedTable("x"), ProgrammingError))
     assert not is_database_down(OperationalError("raised with no driver error behind it"))
+
+
+def test_postgresql_connections_give_up_after_a_few_seconds() -> None:
+    """An unreachable server is a 503 in seconds, not after the TCP timeout (minutes)."""
+    import subprocess
+    import sys
+
+    from tests.apikeys.guards.conftest import child_env, project_root
+
+    def options(url: str) -> str:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import django; django.setup(); from django.conf import settings; "
+                "print(settings.DATABASES['default'].get('OPTIONS', {}).get('connect_timeout'))",
+            ],
+            cwd=project_root(),
+            env=child_env(DATABASE_URL=url, DJANGO_SETTINGS_MODULE="config.settings"),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
+    assert options("postgres://u@127.0.0.1:5432/db") == "3"
+    assert options("postgres://u@127.0.0.1:5432/db?connect_timeout=9") == "9"
