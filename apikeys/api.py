@@ -95,6 +95,7 @@ _me_bodies: dict[int, tuple[Any, bytes]] = {}
 def me_body(p: Any) -> dict[str, Any]:
     """`GET me` in the schema's shape (`MeSerializer`, which documents it)."""
     body: dict[str, Any] = {
+        "object": "me",
         "key": {
             "id": p.public_id,
             "name": p.name,

@@ -4,24 +4,41 @@ operation, request/response headers, and each operation's scope from the registr
 `ApiAutoSchema` is REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"]. For every operation it adds:
 - `x-required-scope` (and a line in the description) computed by the view from the scope
   registry, the same function the permission check uses;
-- the error responses that operation can return, each with the `Error` schema and the
-  list of codes from `apikeys.errors.ERRORS`;
-- the `X-Request-Id` response header, and the optional request headers of SPEC section 6.
+- the error responses that operation can return (405 included), each with the `ApiError`
+  schema and the list of codes from `apikeys.errors.ERRORS`;
+- the response headers the API sends: `X-Request-Id` on every response, the rate-limit
+  headers once a key is known, `Idempotent-Replayed` on mutations' successes,
+  `Retry-After`, `WWW-Authenticate` and `Allow` on the errors that carry them;
+- the request headers of SPEC section 6, `Idempotency-Key` required wherever the API
+  enforces it, with the pattern `apikeys.idempotency.parse_header` accepts.
+
+`describe_catalogue`, the postprocessing hook, finishes the document so that a client
+generated from it needs no hand edits (ADR 0080): the catalogue's scopes, `servers`,
+nullable references valid under OAS 3.0.3, and real pagination examples.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
+from urllib.parse import urlencode
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from django.conf import settings
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerFieldExtension,
+)
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
+from apikeys import idempotency
 from apikeys.api_base import KEY_KIND_SYSTEM, ApiView
 from apikeys.catalogue import AUTHORIZATION, current
 from apikeys.errors import ERRORS, IDEMPOTENCY_ERROR
 from apikeys.guard.pipeline import MAX_CLIENT_HEADER_LENGTH
+from apikeys.pagination import DEFAULT_LIMIT
 from apikeys.permissions import ANY_SCOPE
 from apikeys.scopes import get_resource
 
@@ -30,6 +47,20 @@ from apikeys.scopes import get_resource
 CLIENT_HEADER_PATTERN = rf"^[ -~]{{0,{MAX_CLIENT_HEADER_LENGTH}}}$"
 MUTATING_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
+
+# What `apikeys.idempotency.parse_header` accepts, as the field value arrives (RFC 9110:
+# without the surrounding whitespace HTTP strips). Either the plain form, 1 to 255
+# printable ASCII characters that neither start with `"` nor start or end with a space,
+# or the quoted structured-field form: 1 to 255 printable characters between double
+# quotes, `"` and `\` escaped as `\"` and `\\`. The key itself is at most 255 characters;
+# quoted and escaped it may take 2 + 2 x 255 on the wire, hence the maxLength. A test
+# holds the pattern to `parse_header` (tests/apikeys/api/test_schema.py).
+_KEY_MAX = idempotency.MAX_LENGTH
+IDEMPOTENCY_KEY_PATTERN = (
+    rf"^(?:[!#-~](?:[ -~]{{0,{_KEY_MAX - 2}}}[!-~])?"
+    rf'|"(?:[ !#-\[\]-~]|\\["\\]){{1,{_KEY_MAX}}}")$'
+)
+IDEMPOTENCY_KEY_MAX_LENGTH = 2 + 2 * _KEY_MAX
 
 
 def security_schemes() -> list[tuple[str, dict[str, Any]]]:
@@ -88,6 +119,26 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
         return [definition for _, definition in security_schemes()]
 
 
+class NamedEnumFieldExtension(OpenApiSerializerFieldExtension):
+    """`apikeys.serializers.NamedEnumField`: a reference to one enum component of its own
+    name, wherever the field appears. (drf-spectacular names enums after the field, and
+    `status` already names four other choice sets.)"""
+
+    target_class = "apikeys.serializers.NamedEnumField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        field = self.target
+        component = ResolvedComponent(
+            name=field.enum_name,
+            type=ResolvedComponent.SCHEMA,
+            object=field.enum_name,
+            schema={"type": "string", "enum": list(field.choices)},
+        )
+        auto_schema.registry.register_on_missing(component)
+        return dict(component.ref)
+
+
 class ErrorFieldSerializer(serializers.Serializer[Any]):
     param = serializers.CharField(help_text="The field or parameter at fault ('' for the body).")
     code = serializers.CharField()
@@ -96,7 +147,13 @@ class ErrorFieldSerializer(serializers.Serializer[Any]):
 
 class ErrorDetailSerializer(serializers.Serializer[Any]):
     type = serializers.ChoiceField(choices=sorted({spec.type for spec in ERRORS.values()}))
-    code = serializers.ChoiceField(choices=list(ERRORS))
+    # A string, not an enum: new codes may appear (docs/api.md), and a generated client
+    # must parse them rather than fail; the codes each operation answers with are listed
+    # in its responses.
+    code = serializers.CharField(
+        help_text="Machine-readable: one of the errors table's codes (docs/api.md). New codes "
+        "may appear; handle one you do not know by `type` and the HTTP status."
+    )
     message = serializers.CharField()
     request_id = serializers.CharField(help_text="Also in the X-Request-Id header.")
     doc_url = serializers.URLField(
@@ -115,7 +172,10 @@ class ErrorDetailSerializer(serializers.Serializer[Any]):
     )
 
 
-class ErrorSerializer(serializers.Serializer[Any]):
+class ApiErrorSerializer(serializers.Serializer[Any]):
+    """Every error response: `{"error": {...}}`. (Named `ApiError`, not `Error`: a
+    generated client's model `Error` clashes with its own local names.)"""
+
     error = ErrorDetailSerializer()
 
 
@@ -127,48 +187,117 @@ def _codes(*statuses: int, exclude_types: frozenset[str] = frozenset()) -> dict[
     return by_status
 
 
-def error_codes_for(method: str, *, public: bool) -> dict[int, list[str]]:
-    """Status → codes an operation can answer with (every one is documented)."""
+def requires_idempotency_key(view: ApiView, method: str) -> bool:
+    """Whether the API refuses `method` on `view` without an `Idempotency-Key`: every
+    mutation of a guarded view runs under the idempotency protocol
+    (`ApiView.around_handler`), except on views that answer a question through POST
+    (`idempotency_key_required = False`: the verify API)."""
+    if view.public or method.upper() not in idempotency.MUTATING_METHODS:
+        return False
+    return bool(getattr(view, "idempotency_key_required", True))
+
+
+def error_codes_for(method: str, *, public: bool, idempotent: bool = True) -> dict[int, list[str]]:
+    """Status → codes an operation can answer with (every one is documented).
+
+    405 is every operation's: a method its path does not have. `idempotent`: the
+    operation runs under the idempotency protocol (its idempotency errors are listed).
+    """
     if public:
-        return {500: ["internal_error"], 503: ["service_unavailable"]}
+        return {405: ["method_not_allowed"], 500: ["internal_error"], 503: ["service_unavailable"]}
     method = method.upper()
     if method in MUTATING_METHODS:
-        codes = _codes(400, 401, 403, 404, 409, 422, 429, 500, 503)
+        excluded = frozenset() if idempotent else frozenset({IDEMPOTENCY_ERROR})
+        codes = _codes(400, 401, 403, 404, 405, 409, 422, 429, 500, 503, exclude_types=excluded)
         if method not in BODY_METHODS:
             codes[400] = [c for c in codes[400] if c != "malformed_json"]
         else:
             codes |= _codes(413, 415)
-        return codes
-    codes = _codes(400, 401, 403, 404, 429, 500, 503, exclude_types=frozenset({IDEMPOTENCY_ERROR}))
+        return {status: codes[status] for status in sorted(codes)}
+    codes = _codes(
+        400, 401, 403, 404, 405, 429, 500, 503, exclude_types=frozenset({IDEMPOTENCY_ERROR})
+    )
     codes[400] = [c for c in codes[400] if c != "malformed_json"]
     codes[403] = [c for c in codes[403] if c not in ("environment_not_allowed",)]
     return codes
 
 
+def _header(description: str, schema: dict[str, Any], *, required: bool = False) -> dict[str, Any]:
+    header: dict[str, Any] = {"description": description, "schema": schema}
+    if required:
+        header["required"] = True
+    return header
+
+
 REQUEST_ID_HEADER = {
-    "X-Request-Id": {
-        "description": "The request's id (the caller's X-Request-Id when it is sane).",
-        "schema": {"type": "string"},
-        "required": True,
-    }
+    "X-Request-Id": _header(
+        "The request's id (the caller's X-Request-Id when it is sane).",
+        {"type": "string"},
+        required=True,
+    )
 }
+
+# What `apikeys.ratelimit.LimitResult.headers` sends once the key is known (a window
+# without a limit, 0, is left out), on every response of a guarded operation.
+RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": _header(
+        "Requests per minute this key may make.", {"type": "integer", "minimum": 1}
+    ),
+    "X-RateLimit-Remaining": _header(
+        "Requests left in the current minute window.", {"type": "integer", "minimum": 0}
+    ),
+    "X-RateLimit-Reset": _header(
+        "When the minute window ends, in UTC epoch seconds.", {"type": "integer", "minimum": 0}
+    ),
+    "RateLimit": _header(
+        'IETF form of the minute window: `"minute";r=<remaining>;t=<seconds to reset>`.',
+        {"type": "string", "pattern": r'^"minute";r=[0-9]+;t=[0-9]+$'},
+    ),
+    "RateLimit-Policy": _header(
+        'The key\'s windows, e.g. `"burst";q=10;w=1, "minute";q=60;w=60`.',
+        {
+            "type": "string",
+            "pattern": r'^"[a-z]+";q=[0-9]+;w=[0-9]+(, "[a-z]+";q=[0-9]+;w=[0-9]+)*$',
+        },
+    ),
+}
+
+REPLAYED_HEADER = {
+    idempotency.REPLAYED_HEADER: _header(
+        "`true` when this is the stored response of an earlier request with the same "
+        "Idempotency-Key (nothing was done again); absent otherwise.",
+        {"type": "string", "enum": ["true"]},
+    )
+}
+
+
+def _retry_after(when: str, *, required: bool = False) -> dict[str, Any]:
+    return {
+        "Retry-After": _header(
+            f"Seconds to wait before retrying{when}.",
+            {"type": "integer", "minimum": 0},
+            required=required,
+        )
+    }
 
 
 ERROR_HEADERS: dict[int, dict[str, Any]] = {
     401: {
-        "WWW-Authenticate": {
-            "description": '`Bearer realm="api"`, with `error="invalid_token"` for a '
-            "key that was sent but refused.",
-            "schema": {"type": "string"},
-            "required": True,
-        }
+        "WWW-Authenticate": _header(
+            '`Bearer realm="api"`, with `error="invalid_token"` for a key that was sent but '
+            "refused.",
+            {"type": "string"},
+            required=True,
+        )
     },
-    429: {
-        "Retry-After": {
-            "description": "Seconds to wait before retrying.",
-            "schema": {"type": "integer"},
-        }
+    405: {
+        "Allow": _header(
+            "The methods the path has, e.g. `GET, POST, HEAD`.", {"type": "string"}, required=True
+        )
     },
+    409: _retry_after(" (with `idempotency_key_in_use`: 1)"),
+    429: _retry_after("", required=True),
+    503: _retry_after(""),
 }
 
 
@@ -244,14 +373,22 @@ class ApiAutoSchema(AutoSchema):
                 "at most 255 characters).",
             ),
         ]
-        if self.method in MUTATING_METHODS:
+        if requires_idempotency_key(view, self.method):
             parameters.append(
                 OpenApiParameter(
-                    "Idempotency-Key",
-                    str,
+                    idempotency.HEADER,
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": IDEMPOTENCY_KEY_MAX_LENGTH,
+                        "pattern": IDEMPOTENCY_KEY_PATTERN,
+                    },
                     OpenApiParameter.HEADER,
-                    description="Makes a retry safe: the same key with the same request "
-                    "replays the stored response for 24 hours.",
+                    required=True,
+                    description="A new unique value per operation (a UUID, say), the same "
+                    "when you retry it: the same key with the same request replays the "
+                    "stored response for 24 hours. 1 to 255 printable ASCII characters, plain "
+                    'or as a quoted string (`"abc"`, with `\\"` and `\\\\` escaped).',
                 )
             )
         return parameters
@@ -259,27 +396,47 @@ class ApiAutoSchema(AutoSchema):
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)
         view = self._api_view()
-        if view is not None:
-            error_ref = self.resolve_serializer(ErrorSerializer, "response").ref
-            for status, codes in error_codes_for(self.method, public=view.public).items():
-                if not codes or str(status) in responses:
-                    continue
-                listed = ", ".join(f"`{code}`" for code in codes)
-                responses[str(status)] = {
-                    "description": f"Error: {listed}.",
-                    "content": {"application/json": {"schema": error_ref}},
-                    "headers": dict(ERROR_HEADERS.get(status, {})),
-                }
-        for response in responses.values():
-            response.setdefault("headers", {}).update(REQUEST_ID_HEADER)
+        if view is None:
+            for response in responses.values():
+                response.setdefault("headers", {}).update(REQUEST_ID_HEADER)
+            return responses
+        idempotent = requires_idempotency_key(view, self.method)
+        error_ref = self.resolve_serializer(ApiErrorSerializer, "response").ref
+        codes_by_status = error_codes_for(self.method, public=view.public, idempotent=idempotent)
+        for status, codes in codes_by_status.items():
+            if not codes or str(status) in responses:
+                continue
+            listed = ", ".join(f"`{code}`" for code in codes)
+            responses[str(status)] = {
+                "description": f"Error: {listed}.",
+                "content": {"application/json": {"schema": error_ref}},
+                "headers": dict(ERROR_HEADERS.get(status, {})),
+            }
+        for code, response in responses.items():
+            headers = response.setdefault("headers", {})
+            if idempotent and code.startswith("2"):
+                headers.update(REPLAYED_HEADER)
+            if not view.public:
+                headers.update(RATE_LIMIT_HEADERS)
+            headers.update(REQUEST_ID_HEADER)
         return responses
 
 
 def describe_catalogue(
     result: dict[str, Any], generator: Any, request: Any, public: bool
 ) -> dict[str, Any]:
-    """drf-spectacular postprocessing hook: the deployment's key headers, scopes and
-    presets in the document's description, and as `x-latchkey-scopes` for tools."""
+    """drf-spectacular postprocessing hook (settings' POSTPROCESSING_HOOKS, after the enum
+    hook): the deployment's key headers, scopes and presets in the document's description
+    and as `x-latchkey-scopes` for tools, then the finishing a client generator needs
+    (ADR 0080): `servers`, nullable references, pagination examples."""
+    _describe_scopes(result)
+    result["servers"] = [{"url": settings.SITE_URL, "description": "This deployment."}]
+    _nullable_references(result)
+    _pagination_examples(result)
+    return result
+
+
+def _describe_scopes(result: dict[str, Any]) -> None:
     catalogue = current()
     lines = [
         "",
@@ -317,4 +474,68 @@ def describe_catalogue(
     info = result.setdefault("info", {})
     info["description"] = str(info.get("description", "")) + "\n".join(lines)
     result["x-latchkey-scopes"] = listed
-    return result
+
+
+# Matches null only, under OAS 3.0.3's `nullable` (meaningful only beside `type`).
+NULL_ONLY: dict[str, Any] = {"type": "object", "nullable": True, "enum": [None]}
+
+
+def _nullable_references(node: Any) -> None:
+    """`{"allOf": [{"$ref": X}], "nullable": true}` (drf-spectacular's nullable nested
+    serializer) allows no null under OAS 3.0.3: `nullable` has no effect without `type`
+    beside it, and the referenced schema refuses null. Rewritten as
+    `{"oneOf": [{"$ref": X}, NULL_ONLY]}`, which validators accept for null and clients
+    generate as `X | None`."""
+    if isinstance(node, list):
+        for item in node:
+            _nullable_references(item)
+        return
+    if not isinstance(node, dict):
+        return
+    all_of = node.get("allOf")
+    if (
+        node.get("nullable") is True
+        and "type" not in node
+        and isinstance(all_of, list)
+        and len(all_of) == 1
+        and set(all_of[0]) == {"$ref"}
+    ):
+        del node["nullable"], node["allOf"]
+        node["oneOf"] = [all_of[0], dict(NULL_ONLY)]
+    for key, value in node.items():
+        if isinstance(value, dict) and set(value) == {"allOf"} and len(value["allOf"]) == 1:
+            # A reference wrapped in `allOf` with nothing beside it: the reference itself.
+            node[key] = value = value["allOf"][0]
+        _nullable_references(value)
+
+
+def cursor_example(position: str, *, reverse: bool = False) -> str:
+    """A cursor as `ApiCursorPagination` writes it (DRF's format: base64 of `r=1&p=…`)."""
+    tokens = {"r": "1", "p": position} if reverse else {"p": position}
+    return base64.b64encode(urlencode(tokens).encode("ascii")).decode("ascii")
+
+
+def _pagination_examples(result: dict[str, Any]) -> None:
+    """Each list's `next` / `previous` example: a link as the API writes it for that
+    list (instead of drf-spectacular's placeholder)."""
+    schemas = result.get("components", {}).get("schemas", {})
+    prefix = "#/components/schemas/"
+    for path, item in result.get("paths", {}).items():
+        get = item.get("get") or {}
+        content = get.get("responses", {}).get("200", {}).get("content", {})
+        ref = content.get("application/json", {}).get("schema", {}).get("$ref", "")
+        component = schemas.get(ref.removeprefix(prefix)) if ref.startswith(prefix) else None
+        if component is None or set(component.get("properties", {})) != {
+            "next",
+            "previous",
+            "results",
+        }:
+            continue
+        url = f"{settings.SITE_URL}{path}"
+        links = {
+            "next": cursor_example("2025-01-31 09:30:00.000000+00:00"),
+            "previous": cursor_example("2025-01-31 11:05:00.000000+00:00", reverse=True),
+        }
+        for name, cursor in links.items():
+            query = urlencode({"cursor": cursor, "limit": DEFAULT_LIMIT})
+            component["properties"][name]["example"] = f"{url}?{query}"

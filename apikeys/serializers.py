@@ -14,8 +14,10 @@ from typing import Any, ClassVar
 
 from django.http import QueryDict
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apikeys.models import KeyStatus
 from apikeys.services import MAX_GRACE, NAME_MAX_LENGTH
 from config import dates
 from orgs.models import InvitationStatus, KycStatus, OrgStatus, Role
@@ -98,6 +100,21 @@ class FilterDateTimeField(StrictDateTimeField):
         if not dates.datetime_in_range(moment):
             raise serializers.ValidationError(dates.RANGE_MESSAGE, code="out_of_range")
         return moment
+
+
+class NamedEnumField(serializers.ChoiceField):
+    """A choice field documented as the enum component `enum_name` wherever it appears
+    (`apikeys.schema.NamedEnumFieldExtension`), for choice sets whose field name other
+    sets share (`status`)."""
+
+    def __init__(self, *, enum_name: str, choices: Any, **kwargs: Any) -> None:
+        self.enum_name = enum_name
+        super().__init__(choices=choices, **kwargs)
+
+
+def key_status_field(**kwargs: Any) -> NamedEnumField:
+    """`KeyStatus` as the OpenAPI enum `ApiKeyStatusEnum`."""
+    return NamedEnumField(enum_name="ApiKeyStatusEnum", choices=KeyStatus.values, **kwargs)
 
 
 class StrictSerializer(serializers.Serializer[Any]):
@@ -204,15 +221,21 @@ class MeOrganizationSerializer(serializers.Serializer[Any]):
     id = serializers.CharField(help_text="Opaque id, `org_…`.")
     slug = serializers.CharField()
     name = serializers.CharField()
-    plan = serializers.CharField()
-    kyc_status = serializers.CharField()
-    status = serializers.CharField()
+    plan = serializers.ChoiceField(choices=Plan.values)
+    kyc_status = serializers.ChoiceField(choices=KycStatus.values)
+    status = serializers.ChoiceField(choices=OrgStatus.values)
 
 
 class MeSerializer(serializers.Serializer[Any]):
+    """`GET me`; `apikeys.api.me_body` builds it (this class documents it)."""
+
+    object = serializers.SerializerMethodField()
     key = MeKeySerializer()
     organization = MeOrganizationSerializer(allow_null=True, help_text="Null for system keys.")
     rate_limits = RateLimitsSerializer(allow_null=True, help_text="Null for system keys.")
+
+    def get_object(self, obj: Any) -> str:
+        return "me"
 
 
 class MemberSerializer(serializers.Serializer[Any]):
@@ -267,6 +290,7 @@ class ApiKeySerializer(serializers.Serializer[Any]):
     def get_object(self, obj: Any) -> str:
         return "api_key"
 
+    @extend_schema_field(key_status_field())
     def get_status(self, obj: Any) -> str:
         """`active`, `expiring` (rotated, in its grace period), `expired` or `revoked`."""
         return str(obj.status_at(timezone.now()))
@@ -312,10 +336,32 @@ class AuditActorSerializer(serializers.Serializer[Any]):
     )
 
 
+# The audit log stores a target's Django model name (`apikey`); the API names the target
+# as the `object` of its resource (`api_key`), the vocabulary of `object` and
+# `actor.type` (ADR 0080). A type not listed here is shown as stored.
+TARGET_TYPES: dict[str, str] = {
+    "apikey": "api_key",
+    "kycapplication": "kyc_application",
+    "kycdocument": "kyc_document",
+    "membership": "member",
+}
+
+
+def target_type(stored: str) -> str:
+    """The API's word for an audit event's stored `target_type`."""
+    return TARGET_TYPES.get(stored, stored)
+
+
 class AuditTargetSerializer(serializers.Serializer[Any]):
-    type = serializers.CharField(source="target_type")
+    type = serializers.SerializerMethodField()
     id = serializers.CharField(source="target_id")
     label = serializers.CharField(source="target_label")  # type: ignore[assignment]
+
+    def get_type(self, obj: Any) -> str:
+        """What the target is, as the `object` of its resource: `api_key`, `member`,
+        `invitation`, `organization`, `kyc_application`, `kyc_document`, `user`,
+        `passkey` (more may appear); empty when the event has no target."""
+        return target_type(obj.target_type)
 
 
 class AuditEventSerializer(serializers.Serializer[Any]):
@@ -439,11 +485,7 @@ class ApiKeyListQuerySerializer(StrictSerializer):
 
     also_allowed = PAGINATION_PARAMETERS
 
-    status = serializers.ChoiceField(
-        choices=["active", "expiring", "expired", "revoked"],
-        required=False,
-        help_text="Only keys in this state now.",
-    )
+    status = key_status_field(required=False, help_text="Only keys in this state now.")
     environment = serializers.ChoiceField(
         choices=["live", "test"], required=False, help_text="Only keys of this environment."
     )

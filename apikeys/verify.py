@@ -31,6 +31,8 @@ class VerifyKeyApi(SystemApiView):
 
     resource = "keys"
     actions = {"POST": "verify"}
+    # Its POST is a question (`run_handler` below): no Idempotency-Key (apikeys.schema).
+    idempotency_key_required = False
 
     @extend_schema(
         request=s.VerifyRequestSerializer,

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from django.core.files.base import ContentFile
 from django.db.models import Count, QuerySet
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -114,7 +114,7 @@ class KycApi(OrgApiView):
     @extend_schema(
         request={
             "application/json": s.KycSubmitSerializer,
-            "multipart/form-data": OpenApiTypes.OBJECT,
+            "multipart/form-data": s.KycSubmitMultipartSerializer,
         },
         responses={201: s.KycSerializer},
         summary="Submit the KYC application",

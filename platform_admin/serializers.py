@@ -159,6 +159,18 @@ class KycSubmitSerializer(StrictSerializer):
     )
 
 
+class KycSubmitMultipartSerializer(KycSubmitSerializer):
+    """POST kyc as multipart/form-data: the same fields as form parts, the documents as
+    file parts. Documents the request body (`platform_admin.api.KycApi` reads the parts)."""
+
+    documents = serializers.ListField(  # type: ignore[assignment]
+        child=serializers.FileField(),
+        required=False,
+        help_text="One file part per document, each named `documents`: PDF, PNG or JPEG "
+        "(checked by content); by default 10 MB each and 1 to 5 in all, `keep_documents` included.",
+    )
+
+
 class KycRejectSerializer(StrictSerializer):
     reason = serializers.CharField(max_length=REASON_MAX_LENGTH)
 
