@@ -100,3 +100,21 @@ class SecondFactorMiddleware:
             return HttpResponseRedirect(_verify_url(request))
         messages.warning(request, enrol_message)
         return HttpResponseRedirect(ENROL_URL)
+
+
+class SessionActivityMiddleware:
+    """Keeps the user's list of signed-in sessions current (ADR 0082): the session of a
+    signed-in request is recorded as seen (IP, browser, time), at most once a minute, so
+    this costs a write a minute per session and no query otherwise."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        path = request.path_info
+        if not path.startswith(("/api/", "/gateway/", "/healthz")) and not _is_static(path):
+            user = request.user
+            if user.is_authenticated:
+                assert isinstance(user, User)
+                signin.session_seen(request, user)
+        return self.get_response(request)

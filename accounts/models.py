@@ -110,6 +110,10 @@ def new_challenge_id() -> str:
     return new_public_id("chl")
 
 
+def new_session_id() -> str:
+    return new_public_id("ses")
+
+
 class MagicLinkToken(models.Model):
     """A sign-in link sent by email. Only the SHA-256 digest of the token is stored.
 
@@ -249,3 +253,32 @@ class WebAuthnChallenge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.purpose} challenge {self.public_id}"
+
+
+class UserSession(models.Model):
+    """A signed-in browser session of a user, as the security page lists it (ADR 0082).
+
+    Keyed by `key_digest`, the digest under which the session store keeps the session row
+    (`accounts.session_store`): the session key itself is never stored. Deleting the
+    session row through the store deletes this row too. `ip` and `user_agent` are those of
+    the latest request, `last_seen_at` is refreshed at most once a minute.
+    """
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_session_id, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signed_in_sessions"
+    )
+    key_digest = models.CharField(max_length=40, unique=True)
+    user_agent = models.CharField(max_length=512, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-last_seen_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "-last_seen_at"], name="accounts_session_user_seen")
+        ]
+
+    def __str__(self) -> str:
+        return f"session {self.public_id} of user {self.user_id}"

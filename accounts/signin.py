@@ -6,6 +6,8 @@
 - The time of the last sign-in, stamped on every `login()` (including test clients'
   `force_login`), which factor changes require to be recent (`REAUTH_MAX_AGE`).
 - Which WebAuthn challenge this browser was given, per purpose.
+- When this session was last recorded as seen (its `UserSession` row, ADR 0082), so the
+  row is written at most once a minute.
 
 Nothing secret is stored here: no token, code or key.
 """
@@ -18,16 +20,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib.auth import login
+from django.core.cache import cache
 from django.http import HttpRequest
 from django_otp import login as otp_login
 from django_otp.models import Device
 
 from accounts.models import User
 from accounts.navigation import safe_next_url
-from accounts.services import user_signed_in_record
+from accounts.services import user_session_touch, user_signed_in_record
+from accounts.session_store import session_key_digest
 
 PENDING_KEY = "accounts_pending_sign_in"
 SIGNED_IN_AT_KEY = "accounts_signed_in_at"
+SEEN_INTERVAL = 60
 PENDING_MAX_AGE = 10 * 60
 REAUTH_MAX_AGE = 10 * 60
 _BACKEND = "django.contrib.auth.backends.ModelBackend"
@@ -123,7 +128,35 @@ def challenge_key(purpose: str) -> str:
     return f"accounts_webauthn_{purpose}"
 
 
+def seen_cache_key(digest: str) -> str:
+    return f"accounts:seen:{digest}"
+
+
+def session_seen(request: HttpRequest, user: User) -> None:
+    """Record this signed-in session as seen, unless it was within `SEEN_INTERVAL` seconds.
+
+    The once-a-minute mark lives in the cache, not in the session: writing it into the
+    session would re-save the session row, and so push its expiry out, every minute,
+    letting a session used now and then (a stolen cookie too) never expire. With the
+    cache unreachable nothing is recorded.
+    """
+    key = request.session.session_key
+    if key is None:
+        return
+    try:
+        fresh = cache.add(seen_cache_key(session_key_digest(key)), 1, SEEN_INTERVAL)
+    except Exception:  # the cache (Redis) is unreachable: the list is not worth an error
+        return
+    if fresh:
+        user_session_touch(user=user, request=request)
+
+
 def on_user_logged_in(sender: Any, request: HttpRequest | None, user: Any, **kwargs: Any) -> None:
-    """`user_logged_in` receiver: remember when this session last signed in."""
+    """`user_logged_in` receiver: remember when this session last signed in, and list it
+    among the user's sessions."""
     if request is not None and hasattr(request, "session"):
         stamp_signed_in(request)
+        if request.session.session_key is None:
+            # login() flushed another user's session: the new key is made on save.
+            request.session.save()
+        session_seen(request, user)

@@ -21,6 +21,16 @@ urlpatterns = [
     path("login/passkey/verify/", views.passkey_sign_in_verify, name="passkey-sign-in-verify"),
     path("logout/", views.logout_view, name="logout"),
     path("account/security/", views.security_view, name="account-security"),
+    path(
+        "account/sessions/<pid:public_id>/sign-out/",
+        views.session_sign_out_view,
+        name="session-sign-out",
+    ),
+    path(
+        "account/sessions/sign-out-others/",
+        views.sessions_sign_out_others_view,
+        name="sessions-sign-out-others",
+    ),
     path("account/totp/start/", views.totp_start_view, name="totp-start"),
     path("account/totp/", views.totp_setup_view, name="totp-setup"),
     path("account/totp/disable/", views.totp_disable_view, name="totp-disable"),

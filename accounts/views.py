@@ -14,7 +14,8 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import BadRequest
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
@@ -30,11 +31,15 @@ from accounts import selectors, services, signin, throttles
 from accounts.forms import LoginForm, OTPTokenForm
 from accounts.models import ChallengePurpose, PasskeyDevice, RecoveryCodeDevice, User
 from accounts.navigation import safe_next_url
+from accounts.useragents import describe_user_agent
+from config.confirm import Confirmation, is_ask, render_confirm
 from config.net import client_ip
+from orgs.ids import is_public_id
 
 View = Callable[..., HttpResponse]
 
 SECOND_FACTOR_URL = "/login/2fa/"
+SESSIONS_URL = "/account/security/#sessions"
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -468,12 +473,46 @@ def passkey_sign_in_verify(request: HttpRequest) -> JsonResponse:
 @require_http_methods(["GET"])
 def security_view(request: HttpRequest) -> HttpResponse:
     user = _current_user(request)
+    before = request.GET.get("before", "")
+    if before and not is_public_id(before, prefix="evt"):
+        # The cursor is the page's own "older" link (`evt_…`); anything else was made by hand.
+        raise BadRequest("Malformed page cursor.")
     context = {
         "overview": selectors.security_overview(user=user),
         "recent": signin.recently_signed_in(request),
         "verified": _is_verified(request),
+        "sessions": selectors.user_session_list(user=user, current_key=request.session.session_key),
+        "log": selectors.security_event_list(user=user, before=before),
     }
     return _no_store(render(request, "accounts/security.html", context))
+
+
+@login_required
+@require_POST
+def session_sign_out_view(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Sign out one of the user's other sessions (ADR 0082)."""
+    try:
+        ended = services.user_session_end(
+            user=_current_user(request), public_id=public_id, request=request
+        )
+    except services.AccountError as exc:
+        messages.error(request, exc.message)
+        return redirect(SESSIONS_URL)
+    browser = describe_user_agent(ended.user_agent)
+    messages.success(request, f"The session on {browser} was signed out.")
+    return redirect(SESSIONS_URL)
+
+
+@login_required
+@require_POST
+def sessions_sign_out_others_view(request: HttpRequest) -> HttpResponse:
+    """Sign out every session of the user but this one (ADR 0082)."""
+    ended = services.user_sessions_end_others(user=_current_user(request), request=request)
+    if ended:
+        messages.success(request, f"Signed out {ended} other session{'s' if ended != 1 else ''}.")
+    else:
+        messages.success(request, "Every other session is signed out.")
+    return redirect(SESSIONS_URL)
 
 
 @login_required
@@ -518,21 +557,68 @@ def totp_setup_view(request: HttpRequest) -> HttpResponse:
                 messages.success(request, "Your authenticator app is set up.")
                 return redirect("account-security")
             form.add_error("otp_token", "That code is not valid. Check the app and try again.")
+    secret = b32encode(device.bin_key).decode()
     context = {
         "form": form,
         "qr_svg": mark_safe(_totp_qr_svg(device)),  # noqa: S308 - segno output, no user input
-        "secret": b32encode(device.bin_key).decode(),
+        "secret": secret,
+        # Shown in groups of four, as people read and type it; copied whole.
+        "secret_groups": [secret[i : i + 4] for i in range(0, len(secret), 4)],
     }
     return _no_store(render(request, "accounts/totp_setup.html", context, status=status))
 
 
+def _factor_removal_details(
+    overview: selectors.SecurityOverview, *, removing: str, user: User
+) -> list[str]:
+    """What else happens when one factor goes: whether two-factor stays on, and the email."""
+    others = len(overview.passkeys) + (1 if overview.totp is not None else 0) - 1
+    lines: list[str] = []
+    if others <= 0:
+        lines.append(
+            f"This is your only second factor: two-factor sign-in turns off, and your "
+            f"{overview.recovery_codes_remaining} unused recovery codes stop working."
+        )
+    else:
+        kept = []
+        if overview.totp is not None and removing != "totp":
+            kept.append("your authenticator app")
+        passkeys_kept = len(overview.passkeys) - (1 if removing == "passkey" else 0)
+        if passkeys_kept:
+            kept.append(f"{passkeys_kept} passkey{'s' if passkeys_kept != 1 else ''}")
+        lines.append(f"Two-factor stays on with {' and '.join(kept)}, and your recovery codes.")
+    lines.append(f"We'll email a security notice to {user.email}.")
+    return lines
+
+
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @recent_sign_in_required()
 def totp_disable_view(request: HttpRequest) -> HttpResponse:
+    """GET: the confirm step (config.confirm, ADR 0081); POST: remove the app."""
+    user = _current_user(request)
+    if request.method == "GET" or is_ask(request):
+        overview = selectors.security_overview(user=user)
+        if overview.totp is None:
+            messages.info(request, "No authenticator app is set up.")
+            return redirect("account-security")
+        confirmation = Confirmation(
+            title="Remove the authenticator app?",
+            what=(
+                "Codes from your authenticator app will stop working for signing in to "
+                "this account, at once. You can set up an app again later."
+            ),
+            subject=user.email,
+            subject_label="Account",
+            details=_factor_removal_details(overview, removing="totp", user=user),
+            confirm_label="Remove authenticator app",
+            button_id="confirm-disable-totp",
+            cancel_url="/account/security/#totp",
+        )
+        return _no_store(render_confirm(request, confirmation))
     verified_by = _verifying_device_id(request)
     try:
-        services.totp_disable(user=_current_user(request), request=request)
+        services.totp_disable(user=user, request=request)
     except services.AccountError as exc:
         messages.error(request, exc.message)
         return redirect("account-security")
@@ -548,11 +634,34 @@ def _recovery_codes_page(request: HttpRequest, codes: list[str], *, first: bool)
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @recent_sign_in_required()
 def recovery_codes_regenerate_view(request: HttpRequest) -> HttpResponse:
+    """GET: the confirm step (config.confirm, ADR 0081); POST: a new set, shown once."""
+    user = _current_user(request)
+    if request.method == "GET" or is_ask(request):
+        overview = selectors.security_overview(user=user)
+        if not overview.has_factor:
+            messages.info(request, "Set up an authenticator app or a passkey first.")
+            return redirect("account-security")
+        left = overview.recovery_codes_remaining
+        confirmation = Confirmation(
+            title="Generate new recovery codes?",
+            what=(
+                f"Your current recovery codes ({left} unused) stop working at once. "
+                "The 10 new codes are shown only once, on the next page: have somewhere "
+                "ready to save them."
+            ),
+            subject=user.email,
+            subject_label="Account",
+            details=[f"We'll email a security notice to {user.email}."],
+            confirm_label="Generate new codes",
+            button_id="confirm-regenerate-recovery-codes",
+            cancel_url="/account/security/#recovery",
+        )
+        return _no_store(render_confirm(request, confirmation))
     try:
-        codes = services.recovery_codes_regenerate(user=_current_user(request), request=request)
+        codes = services.recovery_codes_regenerate(user=user, request=request)
     except services.AccountError as exc:
         messages.error(request, exc.message)
         return redirect("account-security")
@@ -608,12 +717,34 @@ def passkey_register(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 @recent_sign_in_required()
 def passkey_delete_view(request: HttpRequest, public_id: str) -> HttpResponse:
+    """GET: the confirm step (config.confirm, ADR 0081); POST: remove the passkey."""
+    user = _current_user(request)
+    if request.method == "GET" or is_ask(request):
+        passkey = selectors.passkey_list(user=user).filter(public_id=public_id).first()
+        if passkey is None:
+            raise Http404("No such passkey.")
+        overview = selectors.security_overview(user=user)
+        confirmation = Confirmation(
+            title=f"Remove the passkey “{passkey.name}”?",
+            what=(
+                "This passkey will stop working for this account at once, both to sign in "
+                "and as a second factor. The credential stays on your device until you "
+                "delete it there."
+            ),
+            subject=passkey.name,
+            subject_label="Passkey",
+            details=_factor_removal_details(overview, removing="passkey", user=user),
+            confirm_label="Remove passkey",
+            button_id="confirm-remove-passkey",
+            cancel_url="/account/security/#passkeys",
+        )
+        return _no_store(render_confirm(request, confirmation))
     verified_by = _verifying_device_id(request)
     try:
-        services.passkey_delete(user=_current_user(request), public_id=public_id, request=request)
+        services.passkey_delete(user=user, public_id=public_id, request=request)
     except services.AccountError as exc:
         messages.error(request, exc.message)
         return redirect("account-security")

@@ -63,6 +63,8 @@ def is_database_down(exc: BaseException) -> bool:
         # connection dropped mid-query.
         return cause is not None
     return str(sqlstate).startswith(_UNREACHABLE_SQLSTATES)
+
+
 _database_errors = ErrorLog(logger_name="apikeys.api")
 
 

@@ -128,11 +128,15 @@ class ApiKeyCreateForm(forms.Form):
     name = forms.CharField(max_length=NAME_MAX_LENGTH, strip=True)
     environment = forms.ChoiceField(choices=ENVIRONMENT_CHOICES, initial="test")
     expiry = forms.ChoiceField(choices=EXPIRY_CHOICES, initial=EXPIRY_NEVER, required=False)
-    expires_on = forms.DateField(required=False)
+    expires_on = forms.DateField(required=False, label="Expires on")
     scope = forms.MultipleChoiceField(
-        choices=(), required=True, error_messages={"required": "Tick at least one permission."}
+        choices=(),
+        required=True,
+        label="Permissions",
+        error_messages={"required": "Tick at least one permission."},
     )
     meta = forms.CharField(
+        label="Metadata",
         required=False,
         strip=True,
         max_length=META_MAX_BYTES * 4,

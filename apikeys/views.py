@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django import forms
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
@@ -57,6 +58,7 @@ from apikeys.services import (
     apikey_revoke,
     apikey_rotate,
 )
+from config.confirm import Confirmation, ConfirmMixin
 from orgs.models import KycStatus
 from orgs.tenancy import OrgMixin, OrgView
 
@@ -237,6 +239,7 @@ class ApiKeyDetailView(OrgView):
                     {**entry, "badge": _status_badge(entry["status"])} for entry in recent
                 ],
                 "key": key,
+                "now": now,
                 "row": row,
                 "grid": scope_grid(key.scopes),
                 "meta_json": json.dumps(key.meta or {}, indent=2, ensure_ascii=False),
@@ -366,29 +369,82 @@ class UsageView(OrgView):
         return context
 
 
-@method_decorator(never_cache, name="dispatch")
-class ApiKeyRotateView(OrgMixin, View):
-    """POST only: issue the successor and render its secret once, in this response."""
+def _detail_url(org_slug: str, key: ApiKey) -> str:
+    return reverse("apikey-detail", kwargs={"org_slug": org_slug, "key_id": key.public_id})
+
+
+class _KeyConfirmView(ConfirmMixin, OrgMixin, View):
+    """An action on one key behind the confirm step (config.confirm, ADR 0081)."""
 
     required_role = "admin"
-    http_method_names = ["post"]
 
-    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        key = apikey_get(org=self.org, public_id=kwargs["key_id"])
-        detail_url = reverse(
-            "apikey-detail", kwargs={"org_slug": self.org.slug, "key_id": key.public_id}
+    def key(self) -> ApiKey:
+        if not hasattr(self, "_key"):
+            self._key = apikey_get(org=self.org, public_id=self.kwargs["key_id"])
+        return self._key
+
+    def detail_url(self) -> str:
+        return _detail_url(self.org.slug, self.key())
+
+
+@method_decorator(never_cache, name="dispatch")
+class ApiKeyRotateView(_KeyConfirmView):
+    """The detail page's rotate form asks first (`confirm_ask`): a rotation that keeps
+    the old key working for a grace period is performed at once, one that ends it
+    immediately shows the confirm step. The perform step renders the successor's secret
+    once, in its response."""
+
+    form_class = ApiKeyRotateForm
+
+    def needs_confirmation(self, form: forms.Form | None) -> bool:
+        assert isinstance(form, ApiKeyRotateForm)
+        return not form.grace_delta
+
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        key = self.key()
+        immediate = isinstance(form, ApiKeyRotateForm) and form.is_valid() and not form.grace_delta
+        grace = form.cleaned_data["grace"] if form is not None and form.is_valid() else ""
+        label = next((lab for v, lab, _ in GRACE_CHOICES if v == grace), "")
+        return Confirmation(
+            title=f"Rotate “{key.name}”{' immediately' if immediate else ''}?",
+            subject=key.display,
+            subject_label="Key",
+            what=(
+                "The current secret stops working the moment you confirm: every request "
+                "still using it fails until it is replaced by the new secret."
+                if immediate
+                else f"A new secret is issued. The current one stops working: {label.lower()}."
+                if label
+                else "A new secret is issued; choose when the current one stops working."
+            ),
+            details=[
+                "The new key keeps the name, environment and permissions.",
+                "Its secret is shown once, on the next page.",
+            ],
+            confirm_label="Rotate and end the old key now" if immediate else "Rotate key",
+            button_id="confirm-rotate",
+            danger=immediate,
+            cancel_url=self.detail_url(),
         )
-        form = ApiKeyRotateForm(request.POST)
-        if not form.is_valid():
-            messages.error(request, "Choose how long the old key keeps working.")
-            return HttpResponseRedirect(detail_url)
+
+    def get_confirm_form(self, data: QueryDict | None) -> forms.Form | None:
+        form = ApiKeyRotateForm(data)
+        if data is not None and form.is_valid():
+            # The choice travels as a hidden value; the step shows it in words.
+            form.fields["grace"].widget = forms.HiddenInput()
+        return form
+
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        assert isinstance(form, ApiKeyRotateForm)
+        request = self.request
+        key = self.key()
         try:
             successor, secret = apikey_rotate(
                 key=key, grace=form.grace_delta, actor_user=_user(request), request=request
             )
         except ApiKeyError as exc:
             messages.error(request, exc.message)
-            return HttpResponseRedirect(detail_url)
+            return HttpResponseRedirect(self.detail_url())
         return render(
             request,
             "apikeys/apikey_secret.html",
@@ -403,47 +459,46 @@ class ApiKeyRotateView(OrgMixin, View):
         )
 
 
-class _ConfirmActionView(OrgMixin, View):
-    """GET: a confirmation page. POST: perform the action and go back with a message."""
-
-    required_role = "admin"
-    action = ""
-    template_name = "apikeys/apikey_confirm.html"
-
-    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        key = apikey_get(org=self.org, public_id=kwargs["key_id"])
-        return render(
-            request,
-            self.template_name,
-            {"org": self.org, "key": key, "action": self.action},
+class ApiKeyRevokeView(_KeyConfirmView):
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        key = self.key()
+        return Confirmation(
+            title=f"Revoke “{key.name}”?",
+            subject=key.display,
+            subject_label="Key",
+            what="Requests with this key fail from the moment you confirm.",
+            details=["A revoked key cannot be restored; create or rotate a key to replace it."],
+            confirm_label="Revoke key",
+            button_id="confirm-revoke",
+            cancel_url=self.detail_url(),
         )
 
-    def perform(self, key: ApiKey, request: HttpRequest) -> str:
-        raise NotImplementedError
-
-    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        key = apikey_get(org=self.org, public_id=kwargs["key_id"])
-        return HttpResponseRedirect(self.perform(key, request))
-
-
-class ApiKeyRevokeView(_ConfirmActionView):
-    required_role = "admin"
-    action = "revoke"
-
-    def perform(self, key: ApiKey, request: HttpRequest) -> str:
-        apikey_revoke(key=key, actor_user=_user(request), request=request)
-        messages.success(request, f"“{key.name}” is revoked. Requests with it now fail.")
-        return reverse("apikey-detail", kwargs={"org_slug": self.org.slug, "key_id": key.public_id})
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        key = self.key()
+        apikey_revoke(key=key, actor_user=_user(self.request), request=self.request)
+        messages.success(self.request, f"“{key.name}” is revoked. Requests with it now fail.")
+        return HttpResponseRedirect(self.detail_url())
 
 
-class ApiKeyDeleteView(_ConfirmActionView):
-    required_role = "admin"
-    action = "delete"
+class ApiKeyDeleteView(_KeyConfirmView):
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        key = self.key()
+        return Confirmation(
+            title=f"Delete “{key.name}”?",
+            subject=key.display,
+            subject_label="Key",
+            what="The key stops working at once and disappears from the key list.",
+            details=["Its audit events stay in the audit log."],
+            confirm_label="Delete key",
+            button_id="confirm-delete",
+            cancel_url=self.detail_url(),
+        )
 
-    def perform(self, key: ApiKey, request: HttpRequest) -> str:
-        apikey_delete(key=key, actor_user=_user(request), request=request)
-        messages.success(request, f"“{key.name}” is deleted. Its audit events remain.")
-        return reverse("apikey-list", kwargs={"org_slug": self.org.slug})
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        key = self.key()
+        apikey_delete(key=key, actor_user=_user(self.request), request=self.request)
+        messages.success(self.request, f"“{key.name}” is deleted. Its audit events remain.")
+        return HttpResponseRedirect(reverse("apikey-list", kwargs={"org_slug": self.org.slug}))
 
 
 def api_errors_page(request: HttpRequest) -> HttpResponse:

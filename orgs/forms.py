@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 
 from config import dates
+from orgs.ids import is_public_id
 from orgs.models import Role
 from orgs.services import NAME_MAX_LENGTH
 
@@ -79,6 +80,23 @@ class TransferOwnershipForm(forms.Form):
         field = self.fields["membership"]
         assert isinstance(field, forms.ChoiceField)
         field.choices = candidates
+
+
+class TransferToForm(forms.Form):
+    """The confirm step of an ownership transfer: the chosen member's id. Whether it names
+    a member of this org is the view's lookup (404 otherwise, like every org URL)."""
+
+    membership = forms.CharField(
+        max_length=64,
+        label="New owner",
+        error_messages={"required": "Choose the member who becomes the owner."},
+    )
+
+    def clean_membership(self) -> str:
+        value: str = self.cleaned_data["membership"]
+        if not is_public_id(value, prefix="mem"):
+            raise forms.ValidationError("Choose the member who becomes the owner.")
+        return value
 
 
 class FilterDateField(forms.DateField):

@@ -59,9 +59,14 @@ def organization_list_for_user(*, user: User) -> QuerySet[Organization]:
 
 
 def org_switcher_list(*, user: User) -> list[dict[str, str]]:
-    """Name and slug of each org of the user, for the shell's switcher: one query."""
-    rows = Organization.objects.filter(memberships__user=user).order_by("name", "slug")
-    return [{"name": name, "slug": slug} for name, slug in rows.values_list("name", "slug")]
+    """Name, slug and the user's role of each org of the user, for the shell's switcher
+    and its navigation on pages outside an org: one query."""
+    rows = (
+        Membership.objects.filter(user=user)
+        .order_by("org__name", "org__slug")
+        .values_list("org__name", "org__slug", "role")
+    )
+    return [{"name": name, "slug": slug, "role": role} for name, slug, role in rows]
 
 
 def org_slug_suggest(*, name: str) -> str:

@@ -14,6 +14,7 @@ from datetime import UTC
 from typing import Any
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import BadRequest
@@ -22,6 +23,7 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBase,
+    QueryDict,
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
@@ -32,6 +34,8 @@ from django.views.decorators.cache import never_cache
 
 from accounts.models import User
 from apikeys.selectors import apikey_counts, usage_totals, usage_window
+from config.confirm import Confirmation, ConfirmMixin
+from config.text import end_sentence
 from orgs import roles, selectors, services
 from orgs.forms import (
     AuditFilterForm,
@@ -41,9 +45,10 @@ from orgs.forms import (
     RoleForm,
     SettingsForm,
     TransferOwnershipForm,
+    TransferToForm,
 )
 from orgs.ids import is_public_id
-from orgs.models import AuditEvent, InvitationStatus, Membership, Role
+from orgs.models import ROLE_RANK, AuditEvent, InvitationStatus, Membership, Role
 from orgs.services import OrgError, audit_record
 from orgs.tenancy import OrgMixin, OrgView
 
@@ -161,7 +166,8 @@ class InvitationView(View):
             return _invitation_invalid(request, None)
         messages.success(
             request,
-            f"Welcome to {membership.org.name}. You joined as {Role(membership.role).label}.",
+            f"Welcome to {end_sentence(membership.org.name)} "
+            f"You joined as {Role(membership.role).label}.",
         )
         return redirect(f"/o/{membership.org.slug}/")
 
@@ -208,7 +214,8 @@ class InvitationForInviteeView(LoginRequiredMixin, View):
             return _invitation_invalid(request, None)
         messages.success(
             request,
-            f"Welcome to {membership.org.name}. You joined as {Role(membership.role).label}.",
+            f"Welcome to {end_sentence(membership.org.name)} "
+            f"You joined as {Role(membership.role).label}.",
         )
         return redirect(f"/o/{membership.org.slug}/")
 
@@ -305,90 +312,170 @@ class MemberInviteView(OrgView):
         return self.render_to_response(self.get_context_data(form=form), status=400)
 
 
-class MemberActionView(OrgMixin, View):
-    """Base for the POST actions on one member, looked up inside this org only."""
+ROLE_POWERS = {
+    Role.OWNER: (
+        "every power in {org}: API keys, members, KYC, settings, other owners' and admins' "
+        "roles, ownership transfer and deleting the organisation"
+    ),
+    Role.ADMIN: "API keys, members (not owners or other admins), KYC and settings of {org}",
+    Role.MEMBER: "read-only access to {org}: masked keys, usage and members",
+}
+
+
+def _with_article(label: str) -> str:
+    return f"{'an' if label[:1].lower() in 'aeiou' else 'a'} {label.lower()}"
+
+
+class MemberActionView(ConfirmMixin, OrgMixin, View):
+    """Base for the actions on one member, looked up inside this org only; each asks
+    first (config.confirm)."""
 
     required_role = Role.ADMIN
 
     def get_target(self, member_id: str) -> Membership:
         return selectors.membership_get(org=self.org, public_id=member_id)
 
+    def target(self) -> Membership:
+        if not hasattr(self, "_target"):
+            self._target = self.get_target(self.kwargs["member_id"])
+        return self._target
+
+    def members_url(self) -> str:
+        return _members_url(self.org.slug)
+
 
 class MemberRoleView(MemberActionView):
-    http_method_names = ["post"]
+    """The members table's "Make owner / admin / member" buttons ask here first; the
+    confirm step says what the new role allows and to whom."""
 
-    def post(self, request: HttpRequest, member_id: str) -> HttpResponse:
-        target = self.get_target(member_id)
-        form = RoleForm(request.POST)
-        if not form.is_valid():
-            messages.error(request, "Choose a valid role.")
-            return redirect(_members_url(self.org.slug))
+    form_class = RoleForm
+
+    def get_confirm_form(self, data: QueryDict | None) -> forms.Form | None:
+        form = RoleForm(data)
+        form.fields["role"].widget = forms.HiddenInput()
+        return form
+
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        target = self.target()
+        email = target.user.email
+        valid = form is not None and form.is_valid()
+        role = form.cleaned_data["role"] if form is not None and valid else ""
+        blocked = ""
+        if not roles.can_manage(self.membership, target):
+            blocked = (
+                "You cannot change your own role; ask another owner, or transfer ownership."
+                if target.pk == self.membership.pk
+                else "Your role does not allow changing this member's role."
+            )
+        elif not role:
+            blocked = "Choose the role from the members list."
+        elif not roles.can_assign(self.membership, role):
+            blocked = "Your role does not allow giving this role."
+        elif role == target.role:
+            blocked = f"{email} is already {_with_article(Role(role).label)}."
+        label = Role(role).label if role else "another role"
+        org_name = self.org.name
+        details = [f"Today they are {_with_article(Role(target.role).label)}."]
+        if role == Role.OWNER:
+            details.append("Only an owner can change an owner's role back.")
+        return Confirmation(
+            title=f"Make {email} {_with_article(label) if role else label}?",
+            subject=email,
+            subject_label="Member",
+            what=(
+                f"They get {ROLE_POWERS[Role(role)].format(org=org_name)}."
+                if role
+                else "Their role changes."
+            ),
+            details=details,
+            confirm_label=f"Make {label.lower()}",
+            button_id="confirm-role",
+            danger=role == Role.OWNER or ROLE_RANK.get(role, 0) < ROLE_RANK[target.role],
+            cancel_url=self.members_url(),
+            blocked=blocked,
+        )
+
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        assert form is not None
+        target = self.target()
         try:
             services.membership_change_role(
                 membership=target,
                 role=form.cleaned_data["role"],
                 actor_membership=self.membership,
-                request=request,
+                request=self.request,
             )
         except OrgError as error:
-            messages.error(request, error.message)
+            messages.error(self.request, error.message)
         else:
             messages.success(
-                request, f"{target.user.email} is now {Role(target.role).label.lower()}."
+                self.request, f"{target.user.email} is now {Role(target.role).label.lower()}."
             )
-        return redirect(_members_url(self.org.slug))
+        return redirect(self.members_url())
 
 
 class MemberRemoveView(MemberActionView):
-    """GET asks for confirmation; POST removes."""
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        target = self.target()
+        return Confirmation(
+            title=f"Remove {target.user.email}?",
+            subject=target.user.email,
+            subject_label=Role(target.role).label,
+            what=(
+                f"They lose access to {self.org.name} at once: its dashboard, API keys and "
+                "audit log."
+            ),
+            details=["API keys they created keep working until revoked."],
+            confirm_label="Remove member",
+            button_id="confirm-remove",
+            cancel_url=self.members_url(),
+            blocked=""
+            if roles.can_manage(self.membership, target)
+            else f"Your role does not allow removing this member ({target.get_role_display()}).",
+        )
 
-    template_name = "orgs/member_remove.html"
-
-    def get(self, request: HttpRequest, member_id: str) -> HttpResponse:
-        target = self.get_target(member_id)
-        context = {
-            "org": self.org,
-            "membership": self.membership,
-            "target": target,
-            "allowed": roles.can_manage(self.membership, target),
-        }
-        return render(request, self.template_name, context)
-
-    def post(self, request: HttpRequest, member_id: str) -> HttpResponse:
-        target = self.get_target(member_id)
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        target = self.target()
         try:
             services.membership_remove(
-                membership=target, actor_membership=self.membership, request=request
+                membership=target, actor_membership=self.membership, request=self.request
             )
         except OrgError as error:
-            messages.error(request, error.message)
+            messages.error(self.request, error.message)
         else:
-            messages.success(request, f"{target.user.email} was removed.")
-        return redirect(_members_url(self.org.slug))
+            messages.success(self.request, f"{target.user.email} was removed.")
+        return redirect(self.members_url())
 
 
-class MemberLeaveView(OrgMixin, View):
-    """GET asks for confirmation; POST leaves the org."""
-
+class MemberLeaveView(ConfirmMixin, OrgMixin, View):
     required_role = Role.MEMBER
-    template_name = "orgs/member_leave.html"
 
-    def get(self, request: HttpRequest) -> HttpResponse:
-        context = {
-            "org": self.org,
-            "membership": self.membership,
-            "last_owner": self.membership.role == Role.OWNER
-            and selectors.membership_counts(org=self.org)["owners"] <= 1,
-        }
-        return render(request, self.template_name, context)
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        last_owner = (
+            self.membership.role == Role.OWNER
+            and selectors.membership_counts(org=self.org)["owners"] <= 1
+        )
+        return Confirmation(
+            title=f"Leave {self.org.name}?",
+            subject=_user(self.request).email,
+            subject_label="You",
+            what="You lose access to this organisation until someone invites you again.",
+            confirm_label="Leave organisation",
+            button_id="confirm-leave",
+            cancel_url=_members_url(self.org.slug),
+            blocked="You are the last owner. Transfer ownership to another member or delete "
+            "the organisation in settings first."
+            if last_owner
+            else "",
+        )
 
-    def post(self, request: HttpRequest) -> HttpResponse:
+    def perform(self, form: forms.Form | None) -> HttpResponse:
         try:
-            services.membership_leave(membership=self.membership, request=request)
+            services.membership_leave(membership=self.membership, request=self.request)
         except OrgError as error:
-            messages.error(request, error.message)
+            messages.error(self.request, error.message)
             return redirect(_members_url(self.org.slug))
-        messages.success(request, f"You left {self.org.name}.")
+        messages.success(self.request, f"You left {end_sentence(self.org.name)}")
         return redirect("home")
 
 
@@ -478,33 +565,59 @@ class SettingsView(OrgView):
         return self.render_to_response(self.get_context_data(form=form), status=400)
 
 
-class OwnershipTransferView(OrgMixin, View):
-    required_role = Role.OWNER
-    http_method_names = ["post"]
+class OwnershipTransferView(ConfirmMixin, OrgMixin, View):
+    """Settings' "Transfer ownership" asks here first: the confirm step names the new
+    owner and says the acting owner becomes an admin."""
 
-    def post(self, request: HttpRequest) -> HttpResponse:
-        public_id = request.POST.get("membership", "")
-        if not public_id:
-            messages.error(request, "Choose the member who becomes the owner.")
-            return redirect(f"/o/{self.org.slug}/settings/")
-        if not is_public_id(public_id, prefix="mem"):
-            # Only a hand-made request gets here; its value must not reach the database.
-            raise BadRequest("Malformed member id.")
-        target = selectors.membership_get(org=self.org, public_id=public_id)
+    required_role = Role.OWNER
+
+    form_class = TransferToForm
+
+    def settings_url(self) -> str:
+        return f"/o/{self.org.slug}/settings/"
+
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        target = self._target(form)
+        if target is not None:
+            assert form is not None
+            form.fields["membership"].widget = forms.HiddenInput()
+        return Confirmation(
+            title=f"Transfer ownership of {self.org.name}"
+            + (f" to {target.user.email}?" if target else "?"),
+            subject=target.user.email if target else "",
+            subject_label="New owner",
+            what=(
+                f"{target.user.email if target else 'The member you choose'} becomes an owner, "
+                "with every power including deleting the organisation. You become an admin "
+                "and cannot undo this yourself."
+            ),
+            confirm_label="Transfer ownership",
+            button_id="confirm-transfer",
+            cancel_url=self.settings_url(),
+        )
+
+    def _target(self, form: forms.Form | None) -> Membership | None:
+        if form is None or not form.is_bound or not form.is_valid():
+            return None
+        return selectors.membership_get(org=self.org, public_id=form.cleaned_data["membership"])
+
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        target = self._target(form)
+        assert target is not None
         try:
             services.ownership_transfer(
                 org=self.org,
                 to_membership=target,
                 actor_membership=self.membership,
-                request=request,
+                request=self.request,
             )
         except OrgError as error:
-            messages.error(request, error.message)
+            messages.error(self.request, error.message)
         else:
             messages.success(
-                request, f"{target.user.email} is now the owner. You are now an admin."
+                self.request, f"{target.user.email} is now the owner. You are now an admin."
             )
-        return redirect(f"/o/{self.org.slug}/settings/")
+        return redirect(self.settings_url())
 
 
 class OrgDeleteView(OrgMixin, View):

@@ -118,7 +118,9 @@ class LimitsForm(forms.Form):
 class SuspendForm(forms.Form):
     reason = forms.CharField(
         label="Reason (internal, on the audit log)",
-        required=False,
+        required=True,
+        error_messages={"required": "Give the reason for the suspension."},
+        widget=forms.Textarea(attrs={"rows": 3}),
         max_length=REASON_MAX_LENGTH,
     )
 

@@ -12,11 +12,19 @@ import logging
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    QueryDict,
+)
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_cache_control
 from django.views import View
@@ -24,6 +32,8 @@ from django.views import View
 from accounts.models import PlatformRole, User
 from accounts.selectors import user_has_second_factor
 from apikeys.forms import scope_grid
+from config.confirm import Confirmation, ConfirmMixin
+from config.text import end_sentence
 from orgs.models import KycStatus, OrgStatus
 from orgs.plans import PLAN_LIMITS
 from orgs.tenancy import OrgMixin, OrgView
@@ -149,7 +159,12 @@ class KycView(OrgView):
         status: int = 200,
     ) -> HttpResponse:
         current = history[0] if history else None
-        editable = current is None or current.status == KycApplicationStatus.REJECTED
+        # An org approved (or under review) without an application on file, e.g. by
+        # staff through the API, has nothing to submit: the page is read-only.
+        decided = self.org.kyc_status in (KycStatus.APPROVED, KycStatus.PENDING)
+        editable = not decided and (
+            current is None or current.status == KycApplicationStatus.REJECTED
+        )
         can_admin = self.membership.has_role("admin")
         if form is None and editable and can_admin:
             previous = list(current.documents.all()) if current else []
@@ -284,33 +299,101 @@ class KycDetailView(PlatformView):
         )
 
 
-class KycApproveView(PlatformView):
+class PlatformConfirmView(ConfirmMixin, PlatformView):
+    """A console action behind the confirm step (config.confirm, ADR 0081)."""
+
+    confirm_template = "platform_admin/confirm.html"
+
+    def get_confirm_context(self) -> dict[str, Any]:
+        return {"section": self.section, "staff": _user(self.request)}
+
+
+class _KycDecisionView(PlatformConfirmView):
     section = "kyc"
 
-    def post(self, request: HttpRequest, kyc_id: str) -> HttpResponse:
-        application = selectors.kyc_application_get(public_id=kyc_id)
+    def application(self) -> KycApplication:
+        if not hasattr(self, "_application"):
+            self._application = selectors.kyc_application_get(public_id=self.kwargs["kyc_id"])
+        return self._application
+
+    def detail_url(self) -> str:
+        return f"/platform/kyc/{self.application().public_id}/"
+
+    def blocked(self) -> str:
+        application = self.application()
+        if application.is_pending:
+            return ""
+        return f"This application was already decided: {application.get_status_display()}."
+
+
+class KycApproveView(_KycDecisionView):
+    """The detail page's Approve asks here first; the step names the org whose live keys
+    it opens."""
+
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        application = self.application()
+        org = application.org
+        return Confirmation(
+            title=f"Approve {application.legal_name}?",
+            subject=f"{org.name} ({org.slug})",
+            subject_label="Organisation",
+            what=(
+                f"{org.name} can create live API keys from now on, and its owners and "
+                "admins are emailed the approval."
+            ),
+            details=["An approval cannot be withdrawn from the console."],
+            confirm_label="Approve application",
+            button_id="confirm-approve-kyc",
+            danger=False,
+            cancel_url=self.detail_url(),
+            blocked=self.blocked(),
+        )
+
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        request = self.request
+        application = self.application()
         try:
             services.kyc_approve(application=application, staff=_user(request), request=request)
         except PlatformError as exc:
             messages.error(request, exc.message)
-            return redirect(f"/platform/kyc/{application.public_id}/")
+            return redirect(self.detail_url())
         messages.success(
             request,
-            f"Approved {application.legal_name}. {application.org.name}'s owners and admins "
+            f"Approved {end_sentence(application.legal_name)} "
+            f"{application.org.name}'s owners and admins "
             "have been emailed; live keys are now available to them.",
         )
         return redirect("/platform/kyc/")
 
 
-class KycRejectView(KycDetailView):
-    def get(self, request: HttpRequest, kyc_id: str) -> HttpResponse:
-        return redirect(f"/platform/kyc/{kyc_id}/")
+class KycRejectView(_KycDecisionView):
+    """The detail page's reason and Reject ask here first; the step shows the reason
+    (editable) that the org's admins will read."""
 
-    def post(self, request: HttpRequest, kyc_id: str) -> HttpResponse:
-        application = selectors.kyc_application_get(public_id=kyc_id)
-        form = RejectForm(request.POST)
-        if not form.is_valid():
-            return self._render(request, application, form, status=400)
+    form_class = RejectForm
+
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        application = self.application()
+        org = application.org
+        return Confirmation(
+            title=f"Reject {application.legal_name}?",
+            subject=f"{org.name} ({org.slug})",
+            subject_label="Organisation",
+            what=(
+                "The application is rejected and its owners and admins are emailed the reason "
+                "below. They can correct it and apply again; until approved they have test "
+                "keys only."
+            ),
+            confirm_label="Reject application",
+            button_id="confirm-reject-kyc",
+            cancel_url=self.detail_url(),
+            blocked=self.blocked(),
+        )
+
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        assert isinstance(form, RejectForm)
+        request = self.request
+        application = self.application()
         try:
             services.kyc_reject(
                 application=application,
@@ -320,13 +403,14 @@ class KycRejectView(KycDetailView):
             )
         except ValidationError as exc:
             form.add_error("reason", exc.message_dict.get("reason", exc.messages))
-            return self._render(request, application, form, status=400)
+            return self.render_confirm_step(form, status=400)
         except PlatformError as exc:
             messages.error(request, exc.message)
-            return redirect(f"/platform/kyc/{application.public_id}/")
+            return redirect(self.detail_url())
         messages.success(
             request,
-            f"Rejected {application.legal_name}. {application.org.name}'s owners and admins "
+            f"Rejected {end_sentence(application.legal_name)} "
+            f"{application.org.name}'s owners and admins "
             "have been emailed the reason.",
         )
         return redirect("/platform/kyc/")
@@ -441,14 +525,50 @@ class OrgLimitsView(OrgDetailView):
         return redirect(f"/platform/organizations/{org.public_id}/")
 
 
-class OrgSuspendView(PlatformView):
-    def post(self, request: HttpRequest, org_id: str) -> HttpResponse:
-        org = selectors.organization_get(public_id=org_id)
-        form = SuspendForm(request.POST)
-        reason = form.cleaned_data["reason"] if form.is_valid() else ""
-        services.org_suspend(org=org, staff=_user(request), reason=reason, request=request)
+class OrgSuspendView(PlatformConfirmView):
+    """Suspension asks first and needs a reason (SuspendForm, checked here on the server):
+    the step says that every key of the org stops at once."""
+
+    section = "organizations"
+    form_class = SuspendForm
+
+    def organization(self) -> Any:
+        if not hasattr(self, "_org"):
+            self._org = selectors.organization_get(public_id=self.kwargs["org_id"])
+        return self._org
+
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        org = self.organization()
+        keys = sum(1 for key in selectors.organization_keys(org=org) if key.revoked_at is None)
+        return Confirmation(
+            title=f"Suspend {org.name}?",
+            subject=f"{org.name} ({org.slug})",
+            subject_label="Organisation",
+            what=(
+                f"The API refuses every key of {org.name} from the next request on "
+                f"({keys} key{'s' if keys != 1 else ''} not revoked). Members can still sign "
+                "in and see the dashboard; nobody is signed out."
+            ),
+            details=["Reactivating later lets the same keys work again."],
+            confirm_label="Suspend organisation",
+            button_id="confirm-suspend-org",
+            cancel_url=f"/platform/organizations/{org.public_id}/",
+            blocked="This organisation is already suspended."
+            if org.status == OrgStatus.SUSPENDED
+            else "",
+        )
+
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        assert isinstance(form, SuspendForm)
+        org = self.organization()
+        services.org_suspend(
+            org=org,
+            staff=_user(self.request),
+            reason=form.cleaned_data["reason"],
+            request=self.request,
+        )
         messages.success(
-            request, f"{org.name} is suspended: the API refuses every one of its keys."
+            self.request, f"{org.name} is suspended: the API refuses every one of its keys."
         )
         return redirect(f"/platform/organizations/{org.public_id}/")
 
@@ -512,28 +632,57 @@ class AdminsView(PlatformView):
         )
 
 
-class AdminRevokeView(PlatformView):
+class AdminRevokeView(PlatformConfirmView):
+    """The staff table's Revoke asks here first (the email travels in the POST)."""
+
+    section = "admins"
     required_platform_role = PlatformRole.PLATFORM_OWNER
 
-    def post(self, request: HttpRequest) -> HttpResponse:
-        form = RevokeRoleForm(request.POST)
-        if not form.is_valid():
-            messages.error(request, "Choose a staff member.")
-            return redirect("/platform/admins/")
+    def get_confirm_form(self, data: QueryDict | None) -> forms.Form | None:
+        form = RevokeRoleForm(data)
+        form.fields["email"].widget = forms.HiddenInput()
+        return form
+
+    def target(self, form: forms.Form | None) -> User | None:
+        if form is None or not form.is_bound or not form.is_valid():
+            return None
         try:
             target = User.objects.get_by_email(form.cleaned_data["email"])
         except User.DoesNotExist:
             raise Http404("No such staff member.") from None
         if not target.is_platform_staff:
             raise Http404("No such staff member.")
+        return target
+
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        target = self.target(form)
+        role = target.get_platform_role_display() if target else "platform role"
+        return Confirmation(
+            title=f"Revoke {target.email if target else 'this staff member'}'s {role.lower()}?",
+            subject=target.email if target else "",
+            subject_label=role,
+            what=(
+                "They lose the platform console at once: KYC review, organisations"
+                + (", staff and system keys." if target and target.is_platform_owner else ".")
+                + " Their own account and organisations are not touched."
+            ),
+            confirm_label="Revoke platform role",
+            button_id="confirm-revoke-role",
+            cancel_url="/platform/admins/",
+            blocked="" if target else "Choose a staff member from the list.",
+        )
+
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        target = self.target(form)
+        assert target is not None
         try:
             services.platform_role_set(
-                user=target, role=PlatformRole.NONE, actor=_user(request), request=request
+                user=target, role=PlatformRole.NONE, actor=_user(self.request), request=self.request
             )
         except PlatformError as exc:
-            messages.error(request, exc.message)
+            messages.error(self.request, exc.message)
             return redirect("/platform/admins/")
-        messages.success(request, f"{target.email} is no longer platform staff.")
+        messages.success(self.request, f"{target.email} is no longer platform staff.")
         return redirect("/platform/admins/")
 
 
@@ -582,11 +731,34 @@ class SystemKeysView(PlatformView):
         )
 
 
-class SystemKeyRevokeView(PlatformView):
+class SystemKeyRevokeView(PlatformConfirmView):
+    section = "system_keys"
     required_platform_role = PlatformRole.PLATFORM_OWNER
 
-    def post(self, request: HttpRequest, key_id: str) -> HttpResponse:
-        key = selectors.system_key_get(public_id=key_id)
-        services.system_key_revoke(key=key, actor=_user(request), request=request)
-        messages.success(request, f"System key “{key.name}” is revoked; it stops working now.")
+    def key(self) -> Any:
+        if not hasattr(self, "_key"):
+            self._key = selectors.system_key_get(public_id=self.kwargs["key_id"])
+        return self._key
+
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        key = self.key()
+        return Confirmation(
+            title=f"Revoke the system key “{key.name}”?",
+            subject=key.display,
+            subject_label="System key",
+            what=(
+                "Every request with this key fails from the moment you confirm. A revoked "
+                "key cannot be restored."
+            ),
+            details=[f"Scopes: {', '.join(key.scopes)}."],
+            confirm_label="Revoke system key",
+            button_id="confirm-revoke-system-key",
+            cancel_url="/platform/system-keys/",
+            blocked="This key is already revoked." if key.revoked_at else "",
+        )
+
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        key = self.key()
+        services.system_key_revoke(key=key, actor=_user(self.request), request=self.request)
+        messages.success(self.request, f"System key “{key.name}” is revoked; it stops working now.")
         return redirect("/platform/system-keys/")

@@ -30,6 +30,11 @@ from accounts.services.passkeys import (
     passkey_registration_options,
 )
 from accounts.services.roles import user_set_platform_role
+from accounts.services.sessions import (
+    user_session_end,
+    user_session_touch,
+    user_sessions_end_others,
+)
 
 __all__ = [
     "AccountError",
@@ -54,6 +59,9 @@ __all__ = [
     "totp_disable",
     "totp_enrolment_confirm",
     "totp_enrolment_start",
+    "user_session_end",
+    "user_session_touch",
+    "user_sessions_end_others",
     "user_set_platform_role",
     "user_signed_in_record",
     "user_signed_out_record",

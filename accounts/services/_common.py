@@ -10,7 +10,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from accounts.emails import queue_email
-from accounts.models import User
+from accounts.models import User, UserSession
+from accounts.session_store import session_key_digest, sessions_delete
 from config.net import client_ip
 
 
@@ -36,11 +37,25 @@ def security_notice(*, user: User, event: str, request: HttpRequest | None = Non
     )
 
 
-def sign_out_other_sessions(*, user: User, request: HttpRequest | None = None) -> None:
-    """End every session of `user` but the one making `request` (ADR 0077): a new stamp
-    changes the user's session hash; the current session is given the new hash."""
+def sign_out_other_sessions(*, user: User, request: HttpRequest | None = None) -> int:
+    """End every session of `user` but the one making `request` (ADR 0077, ADR 0082).
+
+    The listed sessions are deleted now; a new stamp changes the user's session hash, which
+    ends any other session (one not listed yet) on its next request. The current session
+    is given the new hash. Returns how many listed sessions were deleted.
+    """
+    current = getattr(request, "user", None) if request is not None else None
+    is_own = request is not None and current is not None and current.pk == user.pk
+    key = request.session.session_key if is_own and request is not None else None
+    keep = session_key_digest(key) if key else ""
+    others = list(
+        UserSession.objects.filter(user=user)
+        .exclude(key_digest=keep)
+        .values_list("key_digest", flat=True)
+    )
+    sessions_delete(digests=others)
     user.session_stamp = secrets.token_hex(16)
     user.save(update_fields=["session_stamp"])
-    current = getattr(request, "user", None) if request is not None else None
-    if request is not None and current is not None and current.pk == user.pk:
+    if is_own and request is not None:
         update_session_auth_hash(request, user)
+    return len(others)

@@ -12,6 +12,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 
+TOTP_SECRET = re.compile(r'id="totp-secret"[^>]*>(.*?)</code>', re.S)
 LINK = re.compile(r"https?://[^\s\"'<>]+/login/magic/([A-Za-z0-9_-]+)/")
 
 
@@ -52,3 +53,12 @@ def freeze_totp_clock(monkeypatch: Any, now: float) -> FrozenClock:
     clock = FrozenClock(now)
     monkeypatch.setattr("django_otp.plugins.otp_totp.models.time", clock)
     return clock
+
+
+def totp_secret_in(html: str) -> str:
+    """The base32 key of the TOTP setup page, shown in groups of four (`<span>` each)."""
+    match = TOTP_SECRET.search(html)
+    assert match is not None, "no #totp-secret on the page"
+    secret = re.sub(r"<[^>]+>|\s", "", match.group(1))
+    assert re.fullmatch(r"[A-Z2-7]+=*", secret), secret
+    return secret

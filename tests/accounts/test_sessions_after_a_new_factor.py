@@ -8,7 +8,6 @@ the factor (and proved it) stays signed in.
 from __future__ import annotations
 
 import json
-import re
 from base64 import b32decode
 from typing import Any
 
@@ -18,7 +17,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from tests.accounts.authenticator import SoftAuthenticator
-from tests.accounts.helpers import totp_code
+from tests.accounts.helpers import totp_code, totp_secret_in
 from tests.conftest import signed_in_client
 
 pytestmark = pytest.mark.django_db
@@ -35,12 +34,9 @@ def test_setting_up_an_authenticator_app_signs_out_the_other_sessions(
     assert signed_in(laptop) and signed_in(phone)
     assert laptop.post("/account/totp/start/").status_code == 302
     html = laptop.get("/account/totp/").content.decode()
-    secret = re.search(r'id="totp-secret">([A-Z2-7=]+)<', html)
-    assert secret is not None
+    secret = totp_secret_in(html)
     with django_capture_on_commit_callbacks(execute=True):
-        done = laptop.post(
-            "/account/totp/", {"otp_token": totp_code(b32decode(secret.group(1)).hex())}
-        )
+        done = laptop.post("/account/totp/", {"otp_token": totp_code(b32decode(secret).hex())})
     assert done.status_code == 200 and TOTPDevice.objects.filter(user=user).exists()
     assert signed_in(laptop)  # the session that proved the factor
     gone = phone.get("/account/security/")

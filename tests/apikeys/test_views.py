@@ -221,13 +221,43 @@ def test_rotate_shows_new_secret_once_and_keeps_old_key_for_grace(
         clock.advance(timedelta(hours=1))
         listing = admin_client_.get(url(org)).content.decode()
         assert 'data-status="expired"' in listing
-    assert admin_client_.get(url(org, f"{key.public_id}/rotate/")).status_code == 405
+    # A GET is the confirm step: it rotates nothing.
+    step = admin_client_.get(url(org, f"{key.public_id}/rotate/"))
+    assert step.status_code == 200 and b'id="confirm-rotate"' in step.content
+    assert ApiKey.objects.count() == 2
+
+
+def test_rotate_immediately_asks_first_and_a_grace_rotation_does_not(
+    admin_client_: Client, org: Organization
+) -> None:
+    key, _ = make_key(org)
+    rotate = url(org, f"{key.public_id}/rotate/")
+    # The detail page's form asks (confirm_ask): "immediately" stops at the confirm step.
+    step = admin_client_.post(rotate, {"grace": "0", "confirm_ask": "1"})
+    assert step.status_code == 200
+    page = step.content.decode()
+    assert 'id="confirm-rotate"' in page and "stops working the moment you confirm" in page
+    assert key.display in page
+    assert '<input type="hidden" name="grace" value="0"' in page
+    assert ApiKey.objects.count() == 1
+    # Confirming performs.
+    done = admin_client_.post(rotate, {"grace": "0"})
+    assert done.status_code == 200 and secret_in(done.content)
+    assert ApiKey.objects.count() == 2
+    # With a grace period the ask performs at once: the old key keeps working.
+    successor = ApiKey.objects.exclude(pk=key.pk).get()
+    again = admin_client_.post(
+        url(org, f"{successor.public_id}/rotate/"), {"grace": "3600", "confirm_ask": "1"}
+    )
+    assert again.status_code == 200 and secret_in(again.content)
+    assert ApiKey.objects.count() == 3
 
 
 def test_rotate_rejects_an_unlisted_grace(admin_client_: Client, org: Organization) -> None:
     key, _ = make_key(org)
     response = admin_client_.post(url(org, f"{key.public_id}/rotate/"), {"grace": "999999"})
-    assert response.status_code == 302
+    assert response.status_code == 400
+    assert b"error-summary" in response.content
     assert ApiKey.objects.count() == 1
 
 

@@ -110,8 +110,10 @@ def test_bad_metadata_is_refused_in_the_form(
     page.fill("textarea[name=meta]", '{"k": "' + "x" * 2041 + '"}')
     page.click("#create-key")
     expect(page.locator("#api-key-secret")).to_have_count(0)
-    expect(page.get_by_text("2049 bytes as compact JSON")).to_be_visible()
+    # Next to the field, and in the error summary on top of the form.
+    expect(page.locator("ul.errorlist").get_by_text("2049 bytes as compact JSON")).to_be_visible()
+    expect(page.locator(".error-summary a[href='#id_meta']")).to_be_visible()
     page.fill("textarea[name=meta]", "[1, 2]")
     page.click("#create-key")
-    expect(page.get_by_text("meta must be a JSON object")).to_be_visible()
+    expect(page.locator("ul.errorlist").get_by_text("meta must be a JSON object")).to_be_visible()
     assert ApiKey.objects.count() == 0

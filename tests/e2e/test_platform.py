@@ -107,6 +107,10 @@ def test_org_submits_kyc_and_staff_enrol_totp_then_approve_and_reject(
         expect(staff_page.locator("h1")).to_have_text("Acme Corporation Ltd")
         expect(staff_page.locator(".kyc-documents li")).to_have_count(2)
         staff_page.click("#approve-kyc")
+        # The confirm step names the org whose live keys the approval opens.
+        expect(staff_page.locator("#confirm-title")).to_have_text("Approve Acme Corporation Ltd?")
+        expect(staff_page.locator(".confirm-what")).to_contain_text("live API keys")
+        staff_page.click("#confirm-approve-kyc")
         expect(staff_page.locator(".message-success")).to_contain_text("Approved")
         expect(staff_page.locator("table.kyc-queue tbody tr")).to_have_count(1)
 
@@ -118,6 +122,10 @@ def test_org_submits_kyc_and_staff_enrol_totp_then_approve_and_reject(
         reason = "The certificate is unreadable; upload a clearer scan."
         staff_page.fill("textarea[name=reason]", reason)
         staff_page.click("#reject-kyc")
+        # The confirm step carries the reason, still editable.
+        expect(staff_page.locator("#confirm-title")).to_have_text("Reject Globex Inc?")
+        expect(staff_page.locator("textarea[name=reason]")).to_have_value(reason)
+        staff_page.click("#confirm-reject-kyc")
         expect(staff_page.locator(".message-success")).to_contain_text("Rejected")
         expect(staff_page.get_by_text("No application is waiting for review.")).to_be_visible()
         assert staff_page.csp_violations == []  # type: ignore[attr-defined]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from io import StringIO
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -53,7 +55,8 @@ def test_create_org_refuses_a_taken_slug(org: Organization) -> None:
     assert not User.objects.filter(email="x@example.com").exists()
 
 
-def test_seed_demo_uses_the_services_and_stays_idempotent() -> None:
+def test_seed_demo_uses_the_services_and_stays_idempotent(settings: Any, tmp_path: Path) -> None:
+    settings.PRIVATE_MEDIA_ROOT = tmp_path / "private"  # the demo KYC document
     call_command("seed_demo", stdout=StringIO())
     call_command("seed_demo", stdout=StringIO())
     org = Organization.objects.get(slug="demo")

@@ -1,0 +1,78 @@
+"""Every dashboard page, as an owner, a member, platform staff and a visitor, at 1280 and
+390 px: axe-core finds no serious or critical violation, and no page breaks the CSP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page
+
+from tests.e2e.dashboard import DESKTOP, PHONE, Dashboard, build_dashboard, pages, shoot, sign_in
+
+AXE_SOURCE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
+SERIOUS = {"serious", "critical"}
+
+
+@pytest.fixture(autouse=True)
+def _private_media(settings: Any, tmp_path: Path) -> None:
+    settings.PRIVATE_MEDIA_ROOT = tmp_path / "private"
+
+
+@pytest.fixture
+def dashboard(transactional_db: None) -> Dashboard:
+    return build_dashboard()
+
+
+def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """Run axe-core in the page. `evaluate` runs through DevTools, which the page's CSP
+    does not govern, so nothing is loosened for the test."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(AXE_SOURCE)
+    result = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+    )
+    return [v for v in result if v["impact"] in SERIOUS]
+
+
+def describe(violations: list[dict[str, Any]]) -> str:
+    lines = []
+    for v in violations:
+        targets = [" ".join(node["target"]) for node in v["nodes"][:3]]
+        lines.append(f"{v['id']} ({v['impact']}): {v['help']} at {targets}")
+    return "\n    ".join(lines)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280", "390"])
+@pytest.mark.parametrize("role", ["owner", "member", "staff", "anonymous"])
+def test_every_page_has_no_serious_axe_violation(
+    browser: Browser, live_server: Any, dashboard: Dashboard, role: str, viewport: dict[str, int]
+) -> None:
+    users = {"owner": dashboard.owner, "member": dashboard.member, "staff": dashboard.staff}
+    context = browser.new_context(base_url=live_server.url, viewport=viewport)  # type: ignore[arg-type]
+    context.set_default_timeout(15_000)
+    if role in users:
+        sign_in(context, live_server, users[role])
+    page = context.new_page()
+    csp: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            csp.append(message.text)
+
+    page.on("console", on_console)
+    failures: dict[str, str] = {}
+    try:
+        for path in pages(dashboard, role):
+            response = page.goto(path)
+            status = response.status if response is not None else None
+            assert status == 200, (path, status)
+            shoot(page, f"{role}-{viewport['width']}-{path}")
+            found = axe_violations(page)
+            if found:
+                failures[path] = describe(found)
+    finally:
+        context.close()
+    assert not failures, "\n".join(f"{path}:\n    {text}" for path, text in failures.items())
+    assert csp == []
