@@ -154,7 +154,8 @@ class ConfirmMixin:
     def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         # Choices and ids in the query (e.g. ?role=owner from a "Make owner" link) fill
         # the step in; free text (a reason, a textarea) never does, so a link cannot put
-        # words in the confirmer's mouth. A bare GET shows the fields empty, without complaining yet.
+        # words in the confirmer's mouth. A bare GET shows the fields empty, without
+        # complaining about them yet.
         data = self._choices_from_query(request.GET)
         form = self.get_confirm_form(data)
         if form is not None and form.is_bound:
