@@ -20,15 +20,14 @@ import hashlib
 import hmac
 import re
 import secrets
-import string
 import zlib
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from apikeys.catalogue import KEY_ENVIRONMENTS, current
+from orgs.ids import BASE62
 
-BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 RANDOM_LENGTH = 32
 CHECKSUM_LENGTH = 6
 ENVIRONMENTS = KEY_ENVIRONMENTS
