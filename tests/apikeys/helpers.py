@@ -11,8 +11,8 @@ from unittest import mock
 from django.utils import timezone
 
 from apikeys.models import ApiKey
-from apikeys.services import apikey_create
 from orgs.models import Organization
+from tests.factories import ApiKeyFactory
 
 
 class FrozenClock:
@@ -38,11 +38,4 @@ def frozen_clock(start: datetime | None = None) -> Iterator[FrozenClock]:
 
 
 def make_key(org: Organization, **overrides: Any) -> tuple[ApiKey, str]:
-    params: dict[str, Any] = {
-        "org": org,
-        "name": "CI deploys",
-        "environment": "test",
-        "scopes": ["members:read"],
-    }
-    params.update(overrides)
-    return apikey_create(**params)
+    return ApiKeyFactory.pair(**{"org": org, "scopes": ["members:read"], **overrides})

@@ -13,8 +13,8 @@ from django.test.client import RequestFactory
 
 from apikeys.models import ApiKey
 from apikeys.scopes import all_scopes
-from apikeys.services import apikey_create
 from orgs.models import Organization
+from tests.factories import ApiKeyFactory
 
 ALL_ORG_SCOPES = all_scopes()
 
@@ -85,7 +85,7 @@ def make_api_key() -> KeyMaker:
         name: str = "Integration",
         **extra: Any,
     ) -> tuple[ApiKey, str]:
-        return apikey_create(
+        return ApiKeyFactory.pair(
             org=org,
             name=name,
             environment=environment,

@@ -12,9 +12,9 @@ from django.test import override_settings
 
 from apikeys import usage
 from apikeys.models import ApiKey
-from apikeys.services import apikey_create
 from orgs.models import AuditEvent, Organization
 from tests.apikeys.api.conftest import ApiClient
+from tests.factories import ApiKeyFactory
 
 PRODUCT = Path(__file__).resolve().parents[1] / "catalogues" / "product.toml"
 
@@ -26,7 +26,7 @@ def product() -> Iterator[None]:
 
 
 def _key(org: Organization, scopes: list[str]) -> tuple[ApiKey, str]:
-    return apikey_create(org=org, name="Wire", environment="test", scopes=scopes)
+    return ApiKeyFactory.pair(org=org, name="Wire", scopes=scopes)
 
 
 def test_the_declared_key_header_carries_the_key(product: None, org: Organization) -> None:

@@ -12,14 +12,15 @@ from apikeys import keycache
 from apikeys.cache import invalidate_key, invalidate_org
 from apikeys.keys import key_digest
 from apikeys.models import ApiKey, PendingInvalidation
-from apikeys.services import apikey_create, apikey_revoke, apikey_rotate
+from apikeys.services import apikey_revoke, apikey_rotate
 from orgs.models import Organization, OrgStatus
 from orgs.plans import Limits
 from tests.apikeys.guards.conftest import RedisServer
+from tests.factories import ApiKeyFactory
 
 
 def make_key(org: Organization) -> tuple[ApiKey, str]:
-    return apikey_create(org=org, name="Integration", environment="test", scopes=["usage:read"])
+    return ApiKeyFactory.pair(org=org, name="Integration", scopes=["usage:read"])
 
 
 def test_a_warm_lookup_does_no_database_query(

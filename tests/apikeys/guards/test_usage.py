@@ -11,17 +11,17 @@ from apikeys import backend as backend_module
 from apikeys import redisconn, usage
 from apikeys.models import ApiKey, KeyUsageHour, UsageFoldBatch
 from apikeys.ratelimit import UsageMeta, guard
-from apikeys.services import apikey_create
 from orgs.models import Organization
 from orgs.plans import Limits
 from tests.apikeys.guards.conftest import RedisServer
+from tests.factories import ApiKeyFactory
 
 T0 = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC).timestamp()
 UNLIMITED = Limits(per_minute=0, burst=0, monthly=0)
 
 
 def make_key(org: Organization) -> ApiKey:
-    return apikey_create(org=org, name="Integration", environment="test", scopes=[])[0]
+    return ApiKeyFactory.create(org=org, name="Integration")
 
 
 def count(
