@@ -15,6 +15,7 @@ from django.test import Client
 from accounts.models import PlatformRole, User
 from orgs.models import Organization
 from platform_admin import services
+from platform_admin.documents import one_page_pdf
 from platform_admin.models import KycApplication
 from tests.conftest import verified_client
 from tests.factories import UserFactory
@@ -29,29 +30,7 @@ def _private_media(settings: Any, tmp_path: Path) -> Path:
 
 def pdf_bytes(text: str = "Certificate of incorporation") -> bytes:
     """A small but well-formed one-page PDF."""
-    stream = f"BT /F1 18 Tf 50 750 Td ({text}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    return one_page_pdf(text)
 
 
 def png_bytes() -> bytes:

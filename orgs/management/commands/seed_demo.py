@@ -33,6 +33,7 @@ from apikeys.services import apikey_create, apikey_revoke
 from orgs.models import KycStatus, Membership, Organization, Role
 from orgs.plans import Plan
 from orgs.services import org_create
+from platform_admin.documents import one_page_pdf
 from platform_admin.services import kyc_submit
 
 DEMO_OWNER_EMAIL = "owner@demo.latchkey.test"
@@ -110,33 +111,6 @@ def _now() -> datetime:
 def _user(email: str) -> User:
     user = User.objects.filter(email=email).first()
     return user if user is not None else User.objects.create_user(email)
-
-
-def _demo_pdf(title: str) -> bytes:
-    """A one-page PDF, well-formed enough for any viewer (the KYC check reads its type)."""
-    stream = f"BT /F1 18 Tf 50 750 Td ({title}) Tj ET".encode()
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
 
 
 def _hourly_requests(spec: DemoKey, hour: datetime) -> int:
@@ -277,7 +251,7 @@ class Command(BaseCommand):
         org = org_create(name=SECOND_ORG_NAME, slug=SECOND_ORG_SLUG, owner=owner, plan=Plan.GROWTH)
         document = SimpleUploadedFile(
             "certificate-of-incorporation.pdf",
-            _demo_pdf("Globex Corporation Ltd - Certificate of incorporation"),
+            one_page_pdf("Globex Corporation Ltd - Certificate of incorporation"),
             content_type="application/pdf",
         )
         kyc_submit(
