@@ -8,6 +8,8 @@
 //   <button data-codes-copy="codes">          <button data-codes-download="codes">
 //   <button data-copy-from="element-id">      (copies the element's text)
 
+import { selectText } from "./copy.js";
+
 const FILE_NAME = "latchkey-recovery-codes.txt";
 
 function codesIn(container) {
@@ -20,14 +22,6 @@ function say(button, message) {
   const group = button.closest("[data-copy-group]");
   const status = group && group.querySelector("[data-copy-status]");
   if (status) status.textContent = message;
-}
-
-function selectText(element) {
-  const range = document.createRange();
-  range.selectNodeContents(element);
-  const selection = window.getSelection();
-  selection.removeAllRanges();
-  selection.addRange(range);
 }
 
 async function copy(button, text, fallbackElement) {

@@ -1,7 +1,7 @@
 // Copy buttons: <button data-copy-target="element-id">. Uses the async Clipboard API and
 // falls back to selecting the text so the user can copy it by hand.
 
-function selectText(element) {
+export function selectText(element) {
   const range = document.createRange();
   range.selectNodeContents(element);
   const selection = window.getSelection();
