@@ -22,7 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from accounts import selectors, signin
 from accounts.models import User
-from orgs.models import Membership
+from orgs.selectors import user_in_org_requiring_two_factor
 
 SECOND_FACTOR_URL = "/login/2fa/"
 ENROL_URL = "/account/security/"
@@ -82,7 +82,7 @@ class SecondFactorMiddleware:
 
         if path.startswith("/account/"):
             return None
-        if Membership.objects.filter(user=user, org__require_two_factor=True).exists():
+        if user_in_org_requiring_two_factor(user=user):
             return self._send_to_factor(
                 request,
                 user,

@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.contrib.sessions.models import Session
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
+from django_otp.models import Device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import (
@@ -210,3 +211,21 @@ def security_event_list(
         older=older,
         is_first=cursor is None,
     )
+
+
+def user_get_by_email(*, email: str) -> User | None:
+    """The account with this email (case-insensitive, as sign-in matches), or None."""
+    try:
+        return User.objects.get_by_email(email)
+    except User.DoesNotExist:
+        return None
+
+
+def confirmed_device_first(*, user: User) -> Device | None:
+    """The user's first confirmed factor (passkey, then authenticator app, then recovery
+    codes): what a session that verified a factor since removed falls back to."""
+    for model in (PasskeyDevice, TOTPDevice, RecoveryCodeDevice):
+        device: Device | None = model.objects.filter(user=user, confirmed=True).first()
+        if device is not None:
+            return device
+    return None

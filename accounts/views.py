@@ -173,11 +173,9 @@ def _keep_session_verified(request: HttpRequest, *, verified_by: str | None) -> 
     request.session.pop(DEVICE_ID_SESSION_KEY, None)
     user = _current_user(request)
     user.otp_device = None  # type: ignore[attr-defined]
-    for model in (PasskeyDevice, TOTPDevice, RecoveryCodeDevice):
-        device = model.objects.filter(user=user, confirmed=True).first()
-        if device is not None:
-            otp_login(request, device)
-            return
+    device = selectors.confirmed_device_first(user=user)
+    if device is not None:
+        otp_login(request, device)
 
 
 def _mark_verified_by_new_factor(request: HttpRequest, device: Device, *, had_factor: bool) -> None:

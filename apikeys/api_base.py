@@ -57,6 +57,7 @@ from apikeys.pagination import ApiCursorPagination
 from apikeys.permissions import ANY_SCOPE, required_scope
 from apikeys.selectors import apikey_get
 from orgs.models import Organization
+from orgs.selectors import organization_by_pk
 
 # JSON bodies of this API are small; anything larger is refused before parsing.
 MAX_BODY_BYTES = 1024 * 1024
@@ -408,7 +409,7 @@ class OrgApiView(ApiView):
     def org(self) -> Organization:
         org_id = self.principal.org_id
         assert org_id is not None  # check_key_kind refused system keys
-        return Organization.objects.get(pk=org_id)
+        return organization_by_pk(pk=org_id)
 
     @cached_property
     def api_key(self) -> ApiKey:

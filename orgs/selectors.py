@@ -30,6 +30,16 @@ from orgs.models import AuditEvent, Invitation, Membership, Organization, Role
 from orgs.tokens import invitation_token_hash
 
 
+def organization_by_pk(*, pk: int) -> Organization:
+    """The org with database id `pk` (an authenticated key's own org)."""
+    return Organization.objects.get(pk=pk)
+
+
+def user_in_org_requiring_two_factor(*, user: User) -> bool:
+    """Whether any org `user` belongs to requires two-factor of its members."""
+    return Membership.objects.filter(user=user, org__require_two_factor=True).exists()
+
+
 def membership_get_for_slug(*, user: User, org_slug: str) -> Membership:
     """The user's membership in the org named by `org_slug`, with the org, in one query.
 

@@ -19,7 +19,6 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from django.core.files.base import ContentFile
-from django.db.models import Count, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
@@ -155,7 +154,7 @@ class PlatformApiView(SystemApiView):
     @cached_property
     def system_key(self) -> ApiKey:
         """The presenting system key's row (recorded as the actor of every change)."""
-        return ApiKey.objects.get(pk=self.principal.key_id, org__isnull=True)
+        return selectors.system_key_by_pk(pk=self.principal.key_id)
 
     def act(self, call: Callable[..., T], **kwargs: Any) -> T:
         with platform_errors():
@@ -167,12 +166,8 @@ class PlatformApiView(SystemApiView):
             )
 
 
-def _org_queryset() -> QuerySet[Organization]:
-    return Organization.objects.annotate(member_count=Count("memberships"))
-
-
 def _org_or_404(org_id: str) -> Organization:
-    org = _org_queryset().filter(public_id=org_id).first()
+    org = selectors.organization_find_with_member_count(public_id=org_id)
     if org is None:
         raise ApiError("not_found", "No such organisation.")
     return org

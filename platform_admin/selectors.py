@@ -119,6 +119,22 @@ def organization_search(*, query: str = "", status: str = "") -> QuerySet[Organi
     return queryset.order_by("name", "id")
 
 
+def organization_find_with_member_count(*, public_id: str) -> Organization | None:
+    """The org with public id `public_id` and its `member_count`, or None."""
+    return (
+        Organization.objects.annotate(member_count=Count("memberships"))
+        .filter(public_id=public_id)
+        .first()
+    )
+
+
+def system_key_by_pk(*, pk: int) -> ApiKey:
+    """The system key with database id `pk` (an authenticated key's own row)."""
+    from apikeys.models import ApiKey
+
+    return ApiKey.objects.get(pk=pk, org__isnull=True)
+
+
 def organization_get(*, public_id: str) -> Organization:
     try:
         return Organization.objects.get(public_id=public_id)

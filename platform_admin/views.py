@@ -30,7 +30,7 @@ from django.utils.cache import patch_cache_control
 from django.views import View
 
 from accounts.models import PlatformRole, User
-from accounts.selectors import user_has_second_factor
+from accounts.selectors import user_get_by_email, user_has_second_factor
 from apikeys.forms import scope_grid
 from config.confirm import Confirmation, ConfirmMixin
 from config.text import end_sentence
@@ -592,9 +592,8 @@ class AdminsView(PlatformView):
         form = GrantAdminForm(request.POST)
         if not form.is_valid():
             return self._render(request, form, status=400)
-        try:
-            target = User.objects.get_by_email(form.cleaned_data["email"])
-        except User.DoesNotExist:
+        target = user_get_by_email(email=form.cleaned_data["email"])
+        if target is None:
             form.add_error(
                 "email", "No account uses this email. Ask them to sign in once, then try again."
             )
@@ -646,10 +645,9 @@ class AdminRevokeView(PlatformConfirmView):
     def target(self, form: forms.Form | None) -> User | None:
         if form is None or not form.is_bound or not form.is_valid():
             return None
-        try:
-            target = User.objects.get_by_email(form.cleaned_data["email"])
-        except User.DoesNotExist:
-            raise Http404("No such staff member.") from None
+        target = user_get_by_email(email=form.cleaned_data["email"])
+        if target is None:
+            raise Http404("No such staff member.")
         if not target.is_platform_staff:
             raise Http404("No such staff member.")
         return target
