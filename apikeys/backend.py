@@ -589,6 +589,31 @@ _LOOKUP_COUNT = redisconn.FastScript(_LOOKUP_COUNT_LUA)
 
 # --- rule: refund what a request counted early took --------------------------------------
 
+
+def _status_lua(*, keys: int, args: int) -> str:
+    """Lua shared by the refund and response scripts: count the status class ARGV[args]
+    in the usage hash KEYS[keys] (TTL ARGV[args+1], listed in the pending set
+    KEYS[keys+1]), and replace the recent element ARGV[args+2] by ARGV[args+3] in the
+    recent list KEYS[keys+2]. An empty class or element skips its part."""
+    k, a = keys, args
+    return f"""
+if ARGV[{a}] ~= '' then
+  redis.call('HINCRBY', KEYS[{k}], ARGV[{a}], 1)
+  redis.call('EXPIRE', KEYS[{k}], tonumber(ARGV[{a + 1}]))
+  redis.call('SADD', KEYS[{k + 1}], KEYS[{k}])
+end
+if ARGV[{a + 2}] ~= '' then
+  local items = redis.call('LRANGE', KEYS[{k + 2}], 0, -1)
+  for i, v in ipairs(items) do
+    if v == ARGV[{a + 2}] then
+      redis.call('LSET', KEYS[{k + 2}], i - 1, ARGV[{a + 3}])
+      break
+    end
+  end
+end
+"""
+
+
 # A request counted by the lookup-and-count rule and then refused before the limiter
 # (scope, key kind, org header, client headers): give back what it took from each window
 # (only windows still alive: an expired window has nothing to give back), add its status
@@ -596,7 +621,8 @@ _LOOKUP_COUNT = redisconn.FastScript(_LOOKUP_COUNT_LUA)
 # KEYS: burst, minute, month counters, usage hash, pending set, recent list.
 # ARGV: give back ('1'/'0'), burst, minute, month limits, status class, usage TTL, old
 # element, new element.
-_REFUND_LUA = """
+_REFUND_LUA = (
+    """
 local b, m = 0, 0
 if ARGV[1] == '1' then
   if tonumber(ARGV[2]) > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
@@ -611,22 +637,12 @@ if ARGV[1] == '1' then
 elseif tonumber(ARGV[3]) > 0 then
   m = tonumber(redis.call('GET', KEYS[2]) or '0')
 end
-if ARGV[5] ~= '' then
-  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
-  redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
-  redis.call('SADD', KEYS[5], KEYS[4])
-end
-if ARGV[7] ~= '' then
-  local items = redis.call('LRANGE', KEYS[6], 0, -1)
-  for i, v in ipairs(items) do
-    if v == ARGV[7] then
-      redis.call('LSET', KEYS[6], i - 1, ARGV[8])
-      break
-    end
-  end
-end
+"""
+    + _status_lua(keys=4, args=5)
+    + """
 return m
 """
+)
 
 
 def _refund_local(
@@ -659,23 +675,7 @@ def _refund_local(
 
 # KEYS: usage hash, pending set, recent list. ARGV: status class ('' for none), usage TTL,
 # old element, new element ('' for none).
-_RESPONSE_LUA = """
-if ARGV[1] ~= '' then
-  redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-  redis.call('SADD', KEYS[2], KEYS[1])
-end
-if ARGV[3] ~= '' then
-  local items = redis.call('LRANGE', KEYS[3], 0, -1)
-  for i, v in ipairs(items) do
-    if v == ARGV[3] then
-      redis.call('LSET', KEYS[3], i - 1, ARGV[4])
-      break
-    end
-  end
-end
-return 1
-"""
+_RESPONSE_LUA = _status_lua(keys=1, args=1) + "return 1\n"
 
 
 def _status_local(
