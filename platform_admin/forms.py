@@ -4,10 +4,10 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django_countries import countries
 
 from apikeys.scopes import scope_choices
 from orgs.plans import Plan
-from platform_admin.countries import COUNTRIES
 from platform_admin.documents import ACCEPT_ATTRIBUTE, check_documents
 from platform_admin.models import KycDocument
 from platform_admin.services import FIELD_LIMITS, LIMIT_MAX, REASON_MAX_LENGTH
@@ -37,7 +37,7 @@ class KycForm(forms.Form):
         label="Registration number", max_length=FIELD_LIMITS["registration_number"]
     )
     country = forms.ChoiceField(
-        label="Country of registration", choices=[("", "Choose a country…"), *COUNTRIES]
+        label="Country of registration", choices=[("", "Choose a country…"), *countries]
     )
     address = forms.CharField(
         label="Registered address",

@@ -5,10 +5,10 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django_countries import countries
 
 from orgs.ids import new_public_id
 from orgs.models import Organization
-from platform_admin.countries import COUNTRIES, country_name
 from platform_admin.storage import private_storage
 
 
@@ -44,7 +44,7 @@ class KycApplication(models.Model):
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="kyc_applications")
     legal_name = models.CharField(max_length=200)
     registration_number = models.CharField(max_length=64)
-    country = models.CharField(max_length=2, choices=COUNTRIES)
+    country = models.CharField(max_length=2, choices=countries)
     address = models.TextField(max_length=500)
     director_name = models.CharField(max_length=150)
     status = models.CharField(
@@ -91,7 +91,7 @@ class KycApplication(models.Model):
 
     @property
     def country_name(self) -> str:
-        return country_name(self.country)
+        return countries.name(self.country) or self.country
 
     @property
     def is_pending(self) -> bool:

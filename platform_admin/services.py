@@ -17,13 +17,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
+from django_countries import countries
 
 from accounts.emails import queue_email
 from accounts.models import PlatformRole, User
 from orgs.models import KycStatus, Organization, OrgStatus, Role
 from orgs.plans import Plan
 from orgs.services import ServiceError, audit_record, invalidate_org_keys
-from platform_admin.countries import is_country_code
 from platform_admin.documents import Upload, check_documents
 from platform_admin.models import KycApplication, KycApplicationStatus, KycDocument
 
@@ -131,7 +131,7 @@ def _clean_kyc_fields(data: dict[str, Any]) -> dict[str, str]:
         cleaned[name] = value
     country = data.get("country")
     country = country.strip().upper() if isinstance(country, str) else ""
-    if not is_country_code(country):
+    if country not in countries:
         errors["country"] = ["Choose a country (ISO 3166-1 alpha-2 code)."]
     cleaned["country"] = country
     if errors:
