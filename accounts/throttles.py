@@ -2,11 +2,11 @@
 stand-in while that cache is unreachable.
 
 With Redis down the shared counters cannot be read. Refusing every sign-in would turn a
-cache outage into a full outage (SPEC 15), and counting nothing would let anyone send
-unlimited sign-in emails meanwhile. So each process keeps its own fixed-window counts at
-the same rates until the cache answers again: the limit then holds per process, that is
-at most the rate times the number of worker processes, and an error is logged at most
-every few seconds.
+cache outage into a full outage (docs/product.md#reliability), and counting nothing would
+let anyone send unlimited sign-in emails meanwhile. So each process keeps its own
+fixed-window counts at the same rates until the cache answers again: the limit then holds
+per process, that is at most the rate times the number of worker processes, and an error
+is logged at most every few seconds.
 """
 
 from __future__ import annotations

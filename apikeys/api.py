@@ -1,4 +1,4 @@
-"""DRF endpoints of the public API (SPEC section 6), mounted under /api/v1/.
+"""DRF endpoints of the public API (docs/api.md), mounted under /api/v1/.
 
 Each view is built on a base of `apikeys.api_base` and declares the scope-registry
 `resource` it guards; the base runs the whole pipeline (authentication, org checks, scope,
@@ -259,7 +259,8 @@ class InvitationListApi(OrgApiView):
 
 
 class SignInLinkApi(OrgApiView):
-    """Single-use sign-in links for members, for the operator's own pages (SPEC 12.3)."""
+    """Single-use sign-in links for members, for the operator's own pages
+    (docs/api.md, `POST sign-in-links`)."""
 
     resource = "sign_in_links"
     actions = {"POST": "create"}

@@ -1,7 +1,7 @@
 """The API's error-code table: the one place that maps a code to its status and type.
 
 Every error the API returns is `{"error": {"type", "code", "message", "request_id", ...}}`
-(SPEC section 6). The exception handler (`apikeys.exceptions`), the authentication and
+(docs/api.md). The exception handler (`apikeys.exceptions`), the authentication and
 permission classes, the OpenAPI schema and docs/api.md all read `ERRORS`; a code that is
 not in this table is never sent.
 """

@@ -1,4 +1,4 @@
-"""Idempotency keys for API mutations (SPEC section 6, "Idempotency").
+"""Idempotency keys for API mutations (docs/api.md, "Idempotency").
 
 A POST, PATCH or DELETE must carry `Idempotency-Key` (plain `abc` or the quoted
 structured-field form `"abc"`). Keys are scoped to the API key that sent them and kept

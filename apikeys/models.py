@@ -116,7 +116,7 @@ class ApiKey(models.Model):
         )
 
 
-# --- API guards: idempotency records and usage (SPEC section 6) --------------------------
+# --- API guards: idempotency records and usage (docs/api.md) --------------------------
 
 
 class IdempotencyRecord(models.Model):

@@ -1,6 +1,6 @@
 """Per-key rate limits and the monthly org quota, with usage counting in the same trip.
 
-Fixed windows (SPEC section 6): a burst window of one second and a minute window, both
+Fixed windows (docs/api.md): a burst window of one second and a minute window, both
 counted per key (the authenticated key's database id, never the raw header), and a monthly
 window per org that resets on the 1st at 00:00 UTC. Limits come from the key's principal
 (the org's plan, overridden by custom values; 0 means unlimited).

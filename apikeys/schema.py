@@ -9,7 +9,7 @@ operation, request/response headers, and each operation's scope from the registr
 - the response headers the API sends: `X-Request-Id` on every response, the rate-limit
   headers once a key is known, `Idempotent-Replayed` on mutations' successes,
   `Retry-After`, `WWW-Authenticate` and `Allow` on the errors that carry them;
-- the request headers of SPEC section 6, `Idempotency-Key` required wherever the API
+- the request headers of docs/api.md, `Idempotency-Key` required wherever the API
   enforces it, with the pattern `apikeys.idempotency.parse_header` accepts.
 
 `describe_catalogue`, the postprocessing hook, finishes the document so that a client

@@ -100,7 +100,7 @@ def apikey_counts(*, org: Organization) -> dict[str, int]:
     return {name: int(value or 0) for name, value in counts.items()}
 
 
-# --- usage (SPEC sections 5 and 6; ADR 0062, 0033) ---------------------------------------
+# --- usage (docs/product.md#usage; ADR 0062, 0033) ----------------------------------------
 #
 # Every read of the folded usage rows (`KeyUsageHour`, one row per key and UTC hour) that
 # the dashboard or the API makes. Each is one aggregate query, whatever the number of keys

@@ -1,6 +1,6 @@
 """Usage counting per key and hour, with no database write on the request path.
 
-What is counted (SPEC section 6): requests by status class (2xx, 4xx, 5xx), the client
+What is counted (docs/api.md): requests by status class (2xx, 4xx, 5xx), the client
 versions seen (`X-Client-Version`), the last use time and IP.
 
 Where the counters live:

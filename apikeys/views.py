@@ -254,7 +254,7 @@ class ApiKeyDetailView(OrgView):
         return context
 
 
-# --- usage (SPEC sections 5 and 6; ADR 0033) ----------------------------------------------
+# --- usage (docs/product.md#usage; ADR 0033) ----------------------------------------------
 
 RECENT_LIMIT = 50
 
@@ -315,7 +315,7 @@ class Quota:
 
 class UsageView(OrgView):
     """The org's requests: a chart, this month against the quota, and each key's figures.
-    Every member may read it (SPEC section 4)."""
+    Every member may read it (docs/product.md#organisations)."""
 
     required_role = "member"
     template_name = "apikeys/usage_org.html"

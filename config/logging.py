@@ -1,4 +1,4 @@
-"""Log output never carries a sign-in or invitation token (SPEC 15).
+"""Log output never carries a sign-in or invitation token (docs/product.md#reliability).
 
 Their links are `/login/magic/<token>/` and `/invitations/<token>/`; a request line, an
 error line (`Forbidden (CSRF token missing.): /login/magic/…/`) or a traceback could carry

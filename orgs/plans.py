@@ -1,4 +1,4 @@
-"""The plan table: the one place that knows each plan's limits (SPEC section 6)."""
+"""The plan table: the one place that knows each plan's limits (docs/api.md)."""
 
 from __future__ import annotations
 

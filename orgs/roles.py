@@ -1,5 +1,5 @@
-"""The role rules of SPEC section 4, in one place. Services enforce them; views read them
-only to decide which controls to show.
+"""The role rules of docs/product.md#organisations, in one place. Services enforce them;
+views read them only to decide which controls to show.
 
 - owner: everything, including other owners' and admins' roles, ownership transfer and
   deleting the org;
@@ -49,5 +49,5 @@ def can_manage_members(actor: Membership | None) -> bool:
 
 
 def can_change_two_factor_policy(actor: Membership | None) -> bool:
-    # SPEC section 3: "An org owner can require two-factor for all members".
+    # docs/product.md#accounts: "An org owner can require two-factor for all members".
     return actor is not None and actor.role == Role.OWNER

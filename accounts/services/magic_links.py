@@ -135,7 +135,7 @@ def sign_in_link_create(
     external_actor_id: str = "",
 ) -> SignInLink:
     """A single-use sign-in link for a member of `org`, made for the operator's own pages
-    (SPEC 12.3), returned instead of emailed.
+    (docs/api.md, `POST sign-in-links`), returned instead of emailed.
 
     Invariants: only for an existing, active member of `org`, never for platform staff;
     the lifetime is `ttl_minutes` capped at `MAGIC_LINK_MAX_AGE`; the link goes through the

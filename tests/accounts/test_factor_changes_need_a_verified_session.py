@@ -1,4 +1,4 @@
-"""A session that never passed the second factor cannot change factors (SPEC 3).
+"""A session that never passed the second factor cannot change factors (docs/product.md#accounts).
 
 A signed-in but unverified session (a magic link alone, with a factor enrolled elsewhere)
 is sent to `/login/2fa/` before adding or removing a factor or regenerating recovery codes,

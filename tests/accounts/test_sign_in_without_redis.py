@@ -1,5 +1,6 @@
-"""Sign-in through a Redis outage (SPEC 15): the sign-in throttles fail open with an error
-logged; `POST /login/` and the magic link's POST answer as usual, never a 500."""
+"""Sign-in through a Redis outage (docs/product.md#reliability): the sign-in throttles
+count in each process, with an error logged; `POST /login/` and the magic link's POST
+answer as usual, never a 500."""
 
 from __future__ import annotations
 

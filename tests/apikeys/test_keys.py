@@ -1,4 +1,4 @@
-"""The key format of SPEC section 5: shape, checksum, digest, display form."""
+"""The key format of docs/product.md#api-keys: shape, checksum, digest, display form."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ ENVS = st.sampled_from(["live", "test", "sys"])
 
 
 def reference_checksum(text: str) -> str:
-    """The SPEC's definition, written independently of the implementation."""
+    """The definition in docs/product.md#api-keys, written independently of the implementation."""
     n = zlib.crc32(text.encode("utf-8"))
     out = ""
     while n:

@@ -1,4 +1,5 @@
-"""Request bodies are bounded before anything reads them (SPEC 15, `MAX_REQUEST_BYTES`).
+"""Request bodies are bounded before anything reads them (docs/product.md#reliability,
+`MAX_REQUEST_BYTES`).
 
 The declared `Content-Length` decides: a larger body is refused with 413 and never read,
 so nothing is parsed or spooled to disk. Views that take document uploads allow

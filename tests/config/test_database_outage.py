@@ -1,5 +1,5 @@
 """PostgreSQL unreachable: 503 `service_unavailable` with `Retry-After`, never a 500, and
-the workers recover by themselves when it is back (SPEC 15).
+the workers recover by themselves when it is back (docs/product.md#reliability).
 
 The test runs its own PostgreSQL cluster (initdb into a temporary directory, on a free
 loopback port) so that it can stop and start it, and gunicorn with two workers on it.

@@ -1,4 +1,4 @@
-"""Sign-in and invitation tokens never reach the log output (SPEC 15)."""
+"""Sign-in and invitation tokens never reach the log output (docs/product.md#reliability)."""
 
 from __future__ import annotations
 

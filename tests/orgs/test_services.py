@@ -1,4 +1,5 @@
-"""Org services: creation, the role rules of SPEC section 4, invitations, audit events."""
+"""Org services: creation, the role rules of docs/product.md#organisations, invitations,
+audit events."""
 
 from __future__ import annotations
 

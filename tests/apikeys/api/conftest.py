@@ -51,7 +51,7 @@ class ApiClient:
             data = ""
         method = method.upper()
         if method in ("POST", "PATCH", "DELETE") and "Idempotency-Key" not in all_headers:
-            # The SPEC requires one on every mutation; each call is a new request.
+            # docs/api.md requires one on every mutation; each call is a new request.
             all_headers["Idempotency-Key"] = uuid.uuid4().hex
         if method in ("GET", "HEAD"):
             handler = self.client.get if method == "GET" else self.client.head
@@ -123,7 +123,7 @@ def rf() -> RequestFactory:
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
-    """The response is the SPEC's error shape with this status and code; returns the error."""
+    """The response is docs/api.md's error shape with this status and code; returns it."""
     assert response.status_code == status, (response.status_code, response.content[:500])
     assert response["Content-Type"].startswith("application/json")
     body = response.json()

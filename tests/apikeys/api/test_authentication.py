@@ -1,4 +1,4 @@
-"""Key authentication: headers, the order of checks, and the refusal codes of SPEC 6."""
+"""Key authentication: headers, the order of checks, and the refusal codes of docs/api.md."""
 
 from __future__ import annotations
 

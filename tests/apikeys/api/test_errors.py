@@ -1,4 +1,4 @@
-"""The error contract: every failure is the SPEC's error shape with a request id, and bad
+"""The error contract: every failure is the error shape of docs/api.md with a request id, and bad
 input of any kind is a 4xx, never a 500."""
 
 from __future__ import annotations

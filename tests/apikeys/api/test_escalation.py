@@ -1,4 +1,5 @@
-"""A key never grants more than it holds: scopes and environments (SPEC 5, ADR 0043)."""
+"""A key never grants more than it holds: scopes and environments
+(docs/product.md#api-keys, ADR 0043)."""
 
 from __future__ import annotations
 

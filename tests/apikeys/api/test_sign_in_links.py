@@ -1,4 +1,4 @@
-"""`POST sign-in-links` (SPEC 12.3): a single-use link for a member, for the operator's
+"""`POST sign-in-links` (docs/api.md): a single-use link for a member, for the operator's
 own pages; capped lifetime, the usual confirmation page, never for platform staff."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every row of the SPEC's idempotency table, through the API."""
+"""Every row of the idempotency rules of docs/api.md, through the API."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rate limits and quotas through the API (SPEC section 6, "Rate limits and quotas")."""
+"""Rate limits and quotas through the API (docs/api.md, "Rate limits and quotas")."""
 
 from __future__ import annotations
 
