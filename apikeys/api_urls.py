@@ -44,6 +44,7 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("audit-events", api.AuditEventListApi.as_view(), name="api-audit-events"),
     path("usage", usage_api.UsageApi.as_view(), name="api-usage"),
     path("", include("platform_admin.api_urls")),
+    path("", include("webhooks.api_urls")),
 ]
 if settings.LATCHKEY_EXTRA_URLCONF:
     # The operator's own endpoints (apikeys.public), under /api/v1/ beside Latchkey's.

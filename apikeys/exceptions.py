@@ -84,6 +84,7 @@ ORG_ERROR_CODES: Mapping[str, str] = {
     "last_owner": "conflict",
     "slug_taken": "conflict",
     "invitation_closed": "conflict",
+    "disabled": "conflict",
 }
 
 

@@ -23,6 +23,7 @@ from apikeys.models import ApiKey, Environment, KeyStatus
 from apikeys.scopes import ScopeError, missing_scopes, normalize_scopes
 from orgs.models import KycStatus, Organization, OrgStatus
 from orgs.services import audit_record
+from webhooks.events import emit
 
 DEFAULT_GRACE = timedelta(hours=24)
 # A key's `meta`: a JSON object whose compact UTF-8 form is at most this long.
@@ -203,6 +204,16 @@ def _issue(
     return key, secret
 
 
+def _key_data(key: ApiKey) -> dict[str, Any]:
+    """What a webhook tells of a key: ids and names, never its secret or digest."""
+    return {
+        "id": key.public_id,
+        "name": key.name,
+        "environment": key.environment,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+    }
+
+
 def _locked(key: ApiKey) -> ApiKey:
     """The key's row, re-read under a row lock so concurrent writes serialise."""
     return ApiKey.objects.select_for_update(of=("self",)).select_related("org").get(pk=key.pk)
@@ -290,6 +301,7 @@ def apikey_create(
             "expires_at": expires_at.isoformat() if expires_at else None,
         },
     )
+    emit(org, "api_key.created", {"api_key": _key_data(key)})
     return key, secret
 
 
@@ -428,6 +440,15 @@ def apikey_rotate(
             "grace_ends_at": grace_end.isoformat(),
         },
     )
+    emit(
+        old.org,
+        "api_key.rotated",
+        {
+            "api_key": _key_data(old),
+            "successor": _key_data(successor),
+            "grace_ends_at": grace_end.isoformat(),
+        },
+    )
     digest = old.digest
     invalidate_key(digest)  # now, and again when the transaction commits
     key.rotated_at, key.expires_at = old.rotated_at, old.expires_at
@@ -458,6 +479,7 @@ def apikey_revoke(
             target=locked,
             details={"name": locked.name},
         )
+        emit(locked.org, "api_key.revoked", {"api_key": _key_data(locked)})
         digest = locked.digest
         invalidate_key(digest)  # now, and again when the transaction commits
     key.revoked_at = locked.revoked_at

@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "orgs",
     "apikeys",
     "platform_admin",
+    "webhooks",
 ]
 # Host apps guarded by Latchkey keys (docs/guide/your-own-endpoints.md): Django apps
 # added without editing Latchkey, and a module whose `urlpatterns` are served under /api/v1/.
@@ -141,8 +142,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DB_CONN_MAX_AGE", default=60))
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # An unreachable server fails a request in seconds (503, SPEC 15), not after the
-    # operating system's TCP timeout; DATABASE_URL's own connect_timeout wins.
+    # An unreachable server fails a request in seconds (503, docs/product.md#reliability),
+    # not after the operating system's TCP timeout; DATABASE_URL's own connect_timeout wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DB_CONNECT_TIMEOUT", default=3)
     )
@@ -272,6 +273,10 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Latchkey <no-reply@l
 # Celery: Redis broker in production; tasks run eagerly when no broker is configured.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_RESULT_BACKEND = None
+# Webhooks (docs/webhooks.md, ADR 0083): URLs resolving to private, loopback or link-local
+# addresses are refused unless this is set (a receiver on the same machine, in tests).
+WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -292,6 +297,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     },
     # Outbox messages the broker never took (it was down), and retries that are due.
     "outbox-deliver-due": {"task": "outbox.tasks.deliver_due", "schedule": 30.0},
+    # api_key.expiring (7 days, 1 day before) and api_key.expired, once each (docs/webhooks.md).
+    "webhooks-scan-key-expiry": {"task": "webhooks.tasks.scan_key_expiry", "schedule": 3600.0},
+    # quota.warning (80 %) and quota.exhausted, once per org and month, after the fold above.
+    "webhooks-scan-quotas": {"task": "webhooks.tasks.scan_quotas", "schedule": 600.0},
 }
 # Without a Celery worker (embedded default) a thread in the serving process folds usage
 # counters into the database this often, and once more at exit; 0 turns it off.
@@ -343,6 +352,7 @@ SPECTACULAR_SETTINGS = {
         "KycStatusEnum": ["not_submitted", "pending", "approved", "rejected"],
         "InvitationStatusEnum": ["pending", "accepted", "cancelled", "expired"],
         "KycApplicationStatusEnum": ["pending", "approved", "rejected"],
+        "WebhookEventTypeEnum": "webhooks.events.EVENT_TYPES",
     },
     "PATH_CONVERTER_OVERRIDES": {
         "pid": {"type": "string", "pattern": "^[a-z]{2,8}_[0-9A-Za-z]{1,40}$"},

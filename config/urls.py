@@ -6,6 +6,7 @@ import apikeys.urls
 import config.converters  # noqa: F401  (registers <orgslug>)
 import orgs.urls
 import platform_admin.urls
+import webhooks.urls
 from apikeys import views as apikeys_views
 from apikeys.api import NotFoundApi
 from apikeys.gateway import GatewayAuthApi
@@ -17,6 +18,7 @@ org_urlpatterns = [
     *orgs.urls.org_urlpatterns,
     *apikeys.urls.org_urlpatterns,
     *platform_admin.urls.org_urlpatterns,
+    *webhooks.urls.org_urlpatterns,
 ]
 
 urlpatterns = [

@@ -27,6 +27,7 @@ from orgs.models import (
 from orgs.plans import Plan
 from orgs.selectors import user_has_two_factor
 from orgs.tokens import invitation_token_hash, new_invitation_token
+from webhooks.events import emit
 
 # Keys that would carry a secret; an event with one of them in `details` is refused.
 FORBIDDEN_DETAIL_KEYS = frozenset(
@@ -575,7 +576,7 @@ def invitation_accept(
     if invitation.invited_by_key_id is not None and not _key_still_stands(
         invitation.invited_by_key
     ):
-        # What an API key did on behalf of the org ends with the key (SPEC 15).
+        # What an API key did on behalf of the org ends with the key (docs/product.md#reliability).
         raise InvitationError(
             "The API key that sent this invitation has since been revoked, has expired or "
             "was deleted. Ask an admin of the organisation for a new invitation.",
@@ -601,6 +602,8 @@ def invitation_accept(
             "already_member": not created,
         },
     )
+    if created:
+        emit(org, "member.joined", {"member": _member_data(membership)})
     return membership
 
 
@@ -756,7 +759,24 @@ def _membership_delete(
         target_label=membership.user.email,
         details={"email": membership.user.email, "role": membership.role},
     )
+    emit(
+        membership.org,
+        "member.removed",
+        {
+            "member": _member_data(membership),
+            "how": "left" if action == "member.left" else "removed",
+        },
+    )
     membership.delete()
+
+
+def _member_data(membership: Membership) -> dict[str, Any]:
+    """What a webhook tells of a member: ids, email and role."""
+    return {
+        "id": membership.public_id,
+        "user": {"email": membership.user.email},
+        "role": membership.role,
+    }
 
 
 @transaction.atomic

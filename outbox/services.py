@@ -38,6 +38,8 @@ logger = logging.getLogger("outbox")
 
 Handler = Callable[[dict[str, Any]], None]
 _handlers: dict[str, Handler] = {}
+# A kind's own retry schedule and attempt budget, where it is not the default below.
+_policies: dict[str, tuple[tuple[timedelta, ...], int]] = {}
 
 # Waits after the 1st, 2nd, ... failed attempt; the last one repeats.
 BACKOFF = (
@@ -56,9 +58,24 @@ KEEP_SENT = timedelta(days=7)
 PURGE_BATCH = 1000
 
 
-def register(kind: str, handler: Handler) -> None:
-    """Send messages of `kind` with `handler(payload)` (an app's `ready()` registers)."""
+def register(
+    kind: str,
+    handler: Handler,
+    *,
+    backoff: tuple[timedelta, ...] | None = None,
+    max_attempts: int | None = None,
+) -> None:
+    """Send messages of `kind` with `handler(payload)` (an app's `ready()` registers).
+
+    `backoff` and `max_attempts` replace the default schedule for this kind (webhooks
+    follow the Standard Webhooks schedule, docs/adr/0083-webhooks.md)."""
     _handlers[kind] = handler
+    _policies[kind] = (backoff or BACKOFF, max_attempts or MAX_ATTEMPTS)
+
+
+def policy(kind: str) -> tuple[tuple[timedelta, ...], int]:
+    """The retry schedule and attempt budget of `kind`."""
+    return _policies.get(kind, (BACKOFF, MAX_ATTEMPTS))
 
 
 # --- sealing ------------------------------------------------------------------------------
@@ -167,12 +184,13 @@ def deliver(message_id: int) -> bool:
 
 
 def _record_failure(message: Message, exc: BaseException) -> None:
+    backoff, max_attempts = policy(message.kind)
     message.attempts += 1
     message.last_error = describe_error(exc)
-    wait = BACKOFF[min(message.attempts, len(BACKOFF)) - 1]
+    wait = backoff[min(message.attempts, len(backoff)) - 1]
     message.next_attempt_at = timezone.now() + wait
-    if message.attempts >= MAX_ATTEMPTS:
-        logger.error("Outbox message %s dropped after %s attempts", message.pk, MAX_ATTEMPTS)
+    if message.attempts >= max_attempts:
+        logger.error("Outbox message %s dropped after %s attempts", message.pk, max_attempts)
         message.sent_at = timezone.now()
         message.payload = b""
     message.save(update_fields=["attempts", "last_error", "next_attempt_at", "sent_at", "payload"])

@@ -26,6 +26,7 @@ from orgs.plans import Plan
 from orgs.services import ServiceError, audit_record, invalidate_org_keys
 from platform_admin.documents import Upload, check_documents
 from platform_admin.models import KycApplication, KycApplicationStatus, KycDocument
+from webhooks.events import emit
 
 if TYPE_CHECKING:
     from apikeys.models import ApiKey
@@ -329,6 +330,14 @@ def _decide(
     _notify_decision(
         locked,
         KYC_APPROVED_EMAIL if status == KycApplicationStatus.APPROVED else KYC_REJECTED_EMAIL,
+    )
+    emit(
+        org,
+        "kyc.approved" if status == KycApplicationStatus.APPROVED else "kyc.rejected",
+        {
+            "application": {"id": locked.public_id, "legal_name": locked.legal_name},
+            "organization": {"id": org.public_id, "name": org.name, "slug": org.slug},
+        },
     )
     # Keys' cached view of the org (its KYC status gates live keys) must not go stale.
     invalidate_org_keys(org)

@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from celery._state import _register_app
 from django.core import mail
 from django.db import transaction
 from django.test import Client
@@ -37,6 +38,9 @@ def _fresh_connections() -> None:
     """Forget the app's connection and producer pools (they hold the broker's address)."""
     app.close()
     app.amqp._producer_pool = None
+    # close() also drops the app from Celery's active apps: tasks imported afterwards
+    # (autodiscovery, `run_scheduled`) would not be registered on it.
+    _register_app(app)
 
 
 @contextmanager

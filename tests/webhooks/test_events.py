@@ -1,0 +1,128 @@
+"""Each wired event produces one delivery per subscribed endpoint, in the transaction of
+the change, with ids and names only (docs/webhooks.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from accounts.models import User
+from apikeys.services import apikey_create, apikey_revoke, apikey_rotate
+from orgs.models import Membership, Organization
+from orgs.services import invitation_accept, member_invite, membership_leave, membership_remove
+from platform_admin.services import kyc_approve, kyc_reject
+from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
+from tests.platform_admin.conftest import submit
+from webhooks.events import emit
+from webhooks.models import WebhookDelivery
+from webhooks.services import endpoint_create, endpoint_disable
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def endpoint_url(settings: Any) -> str:
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    return "http://127.0.0.1:9/hooks"  # never reached: on-commit callbacks do not run
+
+
+def deliveries(event_type: str) -> list[WebhookDelivery]:
+    return list(WebhookDelivery.objects.filter(event_type=event_type))
+
+
+def only(event_type: str) -> dict[str, Any]:
+    (delivery,) = deliveries(event_type)
+    payload: dict[str, Any] = delivery.payload
+    assert payload["type"] == event_type and "timestamp" in payload
+    return payload["data"]
+
+
+def test_api_key_created_rotated_and_revoked(org: Organization, endpoint_url: str) -> None:
+    endpoint_create(org=org, url=endpoint_url)
+    key, secret = apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    assert only("api_key.created")["api_key"]["id"] == key.public_id
+    successor, new_secret = apikey_rotate(key=key)
+    data = only("api_key.rotated")
+    assert data["api_key"]["id"] == key.public_id
+    assert data["successor"]["id"] == successor.public_id
+    apikey_revoke(key=successor)
+    apikey_revoke(key=successor)  # revoking again changes nothing, sends nothing
+    assert only("api_key.revoked")["api_key"] == {
+        "id": successor.public_id,
+        "name": "CI",
+        "environment": "test",
+        "expires_at": None,
+    }
+    stored = json.dumps([d.payload for d in WebhookDelivery.objects.all()])
+    for value in (secret, new_secret, key.digest, successor.digest):
+        assert value not in stored
+
+
+def test_kyc_approved_and_rejected(org: Organization, staff_user: User, endpoint_url: str) -> None:
+    endpoint_create(org=org, url=endpoint_url)
+    application = submit(org, None)
+    kyc_approve(application=application, staff=staff_user)
+    data = only("kyc.approved")
+    assert data["application"]["id"] == application.public_id
+    assert data["organization"]["id"] == org.public_id
+
+    other = OrganizationFactory.create(name="Initech", slug="initech")
+    endpoint_create(org=other, url=endpoint_url)
+    rejected = submit(other, None)
+    kyc_reject(application=rejected, reason="The document is unreadable.", staff=staff_user)
+    assert only("kyc.rejected")["application"]["id"] == rejected.public_id
+    assert len(deliveries("kyc.approved")) == 1  # Initech's endpoint heard nothing of Acme
+
+
+def test_member_joined_and_removed(
+    org: Organization, owner: User, admin_user: User, endpoint_url: str
+) -> None:
+    endpoint_create(org=org, url=endpoint_url)
+    invitation = member_invite(org=org, email="new@acme.test", role="member", invited_by=owner)
+    newcomer = UserFactory.create(email="new@acme.test")
+    membership = invitation_accept(user=newcomer, invitation=invitation)
+    data = only("member.joined")
+    assert data["member"] == {
+        "id": membership.public_id,
+        "user": {"email": "new@acme.test"},
+        "role": "member",
+    }
+    owner_membership = Membership.objects.get(org=org, user=owner)
+    membership_remove(membership=membership, actor_membership=owner_membership)
+    data = only("member.removed")
+    assert data["member"]["id"] == membership.public_id and data["how"] == "removed"
+
+    leaver = MembershipFactory.create(org=org, user=UserFactory.create(email="bye@acme.test"))
+    membership_leave(membership=leaver)
+    assert len(deliveries("member.removed")) == 2
+
+
+def test_one_delivery_per_subscribed_enabled_endpoint_and_none_in_another_org(
+    org: Organization, other_org: Organization, endpoint_url: str
+) -> None:
+    first, _ = endpoint_create(org=org, url=endpoint_url)
+    second, _ = endpoint_create(org=org, url=endpoint_url + "/2", events=["api_key.created"])
+    endpoint_create(org=org, url=endpoint_url + "/3", events=["member.joined"])
+    disabled, _ = endpoint_create(org=org, url=endpoint_url + "/4")
+    endpoint_disable(endpoint=disabled)
+    endpoint_create(org=other_org, url=endpoint_url)
+    apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    created = deliveries("api_key.created")
+    assert sorted(d.endpoint_id for d in created) == sorted([first.pk, second.pk])
+    assert len({d.event_id for d in created}) == 1  # one event, one webhook-id
+
+
+def test_a_rolled_back_change_sends_nothing(org: Organization, endpoint_url: str) -> None:
+    endpoint_create(org=org, url=endpoint_url)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+        raise RuntimeError
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_an_unknown_event_type_is_a_programming_error(org: Organization) -> None:
+    with pytest.raises(ValueError, match="Unknown webhook event"):
+        emit(org, "api_key.renamed", {})
