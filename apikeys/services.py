@@ -486,6 +486,50 @@ def apikey_revoke(
     return locked
 
 
+LEAKED_EMAIL = "webhooks/email/api_key_leaked"
+
+
+@transaction.atomic
+def apikey_report_leaked(
+    *, key: ApiKey, source: str, url: str = "", request: HttpRequest | None = None
+) -> bool:
+    """A key was found where it must not be (`source`: who found it, `url`: where): revoke
+    it now, record `api_key.leaked`, tell the org's endpoints (webhook `api_key.leaked`)
+    and its owners and admins (email). Once per key; returns whether this report was the
+    first. The email names the key and links to its page, not to `url`: a report can come
+    from anyone, and a link from a stranger has no place in a message from Latchkey."""
+    from accounts.emails import queue_email
+    from orgs.models import AuditEvent
+    from orgs.selectors import admin_emails
+
+    locked = _locked(key)
+    reported = AuditEvent.objects.filter(
+        action="api_key.leaked", target_type="apikey", target_id=locked.public_id
+    ).exists()
+    if reported or locked.org is None:
+        return False
+    apikey_revoke(key=locked, request=request)
+    details = {"name": locked.name, "source": source[:100], "url": url[:500]}
+    audit_record(
+        action="api_key.leaked", org=locked.org, request=request, target=locked, details=details
+    )
+    emit(
+        locked.org,
+        "api_key.leaked",
+        {"api_key": _key_data(locked), "source": details["source"], "url": details["url"]},
+    )
+    context = {
+        "org_name": locked.org.name,
+        "key_name": locked.name,
+        "key_id": locked.public_id,
+        "source": details["source"],
+        "key_path": f"/o/{locked.org.slug}/api-keys/{locked.public_id}/",
+    }
+    for email in admin_emails(org=locked.org):
+        queue_email(to=[email], template=LEAKED_EMAIL, context=context)
+    return True
+
+
 @transaction.atomic
 def apikey_delete(
     *,

@@ -40,6 +40,15 @@ def user_in_org_requiring_two_factor(*, user: User) -> bool:
     return Membership.objects.filter(user=user, org__require_two_factor=True).exists()
 
 
+def admin_emails(*, org: Organization) -> list[str]:
+    """The addresses of the org's active owners and admins (who are told of problems)."""
+    return sorted(
+        Membership.objects.filter(org=org, role__in=[Role.OWNER, Role.ADMIN], user__is_active=True)
+        .values_list("user__email", flat=True)
+        .distinct()
+    )
+
+
 def membership_get_for_slug(*, user: User, org_slug: str) -> Membership:
     """The user's membership in the org named by `org_slug`, with the org, in one query.
 

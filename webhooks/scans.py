@@ -15,7 +15,8 @@ from django.utils import timezone
 from accounts.emails import queue_email
 from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.selectors import month_start
-from orgs.models import Organization, Role
+from orgs.models import Organization
+from orgs.selectors import admin_emails
 from webhooks.events import emit
 from webhooks.models import EventMark
 
@@ -44,14 +45,6 @@ def _key_data(key: ApiKey) -> dict[str, Any]:
         "environment": key.environment,
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
     }
-
-
-def _admin_emails(org: Organization) -> list[str]:
-    return sorted(
-        org.memberships.filter(role__in=[Role.OWNER, Role.ADMIN], user__is_active=True)
-        .values_list("user__email", flat=True)
-        .distinct()
-    )
 
 
 def _live_keys() -> Any:
@@ -93,7 +86,7 @@ def scan_key_expiry(*, now: datetime | None = None) -> int:
                 "days": days,
                 "key_path": f"/o/{key.org.slug}/api-keys/{key.public_id}/",
             }
-            for email in _admin_emails(key.org):
+            for email in admin_emails(org=key.org):
                 queue_email(to=[email], template=EXPIRING_EMAIL, context=context)
         emitted += 1
     expired = _live_keys().filter(expires_at__lte=now, expires_at__gt=now - EXPIRED_LOOKBACK)
@@ -147,7 +140,7 @@ def scan_quotas(*, now: datetime | None = None) -> int:
                     "month": month,
                     "usage_path": f"/o/{org.slug}/usage/",
                 }
-                for email in _admin_emails(org):
+                for email in admin_emails(org=org):
                     queue_email(to=[email], template=QUOTA_EMAIL, context=context)
             emitted += 1
     return emitted

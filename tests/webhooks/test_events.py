@@ -126,3 +126,42 @@ def test_a_rolled_back_change_sends_nothing(org: Organization, endpoint_url: str
 def test_an_unknown_event_type_is_a_programming_error(org: Organization) -> None:
     with pytest.raises(ValueError, match="Unknown webhook event"):
         emit(org, "api_key.renamed", {})
+
+
+def test_a_leaked_key_is_revoked_announced_and_its_admins_told_once(
+    org: Organization,
+    endpoint_url: str,
+    owner: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from django.core import mail
+
+    from apikeys.services import apikey_report_leaked
+    from orgs.models import AuditEvent, Role
+
+    admin = MembershipFactory.create(org=org, role=Role.ADMIN).user
+    reader = MembershipFactory.create(org=org, role=Role.MEMBER).user
+    endpoint_create(org=org, url=endpoint_url)
+    key, secret = apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    found = "https://gist.example.com/someone/abc"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert apikey_report_leaked(key=key, source="GitHub secret scanning", url=found)
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+    data = only("api_key.leaked")
+    assert data["api_key"]["id"] == key.public_id and data["url"] == found
+    assert deliveries("api_key.revoked")
+    event = AuditEvent.objects.get(action="api_key.leaked")
+    assert event.target_id == key.public_id and event.details["source"] == "GitHub secret scanning"
+    leaked_emails = [m for m in mail.outbox if "exposed" in m.subject]
+    assert sorted(a for m in leaked_emails for a in m.to) == sorted([owner.email, admin.email])
+    assert reader.email not in {a for m in leaked_emails for a in m.to}
+    body = leaked_emails[0].body
+    assert f"/o/{org.slug}/api-keys/{key.public_id}/" in body
+    assert found not in body and secret not in body  # no stranger's link, no secret
+
+    # A second report of the same key changes nothing and sends nothing.
+    sent = len(mail.outbox)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert not apikey_report_leaked(key=key, source="someone else", url=found)
+    assert len(deliveries("api_key.leaked")) == 1 and len(mail.outbox) == sent
