@@ -85,6 +85,7 @@ ORG_ERROR_CODES: Mapping[str, str] = {
     "slug_taken": "conflict",
     "invitation_closed": "conflict",
     "disabled": "conflict",
+    "too_many_endpoints": "conflict",
 }
 
 

@@ -276,7 +276,9 @@ CELERY_RESULT_BACKEND = None
 # Webhooks (docs/webhooks.md, ADR 0083): URLs resolving to private, loopback or link-local
 # addresses are refused unless this is set (a receiver on the same machine, in tests).
 WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
+# The whole of one attempt (resolve, connect, TLS, send, read), whatever the receiver does.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+WEBHOOK_MAX_ENDPOINTS = env.int("WEBHOOK_MAX_ENDPOINTS", default=20)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True

@@ -210,8 +210,10 @@ def describe_error(exc: BaseException) -> str:
     return text[:300]
 
 
-def deliver_due(*, limit: int = DUE_BATCH) -> int:
-    """Send the pending messages whose time has come; returns how many were sent.
+def deliver_due(*, limit: int = DUE_BATCH, dispatch: Callable[[int], object] | None = None) -> int:
+    """Send the pending messages whose time has come; returns how many were sent (or, with
+    `dispatch`, handed on: `dispatch(message_id)` queues each for a worker, whose
+    `deliver` claims it, so a message queued twice is still sent once).
 
     Also forgets messages sent (or dropped) more than `KEEP_SENT` ago: their payload is
     already empty, and the row only told that they went.
@@ -222,7 +224,12 @@ def deliver_due(*, limit: int = DUE_BATCH) -> int:
         .order_by("next_attempt_at", "pk")
         .values_list("pk", flat=True)[:limit]
     )
-    sent = sum(1 for message_id in due if deliver(message_id))
+    if dispatch is not None:
+        for message_id in due:
+            dispatch(message_id)
+        sent = len(due)
+    else:
+        sent = sum(1 for message_id in due if deliver(message_id))
     old = Message.objects.filter(sent_at__lt=now - KEEP_SENT).values_list("pk", flat=True)
     Message.objects.filter(pk__in=list(old[:PURGE_BATCH])).delete()
     return sent

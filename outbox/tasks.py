@@ -13,5 +13,6 @@ def deliver_message(message_id: int) -> None:
 
 @shared_task(ignore_result=True)
 def deliver_due() -> int:
-    """Send what the broker never took and the retries that are due."""
-    return services.deliver_due()
+    """Hand what the broker never took and the retries that are due to the workers, one
+    task each: a slow receiver then holds one worker for one message, not the whole run."""
+    return services.deliver_due(dispatch=deliver_message.delay)

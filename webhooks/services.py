@@ -11,6 +11,7 @@ import base64
 import secrets
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
@@ -121,7 +122,14 @@ def endpoint_create(
     """Add an endpoint and return it with its signing secret (the only time it is shown).
 
     Invariants: http or https only; the URL's host resolves to public addresses only
-    (unless WEBHOOK_ALLOW_PRIVATE); events are known types (empty means all)."""
+    (unless WEBHOOK_ALLOW_PRIVATE); events are known types (empty means all); an org has
+    at most WEBHOOK_MAX_ENDPOINTS endpoints (each event is sent to every one of them)."""
+    limit = int(getattr(settings, "WEBHOOK_MAX_ENDPOINTS", 20))
+    if WebhookEndpoint.objects.filter(org=org).count() >= limit:
+        raise WebhookError(
+            f"An organisation has at most {limit} webhook endpoints; delete one first.",
+            code="too_many_endpoints",
+        )
     secret = _new_secret()
     endpoint = WebhookEndpoint.objects.create(
         org=org,

@@ -288,3 +288,17 @@ def test_without_a_beat_a_failed_message_starts_the_retrier_of_this_process(
     finally:
         retrier._stop.set()
         thread.join(timeout=5)
+
+
+def test_a_delivery_run_can_hand_each_message_to_a_worker(
+    test_kind: list[dict[str, Any]],
+) -> None:
+    """The beat's run queues one task per due message instead of sending them in turn; a
+    message queued twice is still sent once."""
+    first, second = _store({"n": 1}), _store({"n": 2})
+    queued: list[int] = []
+    assert services.deliver_due(dispatch=queued.append) == 2
+    assert sorted(queued) == [first.pk, second.pk] and test_kind == []
+    for message_id in queued + queued:  # the workers, each task twice
+        services.deliver(message_id)
+    assert sorted(p["n"] for p in test_kind) == [1, 2]

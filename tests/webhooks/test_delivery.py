@@ -280,3 +280,46 @@ def test_a_failed_resend_of_a_delivery_on_its_schedule_leaves_the_schedule_runni
     retry_due()  # the scheduled retry still comes, and succeeds
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.SUCCEEDED and delivery.attempts == 3
+
+
+def test_a_receiver_answering_a_byte_at_a_time_is_cut_off_at_the_deadline(
+    settings: Any,
+) -> None:
+    """The timeout bounds the whole attempt, not each read: a receiver that keeps every
+    read short but never finishes cannot hold the sender."""
+    import socket
+    import threading
+    import time
+
+    from webhooks.net import post
+
+    settings.WEBHOOK_ALLOW_PRIVATE = True
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    drip = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 200 + b"\r\n\r\n"
+    sent: list[int] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        count = 0
+        try:
+            for byte in drip:  # about 20 s in all, a byte every 0.1 s
+                conn.sendall(bytes([byte]))
+                count += 1
+                time.sleep(0.1)
+        except OSError:
+            pass  # the sender hung up
+        finally:
+            sent.append(count)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    answer = post(f"http://127.0.0.1:{port}/hooks", body=b"{}", headers={}, timeout=0.5)
+    thread.join(timeout=30)
+    listener.close()
+    assert answer.status_code is None and answer.error == "timeout"
+    assert sent and sent[0] < len(drip)  # cut off long before the receiver was done

@@ -30,6 +30,10 @@ Capture = Callable[..., Any]
         "http://0.0.0.0/",
         "http://224.0.0.1/",
         "http://[::ffff:127.0.0.1]/",
+        "http://[2002:7f00:1::]/",  # 6to4 around 127.0.0.1
+        "http://[fec0::1]/",
+        "http://192.0.0.8/",
+        "http://192.88.99.1/",
     ],
 )
 def test_private_addresses_are_refused_at_creation(
@@ -117,3 +121,34 @@ def test_the_checked_address_is_the_one_connected_to(
     assert len(receiver.received) == 1
     assert receiver.received[0].headers["Host"] == f"receiver.example:{port}"
     assert receiver.received[0].path == "/hooks?x=1"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.public.example:25/in",  # a well-known service port
+        "https://hooks.public.example/caf\u00e9",  # not ASCII
+        "https://hooks.public.example/a\x00b",  # a control character
+        "https://hooks.public.example/a b",
+    ],
+)
+def test_odd_ports_and_unprintable_urls_are_refused(
+    org: Organization, settings: Any, resolve_as: Callable[[str, str], None], url: str
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE = False
+    resolve_as("hooks.public.example", "93.184.216.34")
+    with pytest.raises(WebhookError) as refused:
+        endpoint_create(org=org, url=url)
+    assert refused.value.code == "unsafe_url"
+
+
+def test_an_org_has_a_bounded_number_of_endpoints(
+    org: Organization, settings: Any, receiver: Receiver
+) -> None:
+    settings.WEBHOOK_MAX_ENDPOINTS = 2
+    endpoint_create(org=org, url=receiver.url)
+    endpoint_create(org=org, url=receiver.url)
+    with pytest.raises(WebhookError) as refused:
+        endpoint_create(org=org, url=receiver.url)
+    assert refused.value.code == "too_many_endpoints"
+    assert WebhookEndpoint.objects.filter(org=org).count() == 2
