@@ -34,6 +34,8 @@ from apikeys import keycache
 from apikeys.catalogue import AUTHORIZATION, current
 from apikeys.errors import ApiError
 from apikeys.keys import key_digest, parse_key
+from apikeys.models import IpMode
+from apikeys.networks import IPNetwork, networks_of
 from orgs.models import OrgStatus
 from orgs.plans import Limits
 
@@ -65,6 +67,10 @@ class ApiKeyPrincipal:
     org_kyc_status: str
     limits: Limits | None
     meta: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # The IP allowlist (empty: anywhere) and whether it only reports (apikeys.networks).
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    ip_report_only: bool = False
+    leaked: bool = False
 
     @property
     def is_system(self) -> bool:
@@ -163,6 +169,9 @@ def principal_for(resolved: keycache.Resolved | None, digest: str) -> ApiKeyPrin
         org_kyc_status=org.kyc_status if org is not None else "",
         limits=org.limits if org is not None else None,
         meta=key.meta or {},
+        allowed_networks=networks_of(key.allowed_ips) if key.allowed_ips else (),
+        ip_report_only=key.allowed_ips_mode == IpMode.REPORT,
+        leaked=key.leaked_at is not None,
     )
     if entry is not None:
         if len(_principals) >= _PRINCIPALS_MAX:

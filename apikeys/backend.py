@@ -45,6 +45,9 @@ from apikeys import redisconn
 ADMIT, BURST, MINUTE, QUOTA = 0, 1, 2, 3
 CLASS_4XX = "c4"
 CLASS_5XX = "c5"
+# Not a status class: a request admitted from outside its key's IP allowlist in "report
+# only" mode, counted in the same hash (`apikeys.networks_report`).
+IP_REPORTED = "ipr"
 # A recent-requests list is trimmed back to its cap once it is this much over.
 RECENT_SLACK = 20
 # A lease takes at most 1/LEASE_DIVISOR of what is left in any window (ADR 0065).
@@ -136,6 +139,8 @@ class UsageDelta:
     versions: set[str] = field(default_factory=set)
     # Requests per scope they needed.
     scopes: dict[str, int] = field(default_factory=dict)
+    # Requests from outside the key's report-only IP allowlist.
+    ip_reported: int = 0
 
     @property
     def count_2xx(self) -> int:
@@ -149,6 +154,7 @@ class UsageDelta:
             self.last_at, self.last_ip = other.last_at, other.last_ip or self.last_ip
         self.versions |= other.versions
         self.add_scopes(other.scopes)
+        self.ip_reported += other.ip_reported
 
     def add_scopes(self, scopes: dict[str, int]) -> None:
         for scope, count in scopes.items():
@@ -455,6 +461,8 @@ class _LocalUsage:
                 delta.count_4xx += 1
             elif status_class == CLASS_5XX:
                 delta.count_5xx += 1
+            elif status_class == IP_REPORTED:
+                delta.ip_reported += 1
         self.on_record()
 
     def push(self, name: str, status: int, body: str, cap: int) -> list[Any]:
@@ -741,6 +749,7 @@ def _delta_from_hash(name: str, data: dict[bytes, bytes]) -> UsageDelta | None:
     delta.last_ip = fields.get("ip", "")
     delta.versions = {f[2:] for f in fields if f.startswith("v:")}
     delta.scopes = {f[2:]: int(v) for f, v in fields.items() if f.startswith("s:")}
+    delta.ip_reported = int(fields.get(IP_REPORTED, 0))
     return delta
 
 

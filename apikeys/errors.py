@@ -44,6 +44,9 @@ ERRORS: Mapping[str, ErrorSpec] = {
     ),
     "api_key_revoked": ErrorSpec(401, AUTHENTICATION_ERROR, "The API key was revoked."),
     "api_key_expired": ErrorSpec(401, AUTHENTICATION_ERROR, "The API key has expired."),
+    "invalid_signature": ErrorSpec(
+        401, AUTHENTICATION_ERROR, "The request's signature is missing or does not verify."
+    ),
     # 403: you may not.
     "insufficient_scope": ErrorSpec(
         403, PERMISSION_ERROR, "The API key lacks the scope this request needs."
@@ -56,6 +59,9 @@ ERRORS: Mapping[str, ErrorSpec] = {
         403, PERMISSION_ERROR, "The key's environment does not allow this."
     ),
     "permission_denied": ErrorSpec(403, PERMISSION_ERROR, "You may not do this."),
+    "ip_not_allowed": ErrorSpec(
+        403, PERMISSION_ERROR, "The API key may not be used from this IP address."
+    ),
     # 429: slow down.
     "rate_limited": ErrorSpec(429, RATE_LIMIT_ERROR, "Too many requests; retry later."),
     "quota_exceeded": ErrorSpec(
@@ -128,6 +134,10 @@ FIXES: Mapping[str, str] = {
     "leaked. Create a new key and replace the old one everywhere.",
     "api_key_expired": "The key passed its expiry, or the grace period of its rotation ended. "
     "Use its successor (`rotated_to`) or create a new key.",
+    "invalid_signature": "A signed request (GitHub secret scanning) must carry the sender's "
+    "key identifier and a signature of the raw body that verifies with that published key. "
+    "If GitHub's own alerts are refused, check GITHUB_SECRET_SCANNING_KEYS_URL "
+    "(docs/secret-scanning.md).",
     "insufficient_scope": "The body's `required_scope` names what the request needs. Give "
     "the key that scope (a new key, or narrow your request), or call with another key.",
     "org_mismatch": "The organisation header names another organisation than the key's. "
@@ -136,6 +146,10 @@ FIXES: Mapping[str, str] = {
     "until it is reactivated. Contact the platform's support.",
     "environment_not_allowed": "Live keys need the organisation's KYC approved, and a test "
     "key can create test keys only. Use a test key, or finish KYC first.",
+    "ip_not_allowed": "The key carries an IP allowlist and the request came from an address "
+    "outside it (the address is in the message). Call from an allowed network, or have an "
+    "owner or admin add the range on the key's page. Behind a proxy, the operator sets "
+    "TRUSTED_PROXY_HOPS so the client's own address is used.",
     "permission_denied": "The key acts with an admin's powers: owners and admins are out of "
     "its reach. Ask an owner to do this in the dashboard.",
     "rate_limited": "Wait for `Retry-After` seconds and retry; spread requests out. The "

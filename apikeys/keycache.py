@@ -87,6 +87,11 @@ class KeyState:
     deleted_at: datetime | None
     # The key's `meta` object (None in entries written before keys had one).
     meta: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # The IP allowlist (normalised CIDR ranges; empty: anywhere) and its mode; entries
+    # written before keys had one read as the defaults.
+    allowed_ips: tuple[str, ...] = ()
+    allowed_ips_mode: str = "enforce"
+    leaked_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,9 @@ def key_state(key: Any) -> KeyState:
         revoked_at=key.revoked_at,
         deleted_at=key.deleted_at,
         meta=dict(key.meta or {}),
+        allowed_ips=tuple(key.allowed_ips or ()),
+        allowed_ips_mode=key.allowed_ips_mode,
+        leaked_at=key.leaked_at,
     )
 
 

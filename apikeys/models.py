@@ -24,8 +24,17 @@ class Environment(models.TextChoices):
 class KeyStatus(models.TextChoices):
     ACTIVE = "active", "Active"
     EXPIRING = "expiring", "Expiring"
+    # Reported leaked in an org whose setting is "flag only": it still works.
+    LEAKED = "leaked", "Leaked"
     EXPIRED = "expired", "Expired"
     REVOKED = "revoked", "Revoked"
+
+
+class IpMode(models.TextChoices):
+    """What a key's IP allowlist does with a request from elsewhere (docs/product.md)."""
+
+    ENFORCE = "enforce", "Enforce"
+    REPORT = "report", "Report only"
 
 
 class ApiKey(models.Model):
@@ -70,6 +79,16 @@ class ApiKey(models.Model):
     deleted_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    # Where the key may be used from: CIDR ranges (IPv4 and IPv6, normalised by
+    # `apikeys.networks.clean_allowed_ips`); empty means anywhere. In "report only" mode a
+    # request from elsewhere is admitted and recorded instead of refused.
+    allowed_ips = models.JSONField(default=list, blank=True)
+    allowed_ips_mode = models.CharField(
+        max_length=8, choices=IpMode.choices, default=IpMode.ENFORCE
+    )
+    # When the key was first reported leaked (revoked then, or only flagged: see
+    # `Organization.leak_response`).
+    leaked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -96,6 +115,8 @@ class ApiKey(models.Model):
             return KeyStatus.REVOKED
         if self.expires_at is not None and self.expires_at <= now:
             return KeyStatus.EXPIRED
+        if self.leaked_at is not None:
+            return KeyStatus.LEAKED
         if self.rotated_at is not None:
             return KeyStatus.EXPIRING
         return KeyStatus.ACTIVE
@@ -113,6 +134,7 @@ class ApiKey(models.Model):
         return self.deleted_at is None and self.status_at(now) in (
             KeyStatus.ACTIVE,
             KeyStatus.EXPIRING,
+            KeyStatus.LEAKED,
         )
 
 
@@ -168,6 +190,9 @@ class KeyUsageHour(models.Model):
     client_versions = models.JSONField(default=list, blank=True)
     # Requests per scope they needed ({"payments:read": 12}), whichever door they came in.
     scopes = models.JSONField(default=dict, blank=True)
+    # Requests from outside the key's IP allowlist admitted because it was in "report
+    # only" mode: the refusals an enforced list would have made.
+    ip_reported = models.BigIntegerField(default=0)
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
 

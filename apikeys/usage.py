@@ -111,6 +111,7 @@ def local_pending() -> list[UsageDelta]:
                 d.last_ip,
                 set(d.versions),
                 dict(d.scopes),
+                d.ip_reported,
             )
             for d in local.deltas.values()
         ]
@@ -317,6 +318,7 @@ def _write(deltas: list[UsageDelta], *, batch: str | None) -> int:
                     for scope, count in delta.scopes.items():
                         scopes[scope] = int(scopes.get(scope, 0)) + count
                     row.scopes = scopes
+                row.ip_reported += delta.ip_reported
                 if delta.last_at:
                     last = datetime.fromtimestamp(delta.last_at, tz=UTC)
                     if row.last_used_at is None or last > row.last_used_at:

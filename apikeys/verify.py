@@ -50,6 +50,7 @@ class VerifyKeyApi(SystemApiView):
             path=str(data.get("path", request._request.path))[:512],
             key=data["key"],
             scopes=" ".join(door.scopes),
+            client_ip=data.get("ip"),
         )
         admission = admit(facts)
         settle(admission, 200)

@@ -32,6 +32,13 @@ class Role(models.TextChoices):
 ROLE_RANK: dict[str, int] = {Role.MEMBER: 1, Role.ADMIN: 2, Role.OWNER: 3}
 
 
+class LeakResponse(models.TextChoices):
+    """What a report that one of the org's keys leaked does (docs/secret-scanning.md)."""
+
+    REVOKE = "revoke", "Revoke the key at once"
+    FLAG = "flag", "Flag the key as leaked and leave it working"
+
+
 class Organization(models.Model):
     public_id = models.CharField(max_length=32, unique=True, default=new_org_id, editable=False)
     slug = models.SlugField(max_length=50, unique=True)
@@ -42,6 +49,9 @@ class Organization(models.Model):
     )
     status = models.CharField(max_length=20, choices=OrgStatus.choices, default=OrgStatus.ACTIVE)
     require_two_factor = models.BooleanField(default=False)
+    leak_response = models.CharField(
+        max_length=8, choices=LeakResponse.choices, default=LeakResponse.REVOKE
+    )
     # Custom limits set by platform staff; null means "the plan's", 0 means unlimited.
     custom_per_minute = models.PositiveIntegerField(null=True, blank=True)
     custom_burst = models.PositiveIntegerField(null=True, blank=True)

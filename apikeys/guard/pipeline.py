@@ -9,8 +9,9 @@ It reads top to bottom, in the order docs/api.md ("Authentication") fixes:
                   rate limits (ADR 0064), or an admission lease of this process admits it
                   with no trip at all (ADR 0065). Deleted, revoked, expired keys and
                   suspended orgs are refused here
-3. org checks     the door's key kind (org, system, any), the org header, the client
-                  headers (client version, actor)
+3. org checks     the door's key kind (org, system, any), the org header, the key's IP
+                  allowlist (403 `ip_not_allowed`, or recorded only in "report only"
+                  mode), the client headers (client version, actor)
 4. scope          what the door requires (a view's resource and action, a gateway route,
                   the scopes a verify call names) → 403 `insufficient_scope`
 5. limits         burst, minute and the monthly quota → 429 `rate_limited` /
@@ -34,7 +35,7 @@ from typing import Any, Protocol
 from django.http import HttpRequest
 from django.utils import timezone
 
-from apikeys import keycache, ratelimit, usage
+from apikeys import keycache, networks_report, ratelimit, usage
 from apikeys.authentication import (
     ApiKeyPrincipal,
     credentials_from_headers,
@@ -45,6 +46,7 @@ from apikeys.catalogue import current
 from apikeys.errors import ApiError, spec_for
 from apikeys.guard.counting import Early, counting
 from apikeys.keys import key_digest, parse_key
+from apikeys.networks import allows
 from apikeys.scopes import has_scope
 from config.net import client_ip
 
@@ -78,6 +80,9 @@ class Facts:
     # The scopes the request needs as far as the door knows before the key is verified,
     # space-separated: usage counts the request under each, whatever the outcome.
     scopes: str = ""
+    # The address the request came from when it is not the request's own (the verify
+    # API is told it); None: `config.net.client_ip(request)`.
+    client_ip: str | None = None
 
 
 @dataclass(slots=True)
@@ -147,6 +152,8 @@ def _admit(facts: Facts, admission: Admission) -> None:
     # 3. org checks
     facts.door.check_key_kind(principal)
     _check_org_header(facts.request, principal)
+    if principal.allowed_networks:
+        _check_network(facts, principal)
     if facts.key is None:
         admission.client_version, admission.external_actor_id = _client_headers(facts.request)
     # 4. scope
@@ -206,6 +213,43 @@ def _check_org_header(request: HttpRequest, principal: ApiKeyPrincipal) -> None:
         )
 
 
+def _client_address(facts: Facts) -> str:
+    if facts.client_ip is not None:
+        return facts.client_ip
+    return client_ip(facts.request) or ""
+
+
+def _check_network(facts: Facts, principal: ApiKeyPrincipal) -> None:
+    """The key's IP allowlist: a request from elsewhere is refused, or in "report only"
+    mode admitted and recorded (usage and audit: `apikeys.networks_report`)."""
+    # The verify API must be told the client's address: its caller's own says nothing.
+    told = facts.key is None or facts.client_ip is not None
+    address = _client_address(facts) if told else ""
+    if allows(principal.allowed_networks, address):
+        return
+    networks_report.outside(
+        principal,
+        ip=address,
+        method=facts.method,
+        path=facts.path,
+        request=facts.request,
+        refused=not principal.ip_report_only,
+    )
+    if principal.ip_report_only:
+        return
+    if not told:
+        raise ApiError(
+            "ip_not_allowed",
+            "This key carries an IP allowlist: send the client's address in `ip`.",
+            param="ip",
+        )
+    raise ApiError(
+        "ip_not_allowed",
+        f"This key may not be used from {address or 'an unknown address'}: it is outside "
+        "the key's IP allowlist.",
+    )
+
+
 def _printable_ascii(value: str) -> bool:
     return all(" " <= ch <= "~" for ch in value)
 
@@ -240,7 +284,7 @@ def _usage_meta(facts: Facts, admission: Admission) -> ratelimit.UsageMeta:
         # invalid one.
         version = request.META.get(current().client_version_meta, "")
     return ratelimit.UsageMeta(
-        ip=client_ip(request) or "",
+        ip=_client_address(facts),
         client_version=version,
         method=facts.method,
         path=facts.path,

@@ -167,3 +167,35 @@ def test_through_nginx_the_client_sees_the_apis_answers_and_the_upstream_the_cal
     status, headers, body = call(gateway + "/v1/payments", **{"X-Product-Key": secret})
     assert status == 401 and body["error"]["code"] == "api_key_revoked"
     assert body["error"]["request_id"] == headers["X-Request-Id"]
+
+
+def test_through_nginx_an_allowlist_sees_the_client_nginx_saw(
+    gateway: str, org: Organization
+) -> None:
+    """nginx appends the address it saw to X-Forwarded-For; with TRUSTED_PROXY_HOPS=1
+    that is the client's, and what the client itself put in the header changes nothing."""
+    set_limits(org, per_minute=0, burst=0, monthly=0)
+    _, inside = apikey_create(
+        org=org,
+        name="Local",
+        environment="test",
+        scopes=["payments:read"],
+        allowed_ips=["127.0.0.0/8"],
+    )
+    _, outside = apikey_create(
+        org=org,
+        name="Office",
+        environment="test",
+        scopes=["payments:read"],
+        allowed_ips=["198.51.100.0/24"],
+    )
+    with override_settings(TRUSTED_PROXY_HOPS=1):
+        status, _, body = call(gateway + "/v1/payments", **{"X-Product-Key": inside})
+        assert status == 200 and body == {"upstream": True}
+        status, headers, body = call(
+            gateway + "/v1/payments",
+            **{"X-Product-Key": outside, "X-Forwarded-For": "198.51.100.7"},
+        )
+        assert status == 403 and body["error"]["code"] == "ip_not_allowed"
+        assert "127.0.0.1" in body["error"]["message"]
+        assert headers["X-Latchkey-Status"] == "403"
