@@ -32,7 +32,13 @@ from apikeys.scopes import (
     presets,
 )
 from apikeys.selectors import apikey_get, apikey_list, apikey_public_ids
-from apikeys.services import apikey_create, apikey_delete, apikey_revoke, apikey_rotate
+from apikeys.services import (
+    apikey_create,
+    apikey_delete,
+    apikey_revoke,
+    apikey_rotate,
+    apikey_update,
+)
 from orgs.models import Membership, Organization
 from orgs.selectors import (
     audit_event_list,
@@ -459,6 +465,8 @@ class ApiKeyListApi(ApiKeyBase):
             scopes=data["scopes"],
             expires_at=data["expires_at"],
             meta=data["meta"],
+            allowed_ips=data["allowed_ips"],
+            allowed_ips_mode=data["allowed_ips_mode"],
             created_by_key=self.api_key,
             request=request._request,
             external_actor_id=self.external_actor_id,
@@ -467,11 +475,34 @@ class ApiKeyListApi(ApiKeyBase):
 
 
 class ApiKeyDetailApi(ApiKeyBase):
-    """One key; DELETE removes it from every list and stops it at once."""
+    """One key; PATCH edits its scopes and IP allowlist; DELETE removes it from every list
+    and stops it at once."""
 
     @extend_schema(responses=s.ApiKeySerializer, summary="Get an API key")
     def get(self, request: Request, key_id: str) -> Response:
         return Response(s.ApiKeySerializer(self.key(key_id)).data)
+
+    @extend_schema(
+        request=s.ApiKeyUpdateSerializer,
+        responses=s.ApiKeySerializer,
+        summary="Edit an API key's scopes or IP allowlist",
+    )
+    def patch(self, request: Request, key_id: str) -> Response:
+        """`scopes` replaces the key's scopes with a subset of the calling key's own (the
+        calling key must also hold every scope the edited key holds now). `allowed_ips` and
+        `allowed_ips_mode` set where it may be used from. In force from the next request,
+        in every worker; audited as `api_key.updated`."""
+        key = self.key(key_id)
+        data = _valid(s.ApiKeyUpdateSerializer, request.data)
+        self.check_may_hold(key)
+        apikey_update(
+            key=key,
+            actor_key=self.api_key,
+            request=request._request,
+            external_actor_id=self.external_actor_id,
+            **data,
+        )
+        return Response(s.ApiKeySerializer(_reload(self, key)).data)
 
     @extend_schema(responses={204: None}, summary="Delete an API key")
     def delete(self, request: Request, key_id: str) -> Response:

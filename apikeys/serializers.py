@@ -17,10 +17,11 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from apikeys.models import KeyStatus
+from apikeys.models import IpMode, KeyStatus
+from apikeys.networks import MAX_RANGE_LENGTH, MAX_RANGES
 from apikeys.services import MAX_GRACE, NAME_MAX_LENGTH
 from config import dates
-from orgs.models import InvitationStatus, KycStatus, OrgStatus, Role
+from orgs.models import InvitationStatus, KycStatus, LeakResponse, OrgStatus, Role
 from orgs.plans import Plan
 
 DEFAULT_GRACE_SECONDS = 24 * 60 * 60
@@ -162,11 +163,25 @@ class OrganizationSerializer(serializers.Serializer[Any]):
     kyc_status = serializers.ChoiceField(choices=KycStatus.values)
     status = serializers.ChoiceField(choices=OrgStatus.values)
     require_two_factor = serializers.BooleanField()
+    leak_response = serializers.ChoiceField(
+        choices=LeakResponse.values,
+        help_text="What a leak report does to a key: `revoke` it, or `flag` it as leaked "
+        "and leave it working. Set by an owner in the dashboard.",
+    )
     created_at = serializers.DateTimeField()
 
     def get_object(self, obj: Any) -> str:
         return "organization"
 
+
+ALLOWED_IPS_HELP = (
+    "CIDR ranges (IPv4 and IPv6; a single address is its own range) the key may be used "
+    "from, at most 50; empty: anywhere."
+)
+ALLOWED_IPS_MODE_HELP = (
+    "`enforce`: a request from elsewhere is refused with 403 `ip_not_allowed`. `report`: it "
+    "is admitted and recorded in the key's usage and the audit log."
+)
 
 META_HELP = (
     "The operator's own facts about the key (tenant ids, plan names): a JSON object of "
@@ -286,13 +301,21 @@ class ApiKeySerializer(serializers.Serializer[Any]):
     predecessor_id = serializers.SerializerMethodField()
     rotated_to = serializers.SerializerMethodField()
     meta = serializers.DictField(help_text=META_HELP)
+    allowed_ips = serializers.ListField(child=serializers.CharField(), help_text=ALLOWED_IPS_HELP)
+    allowed_ips_mode = serializers.ChoiceField(
+        choices=IpMode.values, help_text=ALLOWED_IPS_MODE_HELP
+    )
+    leaked_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the key was first reported leaked, or null."
+    )
 
     def get_object(self, obj: Any) -> str:
         return "api_key"
 
     @extend_schema_field(key_status_field())
     def get_status(self, obj: Any) -> str:
-        """`active`, `expiring` (rotated, in its grace period), `expired` or `revoked`."""
+        """`active`, `expiring` (rotated, in its grace period), `leaked` (reported leaked,
+        flagged and still working), `expired` or `revoked`."""
         return str(obj.status_at(timezone.now()))
 
     def get_created_by(self, obj: Any) -> str | None:
@@ -414,6 +437,37 @@ class ApiKeyCreateSerializer(StrictSerializer):
         required=False, allow_null=True, default=None, help_text="ISO 8601; null: never."
     )
     meta = serializers.DictField(required=False, default=dict, help_text=META_HELP)
+    allowed_ips = serializers.ListField(
+        child=StrictCharField(max_length=MAX_RANGE_LENGTH),
+        max_length=MAX_RANGES,
+        required=False,
+        default=list,
+        help_text=ALLOWED_IPS_HELP,
+    )
+    allowed_ips_mode = StrictChoiceField(
+        choices=IpMode.values, default=IpMode.ENFORCE, help_text=ALLOWED_IPS_MODE_HELP
+    )
+
+
+class ApiKeyUpdateSerializer(StrictSerializer):
+    """Fields left out stay as they are."""
+
+    scopes = serializers.ListField(
+        child=StrictCharField(max_length=80),
+        max_length=MAX_SCOPES,
+        required=False,
+        help_text="The key's new scopes, replacing the old ones: only scopes the calling "
+        "key holds itself.",
+    )
+    allowed_ips = serializers.ListField(
+        child=StrictCharField(max_length=MAX_RANGE_LENGTH),
+        max_length=MAX_RANGES,
+        required=False,
+        help_text=ALLOWED_IPS_HELP,
+    )
+    allowed_ips_mode = StrictChoiceField(
+        choices=IpMode.values, required=False, help_text=ALLOWED_IPS_MODE_HELP
+    )
 
 
 class ApiKeyRotateSerializer(StrictSerializer):
@@ -506,6 +560,12 @@ class VerifyRequestSerializer(StrictSerializer):
         max_length=16, required=False, help_text="With `path`: the route table decides."
     )
     path = StrictCharField(max_length=4096, required=False)
+    ip = serializers.IPAddressField(
+        required=False,
+        help_text="The address the key's request came from (IPv4 or IPv6). Checked against "
+        "the key's IP allowlist and recorded in its usage; a key with an allowlist is "
+        "refused (`ip_not_allowed`) without it.",
+    )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if ("method" in attrs) != ("path" in attrs):

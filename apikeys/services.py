@@ -1,4 +1,5 @@
-"""Writes for API keys: create, rotate, revoke, delete.
+"""Writes for API keys: create, edit (scopes, IP allowlist), rotate, revoke, delete, and
+leak reports.
 
 Every function is keyword-only and atomic, records one audit event and returns the secret
 (where one is issued) to its caller only: the secret is never stored, logged, cached or
@@ -19,9 +20,10 @@ from django.utils import timezone
 from accounts.models import PlatformRole, User
 from apikeys.cache import invalidate_key
 from apikeys.keys import display_form, generate_secret, key_digest
-from apikeys.models import ApiKey, Environment, KeyStatus
+from apikeys.models import ApiKey, Environment, IpMode, KeyStatus
+from apikeys.networks import NetworkError, clean_allowed_ips
 from apikeys.scopes import ScopeError, missing_scopes, normalize_scopes
-from orgs.models import KycStatus, Organization, OrgStatus
+from orgs.models import KycStatus, LeakResponse, Organization, OrgStatus
 from orgs.services import audit_record
 from webhooks.events import emit
 
@@ -118,6 +120,18 @@ def _clean_scopes(scopes: Any, *, system: bool) -> list[str]:
         raise InvalidKeyInput(exc.message, param="scopes") from None
 
 
+def _clean_networks(allowed_ips: Any, mode: Any) -> tuple[list[str], str]:
+    try:
+        ranges = clean_allowed_ips(allowed_ips)
+    except NetworkError as exc:
+        raise InvalidKeyInput(exc.message, param="allowed_ips") from None
+    if mode not in IpMode.values:
+        raise InvalidKeyInput(
+            "The allowlist mode is 'enforce' or 'report'.", param="allowed_ips_mode"
+        )
+    return ranges, str(mode)
+
+
 def _unstorable_text(value: Any) -> bool:
     """A NUL or an unpaired surrogate in any string of `value` (PostgreSQL's jsonb refuses
     both)."""
@@ -185,6 +199,8 @@ def _issue(
     created_by_key: ApiKey | None,
     predecessor: ApiKey | None = None,
     meta: dict[str, Any] | None = None,
+    allowed_ips: list[str] | None = None,
+    allowed_ips_mode: str = IpMode.ENFORCE,
 ) -> tuple[ApiKey, str]:
     secret = generate_secret(environment)
     key = ApiKey.objects.create(
@@ -200,6 +216,8 @@ def _issue(
         predecessor=predecessor,
         created_at=now,
         expires_at=expires_at,
+        allowed_ips=allowed_ips or [],
+        allowed_ips_mode=allowed_ips_mode,
     )
     return key, secret
 
@@ -228,6 +246,8 @@ def apikey_create(
     scopes: Any,
     expires_at: datetime | None = None,
     meta: Any = None,
+    allowed_ips: Any = (),
+    allowed_ips_mode: Any = IpMode.ENFORCE,
     created_by: User | None = None,
     created_by_key: ApiKey | None = None,
     request: HttpRequest | None = None,
@@ -249,6 +269,7 @@ def apikey_create(
         )
     clean_scopes = _clean_scopes(scopes, system=False)
     clean = clean_meta(meta)
+    ranges, mode = _clean_networks(list(allowed_ips), allowed_ips_mode)
     expires_at = _clean_expiry(expires_at, now)
     _check_org_may_hold(org, environment)
     if created_by_key is not None:
@@ -285,6 +306,8 @@ def apikey_create(
         created_by=created_by,
         created_by_key=created_by_key,
         meta=clean,
+        allowed_ips=ranges,
+        allowed_ips_mode=mode,
     )
     audit_record(
         action="api_key.created",
@@ -299,6 +322,7 @@ def apikey_create(
             "environment": key.environment,
             "scopes": key.scopes,
             "expires_at": expires_at.isoformat() if expires_at else None,
+            **({"allowed_ips": ranges, "allowed_ips_mode": mode} if ranges else {}),
         },
     )
     emit(org, "api_key.created", {"api_key": _key_data(key)})
@@ -419,6 +443,8 @@ def apikey_rotate(
         created_by_key=actor_key,
         predecessor=old,
         meta=dict(old.meta or {}),
+        allowed_ips=list(old.allowed_ips or []),
+        allowed_ips_mode=old.allowed_ips_mode,
     )
     grace_end = now + grace
     if original_expiry is not None:
@@ -493,41 +519,130 @@ LEAKED_EMAIL = "webhooks/email/api_key_leaked"
 def apikey_report_leaked(
     *, key: ApiKey, source: str, url: str = "", request: HttpRequest | None = None
 ) -> bool:
-    """A key was found where it must not be (`source`: who found it, `url`: where): revoke
-    it now, record `api_key.leaked`, tell the org's endpoints (webhook `api_key.leaked`)
-    and its owners and admins (email). Once per key; returns whether this report was the
-    first. The email names the key and links to its page, not to `url`: a report can come
-    from anyone, and a link from a stranger has no place in a message from Latchkey."""
+    """A key was found where it must not be (`source`: who found it, `url`: where).
+
+    Revoke it now, or, when the org's `leak_response` is "flag", mark it leaked and leave
+    it working (status `leaked`, a badge on its page). Either way record `api_key.leaked`,
+    tell the org's endpoints (webhook `api_key.leaked`) and its owners and admins (email).
+    Once per key, and only for a key that still works (a revoked, expired or deleted key
+    leaks nothing); returns whether this report did anything. The email names the key and
+    links to its page, not to `url`: a report can come from anyone, and a link from a
+    stranger has no place in a message from Latchkey."""
     from accounts.emails import queue_email
-    from orgs.models import AuditEvent
     from orgs.selectors import admin_emails
 
     locked = _locked(key)
-    reported = AuditEvent.objects.filter(
-        action="api_key.leaked", target_type="apikey", target_id=locked.public_id
-    ).exists()
-    if reported or locked.org is None:
+    org = locked.org
+    if org is None or locked.leaked_at is not None or not locked.is_usable():
         return False
-    apikey_revoke(key=locked, request=request)
-    details = {"name": locked.name, "source": source[:100], "url": url[:500]}
-    audit_record(
-        action="api_key.leaked", org=locked.org, request=request, target=locked, details=details
-    )
+    revoke = org.leak_response != LeakResponse.FLAG
+    locked.leaked_at = timezone.now()
+    locked.save(update_fields=["leaked_at"])
+    if revoke:
+        apikey_revoke(key=locked, request=request)
+    else:
+        invalidate_key(locked.digest)  # the flag shows in `me` and the verify answer
+    details = {
+        "name": locked.name,
+        "source": source[:100],
+        "url": url[:500],
+        "response": "revoked" if revoke else "flagged",
+    }
+    audit_record(action="api_key.leaked", org=org, request=request, target=locked, details=details)
     emit(
-        locked.org,
+        org,
         "api_key.leaked",
-        {"api_key": _key_data(locked), "source": details["source"], "url": details["url"]},
+        {
+            "api_key": _key_data(locked),
+            "source": details["source"],
+            "url": details["url"],
+            "revoked": revoke,
+        },
     )
     context = {
-        "org_name": locked.org.name,
+        "org_name": org.name,
         "key_name": locked.name,
         "key_id": locked.public_id,
         "source": details["source"],
-        "key_path": f"/o/{locked.org.slug}/api-keys/{locked.public_id}/",
+        "revoked": revoke,
+        "key_path": f"/o/{org.slug}/api-keys/{locked.public_id}/",
     }
-    for email in admin_emails(org=locked.org):
+    for email in admin_emails(org=org):
         queue_email(to=[email], template=LEAKED_EMAIL, context=context)
+    key.leaked_at, key.revoked_at = locked.leaked_at, locked.revoked_at
     return True
+
+
+_UNSET: Any = object()
+
+
+@transaction.atomic
+def apikey_update(
+    *,
+    key: ApiKey,
+    scopes: Any = _UNSET,
+    allowed_ips: Any = _UNSET,
+    allowed_ips_mode: Any = _UNSET,
+    actor_user: User | None = None,
+    actor_key: ApiKey | None = None,
+    request: HttpRequest | None = None,
+    external_actor_id: str = "",
+) -> ApiKey:
+    """Change what a key may do (`scopes`) and where from (`allowed_ips`, `allowed_ips_mode`);
+    arguments left out stay as they are.
+
+    Invariants: a revoked, expired or deleted key cannot be edited; scopes are registry
+    scopes with their implied scopes added; a key editing another key (`actor_key`, the
+    API) gives only scopes it holds itself (the caller checks it holds the edited key's
+    scopes, as for rotation). The change is audited (`api_key.updated`, from and to) and in
+    force on the next request in every worker: the key is invalidated in the verification
+    cache and the call returns once no admission lease granted before it is still held.
+    """
+    locked = _locked(key)
+    if not locked.is_usable():
+        raise KeyNotActive("A revoked, expired or deleted key cannot be edited.")
+    changes: dict[str, dict[str, Any]] = {}
+    if scopes is not _UNSET:
+        clean_scopes = _clean_scopes(scopes, system=locked.is_system)
+        if actor_key is not None:
+            missing = missing_scopes(actor_key.scopes, clean_scopes)
+            if missing:
+                raise ScopeNotAllowed(
+                    f"The key making this request lacks the scope {missing[0]!r}, "
+                    "so it cannot grant it.",
+                    required_scope=missing[0],
+                )
+        if sorted(clean_scopes) != sorted(locked.scopes):
+            changes["scopes"] = {"from": sorted(locked.scopes), "to": sorted(clean_scopes)}
+            locked.scopes = clean_scopes
+    if allowed_ips is not _UNSET or allowed_ips_mode is not _UNSET:
+        ranges, mode = _clean_networks(
+            list(locked.allowed_ips) if allowed_ips is _UNSET else allowed_ips,
+            locked.allowed_ips_mode if allowed_ips_mode is _UNSET else allowed_ips_mode,
+        )
+        if ranges != list(locked.allowed_ips):
+            changes["allowed_ips"] = {"from": list(locked.allowed_ips), "to": ranges}
+            locked.allowed_ips = ranges
+        if mode != locked.allowed_ips_mode:
+            changes["allowed_ips_mode"] = {"from": locked.allowed_ips_mode, "to": mode}
+            locked.allowed_ips_mode = mode
+    if not changes:
+        return locked
+    locked.save(update_fields=list(changes))
+    audit_record(
+        action="api_key.updated",
+        org=locked.org,
+        request=request,
+        actor_user=actor_user,
+        actor_api_key=actor_key,
+        external_actor_id=external_actor_id,
+        target=locked,
+        details={"name": locked.name, "changes": changes},
+    )
+    invalidate_key(locked.digest)  # now, and again when the transaction commits
+    for field_name in changes:
+        setattr(key, field_name, getattr(locked, field_name))
+    return locked
 
 
 @transaction.atomic

@@ -15,8 +15,11 @@ SENTENCE_ENDS = (".", "!", "?", "…")
 EVENT_SENTENCES: dict[str, str] = {
     "api_key.created": "Created an API key",
     "api_key.deleted": "Deleted an API key",
+    "api_key.ip_not_allowed": "Used an API key from outside its IP allowlist",
+    "api_key.leaked": "Reported an API key leaked",
     "api_key.revoked": "Revoked an API key",
     "api_key.rotated": "Rotated an API key",
+    "api_key.updated": "Edited an API key",
     "audit_log.exported": "Exported the audit log",
     "invitation.accepted": "Accepted an invitation",
     "invitation.cancelled": "Cancelled an invitation",

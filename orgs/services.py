@@ -20,6 +20,7 @@ from orgs.models import (
     AuditEvent,
     Invitation,
     KycStatus,
+    LeakResponse,
     Membership,
     Organization,
     Role,
@@ -254,11 +255,14 @@ def org_update_settings(
     request: HttpRequest | None = None,
     actor_api_key: Any | None = None,
     external_actor_id: str = "",
+    leak_response: str | None = None,
 ) -> Organization:
-    """Change the org's name, slug and two-factor policy.
+    """Change the org's name, slug, two-factor policy and what a leak report does to a
+    key (`leak_response`: "revoke" or "flag"; None leaves it).
 
     Invariants: admins and owners only; only an owner changes `require_two_factor`, and
-    only after enrolling a second factor themselves; the slug stays unique. Records
+    only after enrolling a second factor themselves; only an owner changes
+    `leak_response` (both are security policies); the slug stays unique. Records
     `org.settings_changed` with the changed fields only.
     """
     _check_same_org(org, actor)
@@ -270,6 +274,12 @@ def org_update_settings(
         actor
     ):
         raise OrgError("Only an owner can change the two-factor requirement.", code="forbidden")
+    if leak_response is None:
+        leak_response = org.leak_response
+    if leak_response not in LeakResponse.values:
+        raise OrgError("A leak report either revokes or flags the key.", code="invalid")
+    if leak_response != org.leak_response and not roles.can_change_two_factor_policy(actor):
+        raise OrgError("Only an owner can change what a leak report does.", code="forbidden")
     if (
         require_two_factor
         and not org.require_two_factor
@@ -289,6 +299,7 @@ def org_update_settings(
         ("name", name),
         ("slug", slug),
         ("require_two_factor", require_two_factor),
+        ("leak_response", leak_response),
     ):
         old = getattr(org, field)
         if old != value:

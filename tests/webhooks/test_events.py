@@ -165,3 +165,82 @@ def test_a_leaked_key_is_revoked_announced_and_its_admins_told_once(
     with django_capture_on_commit_callbacks(execute=True):
         assert not apikey_report_leaked(key=key, source="someone else", url=found)
     assert len(deliveries("api_key.leaked")) == 1 and len(mail.outbox) == sent
+
+
+def test_an_org_that_flags_leaks_keeps_the_key_working_and_says_so(
+    org: Organization,
+    endpoint_url: str,
+    owner: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from django.core import mail
+    from django.test import Client
+
+    from apikeys.models import KeyStatus
+    from apikeys.services import apikey_report_leaked
+    from orgs.models import AuditEvent, LeakResponse
+
+    Organization.objects.filter(pk=org.pk).update(leak_response=LeakResponse.FLAG)
+    org.refresh_from_db()
+    endpoint_create(org=org, url=endpoint_url)
+    key, secret = apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    me = Client().get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
+    assert me.status_code == 200  # the key is cached as not leaked
+    with django_capture_on_commit_callbacks(execute=True):
+        assert apikey_report_leaked(key=key, source="report", url="https://paste.example/x")
+    key.refresh_from_db()
+    assert key.revoked_at is None and key.leaked_at is not None
+    assert key.status == KeyStatus.LEAKED
+    me = Client().get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
+    assert me.status_code == 200  # still working
+    _, reader = apikey_create(org=org, name="A", environment="test", scopes=["api_keys:read"])
+    listed = (
+        Client()
+        .get(
+            "/api/v1/api-keys", {"status": "leaked"}, headers={"Authorization": f"Bearer {reader}"}
+        )
+        .json()
+    )
+    assert [k["id"] for k in listed["results"]] == [key.public_id]
+    assert listed["results"][0]["status"] == "leaked"
+    assert only("api_key.leaked")["revoked"] is False
+    assert not deliveries("api_key.revoked")
+    event = AuditEvent.objects.get(action="api_key.leaked")
+    assert event.details["response"] == "flagged"
+    email = next(m for m in mail.outbox if "exposed" in m.subject)
+    assert "still working" in email.subject and "still works" in email.body
+    # Flagged once: a second report does nothing; a revoked key cannot be reported.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert not apikey_report_leaked(key=key, source="report")
+    other, _ = apikey_create(org=org, name="Old", environment="test", scopes=["members:read"])
+    apikey_revoke(key=other)
+    assert not apikey_report_leaked(key=other, source="report")
+    assert AuditEvent.objects.filter(action="api_key.leaked").count() == 1
+
+
+def test_only_an_owner_changes_what_a_leak_report_does(org: Organization, owner: User) -> None:
+    from orgs.models import LeakResponse, Role
+    from orgs.services import OrgError, org_update_settings
+
+    admin = MembershipFactory.create(org=org, role=Role.ADMIN)
+    with pytest.raises(OrgError) as caught:
+        org_update_settings(
+            org=org,
+            name=org.name,
+            slug=org.slug,
+            require_two_factor=org.require_two_factor,
+            leak_response=LeakResponse.FLAG,
+            actor=admin,
+        )
+    assert caught.value.code == "forbidden"
+    owner_membership = Membership.objects.get(org=org, user=owner)
+    org_update_settings(
+        org=org,
+        name=org.name,
+        slug=org.slug,
+        require_two_factor=org.require_two_factor,
+        leak_response=LeakResponse.FLAG,
+        actor=owner_membership,
+    )
+    org.refresh_from_db()
+    assert org.leak_response == LeakResponse.FLAG

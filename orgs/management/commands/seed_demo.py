@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,10 @@ class DemoKey:
     # How the successful requests split over the scopes they needed.
     scope_mix: dict[str, float] = field(default_factory=dict)
     revoked: bool = False
+    allowed_ips: tuple[str, ...] = ()
+    allowed_ips_mode: str = "enforce"
+    # Requests from outside a report-only allowlist, as a share of the requests.
+    ip_reported_rate: float = 0.0
 
 
 DEMO_KEYS = (
@@ -74,6 +78,7 @@ DEMO_KEYS = (
         ip="203.0.113.24",
         versions=("latchkey-node/3.2.0", "latchkey-node/3.3.0"),
         scope_mix={"members:read": 0.55, "members:write": 0.2, "organization:read": 0.25},
+        allowed_ips=("203.0.113.0/24", "2001:db8:4a::/48"),
     ),
     DemoKey(
         name="Analytics export",
@@ -84,6 +89,9 @@ DEMO_KEYS = (
         ip="198.51.100.17",
         versions=("latchkey-python/1.8.1",),
         scope_mix={"usage:read": 0.8, "audit_log:read": 0.2},
+        allowed_ips=("198.51.100.16/28",),
+        allowed_ips_mode="report",
+        ip_reported_rate=0.04,
     ),
     DemoKey(
         name="Staging",
@@ -141,7 +149,9 @@ def _usage_row(spec: DemoKey, key: ApiKey, hour: datetime, now: datetime) -> Key
         if round((count_2xx + count_4xx) * share)
     }
     last = hour + timedelta(minutes=rng.randrange(40, 60), seconds=rng.randrange(60))
+    ip_reported = round((count_2xx + count_4xx) * spec.ip_reported_rate)
     return KeyUsageHour(
+        ip_reported=ip_reported,
         api_key=key,
         org_id=key.org_id,
         hour=hour,
@@ -207,12 +217,14 @@ class Command(BaseCommand):
         if existing is not None:
             return existing
         if spec.environment == Environment.LIVE and org.kyc_status != KycStatus.APPROVED:
-            spec = DemoKey(name=spec.name, environment=Environment.TEST, scopes=spec.scopes)
+            spec = replace(spec, environment=Environment.TEST)
         key, _secret = apikey_create(
             org=org,
             name=spec.name,
             environment=spec.environment,
             scopes=spec.scopes,
+            allowed_ips=list(spec.allowed_ips),
+            allowed_ips_mode=spec.allowed_ips_mode,
             created_by=owner,
         )
         # Made "a week ago", so that its week of usage comes after its creation.

@@ -48,6 +48,7 @@ ENDPOINTS = [
     Endpoint("GET", "api-keys", "api_keys", 200),
     Endpoint("POST", "api-keys", "api_keys", 201, {"name": "New", "scopes": ["api_keys:read"]}),
     Endpoint("GET", "api-keys/{key}", "api_keys", 200),
+    Endpoint("PATCH", "api-keys/{key}", "api_keys", 200, {"allowed_ips": ["10.0.0.0/8"]}),
     Endpoint("DELETE", "api-keys/{key}", "api_keys", 204),
     Endpoint("POST", "api-keys/{key}/rotate", "api_keys", 201, {"grace_period": 0}),
     Endpoint("POST", "api-keys/{key}/revoke", "api_keys", 200),

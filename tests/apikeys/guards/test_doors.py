@@ -220,3 +220,125 @@ def test_usage_the_scope_and_the_actor_are_the_same_through_every_door(server: S
         ["GET", "/v1/payments/p2", 200],
         ["POST", "/api/v1/payments", 403],
     ]
+
+
+def test_a_scope_edit_is_in_force_in_every_worker_through_every_door(server: Server) -> None:
+    """An admin key narrows a key through the API; the next request in every worker, at
+    every door, sees the new scopes (the cache entry and any admission lease end)."""
+    public_id, secret = create_key(
+        server,
+        slug="edits",
+        scopes=["payments:write", "invoices:read"],
+        per_minute=0,
+        burst=0,
+        monthly=0,
+    )
+    _, admin = create_key(
+        server,
+        slug="edits",
+        scopes=["api_keys:write", "payments:write"],
+        per_minute=0,
+        burst=0,
+        monthly=0,
+    )
+    verifier = system_key(server)
+
+    def host() -> HttpResult:
+        return server.call("GET", "/api/v1/payments", headers=key_headers(secret))
+
+    def gateway() -> HttpResult:
+        return server.call(
+            "GET",
+            "/gateway/auth",
+            headers=key_headers(secret, **{"X-Original-URI": "/v1/payments/p1"}),
+        )
+
+    def verify() -> HttpResult:
+        return server.call(
+            "POST",
+            "/api/v1/keys/verify",
+            headers={"Authorization": f"Bearer {verifier}"},
+            body={"key": secret, "scopes": ["payments:read"]},
+        )
+
+    assert {r.status for r in parallel(30, host)} == {200}
+    assert {r.status for r in parallel(30, gateway)} == {200}
+    assert {r.json()["valid"] for r in parallel(30, verify)} == {True}
+
+    # payments:write is held by the admin key too, but the edited key holds
+    # invoices:read, which the admin key lacks: the edit is refused and nothing changes.
+    refused = server.call(
+        "PATCH",
+        f"/api/v1/api-keys/{public_id}",
+        headers={"X-Product-Key": admin, "Idempotency-Key": "e1"},
+        body={"scopes": []},
+    )
+    assert (refused.status, refused.code) == (403, "insufficient_scope")
+    assert {r.status for r in parallel(12, host)} == {200}
+
+    server.run_django(
+        f"""
+        from apikeys.models import ApiKey
+        from apikeys.services import apikey_update
+        apikey_update(key=ApiKey.objects.get(public_id={public_id!r}), scopes=["invoices:read"])
+        """
+    )
+    assert {(r.status, r.code) for r in parallel(30, host)} == {(403, "insufficient_scope")}
+    assert {(r.status, r.headers.get("X-Latchkey-Error-Code")) for r in parallel(30, gateway)} == {
+        (403, "insufficient_scope")
+    }
+    assert {(r.json()["valid"], r.json()["code"]) for r in parallel(30, verify)} == {
+        (False, "insufficient_scope")
+    }
+
+
+def test_an_allowlist_is_in_force_in_every_worker_behind_a_proxy(
+    template: DatabaseTemplate, redis_server: RedisServer
+) -> None:
+    """TRUSTED_PROXY_HOPS=1: the address the proxy puts last in X-Forwarded-For is the
+    client's; an allowlist set through the API applies at once in every worker."""
+    redis_server.ensure_running()
+    srv = Server(
+        db_path=template.copy(),
+        redis_url=redis_server.url,
+        workers=3,
+        settings={
+            "LATCHKEY_CATALOGUE": str(PRODUCT),
+            "LATCHKEY_EXTRA_APPS": "tests.hostapp",
+            "LATCHKEY_EXTRA_URLCONF": "tests.hostapp.urls",
+            "TRUSTED_PROXY_HOPS": "1",
+        },
+    )
+    srv.start()
+    try:
+        public_id, secret = create_key(srv, slug="nets", scopes=["payments:read"])
+        _, admin = create_key(
+            srv,
+            slug="nets",
+            scopes=["api_keys:write", "payments:read"],
+            per_minute=0,
+            burst=0,
+            monthly=0,
+        )
+
+        def from_(ip: str) -> HttpResult:
+            return srv.call(
+                "GET",
+                "/api/v1/payments",
+                headers=key_headers(secret, **{"X-Forwarded-For": f"198.51.100.1, {ip}"}),
+            )
+
+        assert {r.status for r in parallel(30, lambda: from_("2001:db8::5"))} == {200}
+        edited = srv.call(
+            "PATCH",
+            f"/api/v1/api-keys/{public_id}",
+            headers={"X-Product-Key": admin, "Idempotency-Key": "n1"},
+            body={"allowed_ips": ["2001:db8::/32"]},
+        )
+        assert edited.status == 200, edited.body
+        assert {r.status for r in parallel(30, lambda: from_("2001:db8::5"))} == {200}
+        assert {(r.status, r.code) for r in parallel(30, lambda: from_("203.0.113.5"))} == {
+            (403, "ip_not_allowed")
+        }
+    finally:
+        srv.stop()
