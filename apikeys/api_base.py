@@ -389,7 +389,8 @@ class ApiView(APIView):
 
 
 class PublicApiView(ApiView):
-    """Served without a key. Only for liveness-style endpoints (ping)."""
+    """Served without a key: liveness (ping), the catch-all 404 and the leak reports
+    (apikeys.leaks), which anyone may send. Every one is listed in a reviewed test."""
 
     public = True
     authentication_classes = []

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.urls import URLPattern, URLResolver, include, path, re_path
 
 import config.converters  # noqa: F401  (registers <pid>)
-from apikeys import api, usage_api, verify
+from apikeys import api, leaks, usage_api, verify
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("ping", api.PingApi.as_view(), name="api-ping"),
@@ -43,6 +43,12 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("api-keys/<pid:key_id>/revoke", api.ApiKeyRevokeApi.as_view(), name="api-key-revoke"),
     path("audit-events", api.AuditEventListApi.as_view(), name="api-audit-events"),
     path("usage", usage_api.UsageApi.as_view(), name="api-usage"),
+    path("leaked-keys", leaks.LeakReportApi.as_view(), name="api-leaked-keys"),
+    path(
+        "secret-scanning/github",
+        leaks.GithubSecretScanningApi.as_view(),
+        name="api-secret-scanning-github",
+    ),
     path("", include("platform_admin.api_urls")),
     path("", include("webhooks.api_urls")),
 ]

@@ -279,6 +279,19 @@ WEBHOOK_ALLOW_PRIVATE = env.bool("WEBHOOK_ALLOW_PRIVATE", default=False)
 # The whole of one attempt (resolve, connect, TLS, send, read), whatever the receiver does.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 WEBHOOK_MAX_ENDPOINTS = env.int("WEBHOOK_MAX_ENDPOINTS", default=20)
+# Leak reports (docs/secret-scanning.md). `POST /api/v1/leaked-keys` takes no key: this
+# many reports per client IP (django-ratelimit rate syntax).
+LEAK_REPORT_RATE = env.str("LEAK_REPORT_RATE", default="30/h")
+# GitHub secret scanning alerts (`POST /api/v1/secret-scanning/github`) are verified with
+# GitHub's published public keys, fetched from this URL and cached for an hour; empty
+# turns fetching off. When GITHUB_SECRET_SCANNING_KEYS is set (JSON: a list of
+# {"key_identifier": ..., "key": "<PEM>"}) those keys are used instead and nothing is
+# fetched (tests, a deployment without egress).
+GITHUB_SECRET_SCANNING_KEYS_URL = env.str(
+    "GITHUB_SECRET_SCANNING_KEYS_URL",
+    default="https://api.github.com/meta/public_keys/secret_scanning",
+)
+GITHUB_SECRET_SCANNING_KEYS = env.json("GITHUB_SECRET_SCANNING_KEYS", default=[])
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True

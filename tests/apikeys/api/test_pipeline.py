@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts.models import PlatformRole
-from apikeys import api
+from apikeys import api, leaks
 from apikeys.api_base import (
     AnyKeyApiView,
     ApiView,
@@ -31,7 +31,9 @@ from tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 # The only views served without a key. Adding one here is a reviewed decision.
-PUBLIC_VIEWS = {api.PingApi, api.NotFoundApi}
+# Served without a key: liveness, the catch-all 404, and the leak reports (anyone may
+# report a key; GitHub's are signed instead).
+PUBLIC_VIEWS = {api.PingApi, api.NotFoundApi, leaks.LeakReportApi, leaks.GithubSecretScanningApi}
 
 
 def _walk(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

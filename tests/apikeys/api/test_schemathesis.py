@@ -162,6 +162,14 @@ def known_good(org: Organization, full_key: tuple[ApiKey, str]) -> dict[tuple[st
             }
         },
         ("GET", "/api/v1/api-keys/{key_id}"): {"path_parameters": key_path},
+        ("PATCH", "/api/v1/api-keys/{key_id}"): {
+            "path_parameters": key_path,
+            "body": {
+                "scopes": ["members:read"],
+                "allowed_ips": ["203.0.113.0/24", "2001:db8::/32"],
+                "allowed_ips_mode": "report",
+            },
+        },
         ("POST", "/api/v1/api-keys/{key_id}/rotate"): {
             "path_parameters": key_path,
             "body": {"grace_period": 60},
@@ -189,12 +197,19 @@ def test_successful_responses_conform_to_the_schema(
         covered.add((method, path))
     # KYC and platform endpoints have known-good cases in tests/platform_admin, the verify
     # API (system keys) in tests/apikeys/api/test_verify.py, webhook endpoints in
-    # tests/webhooks/test_api_schema.py.
+    # tests/webhooks/test_api_schema.py, leak reports in test_leaked_keys.py.
     documented = {
         (m, p)
         for m, p, _ in OPERATIONS
         if not p.startswith(
-            ("/api/v1/kyc", "/api/v1/platform/", "/api/v1/keys/verify", "/api/v1/webhook-")
+            (
+                "/api/v1/kyc",
+                "/api/v1/platform/",
+                "/api/v1/keys/verify",
+                "/api/v1/webhook-",
+                "/api/v1/leaked-keys",
+                "/api/v1/secret-scanning/",
+            )
         )
     }
     assert documented <= covered, documented - covered
