@@ -11,6 +11,14 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 
+from apikeys.models import IpMode
+from apikeys.networks import (
+    MAX_RANGE_LENGTH,
+    MAX_RANGES,
+    NetworkError,
+    clean_allowed_ips,
+    parse_lines,
+)
 from apikeys.scopes import (
     Resource,
     actions_in_use,
@@ -124,17 +132,65 @@ def scope_grid(selected: Iterable[str], *, system: bool = False) -> ScopeGrid:
     return ScopeGrid(columns=columns, rows=rows, presets=offered)
 
 
-class ApiKeyCreateForm(forms.Form):
-    name = forms.CharField(max_length=NAME_MAX_LENGTH, strip=True)
-    environment = forms.ChoiceField(choices=ENVIRONMENT_CHOICES, initial="test")
-    expiry = forms.ChoiceField(choices=EXPIRY_CHOICES, initial=EXPIRY_NEVER, required=False)
-    expires_on = forms.DateField(required=False, label="Expires on")
-    scope = forms.MultipleChoiceField(
+class AllowlistForm(forms.Form):
+    """A key's IP allowlist (docs/product.md#ip-allowlists): a textarea of ranges, one a
+    line, and what a request from elsewhere meets. The form checks the ranges with the
+    rule the service applies (`apikeys.networks.clean_allowed_ips`), so every problem of
+    the page shows at once; the service checks again."""
+
+    allowed_ips = forms.CharField(
+        label="Allowed IPs",
+        required=False,
+        strip=True,
+        # Room for MAX_RANGES ranges of the longest form, a line each.
+        max_length=MAX_RANGES * (MAX_RANGE_LENGTH + 2),
+        widget=forms.Textarea(attrs={"rows": 4}),
+    )
+    allowed_ips_mode = forms.ChoiceField(
+        label="Requests from other addresses",
+        choices=IpMode.choices,
+        initial=IpMode.ENFORCE,
+        required=False,
+    )
+
+    def clean_allowed_ips(self) -> list[str]:
+        ranges = parse_lines(self.cleaned_data.get("allowed_ips") or "")
+        try:
+            clean_allowed_ips(ranges)
+        except NetworkError as exc:
+            raise forms.ValidationError(exc.message) from None
+        return ranges
+
+    def clean_allowed_ips_mode(self) -> str:
+        return str(self.cleaned_data.get("allowed_ips_mode") or IpMode.ENFORCE)
+
+
+def _scope_field() -> forms.MultipleChoiceField:
+    return forms.MultipleChoiceField(
         choices=(),
         required=True,
         label="Permissions",
         error_messages={"required": "Tick at least one permission."},
     )
+
+
+class ApiKeyCreateForm(AllowlistForm):
+    field_order = [
+        "name",
+        "environment",
+        "expiry",
+        "expires_on",
+        "scope",
+        "meta",
+        "allowed_ips",
+        "allowed_ips_mode",
+    ]
+
+    name = forms.CharField(max_length=NAME_MAX_LENGTH, strip=True)
+    environment = forms.ChoiceField(choices=ENVIRONMENT_CHOICES, initial="test")
+    expiry = forms.ChoiceField(choices=EXPIRY_CHOICES, initial=EXPIRY_NEVER, required=False)
+    expires_on = forms.DateField(required=False, label="Expires on")
+    scope = _scope_field()
     meta = forms.CharField(
         label="Metadata",
         required=False,
@@ -183,6 +239,19 @@ class ApiKeyCreateForm(forms.Form):
             expires_at = today + timedelta(days=int(expiry))
         cleaned["expires_at"] = expires_at
         return cleaned
+
+
+class ApiKeyEditForm(AllowlistForm):
+    """What an owner or admin may change on an existing key: its scopes and its IP
+    allowlist (saved through `apikey_update`)."""
+
+    field_order = ["scope", "allowed_ips", "allowed_ips_mode"]
+
+    scope = _scope_field()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["scope"].choices = scope_choices()  # type: ignore[attr-defined]
 
 
 class ApiKeyRotateForm(forms.Form):

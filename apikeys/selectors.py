@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from apikeys import usage
 from apikeys.models import ApiKey, Environment, KeyUsageHour
+from apikeys.scopes import ScopeError, get_resource, has_scope, normalize_scopes
 from orgs.models import AuditEvent, Organization
 
 HISTORY_LIMIT = 50
@@ -27,7 +28,7 @@ def apikey_list(
     now: datetime | None = None,
 ) -> QuerySet[ApiKey]:
     """The org's keys that are not deleted, newest first, with their creators; only those
-    of `environment` and in `status` at `now` (`active`, `expiring`, `expired`,
+    of `environment` and in `status` at `now` (`active`, `expiring`, `leaked`, `expired`,
     `revoked`, as `ApiKey.status_at` decides) when given."""
     keys = ApiKey.objects.filter(org=org, deleted_at__isnull=True)
     if environment is not None:
@@ -39,8 +40,9 @@ def apikey_list(
             {
                 "revoked": Q(revoked_at__isnull=False),
                 "expired": Q(revoked_at__isnull=True, expires_at__lte=now),
-                "expiring": live & Q(rotated_at__isnull=False),
-                "active": live & Q(rotated_at__isnull=True),
+                "leaked": live & Q(leaked_at__isnull=False),
+                "expiring": live & Q(leaked_at__isnull=True, rotated_at__isnull=False),
+                "active": live & Q(leaked_at__isnull=True, rotated_at__isnull=True),
             }[status]
         )
     return (
@@ -325,6 +327,147 @@ def usage_scopes(
         for scope, count in (scopes or {}).items():
             totals[scope] = totals.get(scope, 0) + int(count)
     return dict(sorted(totals.items()))
+
+
+@dataclass(frozen=True)
+class HeldScopeUse:
+    """A scope the key holds and the requests that needed it (or a scope it covers)."""
+
+    scope: str
+    requests: int = 0
+    # Needed scopes it covered without being them (`members:*` covering `members:read`).
+    covered: tuple[str, ...] = ()
+    # Unused but implied by a used scope, so narrowing keeps it (`members:read` beside a
+    # used `members:write`): the used scope that implies it.
+    kept_with: str = ""
+
+    @property
+    def label(self) -> str:
+        return scope_label(self.scope)
+
+
+@dataclass(frozen=True)
+class NeededScopeUse:
+    """A scope requests needed that the key does not hold (they were refused)."""
+
+    scope: str
+    requests: int
+
+    @property
+    def label(self) -> str:
+        return scope_label(self.scope)
+
+
+@dataclass(frozen=True)
+class ScopeUse:
+    """What a key holds against what its requests needed (docs/product.md#api-keys,
+    least privilege), and what narrowing it to what it used would leave."""
+
+    held: list[HeldScopeUse]
+    not_held: list[NeededScopeUse]
+    # The needed scopes the key holds, as the requests named them: what narrowing passes
+    # to `apikey_update(scopes=...)`.
+    used: list[str]
+    # The key's scopes after narrowing (`used` with what it implies), and those it loses.
+    keep: list[str]
+    remove: list[str]
+
+    @property
+    def requests(self) -> int:
+        return sum(h.requests for h in self.held) + sum(n.requests for n in self.not_held)
+
+    @property
+    def unused(self) -> list[HeldScopeUse]:
+        return [h for h in self.held if not h.requests]
+
+    @property
+    def can_narrow(self) -> bool:
+        """Some held scope was used and narrowing would remove at least one."""
+        return bool(self.used) and bool(self.remove)
+
+
+def scope_label(scope: str) -> str:
+    """`members:read` as people read it ("Members: read"); the scope itself if unknown."""
+    name, _, action = scope.partition(":")
+    resource = get_resource(name)
+    if resource is None:
+        return scope
+    return f"{resource.label}: {'every action' if action == '*' else action}"
+
+
+def _with_implied(scopes: Iterable[str]) -> list[str]:
+    """`scopes` with the scopes they imply, as `apikey_update` stores them; one the registry
+    no longer knows stays as it is (the service then says what is wrong with it)."""
+    result: set[str] = set()
+    for scope in scopes:
+        try:
+            result.update(normalize_scopes([scope]))
+        except ScopeError:
+            result.add(scope)
+    return sorted(result)
+
+
+def apikey_scope_use(
+    *, org: Organization, key: ApiKey, since: datetime, until: datetime
+) -> ScopeUse:
+    """The key's scopes beside the requests in [since, until) that needed each, from the
+    folded usage (`usage_scopes`, one query).
+
+    A needed scope is credited to the held scope of that name, else to the first held
+    scope that covers it (`has_scope`: `resource:*`, an implying action); needed scopes
+    the key does not hold come from refused requests and are listed apart. Narrowing keeps
+    exactly the needed scopes the key holds (with what they imply) and removes the rest.
+    """
+    needed = usage_scopes(org=org, key=key, since=since, until=until)
+    held_scopes = sorted(key.scopes)
+    held_set = set(held_scopes)
+    credited: dict[str, int] = dict.fromkeys(held_scopes, 0)
+    covered: dict[str, list[str]] = {scope: [] for scope in held_scopes}
+    used: list[str] = []
+    not_held: list[NeededScopeUse] = []
+    for scope, count in needed.items():
+        if scope in held_set:
+            holder: str | None = scope
+        else:
+            holder = next((h for h in held_scopes if has_scope({h}, scope)), None)
+        if holder is None:
+            not_held.append(NeededScopeUse(scope=scope, requests=count))
+            continue
+        used.append(scope)
+        credited[holder] += count
+        if holder != scope:
+            covered[holder].append(scope)
+    keep = _with_implied(used) if used else []
+    keep_set = set(keep)
+    held = []
+    for scope in held_scopes:
+        kept_with = ""
+        if not credited[scope] and scope in keep_set:
+            kept_with = next((u for u in used if scope in _with_implied([u])), "")
+        held.append(
+            HeldScopeUse(
+                scope=scope,
+                requests=credited[scope],
+                covered=tuple(covered[scope]),
+                kept_with=kept_with,
+            )
+        )
+    return ScopeUse(
+        held=held,
+        not_held=not_held,
+        used=used,
+        keep=keep,
+        remove=[scope for scope in held_scopes if scope not in keep_set],
+    )
+
+
+def usage_ip_reported(*, org: Organization, key: ApiKey, since: datetime, until: datetime) -> int:
+    """Requests of `key` in [since, until) admitted from outside its report-only IP
+    allowlist: the refusals an enforced list would have made. One aggregate query."""
+    sums = _usage_rows(org=org, since=since, until=until, key=key).aggregate(
+        reported=Coalesce(Sum("ip_reported"), 0)
+    )
+    return int(sums["reported"])
 
 
 def usage_key_pk(*, org: Organization, public_id: str) -> int | None:

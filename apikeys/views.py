@@ -1,8 +1,9 @@
 """API-key dashboard pages under /o/<org_slug>/api-keys/.
 
 Members see the list and details (masked: only the display form ever exists); owners and
-admins create, rotate, revoke and delete. A new secret is rendered straight into the POST
-response that created it, with `Cache-Control: no-store`, and is kept nowhere else.
+admins create, edit (scopes and IP allowlist), narrow, rotate, revoke and delete. A new
+secret is rendered straight into the POST response that created it, with
+`Cache-Control: no-store`, and is kept nowhere else.
 """
 
 from __future__ import annotations
@@ -29,24 +30,30 @@ from apikeys.charts import Chart, build_chart
 from apikeys.forms import (
     DEFAULT_GRACE_VALUE,
     GRACE_CHOICES,
+    AllowlistForm,
     ApiKeyCreateForm,
+    ApiKeyEditForm,
     ApiKeyRotateForm,
     scope_grid,
 )
-from apikeys.models import ApiKey, KeyStatus
+from apikeys.models import ApiKey, IpMode, KeyStatus
+from apikeys.networks import allows, networks_of
 from apikeys.scopes import summarize
 from apikeys.selectors import (
     KeyUsageSummary,
+    ScopeUse,
     UsageTotals,
     UsageWindow,
     apikey_get,
     apikey_history,
     apikey_list,
+    apikey_scope_use,
     apikey_successor,
     month_start,
     recent_requests,
     usage_by_key,
     usage_client_versions,
+    usage_ip_reported,
     usage_series,
     usage_totals,
     usage_window,
@@ -57,6 +64,7 @@ from apikeys.services import (
     apikey_delete,
     apikey_revoke,
     apikey_rotate,
+    apikey_update,
 )
 from config.confirm import Confirmation, ConfirmMixin
 from orgs.models import KycStatus
@@ -65,6 +73,7 @@ from orgs.tenancy import OrgMixin, OrgView
 STATUS_BADGES = {
     KeyStatus.ACTIVE: "badge-success",
     KeyStatus.EXPIRING: "badge-warning",
+    KeyStatus.LEAKED: "badge-danger",
     KeyStatus.EXPIRED: "badge",
     KeyStatus.REVOKED: "badge-danger",
 }
@@ -114,6 +123,33 @@ def _user(request: HttpRequest) -> User:
     return request.user
 
 
+# What each allowlist mode does, for the radio buttons of the create and edit forms.
+IP_MODE_HELP = {
+    IpMode.ENFORCE: "Refuse them (403 ip_not_allowed).",
+    IpMode.REPORT: "Let them through, and count and log each one: try a list before enforcing it.",
+}
+
+
+def _allowlist_context(form: AllowlistForm) -> dict[str, Any]:
+    """What templates/apikeys/_allowlist_fields.html needs from a create or edit form."""
+    text = form["allowed_ips"].value()
+    if isinstance(text, list | tuple):
+        text = "\n".join(text)
+    return {
+        "allowed_ips_text": text or "",
+        "ip_mode": form["allowed_ips_mode"].value() or IpMode.ENFORCE,
+        "ip_modes": [
+            (value, label, IP_MODE_HELP[IpMode(value)]) for value, label in IpMode.choices
+        ],
+    }
+
+
+def _form_field(form: forms.Form, param: str) -> str | None:
+    """The form field a service error's `param` names (None: the form as a whole)."""
+    field = {"scopes": "scope", "expires_at": "expiry"}.get(param, param)
+    return field if field in form.fields else None
+
+
 class ApiKeyListView(OrgView):
     required_role = "member"
     template_name = "apikeys/apikey_list.html"
@@ -145,6 +181,7 @@ class ApiKeyCreateView(OrgMixin, View):
             "form_nonce": self.request.POST.get("form_nonce", "")
             if form.is_bound
             else secrets.token_urlsafe(18),
+            **_allowlist_context(form),
         }
         return render(self.request, self.template_name, context, status=status)
 
@@ -172,12 +209,13 @@ class ApiKeyCreateView(OrgMixin, View):
                 scopes=form.cleaned_data["scope"],
                 expires_at=form.cleaned_data["expires_at"],
                 meta=form.cleaned_data["meta"],
+                allowed_ips=form.cleaned_data["allowed_ips"],
+                allowed_ips_mode=form.cleaned_data["allowed_ips_mode"],
                 created_by=_user(request),
                 request=request,
             )
         except ApiKeyError as exc:
-            field = {"scopes": "scope", "expires_at": "expiry"}.get(exc.param, exc.param)
-            form.add_error(field if field in form.fields else None, exc.message)
+            form.add_error(_form_field(form, exc.param), exc.message)
             return self._render_form(form, status=400)
         _remember_nonce(request, nonce, key.public_id)
         return render(
@@ -215,6 +253,18 @@ class ApiKeyDetailView(OrgView):
         )
         versions_window = usage_window("30d", now=now)
         recent = recent_requests(org=self.org, key=key, limit=RECENT_LIMIT)
+        month = versions_window
+        scope_use = apikey_scope_use(org=self.org, key=key, since=month.since, until=month.until)
+        # Only worth a query when no request needed a scope: "not used" or "used, but
+        # never for anything that needs a permission" (e.g. only `GET /me`).
+        used_30d = bool(scope_use.requests) or bool(
+            usage_totals(org=self.org, key=key, since=month.since, until=month.until).requests
+        )
+        editable = self.membership.has_role("admin") and key.is_usable(now)
+        # A request from outside the key's current list: refused (enforce) or counted
+        # (report only). Without a list every address is allowed.
+        allowed = networks_of(tuple(key.allowed_ips)) if key.allowed_ips else None
+        reporting = bool(key.allowed_ips) and key.allowed_ips_mode == IpMode.REPORT
         context.update(
             {
                 "window": window,
@@ -236,16 +286,32 @@ class ApiKeyDetailView(OrgView):
                 ),
                 "recent_limit": RECENT_LIMIT,
                 "recent_requests": [
-                    {**entry, "badge": _status_badge(entry["status"])} for entry in recent
+                    {
+                        **entry,
+                        "badge": _status_badge(entry["status"]),
+                        "outside": allowed is not None and not allows(allowed, entry["ip"]),
+                    }
+                    for entry in recent
                 ],
                 "key": key,
                 "now": now,
                 "row": row,
-                "grid": scope_grid(key.scopes),
                 "meta_json": json.dumps(key.meta or {}, indent=2, ensure_ascii=False),
                 "history": apikey_history(org=self.org, key=key),
                 "successor": apikey_successor(org=self.org, key=key),
-                "can_rotate": row.status == KeyStatus.ACTIVE,
+                "scope_use": scope_use,
+                "used_30d": used_30d,
+                "can_edit": editable,
+                "can_narrow": editable and scope_use.can_narrow,
+                "ip_mode_report": reporting,
+                "ip_reported": (
+                    usage_ip_reported(org=self.org, key=key, since=month.since, until=month.until)
+                    if reporting
+                    else None
+                ),
+                # A flagged leaked key still works: replacing it is the point.
+                "can_rotate": row.status == KeyStatus.ACTIVE
+                or (row.status == KeyStatus.LEAKED and key.rotated_at is None),
                 "can_revoke": row.status != KeyStatus.REVOKED,
                 "grace_choices": [(value, label) for value, label, _ in GRACE_CHOICES],
                 "default_grace": DEFAULT_GRACE_VALUE,
@@ -499,6 +565,168 @@ class ApiKeyDeleteView(_KeyConfirmView):
         apikey_delete(key=key, actor_user=_user(self.request), request=self.request)
         messages.success(self.request, f"“{key.name}” is deleted. Its audit events remain.")
         return HttpResponseRedirect(reverse("apikey-list", kwargs={"org_slug": self.org.slug}))
+
+
+class ApiKeyEditView(OrgMixin, View):
+    """Edit a key's permissions (the creation grid) and its IP allowlist, saved together
+    through `apikey_update`; in force from the key's next request. A key that no longer
+    works cannot be edited: its page says so."""
+
+    required_role = "admin"
+    template_name = "apikeys/apikey_edit.html"
+
+    def key(self) -> ApiKey:
+        if not hasattr(self, "_key"):
+            self._key = apikey_get(org=self.org, public_id=self.kwargs["key_id"])
+        return self._key
+
+    def _shown_scopes(self) -> set[str]:
+        """The boxes the grid ticks for the key as it is (implied and `*` scopes count)."""
+        grid = scope_grid(self.key().scopes)
+        return {cell.scope for row in grid.rows for cell in row.cells if cell and cell.checked}
+
+    def _refused(self) -> HttpResponse | None:
+        key = self.key()
+        if key.is_usable():
+            return None
+        messages.error(self.request, "A revoked, expired or deleted key cannot be edited.")
+        return HttpResponseRedirect(_detail_url(self.org.slug, key))
+
+    def _render_form(self, form: ApiKeyEditForm, status: int = 200) -> HttpResponse:
+        key = self.key()
+        selected = set(form["scope"].value() or []) if form.is_bound else set(key.scopes)
+        context = {
+            "org": self.org,
+            "membership": self.membership,
+            "can_admin": True,
+            "key": key,
+            "row": _row(key, timezone.now()),
+            "form": form,
+            "grid": scope_grid(selected),
+            **_allowlist_context(form),
+        }
+        return render(self.request, self.template_name, context, status=status)
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        refused = self._refused()
+        if refused is not None:
+            return refused
+        key = self.key()
+        form = ApiKeyEditForm(
+            initial={
+                "allowed_ips": "\n".join(key.allowed_ips),
+                "allowed_ips_mode": key.allowed_ips_mode,
+            }
+        )
+        return self._render_form(form)
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        refused = self._refused()
+        if refused is not None:
+            return refused
+        key = self.key()
+        form = ApiKeyEditForm(request.POST)
+        if not form.is_valid():
+            return self._render_form(form, status=400)
+        changes: dict[str, Any] = {
+            "allowed_ips": form.cleaned_data["allowed_ips"],
+            "allowed_ips_mode": form.cleaned_data["allowed_ips_mode"],
+        }
+        # Unchanged boxes leave the scopes as stored: saving the allowlist must not turn
+        # `members:*` (which covers actions added later) into today's actions.
+        ticked = set(form.cleaned_data["scope"])
+        if ticked != self._shown_scopes():
+            changes["scopes"] = sorted(ticked)
+        before = (sorted(key.scopes), list(key.allowed_ips), key.allowed_ips_mode)
+        try:
+            updated = apikey_update(key=key, actor_user=_user(request), request=request, **changes)
+        except ApiKeyError as exc:
+            form.add_error(_form_field(form, exc.param), exc.message)
+            return self._render_form(form, status=400)
+        if before == (sorted(updated.scopes), list(updated.allowed_ips), updated.allowed_ips_mode):
+            messages.info(request, "Nothing changed.")
+        else:
+            messages.success(
+                request, f"“{key.name}” is updated. The change applies from its next request."
+            )
+        return HttpResponseRedirect(_detail_url(self.org.slug, key))
+
+
+class ApiKeyNarrowView(_KeyConfirmView):
+    """The Permissions card's "Narrow to what it used": the step lists what goes and what
+    stays. Performing recomputes both from the folded usage of the last 30 days (nothing
+    comes from the form) and keeps exactly the scopes the key's requests needed."""
+
+    def scope_use(self) -> ScopeUse:
+        window = usage_window("30d", now=timezone.now())
+        return apikey_scope_use(
+            org=self.org, key=self.key(), since=window.since, until=window.until
+        )
+
+    def _blocked(self, use: ScopeUse) -> str:
+        if not self.key().is_usable():
+            return "A revoked, expired or deleted key cannot be edited."
+        if not use.used:
+            return (
+                "No request in the last 30 days needed a permission this key holds, so "
+                "there is nothing to narrow it to."
+            )
+        if not use.remove:
+            return "It used every permission it holds in the last 30 days: nothing to remove."
+        return ""
+
+    def get_confirmation(self, form: forms.Form | None) -> Confirmation:
+        key = self.key()
+        use = self.scope_use()
+        removed = len(use.remove)
+        return Confirmation(
+            title=f"Narrow “{key.name}” to what it used?",
+            subject=key.display,
+            subject_label="Key",
+            what=(
+                "A request that needs a removed permission is refused from the moment you "
+                "confirm, even if it only runs now and then (a monthly job)."
+            ),
+            details=[
+                f"Removes: {', '.join(use.remove)}. No request needed "
+                f"{'it' if removed == 1 else 'them'} in the last 30 days.",
+                f"Keeps: {', '.join(use.keep)}.",
+                "You can give a permission back at any time with Edit permissions.",
+            ],
+            confirm_label=f"Remove {removed} permission{'' if removed == 1 else 's'}",
+            button_id="confirm-narrow",
+            cancel_url=self.detail_url(),
+            # What the step showed: performing refuses to remove more than that.
+            hidden={"remove": " ".join(use.remove)},
+            blocked=self._blocked(use),
+        )
+
+    def perform(self, form: forms.Form | None) -> HttpResponse:
+        request = self.request
+        key = self.key()
+        use = self.scope_use()
+        blocked = self._blocked(use)
+        if blocked:
+            messages.error(request, blocked)
+            return HttpResponseRedirect(self.detail_url())
+        shown = request.POST.get("remove")
+        if shown is not None and not set(use.remove) <= set(shown.split()):
+            # The 30-day window moved on between the step and the click.
+            messages.warning(
+                request, "Its usage changed since the last page. Check the lists again."
+            )
+            return self.render_confirm_step(form)
+        try:
+            apikey_update(key=key, scopes=use.used, actor_user=_user(request), request=request)
+        except ApiKeyError as exc:
+            messages.error(request, exc.message)
+            return HttpResponseRedirect(self.detail_url())
+        messages.success(
+            request,
+            f"“{key.name}” now holds only what it used: {', '.join(summarize(use.keep))}. "
+            f"Removed: {', '.join(use.remove)}.",
+        )
+        return HttpResponseRedirect(self.detail_url())
 
 
 def api_errors_page(request: HttpRequest) -> HttpResponse:

@@ -10,7 +10,7 @@ from django import forms
 
 from config import dates
 from orgs.ids import is_public_id
-from orgs.models import Role
+from orgs.models import LeakResponse, Role
 from orgs.services import NAME_MAX_LENGTH
 
 
@@ -62,10 +62,45 @@ class SettingsForm(forms.Form):
         "this organisation. Only owners can change this.",
     )
 
-    def __init__(self, *args: Any, can_change_two_factor: bool, **kwargs: Any) -> None:
+    # Not required: a form without it (an older page, a script) leaves the setting alone.
+    leak_response = forms.ChoiceField(
+        label="When a key is reported leaked",
+        choices=LeakResponse.choices,
+        required=False,
+        help_text="Reports come from secret scanners (such as GitHub's) and from anyone who "
+        "finds a key in public. Only owners can change this.",
+    )
+
+    # What each choice means, shown beside its radio button.
+    LEAK_RESPONSE_HELP = {
+        LeakResponse.REVOKE: "Requests with it fail at once. Owners and admins are emailed.",
+        LeakResponse.FLAG: "Its status reads Leaked and owners and admins are emailed; you "
+        "rotate or revoke it yourself. Until then anyone holding the secret can use it.",
+    }
+
+    def __init__(
+        self,
+        *args: Any,
+        can_change_two_factor: bool,
+        can_change_leak_response: bool,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         if not can_change_two_factor:
             self.fields["require_two_factor"].disabled = True
+        if not can_change_leak_response:
+            self.fields["leak_response"].disabled = True
+
+    def leak_choices(self) -> list[tuple[str, str, str]]:
+        """(value, label, help) for the leak response's radio buttons."""
+        return [
+            (value, label, self.LEAK_RESPONSE_HELP[LeakResponse(value)])
+            for value, label in LeakResponse.choices
+        ]
+
+    def clean_leak_response(self) -> str | None:
+        """The chosen response, or None (leave it as it is) when none was sent."""
+        return self.cleaned_data.get("leak_response") or None
 
 
 class DeleteOrgForm(forms.Form):

@@ -525,8 +525,11 @@ class SettingsView(OrgView):
                 "name": self.org.name,
                 "slug": self.org.slug,
                 "require_two_factor": self.org.require_two_factor,
+                "leak_response": self.org.leak_response,
             },
             can_change_two_factor=roles.can_change_two_factor_policy(self.membership),
+            # Both are security policies the service leaves to owners.
+            can_change_leak_response=roles.can_change_two_factor_policy(self.membership),
         )
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
@@ -551,6 +554,7 @@ class SettingsView(OrgView):
                     name=form.cleaned_data["name"],
                     slug=form.cleaned_data["slug"],
                     require_two_factor=form.cleaned_data["require_two_factor"],
+                    leak_response=form.cleaned_data["leak_response"],
                     actor=self.membership,
                     request=request,
                 )
