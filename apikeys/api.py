@@ -110,6 +110,7 @@ def me_body(p: Any) -> dict[str, Any]:
             "display": p.display,
             "expires_at": _iso(p.expires_at),
             "meta": dict(p.meta),
+            "leaked": p.leaked,
         },
         "organization": None,
         "rate_limits": None,

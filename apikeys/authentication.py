@@ -35,7 +35,8 @@ from apikeys.catalogue import AUTHORIZATION, current
 from apikeys.errors import ApiError
 from apikeys.keys import key_digest, parse_key
 from apikeys.models import IpMode
-from apikeys.networks import IPNetwork, networks_of
+from apikeys.networks import IPNetwork, allows, networks_of
+from config.net import client_ip
 from orgs.models import OrgStatus
 from orgs.plans import Limits
 
@@ -247,7 +248,8 @@ class ApiKeyAuthentication(BaseAuthentication):
 
     The API's views do not call it: their pipeline (`apikeys.guard`) verifies the key and
     sets `request.user` and `request.auth` itself. It declares the scheme for OpenAPI and
-    authenticates any other DRF view that lists it.
+    authenticates any other DRF view that lists it, enforcing the key's IP allowlist but
+    neither rate limits nor usage (for those, use `apikeys.public`).
     """
 
     def authenticate(self, request: Request) -> tuple[ApiKeyUser, ApiKeyPrincipal] | None:
@@ -255,6 +257,14 @@ class ApiKeyAuthentication(BaseAuthentication):
         if raw is None:
             return None
         principal = authenticate_key(raw)
+        if (
+            principal.allowed_networks
+            and not principal.ip_report_only
+            and not allows(principal.allowed_networks, client_ip(request._request, strict=True))
+        ):
+            # The key's IP allowlist holds here too (report-only recording and limits are
+            # the pipeline's: views that need them use `apikeys.public`).
+            raise ApiError("ip_not_allowed")
         return ApiKeyUser(principal), principal
 
     def authenticate_header(self, request: Request) -> str:

@@ -4,7 +4,9 @@ A key may carry up to `MAX_RANGES` CIDR ranges, IPv4 and IPv6. A single address 
 range of that one address (`/32`, `/128`). Ranges are stored normalised (`10.0.0.0/8`,
 `2001:db8::/32`), deduplicated and sorted, so two lists that allow the same ranges read
 the same. A range with host bits set (`10.0.0.1/8`) is refused with the range it
-probably meant, rather than widened or narrowed silently.
+probably meant, rather than widened or narrowed silently; so is a scoped address
+(`fe80::1%eth0`), whose zone no client address carries. An IPv4-mapped IPv6 range is
+stored as the IPv4 range it stands for.
 
 The client address is the one `config.net.client_ip` reads (`TRUSTED_PROXY_HOPS`), or the
 one the verify API is told. An IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, what a
@@ -45,7 +47,7 @@ def clean_allowed_ips(values: object) -> list[str]:
         if not isinstance(value, str):
             raise NetworkError("Each allowed IP must be a string such as 203.0.113.0/24.")
         text = value.strip()
-        if not text or len(text) > MAX_RANGE_LENGTH:
+        if not text or len(text) > MAX_RANGE_LENGTH or "%" in text:
             raise NetworkError(f"{text[:MAX_RANGE_LENGTH]!r} is not an IP address or CIDR range.")
         try:
             network = ipaddress.ip_network(text, strict=True)
@@ -60,9 +62,19 @@ def clean_allowed_ips(values: object) -> list[str]:
             raise NetworkError(
                 f"{text!r} has bits set beyond its prefix length; did you mean {loose}?"
             ) from None
-        networks.add(network)
+        networks.add(_unmapped(network))
     ordered = sorted(networks, key=lambda n: (n.version, n.network_address, n.prefixlen))
     return [str(n) for n in ordered]
+
+
+def _unmapped(network: IPNetwork) -> IPNetwork:
+    """An IPv4-mapped IPv6 range (`::ffff:192.0.2.0/120`) as the IPv4 range it stands for:
+    client addresses of that form are checked as IPv4, so the range must be one too."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.ip_network(f"{mapped}/{network.prefixlen - 96}")
+    return network
 
 
 def parse_lines(text: str) -> list[str]:
@@ -87,6 +99,14 @@ def address_of(ip: str | None) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def within(network: IPNetwork, networks: Iterable[IPNetwork]) -> bool:
+    """Whether `network` lies wholly inside one of `networks`."""
+    return any(
+        network.version == outer.version and network.subnet_of(outer)  # type: ignore[arg-type]
+        for outer in networks
+    )
 
 
 def allows(networks: Iterable[IPNetwork], ip: str | None) -> bool:

@@ -59,10 +59,13 @@ def outside(
 
 def _audit_due(key_pk: int, ip: str, hour: int) -> bool:
     """True for the first request of this key and address this hour, within the cap."""
+    cap = f"ipna:{key_pk}:{hour}"
     try:
+        # The cap first: past it, no per-address name is created either.
+        if int(cache.get(cap, 0)) >= AUDIT_PER_KEY_HOUR:
+            return False
         if not cache.add(f"ipna:{key_pk}:{hour}:{ip}", 1, 3600):
             return False
-        cap = f"ipna:{key_pk}:{hour}"
         cache.add(cap, 0, 3600)
         return int(cache.incr(cap)) <= AUDIT_PER_KEY_HOUR
     except Exception as exc:  # the cache is down: skip the audit event, never the request

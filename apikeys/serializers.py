@@ -230,6 +230,10 @@ class MeKeySerializer(serializers.Serializer[Any]):
     display = serializers.CharField(help_text="Masked form of the key; never the secret.")
     expires_at = serializers.DateTimeField(allow_null=True)
     meta = serializers.DictField(help_text=META_HELP)
+    leaked = serializers.BooleanField(
+        help_text='Reported leaked and kept working under the organisation\'s "flag only" '
+        "setting: rotate it."
+    )
 
 
 class MeOrganizationSerializer(serializers.Serializer[Any]):
@@ -593,6 +597,10 @@ class VerifyKeySerializer(serializers.Serializer[Any]):
     environment = serializers.ChoiceField(choices=["live", "test"])
     display = serializers.CharField()
     expires_at = serializers.DateTimeField(allow_null=True)
+    leaked = serializers.BooleanField(
+        help_text='Reported leaked and kept working under the organisation\'s "flag only" '
+        "setting: rotate it."
+    )
 
 
 class VerifyResultSerializer(serializers.Serializer[Any]):

@@ -10,8 +10,11 @@ API's error code) and, where it helps, the `param` at fault.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta
+from ipaddress import ip_network
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from django.db import transaction
 from django.http import HttpRequest
@@ -21,7 +24,7 @@ from accounts.models import PlatformRole, User
 from apikeys.cache import invalidate_key
 from apikeys.keys import display_form, generate_secret, key_digest
 from apikeys.models import ApiKey, Environment, IpMode, KeyStatus
-from apikeys.networks import NetworkError, clean_allowed_ips
+from apikeys.networks import NetworkError, clean_allowed_ips, networks_of, within
 from apikeys.scopes import ScopeError, missing_scopes, normalize_scopes
 from orgs.models import KycStatus, LeakResponse, Organization, OrgStatus
 from orgs.services import audit_record
@@ -130,6 +133,28 @@ def _clean_networks(allowed_ips: Any, mode: Any) -> tuple[list[str], str]:
             "The allowlist mode is 'enforce' or 'report'.", param="allowed_ips_mode"
         )
     return ranges, str(mode)
+
+
+def _check_networks_within(actor_key: ApiKey | None, ranges: list[str], mode: str) -> None:
+    """A key that may only be used from some networks gives no key a wider reach: what it
+    creates or edits carries an enforced list inside its own (otherwise one request from
+    an allowed network would mint a key usable from anywhere)."""
+    if (
+        actor_key is None
+        or not actor_key.allowed_ips
+        or actor_key.allowed_ips_mode != IpMode.ENFORCE
+    ):
+        return
+    own = networks_of(tuple(actor_key.allowed_ips))
+    outside = [r for r in ranges if not within(ip_network(r), own)]
+    if not ranges or mode != IpMode.ENFORCE or outside:
+        raise InvalidKeyInput(
+            "The key making this request may only be used from "
+            f"{', '.join(actor_key.allowed_ips)}; a key it creates or edits must carry an "
+            "enforced IP allowlist inside those ranges"
+            + (f" ({outside[0]} is not)." if outside else "."),
+            param="allowed_ips",
+        )
 
 
 def _unstorable_text(value: Any) -> bool:
@@ -270,6 +295,15 @@ def apikey_create(
     clean_scopes = _clean_scopes(scopes, system=False)
     clean = clean_meta(meta)
     ranges, mode = _clean_networks(list(allowed_ips), allowed_ips_mode)
+    if (
+        created_by_key is not None
+        and not ranges
+        and created_by_key.allowed_ips
+        and created_by_key.allowed_ips_mode == IpMode.ENFORCE
+    ):
+        # A key bound to some networks creates keys bound to the same ones by default.
+        ranges, mode = list(created_by_key.allowed_ips), IpMode.ENFORCE
+    _check_networks_within(created_by_key, ranges, mode)
     expires_at = _clean_expiry(expires_at, now)
     _check_org_may_hold(org, environment)
     if created_by_key is not None:
@@ -513,6 +547,40 @@ def apikey_revoke(
 
 
 LEAKED_EMAIL = "webhooks/email/api_key_leaked"
+REPORT_URL_MAX = 500
+_KEY_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,40}_[0-9A-Za-z]{38}")
+
+
+def clean_report_url(url: Any) -> str:
+    """Where a leak was found, as far as it is safe to keep in the audit log and a webhook:
+    an http(s) URL's scheme, host and path, without credentials, query or fragment, and
+    with every key-shaped string in it replaced by `[redacted]`; "" for anything else.
+
+    A report comes from anyone: its URL may carry the leaked key itself (`?k=lk_live_…`),
+    which must not end up stored in clear where a narrow reader could see it."""
+    if not isinstance(url, str) or _unstorable_text(url) or len(url) > 2048:
+        return ""
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        return ""
+    host = _KEY_SHAPE.sub("[redacted]", host)
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    path = unquote(parts.path)
+    if _KEY_SHAPE.search(path):
+        path = _KEY_SHAPE.sub("[redacted]", path)
+    cleaned = urlunsplit(
+        (parts.scheme.lower(), netloc, quote(path, safe="/[]@:+,;=!$&'()*~-._"), "", "")
+    )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in cleaned):
+        return ""
+    return cleaned[:REPORT_URL_MAX]
 
 
 @transaction.atomic
@@ -535,6 +603,7 @@ def apikey_report_leaked(
     org = locked.org
     if org is None or locked.leaked_at is not None or not locked.is_usable():
         return False
+    url = clean_report_url(url)
     revoke = org.leak_response != LeakResponse.FLAG
     locked.leaked_at = timezone.now()
     locked.save(update_fields=["leaked_at"])
@@ -545,7 +614,7 @@ def apikey_report_leaked(
     details = {
         "name": locked.name,
         "source": source[:100],
-        "url": url[:500],
+        "url": url,
         "response": "revoked" if revoke else "flagged",
     }
     audit_record(action="api_key.leaked", org=org, request=request, target=locked, details=details)
@@ -601,6 +670,15 @@ def apikey_update(
     locked = _locked(key)
     if not locked.is_usable():
         raise KeyNotActive("A revoked, expired or deleted key cannot be edited.")
+    if actor_key is not None:
+        # Checked again under the row lock: the key may have been widened meanwhile.
+        held = missing_scopes(actor_key.scopes, locked.scopes)
+        if held:
+            raise ScopeNotAllowed(
+                f"The key making this request lacks the scope {held[0]!r} that the key it "
+                "edits holds.",
+                required_scope=held[0],
+            )
     changes: dict[str, dict[str, Any]] = {}
     if scopes is not _UNSET:
         clean_scopes = _clean_scopes(scopes, system=locked.is_system)
@@ -620,6 +698,7 @@ def apikey_update(
             list(locked.allowed_ips) if allowed_ips is _UNSET else allowed_ips,
             locked.allowed_ips_mode if allowed_ips_mode is _UNSET else allowed_ips_mode,
         )
+        _check_networks_within(actor_key, ranges, mode)
         if ranges != list(locked.allowed_ips):
             changes["allowed_ips"] = {"from": list(locked.allowed_ips), "to": ranges}
             locked.allowed_ips = ranges

@@ -127,6 +127,7 @@ def _answer(
         "environment": principal.environment,
         "display": principal.display,
         "expires_at": _iso(principal.expires_at),
+        "leaked": principal.leaked,
     }
     answer["organization"] = me_body(principal)["organization"]
     answer["scopes"] = sorted(principal.scopes)

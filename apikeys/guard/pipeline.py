@@ -224,7 +224,12 @@ def _check_network(facts: Facts, principal: ApiKeyPrincipal) -> None:
     mode admitted and recorded (usage and audit: `apikeys.networks_report`)."""
     # The verify API must be told the client's address: its caller's own says nothing.
     told = facts.key is None or facts.client_ip is not None
-    address = _client_address(facts) if told else ""
+    if facts.client_ip is not None:
+        address = facts.client_ip
+    elif told:
+        address = client_ip(facts.request, strict=True) or ""
+    else:
+        address = ""
     if allows(principal.allowed_networks, address):
         return
     networks_report.outside(

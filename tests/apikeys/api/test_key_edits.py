@@ -89,3 +89,30 @@ def test_a_revoked_key_cannot_be_edited(org: Organization, make_api_key: KeyMake
     client = ApiClient(admin)
     assert client.post(f"api-keys/{target.public_id}/revoke").status_code == 200
     assert_error(patch(client, target, {"scopes": ["members:read"]}), 400, "validation_error")
+
+
+def test_a_reported_url_keeps_no_secret(org: Organization, make_api_key: KeyMaker) -> None:
+    """A report's URL may carry the key itself; what is stored and sent keeps only the
+    scheme, host and path, with key-shaped strings redacted."""
+    from apikeys.services import apikey_report_leaked
+
+    key, secret = make_api_key(org, ["members:read"], name="Leaky")
+    url = f"https://paste.example/raw/{secret}?k={secret}#{secret}"
+    assert apikey_report_leaked(key=key, source="report", url=url)
+    event = AuditEvent.objects.get(action="api_key.leaked", target_id=key.public_id)
+    assert event.details["url"] == "https://paste.example/raw/[redacted]"
+    assert secret not in str(event.details)
+
+
+def test_leaked_shows_in_me(org: Organization, make_api_key: KeyMaker) -> None:
+    from orgs.models import LeakResponse
+
+    Organization.objects.filter(pk=org.pk).update(leak_response=LeakResponse.FLAG)
+    org.refresh_from_db()
+    key, secret = make_api_key(org, ["members:read"], name="Leaky")
+    client = ApiClient(secret)
+    assert client.get("me").json()["key"]["leaked"] is False
+    from apikeys.services import apikey_report_leaked
+
+    assert apikey_report_leaked(key=key, source="report")
+    assert client.get("me").json()["key"]["leaked"] is True

@@ -274,3 +274,88 @@ def test_service_refuses_a_bad_mode(org: Organization) -> None:
     key, _ = key_with(org, [])
     with pytest.raises(InvalidKeyInput):
         apikey_update(key=key, allowed_ips_mode="sometimes")
+
+
+# --- found in review: the edges --------------------------------------------------------------
+
+
+def test_a_forwarded_chain_shorter_than_the_trusted_hops_is_an_unknown_address(
+    org: Organization,
+) -> None:
+    """A request that skipped the outer proxy must not pass as the inner proxy's address."""
+    _, secret = key_with(org, ["10.0.0.0/8"])
+    with override_settings(TRUSTED_PROXY_HOPS=2):
+        short = api(secret, "10.0.0.3", **{"X-Forwarded-For": "10.0.0.2"})
+        error = assert_error(short, 403, "ip_not_allowed")
+        assert "unknown address" in error["message"]
+        assert api(secret, "10.0.0.3").status_code == 403
+        full = api(secret, "10.0.0.3", **{"X-Forwarded-For": "10.1.1.1, 10.0.0.2"})
+        assert full.status_code == 200
+
+
+def test_scoped_and_mapped_ranges() -> None:
+    with pytest.raises(NetworkError):
+        clean_allowed_ips(["fe80::1%eth0"])
+    assert clean_allowed_ips(["::ffff:192.0.2.0/120"]) == ["192.0.2.0/24"]
+
+
+def test_a_key_bound_to_networks_gives_no_key_a_wider_reach(org: Organization) -> None:
+    bound, _ = key_with(org, ["203.0.113.0/24"], scopes=["api_keys:write", "members:read"])
+    # Created without a list: it inherits the creator's.
+    child, _ = apikey_create(
+        org=org, name="Child", environment="test", scopes=["members:read"], created_by_key=bound
+    )
+    assert (child.allowed_ips, child.allowed_ips_mode) == (["203.0.113.0/24"], "enforce")
+    # Inside the creator's ranges: fine.
+    inner, _ = apikey_create(
+        org=org,
+        name="Inner",
+        environment="test",
+        scopes=["members:read"],
+        allowed_ips=["203.0.113.16/28"],
+        created_by_key=bound,
+    )
+    assert inner.allowed_ips == ["203.0.113.16/28"]
+    for ranges, mode in ((["198.51.100.0/24"], "enforce"), (["203.0.113.0/24"], "report")):
+        with pytest.raises(InvalidKeyInput) as caught:
+            apikey_create(
+                org=org,
+                name="Wide",
+                environment="test",
+                scopes=["members:read"],
+                allowed_ips=ranges,
+                allowed_ips_mode=mode,
+                created_by_key=bound,
+            )
+        assert caught.value.param == "allowed_ips"
+    # Nor can it lift a list, its own included.
+    for target in (inner, bound):
+        with pytest.raises(InvalidKeyInput):
+            apikey_update(key=target, allowed_ips=[], actor_key=bound)
+    apikey_update(key=inner, allowed_ips=["203.0.113.32/28"], actor_key=bound)
+    # A report-only list binds nothing yet.
+    trial, _ = key_with(org, ["203.0.113.0/24"], mode="report", scopes=["api_keys:write"])
+    free, _ = apikey_create(
+        org=org, name="Free", environment="test", scopes=[], created_by_key=trial
+    )
+    assert free.allowed_ips == []
+
+
+def test_the_drf_authentication_class_enforces_the_list(org: Organization) -> None:
+    from django.test import RequestFactory
+    from rest_framework.request import Request
+
+    from apikeys.authentication import ApiKeyAuthentication
+    from apikeys.errors import ApiError
+
+    _, secret = key_with(org, ["203.0.113.0/24"])
+    auth = ApiKeyAuthentication()
+
+    def request_from(ip: str) -> Request:
+        raw = RequestFactory().get("/x", HTTP_AUTHORIZATION=f"Bearer {secret}", REMOTE_ADDR=ip)
+        return Request(raw)
+
+    assert auth.authenticate(request_from("203.0.113.5")) is not None
+    with pytest.raises(ApiError) as caught:
+        auth.authenticate(request_from("198.51.100.5"))
+    assert caught.value.code == "ip_not_allowed"
