@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import http.client
 import io
+import ipaddress
 import json
 import logging
 import threading
@@ -76,13 +77,21 @@ MAX_SIGNATURE_LENGTH = 512
 TRUE_POSITIVE = "true_positive"
 FALSE_POSITIVE = "false_positive"
 
-# GitHub's keys document: cached this long in the shared cache; an identifier it does not
-# hold triggers a fetch at most once per REFETCH_INTERVAL (shared), so strangers cannot
-# make us hammer GitHub's API (60 unauthenticated requests an hour).
-KEYS_CACHE_KEY = "apikeys.leaks.github_keys"
+# GitHub's keys document, shared by every process through the cache. GitHub allows 60
+# unauthenticated requests an hour per address, so nothing a stranger sends may spend that
+# allowance, and a fetch that fails must not stop real alerts:
+# - the last good document is kept for KEYS_KEEP with the time it was fetched. It is fresh
+#   for KEYS_TTL, then fetched again (at most once per REFETCH_INTERVAL); while that fails
+#   the kept document stays in use. Only with no document at all is an alert refused (503).
+# - an identifier the document does not hold (GitHub may have published a new key; anyone
+#   can make one up) triggers a fetch at most once per UNKNOWN_REFETCH_INTERVAL.
+KEYS_CACHE_KEY = "apikeys.leaks.github_keys.document"
 KEYS_TTL = 60 * 60
+KEYS_KEEP = 7 * 24 * 60 * 60
 REFETCH_CACHE_KEY = "apikeys.leaks.github_keys.fetched"
 REFETCH_INTERVAL = 60
+UNKNOWN_REFETCH_CACHE_KEY = "apikeys.leaks.github_keys.unknown"
+UNKNOWN_REFETCH_INTERVAL = 15 * 60
 FETCH_TIMEOUT = 5.0
 MAX_KEYS_DOCUMENT_BYTES = 256 * 1024
 KEYS_RETRY_AFTER = 30
@@ -112,6 +121,16 @@ def find_key(raw: str) -> Found:
         return NOT_OURS
     live = key if key.org_id is not None and key.is_usable() else None
     return Found(issued=True, live=live)
+
+
+def report_leaked(key: ApiKey, *, source: str, url: str, request: HttpRequest) -> None:
+    """`apikey_report_leaked`, one key at a time: a key whose report fails is logged (by
+    its public id, never the string) and the others are still reported; the answer does
+    not change. The service is atomic, so a failed report leaves that key as it was."""
+    try:
+        apikey_report_leaked(key=key, source=source, url=url, request=request)
+    except Exception:
+        logger.exception("Reporting leaked key %s (source %s) failed", key.public_id, source)
 
 
 # ---- the schema of these two doors ----------------------------------------------------------
@@ -187,7 +206,29 @@ class LeakReceiptSerializer(serializers.Serializer[Any]):
 
 
 def _ip_key(group: str, request: HttpRequest) -> str:
-    return client_ip(request) or "unknown"
+    return throttle_address(client_ip(request))
+
+
+def throttle_address(address: str | None) -> str:
+    """Whom a report is counted against: an IPv4 address itself, an IPv6 address's /64
+    (the least a single subscriber is given, so one network cannot take a fresh count per
+    address), an IPv4-mapped IPv6 address as its IPv4 address.
+
+    No address at all is "unknown", one count for all: the WSGI server sets REMOTE_ADDR and
+    a trusted proxy forwards the client's, so only a broken setup gets there (a proxy on a
+    Unix socket without TRUSTED_PROXY_HOPS). Anything else (a forwarded entry that is not
+    an address) is counted as written."""
+    if not address:
+        return "unknown"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def throttle_report(request: HttpRequest) -> None:
@@ -233,9 +274,7 @@ class LeakReportApi(_IntakeApi):
         for raw in dict.fromkeys(data["keys"]):
             found = find_key(raw)
             if found.live is not None:
-                apikey_report_leaked(
-                    key=found.live, source="report", url=url, request=django_request
-                )
+                report_leaked(found.live, source="report", url=url, request=django_request)
         return Response({"received": len(data["keys"])}, status=status.HTTP_202_ACCEPTED)
 
 
@@ -330,8 +369,8 @@ class GithubSecretScanningApi(_IntakeApi):
             if token not in labels:
                 found = find_key(token)
                 if found.live is not None:
-                    apikey_report_leaked(
-                        key=found.live,
+                    report_leaked(
+                        found.live,
                         source="github",
                         url=match.get("url", ""),
                         request=django_request,
@@ -402,9 +441,8 @@ def github_public_key(identifier: str) -> ec.EllipticCurvePublicKey | None:
     """The GitHub secret scanning key `identifier` names, or None for an unknown one.
 
     GITHUB_SECRET_SCANNING_KEYS, when set, is the whole list. Otherwise the document at
-    GITHUB_SECRET_SCANNING_KEYS_URL, cached for KEYS_TTL and fetched again when an unknown
-    identifier arrives (at most once per REFETCH_INTERVAL); a failed fetch is 503
-    `service_unavailable`, so GitHub retries."""
+    GITHUB_SECRET_SCANNING_KEYS_URL, kept and fetched again as the comment on KEYS_TTL
+    says; with no document to be had, 503 `service_unavailable`, so GitHub retries."""
     configured = settings.GITHUB_SECRET_SCANNING_KEYS
     if configured:
         pem = _pems(configured).get(identifier)
@@ -412,19 +450,68 @@ def github_public_key(identifier: str) -> ec.EllipticCurvePublicKey | None:
     url = settings.GITHUB_SECRET_SCANNING_KEYS_URL
     if not url:
         return None
-    pems = _shared.get(KEYS_CACHE_KEY)
-    if not isinstance(pems, dict):
-        if not _may_fetch():
-            raise _unavailable()  # a fetch failed a moment ago
-        pems = _fetch_and_cache(url)
-    elif identifier not in pems and _may_fetch():
-        pems = _fetch_and_cache(url)  # GitHub may have published a new key
-    pem = pems.get(identifier)
+    pem = _github_pems(url, identifier).get(identifier)
     return None if pem is None else _load_key(pem)
 
 
-def _may_fetch() -> bool:
-    return _shared.add(REFETCH_CACHE_KEY, REFETCH_INTERVAL)
+def _github_pems(url: str, identifier: str) -> dict[str, str]:
+    """The keys to check `identifier` against: the kept document, fetched again when it is
+    stale, or when it lacks `identifier`, within the limits of the comment on KEYS_TTL."""
+    kept = _kept_document()
+    if kept is None:
+        if not _may_fetch(REFETCH_CACHE_KEY, REFETCH_INTERVAL):
+            raise _unavailable()  # a fetch failed a moment ago
+        pems = _fetch_and_keep(url)
+        if pems is None:
+            raise _unavailable()
+        return pems
+    pems, age = kept
+    if age >= KEYS_TTL:
+        if _may_fetch(REFETCH_CACHE_KEY, REFETCH_INTERVAL):
+            fetched = _fetch_and_keep(url)
+            if fetched is None:
+                logger.error(
+                    "GitHub secret scanning keys: still using the document fetched %d s ago",
+                    age,
+                )
+            pems = fetched or pems
+    elif identifier not in pems and _may_fetch(UNKNOWN_REFETCH_CACHE_KEY, UNKNOWN_REFETCH_INTERVAL):
+        pems = _fetch_and_keep(url) or pems  # GitHub may have published a new key
+    return pems
+
+
+def _now() -> float:
+    """Wall-clock time: a kept document's age is read by every process, on every host."""
+    return time.time()
+
+
+def _kept_document() -> tuple[dict[str, str], float] | None:
+    """The last good keys document and its age in seconds, unless older than KEYS_KEEP."""
+    kept = _shared.get(KEYS_CACHE_KEY)
+    if not isinstance(kept, dict):
+        return None
+    pems, fetched_at = kept.get("pems"), kept.get("fetched_at")
+    if not isinstance(pems, dict) or not pems or not isinstance(fetched_at, int | float):
+        return None
+    age = _now() - fetched_at
+    return (pems, age) if age < KEYS_KEEP else None
+
+
+def _may_fetch(name: str, interval: int) -> bool:
+    """True at most once per `interval` seconds for `name`, across processes.
+
+    The time of the last fetch is kept under `name` (for `interval`); the next fetch is
+    claimed by adding a marker named after that time, which only one process can add."""
+    now = _now()
+    last = _shared.get(name)
+    if not isinstance(last, int | float):
+        last = None
+    elif 0 <= now - last < interval:
+        return False
+    if not _shared.add(f"{name}.after.{last}", interval):
+        return False
+    _shared.set(name, now, interval)
+    return True
 
 
 def _unavailable() -> ApiError:
@@ -435,16 +522,18 @@ def _unavailable() -> ApiError:
     )
 
 
-def _fetch_and_cache(url: str) -> dict[str, str]:
+def _fetch_and_keep(url: str) -> dict[str, str] | None:
+    """Fetch the document and keep it; None (logged) when it cannot be had or holds no
+    usable key, and then the document kept before, if any, is left as it was."""
     try:
         pems = _pems(_fetch(url).get("public_keys"))
     except KeysUnavailable as exc:
         logger.error("GitHub secret scanning keys unavailable from %s: %s", url, exc)
-        raise _unavailable() from None
+        return None
     if not pems:
         logger.error("GitHub secret scanning keys document at %s holds no usable key", url)
-        raise _unavailable()
-    _shared.set(KEYS_CACHE_KEY, pems, KEYS_TTL)
+        return None
+    _shared.set(KEYS_CACHE_KEY, {"pems": pems, "fetched_at": _now()}, KEYS_KEEP)
     return pems
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import math
 import re
 import sys
 import threading
+import time
 import tomllib
 import types
 from collections import Counter
@@ -25,7 +27,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings as django_settings
 from django.core import mail
-from django.core.cache import cache
 from django.test import Client
 
 from accounts.models import PlatformRole, User
@@ -43,6 +44,9 @@ pytestmark = pytest.mark.django_db
 REPORT = "/api/v1/leaked-keys"
 GITHUB = "/api/v1/secret-scanning/github"
 DOC = Path(django_settings.BASE_DIR) / "docs" / "secret-scanning.md"
+# How GitHub's keys are kept (apikeys/leaks.py): fresh for an hour, kept for a week, and an
+# unknown identifier fetches them again at most once per 15 minutes.
+FIFTEEN_MINUTES, HOUR, WEEK = 15 * 60, 60 * 60, 7 * 24 * 60 * 60
 
 
 def report(body: Any, *, ip: str = "203.0.113.7", raw: bytes | None = None, **extra: Any) -> Any:
@@ -262,6 +266,40 @@ def test_the_throttle_counts_the_forwarded_address_only_behind_a_trusted_proxy(
         assert response.status_code == 202
 
 
+def test_the_throttle_counts_an_ipv6_client_per_64_network(settings: Any) -> None:
+    settings.LEAK_REPORT_RATE = "2/h"
+    assert report({"keys": ["x"]}, ip="2001:db8:1:2::1").status_code == 202
+    assert report({"keys": ["x"]}, ip="2001:db8:1:2:ffff:ffff:ffff:fffe").status_code == 202
+    # Another address of the same /64 is the same client: no fresh count per address.
+    assert_error(report({"keys": ["x"]}, ip="2001:db8:1:2::abcd"), 429, "rate_limited")
+    assert report({"keys": ["x"]}, ip="2001:db8:1:3::1").status_code == 202
+
+
+def test_the_throttle_counts_an_ipv4_mapped_address_as_its_ipv4_address(settings: Any) -> None:
+    settings.LEAK_REPORT_RATE = "1/h"
+    assert report({"keys": ["x"]}, ip="192.0.2.50").status_code == 202
+    assert_error(report({"keys": ["x"]}, ip="::ffff:192.0.2.50"), 429, "rate_limited")
+    assert report({"keys": ["x"]}, ip="192.0.2.51").status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("address", "counted_as"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("::1", "::/64"),
+        ("not an address", "not an address"),
+        ("", "unknown"),
+        (None, "unknown"),
+    ],
+)
+def test_the_throttle_address_of_a_client(address: str | None, counted_as: str) -> None:
+    assert leaks.throttle_address(address) == counted_as
+
+
 def test_a_report_of_a_flag_only_organisation_leaves_the_key_working(
     org: Organization, make_api_key: KeyMaker
 ) -> None:
@@ -274,6 +312,50 @@ def test_a_report_of_a_flag_only_organisation_leaves_the_key_working(
     key.refresh_from_db()
     assert key.revoked_at is None and key.leaked_at is not None
     assert len(leaked_events()) == 1
+
+
+def fail_the_first_report(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`apikey_report_leaked` raising for the first key it is given (as a database error
+    would); returns the public ids of the keys it was given."""
+    real = leaks.apikey_report_leaked
+    given: list[str] = []
+
+    def flaky(*, key: ApiKey, **kwargs: Any) -> bool:
+        given.append(key.public_id)
+        if len(given) == 1:
+            raise RuntimeError("the database went away")
+        return real(key=key, **kwargs)
+
+    monkeypatch.setattr(leaks, "apikey_report_leaked", flaky)
+    return given
+
+
+def assert_logged_failure(caplog: pytest.LogCaptureFixture, key: ApiKey, *secrets: str) -> None:
+    (record,) = [r for r in caplog.records if r.name == "apikeys.leaks"]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert key.public_id in record.getMessage()
+    for secret in secrets:
+        assert secret not in caplog.text
+
+
+def test_a_report_that_fails_for_one_key_still_reports_the_others(
+    org: Organization,
+    make_api_key: KeyMaker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, first_secret = make_api_key(org, name="One")
+    second, second_secret = make_api_key(org, name="Two")
+    given = fail_the_first_report(monkeypatch)
+    with caplog.at_level(logging.ERROR, logger="apikeys.leaks"):
+        response = report({"keys": [first_secret, "noise", second_secret]})
+    assert response.status_code == 202 and response.content == b'{"received":3}'
+    assert given == [first.public_id, second.public_id]
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.revoked_at is None and second.revoked_at is not None
+    assert [e.target_id for e in leaked_events()] == [second.public_id]
+    assert_logged_failure(caplog, first, first_secret, second_secret)
 
 
 # ---- POST secret-scanning/github ----------------------------------------------------------
@@ -383,6 +465,34 @@ def test_an_already_revoked_key_is_still_ours_and_reported_only_once(
     apikey_revoke(key=revoked)
     assert alert([match(revoked_secret)], github).json()[0]["label"] == "true_positive"
     assert [e.target_id for e in leaked_events()] == [key.public_id]
+
+
+def test_an_alert_that_fails_for_one_key_still_reports_the_others(
+    github: Signer,
+    org: Organization,
+    make_api_key: KeyMaker,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first, first_secret = make_api_key(org, name="One")
+    second, second_secret = make_api_key(org, name="Two")
+    given = fail_the_first_report(monkeypatch)
+    with caplog.at_level(logging.ERROR, logger="apikeys.leaks"):
+        response = alert([match(first_secret), match("noise"), match(second_secret)], github)
+    assert response.status_code == 200, response.content
+    assert response.json() == [
+        {"token_hash": sha256(token), "token_type": "latchkey_api_key", "label": label}
+        for token, label in (
+            (first_secret, "true_positive"),
+            ("noise", "false_positive"),
+            (second_secret, "true_positive"),
+        )
+    ]
+    assert given == [first.public_id, second.public_id]
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.revoked_at is None and second.revoked_at is not None
+    assert_logged_failure(caplog, first, first_secret, second_secret)
 
 
 @pytest.mark.parametrize(
@@ -535,6 +645,23 @@ class KeysServer:
         self.httpd.server_close()
 
 
+@dataclass
+class Clock:
+    """The wall clock `apikeys.leaks` reads (`_now`), moved by the test."""
+
+    now: float = field(default_factory=time.time)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(leaks, "_now", lambda: clock.now)
+    return clock
+
+
 @pytest.fixture
 def keys_server(settings: Any) -> Iterator[KeysServer]:
     server = KeysServer()
@@ -562,40 +689,123 @@ def test_keys_are_fetched_from_the_url_and_cached(
     assert key.revoked_at is not None
 
 
-def test_an_unknown_identifier_fetches_the_keys_again_at_most_once_a_minute(
-    keys_server: KeysServer,
+def test_an_unknown_identifier_fetches_the_keys_again_at_most_once_per_15_minutes(
+    keys_server: KeysServer, clock: Clock
 ) -> None:
-    current, rotated = Signer(identifier="a" * 64), Signer(identifier="b" * 64)
+    current, rotated, newer = (Signer(identifier=c * 64) for c in "abc")
     keys_server.document = {"public_keys": [current.entry()]}
     assert alert([match("noise")], current).status_code == 200
     assert keys_server.hits == 1
-    # GitHub publishes a new key; a minute later an alert signed with it arrives.
+    # GitHub publishes a new key and signs an alert with it: the keys are fetched again.
     keys_server.document = {"public_keys": [current.entry(), rotated.entry()]}
-    assert_error(alert([match("noise")], rotated), 401, "invalid_signature")
-    assert keys_server.hits == 1  # fetched less than a minute ago: not again
-    cache.delete(leaks.REFETCH_CACHE_KEY)  # the minute has passed
+    clock.advance(60)
     assert alert([match("noise")], rotated).status_code == 200
     assert keys_server.hits == 2
-    # A stranger's identifiers do not make us fetch again and again.
-    for identifier in ("c" * 64, "d" * 64):
-        assert_error(
-            alert([match("noise")], rotated, identifier=identifier), 401, "invalid_signature"
-        )
+    # Another new identifier within 15 minutes of that fetch: not fetched again.
+    keys_server.document["public_keys"].append(newer.entry())
+    clock.advance(FIFTEEN_MINUTES - 1)
+    assert_error(alert([match("noise")], newer), 401, "invalid_signature")
     assert keys_server.hits == 2
+    clock.advance(1)
+    assert alert([match("noise")], newer).status_code == 200
+    assert keys_server.hits == 3
+
+
+def test_unknown_identifiers_from_strangers_cost_at_most_one_fetch_per_15_minutes(
+    keys_server: KeysServer, clock: Clock
+) -> None:
+    """GitHub allows 60 unauthenticated requests an hour: a stranger who sends a made-up
+    identifier now and then must not spend them, or the hourly refresh would fail."""
+    current = Signer(identifier="a" * 64)
+    keys_server.document = {"public_keys": [current.entry()]}
     assert alert([match("noise")], current).status_code == 200
+    assert keys_server.hits == 1
+    step = (FIFTEEN_MINUTES - 1) / 20
+    for i in range(20):
+        stranger = Signer(identifier=f"{i:064x}")
+        assert_error(alert([match("noise")], stranger), 401, "invalid_signature")
+        clock.advance(step)
+    assert keys_server.hits <= 2  # at most one extra fetch
+    fetched = keys_server.hits
+    assert alert([match("noise")], current).status_code == 200
+    # The hourly refresh still happens, and succeeds.
+    clock.advance(HOUR)
+    assert alert([match("noise")], current).status_code == 200
+    assert keys_server.hits == fetched + 1
 
 
-def test_keys_that_cannot_be_fetched_are_a_503_so_github_retries(
+def test_a_failed_refresh_keeps_the_stale_keys_in_use(
     keys_server: KeysServer,
+    clock: Clock,
+    org: Organization,
+    make_api_key: KeyMaker,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kept_for: dict[str, int] = {}
+    shared_set = leaks._shared.set
+
+    def spy(name: str, value: Any, ttl: int) -> None:
+        kept_for[name] = ttl
+        shared_set(name, value, ttl)
+
+    monkeypatch.setattr(leaks._shared, "set", spy)
+    signer = Signer(identifier="a" * 64)
+    keys_server.document = {"public_keys": [signer.entry()]}
+    key, secret = make_api_key(org)
+    assert alert([match("noise")], signer).status_code == 200
+    assert keys_server.hits == 1
+    # The cache keeps the document well past its freshness, for this to fall back on.
+    assert kept_for[leaks.KEYS_CACHE_KEY] == WEEK
+    # GitHub fails from now on, and the keys fetched are no longer fresh.
+    keys_server.status = 500
+    clock.advance(HOUR)
+    with caplog.at_level(logging.ERROR, logger="apikeys.leaks"):
+        response = alert([match(secret)], signer)
+    assert response.status_code == 200, response.content
+    assert response.json()[0]["label"] == "true_positive"
+    assert keys_server.hits == 2  # the refresh was tried
+    assert "still using the document fetched 3600 s ago" in caplog.text
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+    # Tried again at most once a minute meanwhile; the stale keys answer every alert.
+    assert alert([match("noise")], signer).status_code == 200
+    assert keys_server.hits == 2
+    clock.advance(leaks.REFETCH_INTERVAL)
+    assert alert([match("noise")], signer).status_code == 200
+    assert keys_server.hits == 3
+    # GitHub answers again: the keys are fresh for another hour.
+    keys_server.status = 200
+    clock.advance(leaks.REFETCH_INTERVAL)
+    assert alert([match("noise")], signer).status_code == 200
+    assert keys_server.hits == 4
+    clock.advance(HOUR - 1)
+    assert alert([match("noise")], signer).status_code == 200
+    assert keys_server.hits == 4
+    # Kept keys are used for a week at most.
+    keys_server.status = 500
+    clock.advance(WEEK)
+    assert_error(alert([match("noise")], signer), 503, "service_unavailable")
+
+
+def test_with_no_keys_ever_fetched_a_failed_fetch_is_a_503_so_github_retries(
+    keys_server: KeysServer, clock: Clock
 ) -> None:
     signer = Signer(identifier="a" * 64)
     keys_server.document = {"public_keys": [signer.entry()]}
     keys_server.status = 500
-    error = assert_error(alert([match("noise")], signer), 503, "service_unavailable")
+    response = alert([match("noise")], signer)
+    error = assert_error(response, 503, "service_unavailable")
     assert "GitHub" in error["message"]
+    assert response["Retry-After"] == str(leaks.KEYS_RETRY_AFTER)
+    assert keys_server.hits == 1
+    # Not fetched again within the minute: the same 503.
+    again = alert([match("noise")], signer)
+    assert_error(again, 503, "service_unavailable")
+    assert again["Retry-After"] == str(leaks.KEYS_RETRY_AFTER)
     assert keys_server.hits == 1
     keys_server.status = 200
-    cache.delete(leaks.REFETCH_CACHE_KEY)
+    clock.advance(leaks.REFETCH_INTERVAL)
     assert alert([match("noise")], signer).status_code == 200
     assert keys_server.hits == 2
 
