@@ -135,6 +135,16 @@ def _clean_networks(allowed_ips: Any, mode: Any) -> tuple[list[str], str]:
     return ranges, str(mode)
 
 
+def _check_may_grant(actor_key: ApiKey, scopes: list[str]) -> None:
+    """A key gives no other key a scope it lacks itself."""
+    missing = missing_scopes(actor_key.scopes, scopes)
+    if missing:
+        raise ScopeNotAllowed(
+            f"The key making this request lacks the scope {missing[0]!r}, so it cannot grant it.",
+            required_scope=missing[0],
+        )
+
+
 def _check_networks_within(actor_key: ApiKey | None, ranges: list[str], mode: str) -> None:
     """A key that may only be used from some networks gives no key a wider reach: what it
     creates or edits carries an enforced list inside its own (otherwise one request from
@@ -311,13 +321,7 @@ def apikey_create(
             raise ValueError("A key can only create keys for its own organisation.")
         if created_by_key.environment == Environment.TEST and environment == Environment.LIVE:
             raise EnvironmentNotAllowed("A test key cannot create a live key.", param="environment")
-        missing = missing_scopes(created_by_key.scopes, clean_scopes)
-        if missing:
-            raise ScopeNotAllowed(
-                f"The key making this request lacks the scope {missing[0]!r}, "
-                "so it cannot grant it.",
-                required_scope=missing[0],
-            )
+        _check_may_grant(created_by_key, clean_scopes)
         # A key cannot outlive the key that made it: otherwise a key about to expire (or
         # in its rotation grace) could mint a permanent copy of itself.
         if created_by_key.expires_at is not None and (
@@ -683,13 +687,7 @@ def apikey_update(
     if scopes is not _UNSET:
         clean_scopes = _clean_scopes(scopes, system=locked.is_system)
         if actor_key is not None:
-            missing = missing_scopes(actor_key.scopes, clean_scopes)
-            if missing:
-                raise ScopeNotAllowed(
-                    f"The key making this request lacks the scope {missing[0]!r}, "
-                    "so it cannot grant it.",
-                    required_scope=missing[0],
-                )
+            _check_may_grant(actor_key, clean_scopes)
         if sorted(clean_scopes) != sorted(locked.scopes):
             changes["scopes"] = {"from": sorted(locked.scopes), "to": sorted(clean_scopes)}
             locked.scopes = clean_scopes

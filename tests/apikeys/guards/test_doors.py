@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,6 +59,31 @@ def system_key(server: Server) -> str:
         """
     )
     return out.strip().splitlines()[-1]
+
+
+def doors(server: Server, secret: str, verifier: str) -> tuple[Any, Any, Any]:
+    """One request of `secret` through each door: a host endpoint, the gateway's
+    forward-auth and the verify API (asked by `verifier`)."""
+
+    def host() -> HttpResult:
+        return server.call("GET", "/api/v1/payments", headers=key_headers(secret))
+
+    def gateway() -> HttpResult:
+        return server.call(
+            "GET",
+            "/gateway/auth",
+            headers=key_headers(secret, **{"X-Original-URI": "/v1/payments/p1"}),
+        )
+
+    def verify() -> HttpResult:
+        return server.call(
+            "POST",
+            "/api/v1/keys/verify",
+            headers={"Authorization": f"Bearer {verifier}"},
+            body={"key": secret, "scopes": ["payments:read"]},
+        )
+
+    return host, gateway, verify
 
 
 def revoke(server: Server, public_id: str) -> None:
@@ -131,23 +157,7 @@ def test_a_revoked_key_is_refused_by_every_worker_through_every_door(server: Ser
     public_id, secret = create_key(server, scopes=["payments:write"], per_minute=0, burst=0)
     verifier = system_key(server)
 
-    def host() -> HttpResult:
-        return server.call("GET", "/api/v1/payments", headers=key_headers(secret))
-
-    def gateway() -> HttpResult:
-        return server.call(
-            "GET",
-            "/gateway/auth",
-            headers=key_headers(secret, **{"X-Original-URI": "/v1/payments/p1"}),
-        )
-
-    def verify() -> HttpResult:
-        return server.call(
-            "POST",
-            "/api/v1/keys/verify",
-            headers={"Authorization": f"Bearer {verifier}"},
-            body={"key": secret, "scopes": ["payments:read"]},
-        )
+    host, gateway, verify = doors(server, secret, verifier)
 
     # Warm every worker's view of the key through every door.
     assert {r.status for r in parallel(30, host)} == {200}
@@ -243,23 +253,7 @@ def test_a_scope_edit_is_in_force_in_every_worker_through_every_door(server: Ser
     )
     verifier = system_key(server)
 
-    def host() -> HttpResult:
-        return server.call("GET", "/api/v1/payments", headers=key_headers(secret))
-
-    def gateway() -> HttpResult:
-        return server.call(
-            "GET",
-            "/gateway/auth",
-            headers=key_headers(secret, **{"X-Original-URI": "/v1/payments/p1"}),
-        )
-
-    def verify() -> HttpResult:
-        return server.call(
-            "POST",
-            "/api/v1/keys/verify",
-            headers={"Authorization": f"Bearer {verifier}"},
-            body={"key": secret, "scopes": ["payments:read"]},
-        )
+    host, gateway, verify = doors(server, secret, verifier)
 
     assert {r.status for r in parallel(30, host)} == {200}
     assert {r.status for r in parallel(30, gateway)} == {200}
