@@ -76,7 +76,11 @@ POSTGRES = Program(
     macos="postgresql",
     candidates=(*sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True), "initdb"),
 )
-PROGRAMS = (REDIS, CHROMIUM, NGINX, ENVSUBST, POSTGRES)
+# `ip` for the network namespaces of the two-host test.
+IPROUTE = Program(
+    name="ip", debian="iproute2", macos="iproute2mac", candidates=("ip", "/usr/sbin/ip")
+)
+PROGRAMS = (REDIS, CHROMIUM, NGINX, ENVSUBST, POSTGRES, IPROUTE)
 
 
 def require(program: Program) -> str:
