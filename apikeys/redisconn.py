@@ -182,6 +182,9 @@ def _connection(conn: Any) -> Any:
     _drop()
     pool = conn.connection_pool
     connection = pool.connection_class(**pool.connection_kwargs)
+    # Connected the way the pool connects its own: a Sentinel-managed connection asks the
+    # Sentinels for the primary here (sending a command on an unconnected one would not).
+    connection.connect()
     _lane.client, _lane.connection, _lane.pid = conn, connection, os.getpid()
     return connection
 

@@ -33,6 +33,25 @@ API_KEY_PREFIX = env.str("API_KEY_PREFIX", default="")
 # The operator's product: resources, presets, routes and wire words (docs/catalogue.md).
 LATCHKEY_CATALOGUE = env.str("LATCHKEY_CATALOGUE", default="")
 REDIS_URL = env.str("REDIS_URL", default="")
+# Redis behind Sentinel (docs/deployment.md, "Redis high availability"): the Sentinels as
+# `host:port,host:port`; REDIS_URL then names the monitored service instead of a server,
+# `redis://<service>/<db>` (e.g. `redis://latchkey/0`). Every process asks the Sentinels
+# for the primary and follows a failover by itself.
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or a bare host (port 26379)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest.lstrip(":") or 26379)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, 26379
+
+
+REDIS_SENTINELS = [_sentinel_address(h) for h in env.list("REDIS_SENTINELS", default=[])]
 
 SITE_URL = env.str("SITE_URL", default="http://localhost:8000").rstrip("/")
 _site = urlsplit(SITE_URL)
@@ -165,6 +184,15 @@ if REDIS_URL:
             },
         }
     }
+    if REDIS_SENTINELS:
+        CACHES["default"]["OPTIONS"].update(
+            {
+                "CLIENT_CLASS": "django_redis.client.SentinelClient",
+                "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+                "SENTINELS": REDIS_SENTINELS,
+                "SENTINEL_KWARGS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+            }
+        )
 else:
     CACHES = {
         "default": {
@@ -272,6 +300,12 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Latchkey <no-reply@l
 
 # Celery: Redis broker in production; tasks run eagerly when no broker is configured.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if REDIS_SENTINELS and not env.str("CELERY_BROKER_URL", default=""):
+    # kombu's Sentinel transport: every Sentinel, and the service REDIS_URL names.
+    _service = urlsplit(REDIS_URL)
+    CELERY_BROKER_URL = ";".join(f"sentinel://{h}:{p}{_service.path}" for h, p in REDIS_SENTINELS)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"master_name": _service.hostname or ""}
 CELERY_RESULT_BACKEND = None
 # Webhooks (docs/webhooks.md, ADR 0083): URLs resolving to private, loopback or link-local
 # addresses are refused unless this is set (a receiver on the same machine, in tests).
