@@ -62,7 +62,8 @@ clean:
 stack: $(STAMP)
 	bash tools/stack.sh
 
-# Throughput of GET /api/v1/me (fully guarded) against GET /api/v1/ping on the stack, and
+# Throughput of GET /api/v1/me (one key; 200 keys of Growth orgs) and the gateway against
+# GET /api/v1/ping on the stack, and
 # key verification with 1,000 vs 1,000,000 keys. Figures: docs/performance.md.
 bench: $(STAMP)
 	$(PY) tools/bench.py

@@ -15,6 +15,7 @@ from django.utils import timezone
 from apikeys import usage
 from apikeys.models import ApiKey, Environment, KeyUsageHour
 from apikeys.scopes import ScopeError, get_resource, has_scope, normalize_scopes
+from config.pager import Page, keyset_page
 from orgs.models import AuditEvent, Organization
 
 HISTORY_LIMIT = 50
@@ -49,6 +50,23 @@ def apikey_list(
         keys.select_related("created_by")
         .prefetch_related("successors")
         .order_by("-created_at", "-id")
+    )
+
+
+KEY_PAGE_SIZE = 50
+
+
+def apikey_page(
+    *, org: Organization, before: str = "", after: str = "", limit: int = KEY_PAGE_SIZE
+) -> Page[ApiKey]:
+    """A keyset page (`config.pager`) of `apikey_list(org=org)`: one query however many
+    keys the org holds (with the creators and successors its rows show: two more)."""
+    return keyset_page(
+        apikey_list(org=org),
+        scope=ApiKey.objects.filter(org=org, deleted_at__isnull=True),
+        before=before,
+        after=after,
+        limit=limit,
     )
 
 
@@ -295,6 +313,30 @@ def usage_by_key(*, org: Organization, now: datetime) -> dict[int, KeyUsageSumma
         )
         for row in grouped
     }
+
+
+def apikey_usage_leaders(
+    *, org: Organization, used: dict[int, KeyUsageSummary], limit: int = KEY_PAGE_SIZE
+) -> tuple[list[ApiKey], int, set[int]]:
+    """For the usage page: the org's listed keys most used in 30 days (at most `limit`,
+    then the newest unused ones to fill the rows), how many keys are listed in all, and
+    which keys of `used` are deleted. Four queries, whatever the number of keys."""
+    listed = ApiKey.objects.filter(org=org, deleted_at__isnull=True).order_by("-created_at", "-id")
+    deleted = set(
+        ApiKey.objects.filter(org=org, deleted_at__isnull=False).values_list("pk", flat=True)
+    )
+    ranked = sorted(
+        (pk for pk in used if pk not in deleted),
+        key=lambda pk: (-used[pk].requests_30d, -used[pk].requests_24h, -pk),
+    )
+    top = ranked[:limit]
+    found = {key.pk: key for key in listed.filter(pk__in=top)}
+    keys = [found[pk] for pk in top if pk in found]
+    # With fewer used keys than rows every used key is in `top`, so these are unused ones
+    # (read whether needed or not: the page's query count does not depend on the data).
+    unused = list(listed.exclude(pk__in=top)[:limit])
+    keys += unused[: max(0, limit - len(keys))]
+    return keys, listed.count(), deleted
 
 
 def usage_client_versions(

@@ -46,9 +46,10 @@ from apikeys.selectors import (
     UsageWindow,
     apikey_get,
     apikey_history,
-    apikey_list,
+    apikey_page,
     apikey_scope_use,
     apikey_successor,
+    apikey_usage_leaders,
     month_start,
     recent_requests,
     usage_by_key,
@@ -66,6 +67,7 @@ from apikeys.services import (
     apikey_rotate,
     apikey_update,
 )
+from config import pager
 from config.confirm import Confirmation, ConfirmMixin
 from orgs.models import KycStatus
 from orgs.tenancy import OrgMixin, OrgView
@@ -157,7 +159,11 @@ class ApiKeyListView(OrgView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         now = timezone.now()
-        context["rows"] = [_row(key, now) for key in apikey_list(org=self.org)]
+        before, after = pager.cursors(self.request.GET, prefix="key")
+        page = apikey_page(org=self.org, before=before, after=after)
+        context["rows"] = [_row(key, now) for key in page.items]
+        base = reverse("apikey-list", kwargs={"org_slug": self.org.slug})
+        context.update(pager.links(base, {}, page, paged=bool(before or after)))
         return context
 
 
@@ -400,11 +406,9 @@ class UsageView(OrgView):
             window,
         )
         by_key = usage_by_key(org=self.org, now=now)
-        keys = list(apikey_list(org=self.org))
+        keys, key_count, deleted = apikey_usage_leaders(org=self.org, used=by_key)
         rows = [KeyUsageRow(key=key, usage=by_key.get(key.pk, KeyUsageSummary())) for key in keys]
-        rows.sort(key=lambda r: (-r.usage.requests_30d, -r.usage.requests_24h))
-        listed = {key.pk for key in keys}
-        gone = [summary for pk, summary in by_key.items() if pk not in listed]
+        gone = [summary for pk, summary in by_key.items() if pk in deleted]
         deleted_row = None
         if gone:
             deleted_row = KeyUsageRow(
@@ -429,6 +433,7 @@ class UsageView(OrgView):
                 "month_start": month_start(now),
                 "quota": Quota(used=month.requests, limit=self.org.limits.monthly),
                 "key_rows": rows,
+                "key_count": key_count,
                 "deleted_row": deleted_row,
             }
         )

@@ -6,7 +6,6 @@ raise the same 404 for "absent" and "another org's".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,13 +18,13 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
-    Subquery,
 )
 from django.http import Http404
 from django.utils import timezone
 from django.utils.text import slugify
 
 from accounts.models import User
+from config.pager import Page, keyset_page
 from orgs.models import AuditEvent, Invitation, Membership, Organization, Role
 from orgs.tokens import invitation_token_hash
 
@@ -272,14 +271,7 @@ def audit_action_list(*, org: Organization) -> list[str]:
     )
 
 
-@dataclass(frozen=True)
-class AuditPage:
-    """One page of events, newest first, with the cursors (event ids) of its neighbours:
-    `older` for the page after it, `newer` for the one before, None at either end."""
-
-    events: list[AuditEvent]
-    older: str | None
-    newer: str | None
+AuditPage = Page[AuditEvent]
 
 
 def audit_event_page(
@@ -290,37 +282,13 @@ def audit_event_page(
     limit: int = AUDIT_PAGE_SIZE,
     **filters: Any,
 ) -> AuditPage:
-    """A keyset page of `audit_event_list(org=org, **filters)` in one query.
-
-    `before` / `after` name an event (`evt_…`) of this org: the page holds the events
-    just older / just newer than it. The cursor is resolved inside the same query, so a
-    page costs one query however deep it is and however large the log; an unknown or
-    another org's cursor gives an empty page, never another org's position.
-    """
-    events = audit_event_list(org=org, **filters)
-    cursor_id = before or after
-    if cursor_id:
-        cursor = AuditEvent.objects.filter(org=org, public_id=cursor_id)
-        at = Subquery(cursor.values("created_at")[:1])
-        row = Subquery(cursor.values("id")[:1])
-        if before:
-            events = events.filter(Q(created_at__lt=at) | Q(created_at=at, id__lt=row))
-        else:
-            events = events.filter(Q(created_at__gt=at) | Q(created_at=at, id__gt=row))
-            events = events.order_by("created_at", "id")
-    rows = list(events[: limit + 1])
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if after:
-        rows.reverse()
-    if not rows:
-        return AuditPage(events=[], older=None, newer=None)
-    # Going back (after=...), there is an older page: the cursor itself is older.
-    has_older = more if not after else True
-    # Going forward or from the start, "newer" exists only if we came from a cursor.
-    has_newer = more if after else bool(before)
-    return AuditPage(
-        events=rows,
-        older=rows[-1].public_id if has_older else None,
-        newer=rows[0].public_id if has_newer else None,
+    """A keyset page (`config.pager`) of `audit_event_list(org=org, **filters)` in one
+    query. `before` / `after` name an event (`evt_…`) of this org; an unknown or another
+    org's cursor gives an empty page, never another org's position."""
+    return keyset_page(
+        audit_event_list(org=org, **filters),
+        scope=AuditEvent.objects.filter(org=org),
+        before=before,
+        after=after,
+        limit=limit,
     )

@@ -17,7 +17,6 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import BadRequest
 from django.http import (
     Http404,
     HttpRequest,
@@ -34,6 +33,7 @@ from django.views.decorators.cache import never_cache
 
 from accounts.models import User
 from apikeys.selectors import apikey_counts, usage_totals, usage_window
+from config import pager
 from config.confirm import Confirmation, ConfirmMixin
 from config.text import end_sentence
 from orgs import roles, selectors, services
@@ -47,7 +47,6 @@ from orgs.forms import (
     TransferOwnershipForm,
     TransferToForm,
 )
-from orgs.ids import is_public_id
 from orgs.models import ROLE_RANK, AuditEvent, InvitationStatus, Membership, Role
 from orgs.services import OrgError, audit_record
 from orgs.tenancy import OrgMixin, OrgView
@@ -688,15 +687,11 @@ class AuditLogView(OrgView):
         form = AuditFilterForm(params)
         valid = form.is_valid()
         query = form.query() if valid else {}
-        before = params.get("before", "")
-        after = "" if before else params.get("after", "")
-        if not all(is_public_id(cursor, prefix="evt") for cursor in (before, after) if cursor):
-            # Cursors are the page's own links (`evt_…`); anything else was made by hand.
-            raise BadRequest("Malformed page cursor.")
+        before, after = pager.cursors(params, prefix="evt")
         page = (
             selectors.audit_event_page(org=self.org, before=before, after=after, **form.filters())
             if valid
-            else selectors.AuditPage(events=[], older=None, newer=None)
+            else selectors.AuditPage.empty()
         )
         actions = selectors.audit_action_list(org=self.org)
         selected_action = str(params.get("action", ""))
@@ -716,20 +711,13 @@ class AuditLogView(OrgView):
                         event.details, indent=2, ensure_ascii=False, sort_keys=True
                     ),
                 }
-                for event in page.events
+                for event in page.items
             ],
-            older_url=_page_url(base, query, before=page.older) if page.older else "",
-            newer_url=_page_url(base, query, after=page.newer) if page.newer else "",
-            newest_url=_page_url(base, query) if before or after else "",
+            **pager.links(base, query, page, paged=bool(before or after)),
             clear_url=base,
-            export_url=_page_url(base + "export.csv", query),
+            export_url=pager.page_url(base + "export.csv", query),
         )
         return context
-
-
-def _page_url(path: str, query: dict[str, str], **cursor: str | None) -> str:
-    params = {**query, **{k: v for k, v in cursor.items() if v}}
-    return f"{path}?{urlencode(params)}" if params else path
 
 
 CSV_HEADER = [

@@ -117,13 +117,13 @@ def test_keyset_pages_walk_the_whole_log_both_ways_without_loss(org: Organizatio
     assert pages[0].newer is None
     while pages[-1].older:
         pages.append(selectors.audit_event_page(org=org, before=pages[-1].older, limit=5))
-    assert [len(p.events) for p in pages] == [5, 5, 5, 5, 3]
-    assert [e.public_id for p in pages for e in p.events] == expected
+    assert [len(p.items) for p in pages] == [5, 5, 5, 5, 3]
+    assert [e.public_id for p in pages for e in p.items] == expected
     # And back again with the "newer" cursors.
     back = selectors.audit_event_page(org=org, after=pages[-1].newer or "", limit=5)
-    assert [e.public_id for e in back.events] == [e.public_id for e in pages[-2].events]
+    assert [e.public_id for e in back.items] == [e.public_id for e in pages[-2].items]
     first = selectors.audit_event_page(org=org, after=pages[1].newer or "", limit=5)
-    assert [e.public_id for e in first.events] == expected[:5]
+    assert [e.public_id for e in first.items] == expected[:5]
     assert first.newer is None and first.older == expected[4]
 
 
@@ -133,7 +133,7 @@ def test_a_cursor_from_another_org_gives_an_empty_page(
     _fill(org, 3)
     theirs = _event(other_org, created_at=timezone.now() + timedelta(days=1))
     page = selectors.audit_event_page(org=org, before=theirs.public_id)
-    assert page.events == [] and page.older is None and page.newer is None
+    assert page.items == [] and page.older is None and page.newer is None
 
 
 # --- the page ------------------------------------------------------------------------
