@@ -430,3 +430,11 @@ class AnyKeyApiView(ApiView):
 
     key_kind = KEY_KIND_ANY
     resource = ANY_SCOPE
+
+
+def validated(serializer_class: type[Any], data: Any) -> dict[str, Any]:
+    """`data` through `serializer_class` (a strict serializer): its validated data, or
+    the `ValidationError` the exception handler turns into 400 `validation_error`."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

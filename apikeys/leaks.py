@@ -48,8 +48,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from accounts import throttles
-from apikeys.api import _valid
-from apikeys.api_base import MAX_BODY_BYTES, ApiJSONParser, PublicApiView
+from apikeys.api_base import MAX_BODY_BYTES, ApiJSONParser, PublicApiView, validated
 from apikeys.errors import ApiError
 from apikeys.keys import key_digest, parse_key
 from apikeys.models import ApiKey
@@ -269,7 +268,7 @@ class LeakReportApi(_IntakeApi):
         strings were. Throttled per client IP (`LEAK_REPORT_RATE`)."""
         django_request = request._request
         throttle_report(django_request)
-        data = _valid(LeakReportSerializer, request.data)
+        data = validated(LeakReportSerializer, request.data)
         url = data.get("url", "")
         for raw in dict.fromkeys(data["keys"]):
             found = find_key(raw)

@@ -53,6 +53,32 @@ def apikey_list(
     )
 
 
+def apikey_list_for_key(
+    *,
+    org: Organization,
+    viewer_environment: str,
+    environment: str | None = None,
+    status: str | None = None,
+) -> QuerySet[ApiKey]:
+    """`apikey_list` as a key of `viewer_environment` may see it through the API (with
+    the creating key and the predecessor its representation names): a test key sees test
+    keys only (ADR 0043), so asking it for live keys gives none."""
+    shown = Environment.TEST if viewer_environment == Environment.TEST else environment
+    keys = apikey_list(org=org, environment=shown, status=status)
+    if environment not in (None, shown):
+        keys = keys.none()
+    return keys.select_related("created_by_key", "predecessor")
+
+
+def apikey_get_for_key(*, org: Organization, viewer_environment: str, public_id: str) -> ApiKey:
+    """`apikey_get` for a key of `viewer_environment`: a live key is a 404 to a test key,
+    as another org's key is."""
+    key = apikey_get(org=org, public_id=public_id)
+    if viewer_environment == Environment.TEST and key.environment != Environment.TEST:
+        raise Http404("No such API key.")
+    return key
+
+
 KEY_PAGE_SIZE = 50
 
 

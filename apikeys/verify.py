@@ -17,8 +17,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apikeys import serializers as s
-from apikeys.api import _iso, _valid, me_body
-from apikeys.api_base import SystemApiView
+from apikeys.api import _iso, me_body
+from apikeys.api_base import SystemApiView, validated
 from apikeys.authentication import ApiKeyPrincipal
 from apikeys.catalogue import current
 from apikeys.errors import ApiError, spec_for
@@ -41,7 +41,7 @@ class VerifyKeyApi(SystemApiView):
         tags=["keys"],
     )
     def post(self, request: Request) -> Response:
-        data = _valid(s.VerifyRequestSerializer, request.data)
+        data = validated(s.VerifyRequestSerializer, request.data)
         door = _VerifiedKeyDoor(self._needed_scopes(data))
         facts = Facts(
             request=request._request,

@@ -137,6 +137,12 @@ def user_has_two_factor(*, user: User) -> bool:
     )
 
 
+def membership_find(*, org: Organization, public_id: str) -> Membership | None:
+    """One member of the org by public id, carrying `has_two_factor` as list rows do; None
+    when there is no such member in this org."""
+    return membership_list(org=org).filter(public_id=public_id).first()
+
+
 def membership_list(*, org: Organization) -> QuerySet[Membership]:
     """Members of the org with their user and `has_two_factor`, in joining order: one query."""
     return (
@@ -254,6 +260,21 @@ def audit_event_list(
     if target_id:
         events = events.filter(target_id=target_id)
     return events.order_by("-created_at", "-id")
+
+
+def audit_event_list_for_key(
+    *, org: Organization, environment: str, **filters: Any
+) -> QuerySet[AuditEvent]:
+    """The org's audit log as a key of `environment` may read it: a test key knows nothing
+    of live keys, neither their events nor their names."""
+    events = audit_event_list(org=org, **filters)
+    if environment == "test":
+        api_key = apps.get_model("apikeys", "ApiKey")
+        live = api_key.objects.filter(org=org, environment="live").values_list(
+            "public_id", flat=True
+        )
+        events = events.exclude(target_id__in=live).exclude(actor_id__in=live)
+    return events
 
 
 def audit_event_list_recent(*, org: Organization, limit: int = 10) -> list[AuditEvent]:

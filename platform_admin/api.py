@@ -19,16 +19,17 @@ from functools import cached_property
 from typing import Any, TypeVar
 
 from django.core.files.base import ContentFile
+from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikeys.api_base import ApiJSONParser, OrgApiView, SystemApiView
+from apikeys.api_base import ApiJSONParser, OrgApiView, SystemApiView, validated
 from apikeys.errors import ApiError
 from apikeys.models import ApiKey
-from apikeys.serializers import EmptySerializer, StrictSerializer
+from apikeys.serializers import EmptySerializer
 from orgs.models import Organization, OrgStatus
 from platform_admin import selectors, services
 from platform_admin import serializers as s
@@ -56,12 +57,6 @@ def platform_errors() -> Iterator[None]:
     except PlatformError as exc:
         code = PLATFORM_ERROR_CODES.get(exc.code, "validation_error")
         raise ApiError(code, exc.message, reason=exc.code) from None
-
-
-def _valid(serializer_class: type[StrictSerializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 # ---- the org's KYC (org keys) ---------------------------------------------------------------
@@ -125,9 +120,9 @@ class KycApi(OrgApiView):
         `keep_documents` carries documents of a rejected application over."""
         if request.content_type.startswith("multipart/"):
             fields, files = _multipart_fields(request)
-            data = _valid(s.KycSubmitSerializer, fields)
+            data = validated(s.KycSubmitSerializer, fields)
         else:
-            data = _valid(s.KycSubmitSerializer, request.data)
+            data = validated(s.KycSubmitSerializer, request.data)
             files = _decode_documents(data["documents"])
         with platform_errors():
             services.kyc_submit(
@@ -185,7 +180,7 @@ class PlatformOrganizationListApi(PlatformApiView):
         tags=["platform"],
     )
     def get(self, request: Request) -> Response:
-        filters = _valid(s.PlatformOrgFilterSerializer, request.query_params)
+        filters = validated(s.PlatformOrgFilterSerializer, request.query_params)
         queryset = selectors.organization_search(
             query=filters.get("q", ""), status=filters.get("status", "")
         )
@@ -198,7 +193,7 @@ class PlatformOrganizationListApi(PlatformApiView):
         tags=["platform"],
     )
     def post(self, request: Request) -> Response:
-        data = _valid(s.PlatformOrgCreateSerializer, request.data)
+        data = validated(s.PlatformOrgCreateSerializer, request.data)
         org = self.act(
             services.platform_org_create,
             name=data["name"],
@@ -237,7 +232,7 @@ class PlatformOrganizationDetailApi(PlatformApiView):
         `org_suspended`); `active` lifts it. Each change is an audit event on the org's
         log naming the system key."""
         org = _org_or_404(org_id)
-        data = _valid(s.PlatformOrgUpdateSerializer, request.data)
+        data = validated(s.PlatformOrgUpdateSerializer, request.data)
         if "plan" in data:
             self.act(services.org_set_plan, org=org, plan=data["plan"])
         if "custom_limits" in data:
@@ -257,10 +252,10 @@ class PlatformOrganizationDetailApi(PlatformApiView):
 
 
 def _application_or_404(kyc_id: str) -> KycApplication:
-    application = selectors.kyc_application_all().filter(public_id=kyc_id).first()
-    if application is None:
-        raise ApiError("not_found", "No such KYC application.")
-    return application
+    try:
+        return selectors.kyc_application_get(public_id=kyc_id)
+    except Http404:
+        raise ApiError("not_found", "No such KYC application.") from None
 
 
 class PlatformKycListApi(PlatformApiView):
@@ -275,10 +270,10 @@ class PlatformKycListApi(PlatformApiView):
         tags=["platform"],
     )
     def get(self, request: Request) -> Response:
-        filters = _valid(s.PlatformKycFilterSerializer, request.query_params)
-        queryset = selectors.kyc_application_all(status=filters.get("status"))
-        if filters.get("organization"):
-            queryset = queryset.filter(org__public_id=filters["organization"])
+        filters = validated(s.PlatformKycFilterSerializer, request.query_params)
+        queryset = selectors.kyc_application_all(
+            status=filters.get("status"), organization=filters.get("organization")
+        )
         return self.paginate(
             queryset, s.PlatformKycApplicationSerializer, ordering=("submitted_at", "id")
         )
@@ -309,7 +304,7 @@ class PlatformKycApproveApi(PlatformApiView):
         """The org's KYC becomes `approved` (live keys open up) and its owners and admins
         are emailed. 409 `conflict` unless the application is pending."""
         application = _application_or_404(kyc_id)
-        _valid(EmptySerializer, request.data)
+        validated(EmptySerializer, request.data)
         self.act(services.kyc_approve, application=application)
         return Response(s.PlatformKycApplicationSerializer(_application_or_404(kyc_id)).data)
 
@@ -327,6 +322,6 @@ class PlatformKycRejectApi(PlatformApiView):
         """`reason` is required: it is shown to the org and emailed to its owners and
         admins. 409 `conflict` unless the application is pending."""
         application = _application_or_404(kyc_id)
-        data = _valid(s.KycRejectSerializer, request.data)
+        data = validated(s.KycRejectSerializer, request.data)
         self.act(services.kyc_reject, application=application, reason=data["reason"])
         return Response(s.PlatformKycApplicationSerializer(_application_or_404(kyc_id)).data)

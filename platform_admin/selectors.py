@@ -82,11 +82,16 @@ def kyc_recently_reviewed(*, limit: int = 20) -> QuerySet[KycApplication]:
     )
 
 
-def kyc_application_all(*, status: str | None = None) -> QuerySet[KycApplication]:
-    """Every application (optionally of one status), pending first, then oldest first."""
+def kyc_application_all(
+    *, status: str | None = None, organization: str | None = None
+) -> QuerySet[KycApplication]:
+    """Every application (optionally of one status, of one org by public id), oldest
+    first."""
     queryset = _with_documents(KycApplication.objects.all())
     if status:
         queryset = queryset.filter(status=status)
+    if organization:
+        queryset = queryset.filter(org__public_id=organization)
     return queryset.order_by("submitted_at", "id")
 
 

@@ -10,11 +10,17 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from apikeys.api_base import OrgApiView
-from apikeys.serializers import EmptySerializer, StrictSerializer
+from apikeys.api_base import OrgApiView, validated
+from apikeys.serializers import EmptySerializer
 from webhooks import serializers as s
-from webhooks.models import WebhookDelivery, WebhookEndpoint
-from webhooks.selectors import delivery_get, delivery_list, endpoint_get, endpoint_list
+from webhooks.models import WebhookEndpoint
+from webhooks.selectors import (
+    delivery_by_pk,
+    delivery_get,
+    delivery_list,
+    endpoint_get,
+    endpoint_list,
+)
 from webhooks.services import (
     delivery_resend,
     endpoint_create,
@@ -26,12 +32,6 @@ from webhooks.services import (
 )
 
 TAGS = ["webhooks"]
-
-
-def _valid(serializer_class: type[StrictSerializer], data: Any) -> dict[str, Any]:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
 
 
 class WebhookBase(OrgApiView):
@@ -71,7 +71,7 @@ class WebhookEndpointListApi(WebhookBase):
     def post(self, request: Request) -> Response:
         """Returns the signing secret once, in this response. The URL must be http or
         https and resolve to public addresses."""
-        data = _valid(s.WebhookEndpointCreateSerializer, request.data)
+        data = validated(s.WebhookEndpointCreateSerializer, request.data)
         endpoint, secret = endpoint_create(
             org=self.org,
             url=data["url"],
@@ -100,7 +100,7 @@ class WebhookEndpointDetailApi(WebhookBase):
     )
     def patch(self, request: Request, endpoint_id: str) -> Response:
         endpoint = self.endpoint(endpoint_id)
-        data = _valid(s.WebhookEndpointUpdateSerializer, request.data)
+        data = validated(s.WebhookEndpointUpdateSerializer, request.data)
         endpoint_update(
             endpoint=endpoint,
             url=data.get("url"),
@@ -127,7 +127,7 @@ class WebhookEndpointEnableApi(WebhookBase):
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = self.endpoint(endpoint_id)
-        _valid(EmptySerializer, request.data)
+        validated(EmptySerializer, request.data)
         endpoint_enable(endpoint=endpoint, **self.actor(request))
         return self.shown(endpoint)
 
@@ -143,7 +143,7 @@ class WebhookEndpointDisableApi(WebhookBase):
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = self.endpoint(endpoint_id)
-        _valid(EmptySerializer, request.data)
+        validated(EmptySerializer, request.data)
         endpoint_disable(endpoint=endpoint, **self.actor(request))
         return self.shown(endpoint)
 
@@ -159,7 +159,7 @@ class WebhookEndpointTestApi(WebhookBase):
     )
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = self.endpoint(endpoint_id)
-        _valid(EmptySerializer, request.data)
+        validated(EmptySerializer, request.data)
         delivery = endpoint_send_test(endpoint=endpoint, **self.actor(request))
         return _delivery_response(delivery.pk)
 
@@ -188,12 +188,12 @@ class WebhookDeliveryResendApi(WebhookBase):
     )
     def post(self, request: Request, endpoint_id: str, delivery_id: str) -> Response:
         delivery = delivery_get(endpoint=self.endpoint(endpoint_id), public_id=delivery_id)
-        _valid(EmptySerializer, request.data)
+        validated(EmptySerializer, request.data)
         delivery_resend(delivery=delivery, **self.actor(request))
         return _delivery_response(delivery.pk)
 
 
 def _delivery_response(pk: int) -> Response:
     # Read again: with eager tasks the attempt may already be made and logged.
-    delivery = WebhookDelivery.objects.select_related("endpoint").prefetch_related("log").get(pk=pk)
+    delivery = delivery_by_pk(pk=pk)
     return Response(s.WebhookDeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)

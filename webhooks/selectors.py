@@ -39,3 +39,9 @@ def delivery_get(*, endpoint: WebhookEndpoint, public_id: str) -> WebhookDeliver
 
 def attempt_list(*, delivery: WebhookDelivery) -> QuerySet[WebhookAttempt]:
     return WebhookAttempt.objects.filter(delivery=delivery)
+
+
+def delivery_by_pk(*, pk: int) -> WebhookDelivery:
+    """A delivery read afresh with its endpoint and attempt log (after a send or resend:
+    with eager tasks the attempt may already be made)."""
+    return WebhookDelivery.objects.select_related("endpoint").prefetch_related("log").get(pk=pk)
