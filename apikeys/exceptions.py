@@ -28,8 +28,8 @@ from rest_framework.views import set_rollback
 from apikeys.errors import AUTHENTICATION_CODES, ERRORS, ApiError, error_body, www_authenticate
 from apikeys.redisconn import ErrorLog
 from apikeys.scopes import ScopeError
-from apikeys.services import ApiKeyError, ScopeNotAllowed
-from orgs.services import OrgError
+from apikeys.services import ScopeNotAllowed
+from config.errors import ServiceError
 
 logger = logging.getLogger("apikeys.api")
 
@@ -76,9 +76,12 @@ API_PATH_PREFIX = "/api/"
 
 # Machine-readable reasons of the org services, mapped to the table's codes. The
 # original reason travels in the body as `reason` so a client can tell them apart.
-ORG_ERROR_CODES: Mapping[str, str] = {
+# The reasons of refused service calls (`config.errors.ServiceError.code`) that are not
+# API error codes themselves, and the API error code each is sent as (with the reason in
+# the body's `reason`). Any other reason is a `validation_error`.
+SERVICE_ERROR_CODES: Mapping[str, str] = {
     "forbidden": "permission_denied",
-    "not_found": "not_found",
+    "staff": "permission_denied",
     "already_member": "conflict",
     "already_invited": "conflict",
     "last_owner": "conflict",
@@ -86,6 +89,9 @@ ORG_ERROR_CODES: Mapping[str, str] = {
     "invitation_closed": "conflict",
     "disabled": "conflict",
     "too_many_endpoints": "conflict",
+    "kyc_pending": "conflict",
+    "kyc_approved": "conflict",
+    "kyc_not_pending": "conflict",
 }
 
 
@@ -123,6 +129,20 @@ def _validation_payload(detail: Any) -> tuple[str, dict[str, Any]]:
     return message, extra
 
 
+def service_error(exc: ServiceError) -> tuple[str, str, dict[str, Any]]:
+    """(API error code, message, body fields) of a refused service call: the one mapping
+    of every app's `ServiceError` to the API's error shape."""
+    param = {"grace": "grace_period"}.get(exc.param, exc.param) or None
+    if not exc.code_is_reason:
+        code = exc.code if exc.code in ERRORS else "validation_error"
+        return code, exc.message, {"param": param, **exc.extra}
+    code = exc.code if exc.code in ERRORS else SERVICE_ERROR_CODES.get(exc.code, "validation_error")
+    fields: dict[str, Any] = {"reason": exc.code, **exc.extra}
+    if param:
+        fields["param"] = param
+    return code, exc.message, fields
+
+
 def _classify(exc: BaseException) -> tuple[str, str | None, dict[str, Any], dict[str, str]]:
     """(code, message, extra body fields, extra headers) for a known exception.
 
@@ -149,13 +169,8 @@ def _classify(exc: BaseException) -> tuple[str, str | None, dict[str, Any], dict
             {"required_scope": exc.required_scope, "param": exc.param or None},
             {},
         )
-    if isinstance(exc, ApiKeyError):
-        code = exc.code if exc.code in ERRORS else "validation_error"
-        param = {"grace": "grace_period"}.get(exc.param, exc.param) or None
-        return code, exc.message, {"param": param, **exc.extra}, {}
-    if isinstance(exc, OrgError):
-        code = ORG_ERROR_CODES.get(exc.code, "validation_error")
-        return code, exc.message, {"reason": exc.code}, {}
+    if isinstance(exc, ServiceError):
+        return (*service_error(exc), {})
     if isinstance(exc, ScopeError):
         return "validation_error", exc.message, {"param": "scopes"}, {}
     if isinstance(exc, drf.ParseError):

@@ -26,6 +26,7 @@ from apikeys.keys import display_form, generate_secret, key_digest
 from apikeys.models import ApiKey, Environment, IpMode, KeyStatus
 from apikeys.networks import NetworkError, clean_allowed_ips, networks_of, within
 from apikeys.scopes import ScopeError, missing_scopes, normalize_scopes
+from config.errors import ServiceError
 from orgs.models import KycStatus, LeakResponse, Organization, OrgStatus
 from orgs.services import audit_record
 from webhooks.events import emit
@@ -37,26 +38,12 @@ MAX_GRACE = timedelta(days=7)
 NAME_MAX_LENGTH = 100
 
 
-class ApiKeyError(Exception):
-    """A refused key operation. `code` is the API error code; `param` the field at fault."""
+class ApiKeyError(ServiceError):
+    """A refused key operation. `code` is the API error code itself; `param` the field at
+    fault."""
 
     code = "validation_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        param: str = "",
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.param = param
-        # More fields of the error body (e.g. the successor of an already rotated key).
-        self.extra = dict(extra or {})
+    code_is_reason = False
 
 
 class InvalidKeyInput(ApiKeyError):

@@ -15,7 +15,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from accounts.services import AccountError, sign_in_link_create
+from accounts.services import sign_in_link_create
 from apikeys import serializers as s
 from apikeys.api_base import OrgApiView, validated
 from apikeys.errors import ApiError
@@ -139,20 +139,15 @@ class SignInLinkApi(OrgApiView):
         """The link signs the member in through the usual confirmation page (their second
         factor still applies), once, before `expires_at`. Never for platform staff."""
         data = validated(s.SignInLinkCreateSerializer, request.data)
-        try:
-            link = sign_in_link_create(
-                org=self.org,
-                email=data["email"],
-                ttl_minutes=data.get("ttl_minutes"),
-                next_url=data.get("next", ""),
-                api_key=self.api_key,
-                request=request._request,
-                external_actor_id=self.external_actor_id,
-            )
-        except AccountError as exc:
-            if exc.code == "staff":
-                raise ApiError("permission_denied", exc.message) from None
-            raise ApiError("validation_error", exc.message, param="email") from None
+        link = sign_in_link_create(
+            org=self.org,
+            email=data["email"],
+            ttl_minutes=data.get("ttl_minutes"),
+            next_url=data.get("next", ""),
+            api_key=self.api_key,
+            request=request._request,
+            external_actor_id=self.external_actor_id,
+        )
         return Response(s.SignInLinkSerializer(link).data, status=status.HTTP_201_CREATED)
 
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from accounts.emails import queue_email
 from accounts.models import User, normalize_email
+from config.errors import ServiceError
 from config.net import client_ip, user_agent
 from orgs import roles
 from orgs.models import (
@@ -119,22 +120,6 @@ INVITATION_EMAIL_TEMPLATE = "orgs/email/invitation"
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,48}[a-z0-9])?$")
 SLUG_MIN_LENGTH = 2
 NAME_MAX_LENGTH = 120
-
-
-class ServiceError(Exception):
-    """A refused operation of a service. `str(error)` is a message fit to show the user;
-    `code` is a stable machine-readable reason."""
-
-    code = "invalid"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-
-    @property
-    def message(self) -> str:
-        return str(self)
 
 
 class OrgError(ServiceError):

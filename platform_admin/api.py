@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -34,31 +33,10 @@ from orgs.models import Organization, OrgStatus
 from platform_admin import selectors, services
 from platform_admin import serializers as s
 from platform_admin.models import KycApplication
-from platform_admin.services import PlatformError
 
 T = TypeVar("T")
 
 # PlatformError codes, mapped to the API's error table; the original travels as `reason`.
-PLATFORM_ERROR_CODES = {
-    "forbidden": "permission_denied",
-    "not_found": "not_found",
-    "kyc_pending": "conflict",
-    "kyc_approved": "conflict",
-    "kyc_not_pending": "conflict",
-    "last_owner": "conflict",
-}
-
-
-@contextmanager
-def platform_errors() -> Iterator[None]:
-    """Turn a refused platform operation into the API's error shape."""
-    try:
-        yield
-    except PlatformError as exc:
-        code = PLATFORM_ERROR_CODES.get(exc.code, "validation_error")
-        raise ApiError(code, exc.message, reason=exc.code) from None
-
-
 # ---- the org's KYC (org keys) ---------------------------------------------------------------
 
 
@@ -124,20 +102,19 @@ class KycApi(OrgApiView):
         else:
             data = validated(s.KycSubmitSerializer, request.data)
             files = _decode_documents(data["documents"])
-        with platform_errors():
-            services.kyc_submit(
-                org=self.org,
-                legal_name=data["legal_name"],
-                registration_number=data["registration_number"],
-                country=data["country"],
-                address=data["address"],
-                director_name=data["director_name"],
-                documents=files,
-                keep_documents=data["keep_documents"],
-                api_key=self.api_key,
-                request=request._request,
-                external_actor_id=self.external_actor_id,
-            )
+        services.kyc_submit(
+            org=self.org,
+            legal_name=data["legal_name"],
+            registration_number=data["registration_number"],
+            country=data["country"],
+            address=data["address"],
+            director_name=data["director_name"],
+            documents=files,
+            keep_documents=data["keep_documents"],
+            api_key=self.api_key,
+            request=request._request,
+            external_actor_id=self.external_actor_id,
+        )
         self.org.refresh_from_db()
         return Response(self.body(), status=status.HTTP_201_CREATED)
 
@@ -152,13 +129,12 @@ class PlatformApiView(SystemApiView):
         return selectors.system_key_by_pk(pk=self.principal.key_id)
 
     def act(self, call: Callable[..., T], **kwargs: Any) -> T:
-        with platform_errors():
-            return call(
-                api_key=self.system_key,
-                request=self.request._request,
-                external_actor_id=self.external_actor_id,
-                **kwargs,
-            )
+        return call(
+            api_key=self.system_key,
+            request=self.request._request,
+            external_actor_id=self.external_actor_id,
+            **kwargs,
+        )
 
 
 def _org_or_404(org_id: str) -> Organization:

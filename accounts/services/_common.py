@@ -12,16 +12,15 @@ from django.utils import timezone
 from accounts.emails import queue_email
 from accounts.models import User, UserSession
 from accounts.session_store import session_key_digest, sessions_delete
+from config.errors import ServiceError
 from config.net import client_ip
 
 
-class AccountError(Exception):
+class AccountError(ServiceError):
     """A refused account operation; `code` is stable, `message` is safe to show."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    def __init__(self, code: str, message: str, *, param: str = "") -> None:
+        super().__init__(message, code=code, param=param)
 
 
 def security_notice(*, user: User, event: str, request: HttpRequest | None = None) -> None:

@@ -147,9 +147,13 @@ def sign_in_link_create(
     email = normalize_email(email)
     user = User.objects.filter(email=email, is_active=True).first()
     if user is None or not Membership.objects.filter(org=org, user=user).exists():
-        raise AccountError("not_a_member", "No member of this organisation has that email.")
+        raise AccountError(
+            "not_a_member", "No member of this organisation has that email.", param="email"
+        )
     if user.is_platform_staff:
-        raise AccountError("staff", "Sign-in links are never made for platform staff.")
+        raise AccountError(
+            "staff", "Sign-in links are never made for platform staff.", param="email"
+        )
     now = timezone.now()
     lifetime = magic_link_lifetime()
     if ttl_minutes is not None:
