@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import tempfile
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.core import mail
-from django.test import Client
 
 from accounts.models import User
 from apikeys import idempotency
@@ -19,6 +17,7 @@ from apikeys.services import apikey_create, apikey_revoke
 from orgs.models import AuditEvent, KycStatus, Organization, OrgStatus
 from platform_admin import services
 from platform_admin.models import KycApplication
+from tests.apikeys.api.conftest import ApiClient
 from tests.platform_admin.conftest import pdf_bytes, png_bytes, submit, upload
 
 KYC_BODY = {
@@ -30,57 +29,26 @@ KYC_BODY = {
 }
 
 
-class Api:
-    def __init__(self, secret: str) -> None:
-        self.client = Client()
-        self.headers = {"Authorization": f"Bearer {secret}"}
-
-    def get(self, path: str, **query: str) -> Any:
-        return self.client.get(f"/api/v1/{path}", query, headers=self.headers)
-
-    def send(self, method: str, path: str, body: Any = None, **headers: str) -> Any:
-        return self.client.generic(
-            method,
-            f"/api/v1/{path}",
-            json.dumps(body if body is not None else {}),
-            content_type="application/json",
-            headers={**self.headers, "Idempotency-Key": str(uuid.uuid4()), **headers},
-        )
-
-    def post(self, path: str, body: Any = None, **headers: str) -> Any:
-        return self.send("POST", path, body, **headers)
-
-    def patch(self, path: str, body: Any = None) -> Any:
-        return self.send("PATCH", path, body)
-
-    def multipart(self, path: str, data: dict[str, Any]) -> Any:
-        return self.client.post(
-            f"/api/v1/{path}",
-            data,
-            headers={**self.headers, "Idempotency-Key": str(uuid.uuid4())},
-        )
-
-
 def b64(content: bytes) -> str:
     return base64.b64encode(content).decode()
 
 
 @pytest.fixture
-def org_api(org: Organization) -> Callable[..., Api]:
-    def make(*scopes: str) -> Api:
+def org_api(org: Organization) -> Callable[..., ApiClient]:
+    def make(*scopes: str) -> ApiClient:
         _, secret = apikey_create(org=org, name="integration", environment="test", scopes=scopes)
-        return Api(secret)
+        return ApiClient(secret)
 
     return make
 
 
 @pytest.fixture
-def system_api(platform_owner: User) -> Callable[..., Api]:
-    def make(*scopes: str) -> Api:
+def system_api(platform_owner: User) -> Callable[..., ApiClient]:
+    def make(*scopes: str) -> ApiClient:
         _, secret = services.system_key_create(
             name="back office", scopes=list(scopes), created_by=platform_owner
         )
-        return Api(secret)
+        return ApiClient(secret)
 
     return make
 
@@ -93,7 +61,7 @@ def error_code(response: Any) -> str:
 
 
 def test_get_kyc_before_and_after_a_submission(
-    org_api: Callable[..., Api], org: Organization, admin_user: User
+    org_api: Callable[..., ApiClient], org: Organization, admin_user: User
 ) -> None:
     api = org_api("kyc:read")
     response = api.get("kyc")
@@ -114,7 +82,7 @@ def test_get_kyc_before_and_after_a_submission(
 
 
 def test_post_kyc_with_json_and_base64_documents(
-    org_api: Callable[..., Api], org: Organization
+    org_api: Callable[..., ApiClient], org: Organization
 ) -> None:
     api = org_api("kyc:write")
     response = api.post(
@@ -144,7 +112,7 @@ def test_post_kyc_with_json_and_base64_documents(
     assert again.json()["error"]["reason"] == "kyc_pending"
 
 
-def test_post_kyc_with_multipart(org_api: Callable[..., Api], org: Organization) -> None:
+def test_post_kyc_with_multipart(org_api: Callable[..., ApiClient], org: Organization) -> None:
     api = org_api("kyc:write")
     response = api.multipart(
         "kyc", {**KYC_BODY, "documents": [upload("scan.jpg", b"\xff\xd8\xff\xe0" + b"0" * 50)]}
@@ -155,7 +123,7 @@ def test_post_kyc_with_multipart(org_api: Callable[..., Api], org: Organization)
 
 
 def test_post_kyc_with_multipart_documents_of_the_documented_size_is_idempotent(
-    org_api: Callable[..., Api], org: Organization, monkeypatch: pytest.MonkeyPatch
+    org_api: Callable[..., ApiClient], org: Organization, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Several MB of documents (10 MB each are allowed): the idempotency fingerprint is
     taken as a stream, and the same upload under the same key is replayed. The body's
@@ -190,7 +158,7 @@ def test_post_kyc_with_multipart_documents_of_the_documented_size_is_idempotent(
 
 @pytest.mark.parametrize("status", [KycStatus.APPROVED, KycStatus.PENDING])
 def test_post_kyc_is_409_for_an_org_approved_or_pending_without_an_application(
-    status: str, org_api: Callable[..., Api], org: Organization
+    status: str, org_api: Callable[..., ApiClient], org: Organization
 ) -> None:
     Organization.objects.filter(pk=org.pk).update(kyc_status=status)
     api = org_api("kyc:write")
@@ -205,7 +173,7 @@ def test_post_kyc_is_409_for_an_org_approved_or_pending_without_an_application(
 
 
 def test_me_shows_the_kyc_status_at_once_after_a_submission(
-    org_api: Callable[..., Api], org: Organization
+    org_api: Callable[..., ApiClient], org: Organization
 ) -> None:
     api = org_api("kyc:write")
     for _ in range(3):  # warm the key's cached view of the org
@@ -219,7 +187,7 @@ def test_me_shows_the_kyc_status_at_once_after_a_submission(
 
 
 def test_post_kyc_refuses_a_text_file_named_pdf_and_bad_fields(
-    org_api: Callable[..., Api], org: Organization
+    org_api: Callable[..., ApiClient], org: Organization
 ) -> None:
     api = org_api("kyc:write")
     fake = [{"filename": "passport.pdf", "content_base64": b64(b"hello, not a pdf")}]
@@ -249,7 +217,7 @@ def test_post_kyc_refuses_a_text_file_named_pdf_and_bad_fields(
     assert not KycApplication.objects.exists()
 
 
-def test_kyc_scopes_are_enforced(org_api: Callable[..., Api], org: Organization) -> None:
+def test_kyc_scopes_are_enforced(org_api: Callable[..., ApiClient], org: Organization) -> None:
     reader = org_api("kyc:read")
     response = reader.post("kyc", KYC_BODY)
     assert response.status_code == 403
@@ -259,7 +227,7 @@ def test_kyc_scopes_are_enforced(org_api: Callable[..., Api], org: Organization)
 
 
 def test_kyc_is_the_keys_own_org_only(
-    org_api: Callable[..., Api], org: Organization, other_org: Organization
+    org_api: Callable[..., ApiClient], org: Organization, other_org: Organization
 ) -> None:
     submit(other_org, None, legal_name="Globex Inc")
     body = org_api("kyc:read").get("kyc").json()
@@ -267,7 +235,7 @@ def test_kyc_is_the_keys_own_org_only(
 
 
 def test_system_keys_are_refused_on_the_org_kyc_endpoint(
-    system_api: Callable[..., Api], org: Organization
+    system_api: Callable[..., ApiClient], org: Organization
 ) -> None:
     api = system_api("platform_kyc:write", "platform_organizations:write")
     response = api.get("kyc")
@@ -277,7 +245,7 @@ def test_system_keys_are_refused_on_the_org_kyc_endpoint(
 
 
 def test_a_suspended_orgs_keys_are_refused(
-    org_api: Callable[..., Api], org: Organization, staff_user: User
+    org_api: Callable[..., ApiClient], org: Organization, staff_user: User
 ) -> None:
     api = org_api("kyc:read")
     assert api.get("kyc").status_code == 200
@@ -296,7 +264,9 @@ PLATFORM_READS = ["platform/organizations", "platform/kyc-applications"]
 
 
 @pytest.mark.parametrize("path", PLATFORM_READS)
-def test_org_keys_are_refused_on_platform_endpoints(org_api: Callable[..., Api], path: str) -> None:
+def test_org_keys_are_refused_on_platform_endpoints(
+    org_api: Callable[..., ApiClient], path: str
+) -> None:
     from apikeys.scopes import all_scopes
 
     response = org_api(*all_scopes()).get(path)
@@ -304,7 +274,7 @@ def test_org_keys_are_refused_on_platform_endpoints(org_api: Callable[..., Api],
     assert error_code(response) == "insufficient_scope"
 
 
-def test_platform_scopes_are_enforced(system_api: Callable[..., Api]) -> None:
+def test_platform_scopes_are_enforced(system_api: Callable[..., ApiClient]) -> None:
     kyc_only = system_api("platform_kyc:read")
     assert kyc_only.get("platform/kyc-applications").status_code == 200
     response = kyc_only.get("platform/organizations")
@@ -320,19 +290,19 @@ def test_a_revoked_system_key_is_refused(platform_owner: User) -> None:
         name="old", scopes=["platform_kyc:read"], created_by=platform_owner
     )
     apikey_revoke(key=key, actor_user=platform_owner)
-    response = Api(secret).get("platform/kyc-applications")
+    response = ApiClient(secret).get("platform/kyc-applications")
     assert response.status_code == 401
     assert error_code(response) == "api_key_revoked"
 
 
 def test_list_and_get_organisations(
-    system_api: Callable[..., Api], org: Organization, other_org: Organization, owner: User
+    system_api: Callable[..., ApiClient], org: Organization, other_org: Organization, owner: User
 ) -> None:
     api = system_api("platform_organizations:read")
     body = api.get("platform/organizations").json()
     assert {o["id"] for o in body["results"]} == {org.public_id, other_org.public_id}
     assert set(body) == {"next", "previous", "results"}
-    found = api.get("platform/organizations", q="glob").json()["results"]
+    found = api.get("platform/organizations", query={"q": "glob"}).json()["results"]
     assert [o["slug"] for o in found] == ["globex"]
     detail = api.get(f"platform/organizations/{org.public_id}").json()
     assert detail["slug"] == "acme" and detail["member_count"] == 1
@@ -340,7 +310,7 @@ def test_list_and_get_organisations(
     assert api.get("platform/organizations/org_doesnotexist").status_code == 404
 
 
-def test_create_an_organisation(system_api: Callable[..., Api], db: None) -> None:
+def test_create_an_organisation(system_api: Callable[..., ApiClient], db: None) -> None:
     api = system_api("platform_organizations:write")
     response = api.post(
         "platform/organizations",
@@ -366,7 +336,7 @@ def test_create_an_organisation(system_api: Callable[..., Api], db: None) -> Non
 
 
 def test_patch_plan_limits_and_suspension(
-    system_api: Callable[..., Api], org: Organization, org_api: Callable[..., Api]
+    system_api: Callable[..., ApiClient], org: Organization, org_api: Callable[..., ApiClient]
 ) -> None:
     api = system_api("platform_organizations:write")
     org_key = org_api("kyc:read")
@@ -399,7 +369,7 @@ def test_patch_plan_limits_and_suspension(
 
 
 def test_list_approve_and_reject_kyc_applications(
-    system_api: Callable[..., Api],
+    system_api: Callable[..., ApiClient],
     org: Organization,
     other_org: Organization,
     owner: User,
@@ -408,7 +378,7 @@ def test_list_approve_and_reject_kyc_applications(
     api = system_api("platform_kyc:write")
     first = submit(org, owner)
     second = submit(other_org, None, legal_name="Globex Inc")
-    listing = api.get("platform/kyc-applications", status="pending").json()["results"]
+    listing = api.get("platform/kyc-applications", query={"status": "pending"}).json()["results"]
     assert [a["id"] for a in listing] == [first.public_id, second.public_id]
     assert listing[0]["organization"]["id"] == org.public_id
     assert listing[0]["documents"][0]["filename"] == "incorporation.pdf"

@@ -10,7 +10,6 @@ once on Redis.
 
 from __future__ import annotations
 
-import json as _json
 import os
 import shutil
 import signal
@@ -25,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import Client, override_settings
+from django.test import override_settings
 from redis.connection import AbstractConnection
 
 from apikeys import usage
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
 from orgs.models import Organization
+from tests.apikeys.api.conftest import ApiClient
 from tests.programs import REDIS, require
 
 
@@ -245,49 +245,20 @@ def child_env(**extra: str) -> dict[str, str]:
 # --- in-process API calls ------------------------------------------------------------------
 
 
-class Api:
-    """Django's test client speaking JSON with one API key."""
-
-    def __init__(self, secret: str) -> None:
-        self.client = Client()
-        self.secret = secret
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        idempotency_key: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Any:
-        all_headers = {"Authorization": f"Bearer {self.secret}", **(headers or {})}
-        if idempotency_key is not None:
-            all_headers["Idempotency-Key"] = idempotency_key
-        if not path.startswith("/"):
-            path = "/api/v1/" + path
-        data = "" if body is None else _json.dumps(body)
-        return self.client.generic(
-            method.upper(), path, data, content_type="application/json", headers=all_headers
-        )
-
-    def get(self, path: str, **kwargs: Any) -> Any:
-        return self.call("GET", path, **kwargs)
-
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
-        return self.call("POST", path, body, **kwargs)
-
-
 ALL_SCOPES = ["api_keys:write", "usage:read", "organization:write", "members:write"]
 
 
 def new_key(
     org: Organization, scopes: list[str] | None = None, name: str = "Integration"
-) -> tuple[ApiKey, Api]:
+) -> tuple[ApiKey, ApiClient]:
+    """A key and the API client that sends it, adding no Idempotency-Key of its own (the
+    guard tests name theirs)."""
     key, secret = apikey_create(
         org=org, name=name, environment="test", scopes=ALL_SCOPES if scopes is None else scopes
     )
-    return key, Api(secret)
+    client = ApiClient(secret)
+    client.auto_idempotency = False
+    return key, client
 
 
 def set_limits(

@@ -14,7 +14,8 @@ from apikeys import idempotency
 from apikeys.models import ApiKey, IdempotencyRecord
 from apikeys.tasks import purge_idempotency_records
 from orgs.models import Organization
-from tests.apikeys.guards.conftest import Api, new_key
+from tests.apikeys.api.conftest import ApiClient
+from tests.apikeys.guards.conftest import new_key
 
 BODY = {"name": "Created by the API", "environment": "test", "scopes": ["usage:read"]}
 
@@ -150,7 +151,7 @@ def test_a_request_refused_for_scope_stores_nothing(backend: str, org: Organizat
 def test_a_request_refused_by_authentication_stores_nothing(
     backend: str, org: Organization
 ) -> None:
-    stranger = Api("lk_test_" + "0" * 38)
+    stranger = ApiClient("lk_test_" + "0" * 38)
     assert stranger.post("api-keys", BODY, idempotency_key="k").status_code == 401
     assert not IdempotencyRecord.objects.exists()
 

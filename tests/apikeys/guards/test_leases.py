@@ -22,7 +22,8 @@ from apikeys.keys import key_digest
 from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.services import apikey_revoke
 from orgs.models import Organization
-from tests.apikeys.guards.conftest import Api, CommandLog, RedisServer, new_key, set_limits
+from tests.apikeys.api.conftest import ApiClient
+from tests.apikeys.guards.conftest import CommandLog, RedisServer, new_key, set_limits
 
 HIGH = 10**9
 LEASE_MS = 1000
@@ -64,7 +65,7 @@ def remaining(response: Any) -> int:
     return int(response["X-RateLimit-Remaining"])
 
 
-def lease_up(api: Api) -> list[int]:
+def lease_up(api: ApiClient) -> list[int]:
     """Cold (key part), org part, then the first warm request, which is granted a lease."""
     seen = []
     for _ in range(3):
