@@ -158,6 +158,17 @@ class InvitationBase(OrgApiView):
         """One of the org's invitations; another org's is a 404 like an absent one."""
         return invitation_get(org=self.org, public_id=invitation_id)
 
+    def act(self, service: Any, invitation_id: str) -> Response:
+        """Run an invitation service as the presenting key (with an admin's powers)."""
+        invitation = service(
+            invitation=self.invitation(invitation_id),
+            actor_membership=None,
+            request=self.request._request,
+            actor_api_key=self.api_key,
+            external_actor_id=self.external_actor_id,
+        )
+        return Response(s.InvitationSerializer(invitation).data)
+
 
 class InvitationDetailApi(InvitationBase):
     """One invitation."""
@@ -173,14 +184,7 @@ class InvitationResendApi(InvitationBase):
 
     @extend_schema(request=None, responses=s.InvitationSerializer, summary="Resend an invitation")
     def post(self, request: Request, invitation_id: str) -> Response:
-        invitation = invitation_resend(
-            invitation=self.invitation(invitation_id),
-            actor_membership=None,
-            request=request._request,
-            actor_api_key=self.api_key,
-            external_actor_id=self.external_actor_id,
-        )
-        return Response(s.InvitationSerializer(invitation).data)
+        return self.act(invitation_resend, invitation_id)
 
 
 class InvitationCancelApi(InvitationBase):
@@ -188,14 +192,7 @@ class InvitationCancelApi(InvitationBase):
 
     @extend_schema(request=None, responses=s.InvitationSerializer, summary="Cancel an invitation")
     def post(self, request: Request, invitation_id: str) -> Response:
-        invitation = invitation_cancel(
-            invitation=self.invitation(invitation_id),
-            actor_membership=None,
-            request=request._request,
-            actor_api_key=self.api_key,
-            external_actor_id=self.external_actor_id,
-        )
-        return Response(s.InvitationSerializer(invitation).data)
+        return self.act(invitation_cancel, invitation_id)
 
 
 class MemberDetailApi(OrgApiView):
