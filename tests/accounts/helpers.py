@@ -11,6 +11,7 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
+from tests.clock import FrozenClock
 
 TOTP_SECRET = re.compile(r'id="totp-secret"[^>]*>(.*?)</code>', re.S)
 LINK = re.compile(r"https?://[^\s\"'<>]+/login/magic/([A-Za-z0-9_-]+)/")
@@ -39,17 +40,8 @@ def confirmed_totp(user: User) -> TOTPDevice:
     return TOTPDevice.objects.create(user=user, name="Authenticator app", confirmed=True)
 
 
-class FrozenClock:
-    """Stands in for the `time` module django-otp's TOTP device reads the clock from."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-
 def freeze_totp_clock(monkeypatch: Any, now: float) -> FrozenClock:
+    """The clock django-otp's TOTP device reads (its `time` module), frozen at `now`."""
     clock = FrozenClock(now)
     monkeypatch.setattr("django_otp.plugins.otp_totp.models.time", clock)
     return clock

@@ -140,7 +140,7 @@ def test_invalid_create_input_rerenders_the_form(
 
 def test_expiry_presets_and_custom_date(admin_client_: Client, org: Organization) -> None:
     with frozen_clock() as clock:
-        t0 = clock.now
+        t0 = clock.datetime()
         day = (t0 + timedelta(days=45)).date()
         assert admin_client_.post(url(org, "new/"), create_payload(expiry="30")).status_code == 200
         response = admin_client_.post(
@@ -203,7 +203,7 @@ def test_rotate_shows_new_secret_once_and_keeps_old_key_for_grace(
     admin_client_: Client, org: Organization
 ) -> None:
     with frozen_clock() as clock:
-        t0 = clock.now
+        t0 = clock.datetime()
         key, old_secret = make_key(org)
         detail = admin_client_.get(url(org, f"{key.public_id}/")).content.decode()
         assert '<option value="86400" selected>' in detail

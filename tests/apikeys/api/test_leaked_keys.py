@@ -11,7 +11,6 @@ import math
 import re
 import sys
 import threading
-import time
 import tomllib
 import types
 from collections import Counter
@@ -35,6 +34,7 @@ from apikeys.models import ApiKey
 from apikeys.services import apikey_delete, apikey_revoke, system_apikey_create
 from orgs.models import AuditEvent, KycStatus, Organization, Role
 from tests.apikeys.api.conftest import KeyMaker, assert_error
+from tests.clock import FrozenClock
 from tests.factories import MembershipFactory, UserFactory
 from webhooks.models import WebhookDelivery
 from webhooks.services import endpoint_create
@@ -645,20 +645,11 @@ class KeysServer:
         self.httpd.server_close()
 
 
-@dataclass
-class Clock:
-    """The wall clock `apikeys.leaks` reads (`_now`), moved by the test."""
-
-    now: float = field(default_factory=time.time)
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(leaks, "_now", lambda: clock.now)
+def clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
+    """The wall clock `apikeys.leaks` reads (`_now`), moved by the test."""
+    clock = FrozenClock()
+    monkeypatch.setattr(leaks, "_now", clock)
     return clock
 
 
@@ -690,7 +681,7 @@ def test_keys_are_fetched_from_the_url_and_cached(
 
 
 def test_an_unknown_identifier_fetches_the_keys_again_at_most_once_per_15_minutes(
-    keys_server: KeysServer, clock: Clock
+    keys_server: KeysServer, clock: FrozenClock
 ) -> None:
     current, rotated, newer = (Signer(identifier=c * 64) for c in "abc")
     keys_server.document = {"public_keys": [current.entry()]}
@@ -712,7 +703,7 @@ def test_an_unknown_identifier_fetches_the_keys_again_at_most_once_per_15_minute
 
 
 def test_unknown_identifiers_from_strangers_cost_at_most_one_fetch_per_15_minutes(
-    keys_server: KeysServer, clock: Clock
+    keys_server: KeysServer, clock: FrozenClock
 ) -> None:
     """GitHub allows 60 unauthenticated requests an hour: a stranger who sends a made-up
     identifier now and then must not spend them, or the hourly refresh would fail."""
@@ -736,7 +727,7 @@ def test_unknown_identifiers_from_strangers_cost_at_most_one_fetch_per_15_minute
 
 def test_a_failed_refresh_keeps_the_stale_keys_in_use(
     keys_server: KeysServer,
-    clock: Clock,
+    clock: FrozenClock,
     org: Organization,
     make_api_key: KeyMaker,
     caplog: pytest.LogCaptureFixture,
@@ -789,7 +780,7 @@ def test_a_failed_refresh_keeps_the_stale_keys_in_use(
 
 
 def test_with_no_keys_ever_fetched_a_failed_fetch_is_a_503_so_github_retries(
-    keys_server: KeysServer, clock: Clock
+    keys_server: KeysServer, clock: FrozenClock
 ) -> None:
     signer = Signer(identifier="a" * 64)
     keys_server.document = {"public_keys": [signer.entry()]}

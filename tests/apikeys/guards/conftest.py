@@ -32,6 +32,7 @@ from apikeys.models import ApiKey
 from apikeys.services import apikey_create
 from orgs.models import Organization
 from tests.apikeys.api.conftest import ApiClient
+from tests.clock import FrozenClock
 from tests.programs import REDIS, require
 
 
@@ -282,13 +283,7 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The limiter's clock, held still (and moved by the test): no test depends on time."""
     from apikeys import ratelimit
 
-    class Clock:
-        now = 1_893_672_000.0  # 2030-01-04 12:00:00 UTC, a minute boundary
-
-        def __call__(self) -> float:
-            return self.now
-
-    clock = Clock()
+    clock = FrozenClock(1_893_672_000.0)  # 2030-01-04 12:00:00 UTC, a minute boundary
     monkeypatch.setattr(ratelimit, "clock", clock)
     return clock
 
