@@ -13,7 +13,7 @@
                            admission, and a refusal is raised as its ApiError
     4. run_handler         safe methods call the handler directly; mutations go through
        HOOK around_handler(request, call)
-                           the idempotency protocol (`apikeys.idempotency`): lease the key
+                           the idempotency protocol (`apikeys.idempotency`): claim the key
                            (committed, so a concurrent duplicate sees it), run `call()` and
                            store the outcome in one transaction, or replay a stored outcome
     5. errors              any exception → `apikeys.exceptions` → the error shape
@@ -313,7 +313,7 @@ class ApiView(APIView):
 
     def around_handler(self, request: Request, call: Callable[[], Response]) -> Response:
         """A mutation's handler under the idempotency protocol, in its own transaction
-        (`apikeys.idempotency`): lease, run, store the outcome with the writes, or replay.
+        (`apikeys.idempotency`): claim, run, store the outcome with the writes, or replay.
 
         The outcome is stored as rendered bytes, so the handler's DRF response gets its
         renderer here (as `finalize_response` would give it) before it is stored.

@@ -436,7 +436,7 @@ class _LocalUsage:
         self.lock = threading.Lock()
         self.deltas: dict[tuple[int, int | None, int], UsageDelta] = {}
         self.recent: dict[str, deque[list[Any]]] = {}
-        # Called after a request is recorded (the embedded default's flusher starts).
+        # Called after a request is recorded (the embedded default's periodic fold starts).
         self.on_record: Callable[[], None] = lambda: None
 
     def record(

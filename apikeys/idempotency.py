@@ -5,19 +5,19 @@ structured-field form `"abc"`). Keys are scoped to the API key that sent them an
 24 hours. Only a SHA-256 of the idempotency key is stored.
 
 The protocol, on the `IdempotencyRecord` table:
-1. Before the handler, a record `in_progress` with a 60-second lease is INSERTed in its own
+1. Before the handler, a record `in_progress` with a 60-second claim is INSERTed in its own
    short transaction; the unique constraint (api key, key hash) makes a concurrent
    duplicate fail its insert and see the record: 409 `idempotency_key_in_use` while the
-   lease runs, 422 `idempotency_key_reused` if method, path or body differ.
+   claim runs, 422 `idempotency_key_reused` if method, path or body differ.
 2. The handler runs in a transaction; if it succeeds (2xx) the record becomes `completed`
    with the status and the encrypted body IN THE SAME transaction, so the outcome is
    stored exactly when the writes are. The update is conditioned on still holding the
-   lease, so a handler that outlived its lease rolls back instead of writing twice.
+   claim, so a handler that outlived its claim rolls back instead of writing twice.
 3. If the handler raised (rolled back) or answered 4xx/5xx, the record is deleted: nothing
    is stored and a corrected retry runs. Failures before the handler (authentication,
    scope, rate limit, a missing or invalid key) never create one.
-4. A worker that died leaves its lease behind; after 60 seconds the next retry takes the
-   lease over (a compare-and-set on the lease token) and runs.
+4. A worker that died leaves its claim behind; after 60 seconds the next retry takes the
+   claim over (a compare-and-set on the claim token) and runs.
 5. A completed record is replayed: its status and body, `Idempotent-Replayed: true`.
 
 Stored bodies are encrypted with AES-256-GCM under a key derived by HKDF-SHA256 from the
@@ -49,7 +49,7 @@ HEADER = "Idempotency-Key"
 META_HEADER = "HTTP_IDEMPOTENCY_KEY"
 MAX_LENGTH = 255
 RETENTION = timedelta(hours=24)
-LEASE = timedelta(seconds=60)
+CLAIM_TIME = timedelta(seconds=60)
 REPLAYED_HEADER = "Idempotent-Replayed"
 
 MISSING = "idempotency_key_missing"
@@ -232,7 +232,7 @@ def unseal(sealed: bytes, *, api_key_secret: str, idempotency_key: str, associat
 
 
 @dataclass(frozen=True)
-class Lease:
+class Claim:
     record_pk: int
     token: str
 
@@ -250,12 +250,12 @@ def _model() -> Any:
     return IdempotencyRecord
 
 
-def acquire(*, api_key_pk: int, khash: str, fp: str, now: datetime | None = None) -> Lease | Any:
-    """Take the lease for (api key, key hash), or return the completed record to replay.
+def acquire(*, api_key_pk: int, khash: str, fp: str, now: datetime | None = None) -> Claim | Any:
+    """Take the claim for (api key, key hash), or return the completed record to replay.
 
-    Raises IdempotencyError(IN_USE) while another request holds the lease and
+    Raises IdempotencyError(IN_USE) while another request holds the claim and
     IdempotencyError(REUSED) when the record belongs to a different request. Must run
-    outside any transaction, so the lease is visible to concurrent duplicates at once.
+    outside any transaction, so the claim is visible to concurrent duplicates at once.
     """
     model = _model()
     now = now or timezone.now()
@@ -268,12 +268,12 @@ def acquire(*, api_key_pk: int, khash: str, fp: str, now: datetime | None = None
                     key_hash=khash,
                     fingerprint=fp,
                     state=model.State.IN_PROGRESS,
-                    lease_token=token,
-                    lease_expires_at=now + LEASE,
+                    claim_token=token,
+                    claim_expires_at=now + CLAIM_TIME,
                     created_at=now,
                     expires_at=now + RETENTION,
                 )
-            return Lease(record_pk=record.pk, token=token)
+            return Claim(record_pk=record.pk, token=token)
         except IntegrityError:
             pass
         existing = model.objects.filter(api_key_id=api_key_pk, key_hash=khash).first()
@@ -286,27 +286,27 @@ def acquire(*, api_key_pk: int, khash: str, fp: str, now: datetime | None = None
             raise IdempotencyError(REUSED)
         if existing.state == model.State.COMPLETED:
             return existing
-        if existing.lease_expires_at > now:
+        if existing.claim_expires_at > now:
             raise IdempotencyError(IN_USE)
-        # The holder died: take its lapsed lease over, if nobody else just did.
+        # The holder died: take its lapsed claim over, if nobody else just did.
         taken = model.objects.filter(
             pk=existing.pk,
             state=model.State.IN_PROGRESS,
-            lease_token=existing.lease_token,
-            lease_expires_at__lte=now,
-        ).update(lease_token=token, lease_expires_at=now + LEASE)
+            claim_token=existing.claim_token,
+            claim_expires_at__lte=now,
+        ).update(claim_token=token, claim_expires_at=now + CLAIM_TIME)
         if taken:
-            return Lease(record_pk=existing.pk, token=token)
+            return Claim(record_pk=existing.pk, token=token)
         raise IdempotencyError(IN_USE)
     raise IdempotencyError(IN_USE)
 
 
-class LeaseLost(Exception):
-    """The handler outlived its lease and another request took it over."""
+class ClaimLost(Exception):
+    """The handler outlived its claim and another request took it over."""
 
 
 def complete(
-    lease: Lease,
+    claim: Claim,
     *,
     status: int,
     content_type: str,
@@ -320,20 +320,20 @@ def complete(
         body, api_key_secret=api_key_secret, idempotency_key=idempotency_key, associated=fp.encode()
     )
     model = _model()
-    updated = model.objects.filter(pk=lease.record_pk, lease_token=lease.token).update(
+    updated = model.objects.filter(pk=claim.record_pk, claim_token=claim.token).update(
         state=model.State.COMPLETED,
         status_code=status,
         content_type=content_type[:100],
         response_body=sealed,
-        lease_token="",
+        claim_token="",
     )
     if not updated:
-        raise LeaseLost()
+        raise ClaimLost()
 
 
-def release(lease: Lease) -> None:
-    """Drop the lease: nothing is stored, a retry runs."""
-    _model().objects.filter(pk=lease.record_pk, lease_token=lease.token).delete()
+def release(claim: Claim) -> None:
+    """Drop the claim: nothing is stored, a retry runs."""
+    _model().objects.filter(pk=claim.record_pk, claim_token=claim.token).delete()
 
 
 def replay_response(record: Any, *, api_key_secret: str, idempotency_key: str) -> HttpResponse:
@@ -364,7 +364,7 @@ def run(
     """Run `handler` under the idempotency protocol; GET and other safe methods pass through.
 
     `handler` returns the response (rendered or renderable); exceptions it raises
-    propagate after the lease is released, for the pipeline's exception handler.
+    propagate after the claim is released, for the pipeline's exception handler.
     """
     if method.upper() not in MUTATING_METHODS:
         return handler()
@@ -374,11 +374,11 @@ def run(
         hashed_body = body_hash(body or b"")
     fp = fingerprint_of(method, path, hashed_body)
     outcome = acquire(api_key_pk=api_key_pk, khash=khash, fp=fp)
-    if not isinstance(outcome, Lease):
+    if not isinstance(outcome, Claim):
         return replay_response(
             outcome, api_key_secret=api_key_secret, idempotency_key=idempotency_key
         )
-    lease = outcome
+    claim = outcome
     stored = False
     try:
         with transaction.atomic():
@@ -388,7 +388,7 @@ def run(
                 if callable(render):
                     render()
                 complete(
-                    lease,
+                    claim,
                     status=response.status_code,
                     content_type=response.get("Content-Type", ""),
                     body=bytes(response.content),
@@ -397,11 +397,11 @@ def run(
                     fp=fp,
                 )
                 stored = True
-    except LeaseLost:
+    except ClaimLost:
         raise IdempotencyError(IN_USE) from None
     finally:
         if not stored:
-            release(lease)
+            release(claim)
     return response
 
 

@@ -142,7 +142,7 @@ class ApiKey(models.Model):
 
 
 class IdempotencyRecord(models.Model):
-    """One idempotency key of one API key: a lease while its request runs, then the outcome.
+    """One idempotency key of one API key: a claim while its request runs, then the outcome.
 
     Only a SHA-256 of the idempotency key is stored; the response body is AES-GCM
     encrypted under a key derived from the presenting API key's secret and the
@@ -157,8 +157,8 @@ class IdempotencyRecord(models.Model):
     key_hash = models.CharField(max_length=64)
     fingerprint = models.CharField(max_length=64)
     state = models.CharField(max_length=12, choices=State.choices)
-    lease_token = models.CharField(max_length=32, blank=True)
-    lease_expires_at = models.DateTimeField()
+    claim_token = models.CharField(max_length=32, blank=True)
+    claim_expires_at = models.DateTimeField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     content_type = models.CharField(max_length=100, blank=True)
     response_body = models.BinaryField(null=True, blank=True)

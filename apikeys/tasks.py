@@ -22,7 +22,7 @@ logger = logging.getLogger("apikeys.tasks")
 @shared_task(ignore_result=True)
 def fold_usage() -> int:
     """Fold pending usage counters into KeyUsageHour rows; returns the requests folded."""
-    return usage.flush()
+    return usage.fold()
 
 
 @shared_task(ignore_result=True)
@@ -47,7 +47,7 @@ def purge_idempotency_records() -> int:
 def _fold_on_shutdown(**_: Any) -> None:
     """A worker stopping (SIGTERM, Ctrl-C) folds what is pending, so nothing waits on it."""
     try:
-        folded = usage.flush()
+        folded = usage.fold()
         logger.info("Folded %d pending requests into usage before shutting down.", folded)
     except Exception:
         logger.exception("Folding usage counters at worker shutdown failed.")

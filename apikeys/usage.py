@@ -15,7 +15,7 @@ The rules (Lua and their Python twins: record, correct a status, read recent req
 claim for the fold) live in `apikeys.backend`; this module names the records and writes
 the database.
 
-Folding into the database (`flush`): the Celery beat task `apikeys.tasks.fold_usage` runs
+Folding into the database (`fold`): the Celery beat task `apikeys.tasks.fold_usage` runs
 every 30 s. On Redis a Lua script atomically moves the pending hashes under a batch name
 (RENAME), so increments arriving meanwhile start a fresh hash; the batch is written to the
 database in one transaction together with a `UsageFoldBatch` row whose unique id makes a
@@ -351,30 +351,30 @@ def _touch_keys(api_key_model: Any, deltas: Iterable[UsageDelta]) -> None:
         ).update(last_used_at=last, last_used_ip=delta.last_ip or None)
 
 
-_flush_lock = threading.Lock()
+_fold_lock = threading.Lock()
 
 
-def flush() -> int:
+def fold() -> int:
     """Fold every pending counter into the database; returns the requests folded.
 
     On Redis this folds what every process counted; on local memory, this process's.
     """
-    with _flush_lock:
+    with _fold_lock:
         held.push()  # what this process admitted under leases, first (ADR 0065)
         return backend().fold(lambda deltas, batch: _write(deltas, batch=batch))
 
 
-# --- the in-process flusher of the embedded default -------------------------------------
+# --- the in-process fold of the embedded default -------------------------------------
 
 # Folds local counters every `LATCHKEY_USAGE_FLUSH_SECONDS` and at exit (ADR 0062), started
 # by the first counted request of a process on the embedded default.
-_local_flusher = Periodic(
-    "usage-flusher",
-    flush,
+_local_folder = Periodic(
+    "usage-folder",
+    fold,
     lambda: float(getattr(settings, "LATCHKEY_USAGE_FLUSH_SECONDS", 30)),
     at_exit=True,
 )
-backend_module.local_usage.on_record = _local_flusher.ensure_started
+backend_module.local_usage.on_record = _local_folder.ensure_started
 
 
 MARKER_RETENTION = 8 * 86400
@@ -463,11 +463,11 @@ def usage_key_pk(*, org: Any, public_id: str) -> int | None:
     return ApiKey.objects.filter(org=org, public_id=public_id).values_list("pk", flat=True).first()
 
 
-def flush_process() -> int:
+def fold_process() -> int:
     """Fold what only this process holds, for server shutdown hooks: the local counters
     on the embedded default; on Redis, the usage of requests admitted under admission
     leases and their unused tokens (ADR 0065), pushed to Redis for the fold."""
     if backend().shared:
         held.release_all()
         return 0
-    return flush()
+    return fold()

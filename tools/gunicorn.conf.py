@@ -59,8 +59,8 @@ def worker_exit(server: Any, worker: Any) -> None:
     tokens of its admission leases (ADR 0065).
     """
     try:
-        from apikeys.usage import flush_process
+        from apikeys.usage import fold_process
 
-        flush_process()
+        fold_process()
     except Exception:  # a worker must exit even if the database is gone
         server.log.exception("Folding usage counters at worker exit failed.")

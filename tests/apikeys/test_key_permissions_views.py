@@ -42,7 +42,7 @@ def this_hour() -> datetime:
 
 
 def fold(key: ApiKey, *, ago: timedelta = HOUR, ok: int = 0, refused: int = 0, **kw: Any) -> None:
-    """A folded usage row of `key`, `ago` before this hour (as `apikeys.usage.flush`
+    """A folded usage row of `key`, `ago` before this hour (as `apikeys.usage.fold`
     writes them)."""
     KeyUsageHour.objects.create(
         api_key=key,
@@ -130,7 +130,7 @@ def test_real_api_requests_show_as_used_once_folded(
     api = ApiClient(secret)
     assert api.get("members").status_code == 200
     assert api.get("members").status_code == 200
-    usage.flush()
+    usage.fold()
     html = admin_client_.get(url(org, key)).content.decode()
     rows = held_rows(html)
     assert "2 requests" in rows["members:read"]

@@ -17,5 +17,5 @@ class Command(BaseCommand):
     help = "Fold pending API usage counters (Redis or this process) into the database."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        folded = usage.flush()
+        folded = usage.fold()
         self.stdout.write(f"Folded {folded} requests into usage.")

@@ -99,7 +99,7 @@ def test_a_system_key_is_never_valid_and_nothing_is_recorded_for_it(
     other = system_key(["keys:verify"])
     answer = verify(verifier, key=other).json()
     assert (answer["valid"], answer["code"], answer["key"]) == (False, "invalid_api_key", None)
-    usage.flush()
+    usage.fold()
     verified = ApiKey.objects.get(digest=key_digest(other))
     assert not KeyUsageHour.objects.filter(api_key=verified).exists()
     assert usage.recent_requests(key_pk=verified.pk) == []

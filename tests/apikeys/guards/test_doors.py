@@ -205,7 +205,7 @@ def test_usage_the_scope_and_the_actor_are_the_same_through_every_door(server: S
         import json
         from apikeys import usage
         from apikeys.models import ApiKey, KeyUsageHour
-        usage.flush()
+        usage.fold()
         key = ApiKey.objects.get(public_id={public_id!r})
         rows = list(KeyUsageHour.objects.filter(api_key=key))
         print(json.dumps({{

@@ -110,22 +110,22 @@ def test_while_the_first_runs_the_same_key_is_refused_with_retry_after(
 ) -> None:
     key, api = new_key(org)
     fp = idempotency.fingerprint("POST", "/api/v1/api-keys", b"")
-    lease = idempotency.acquire(api_key_pk=key.pk, khash=idempotency.key_hash("k"), fp=fp)
-    assert isinstance(lease, idempotency.Lease)
+    claim = idempotency.acquire(api_key_pk=key.pk, khash=idempotency.key_hash("k"), fp=fp)
+    assert isinstance(claim, idempotency.Claim)
     same = api.call("POST", "api-keys", None, idempotency_key="k")
     assert_error(same, 409, "idempotency_key_in_use")
     assert same["Retry-After"] == "1"
     assert created_keys(org) == 0
 
 
-def test_a_worker_that_died_holds_the_key_until_its_lease_lapses(
+def test_a_worker_that_died_holds_the_key_until_its_claim_lapses(
     backend: str, org: Organization
 ) -> None:
     key, api = new_key(org)
     fp = idempotency.fingerprint("POST", "/api/v1/api-keys", json.dumps(BODY).encode())
     idempotency.acquire(api_key_pk=key.pk, khash=idempotency.key_hash("k"), fp=fp)
     assert_error(api.post("api-keys", BODY, idempotency_key="k"), 409, "idempotency_key_in_use")
-    IdempotencyRecord.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    IdempotencyRecord.objects.update(claim_expires_at=timezone.now() - timedelta(seconds=1))
     retry = api.post("api-keys", BODY, idempotency_key="k")
     assert retry.status_code == 201 and "Idempotent-Replayed" not in retry
     assert created_keys(org) == 1

@@ -122,7 +122,7 @@ def test_the_refusal_is_counted_in_usage_as_a_403(org: Organization) -> None:
     assert_error(api(secret, "198.51.100.1"), 403, "ip_not_allowed")
     recent = usage.recent_requests(key_pk=key.pk)
     assert [(r["status"], r["ip"]) for r in recent] == [(403, "198.51.100.1")]
-    usage.flush()
+    usage.fold()
     row = KeyUsageHour.objects.get(api_key=key)
     assert (row.count_2xx, row.count_4xx, row.ip_reported) == (0, 1, 0)
 
@@ -183,7 +183,7 @@ def test_report_only_admits_and_records_would_be_refusals(org: Organization) -> 
     assert api(secret, "203.0.113.1").status_code == 200
     assert [api(secret, "198.51.100.1").status_code for _ in range(3)] == [200, 200, 200]
     assert api(secret, "2001:db8::1").status_code == 200
-    usage.flush()
+    usage.fold()
     row = KeyUsageHour.objects.get(api_key=key)
     assert (row.count_2xx, row.ip_reported) == (5, 4)
     # One audit event per address and hour, naming the address and the mode.
@@ -211,7 +211,7 @@ def test_audit_events_per_key_and_hour_are_capped(org: Organization) -> None:
         assert api(secret, f"198.51.100.{i + 1}").status_code == 200
     events = AuditEvent.objects.filter(action="api_key.ip_not_allowed", target_id=key.public_id)
     assert events.count() == AUDIT_PER_KEY_HOUR
-    usage.flush()
+    usage.fold()
     assert KeyUsageHour.objects.get(api_key=key).ip_reported == AUDIT_PER_KEY_HOUR + 5
 
 

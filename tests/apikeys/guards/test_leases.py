@@ -246,7 +246,7 @@ def test_leased_requests_are_counted_in_usage_and_recent_requests(
         assert mismatch.status_code == 403
     # Refused before the limiter: their tokens went back to the lease.
     assert remaining(api.get("me")) == HIGH - 11
-    usage.flush()  # pushes this process's leased requests first, then folds
+    usage.fold()  # pushes this process's leased requests first, then folds
     row = KeyUsageHour.objects.get(api_key=key)
     assert (row.count_2xx, row.count_4xx) == (11, 2)
     assert "sdk-2.1" in row.client_versions
@@ -326,7 +326,7 @@ def test_a_worker_leaving_gives_back_what_its_leases_hold(
     lease_up(api)
     assert api.get("me").status_code == 200
     assert counters(key, org, frozen_clock.now) == [66, 66, 66]
-    usage.flush_process()  # gunicorn's worker_exit
+    usage.fold_process()  # gunicorn's worker_exit
     assert not leases._leases
     assert counters(key, org, frozen_clock.now) == [4, 4, 4]
     hour = usage.hour_start(frozen_clock.now)

@@ -184,13 +184,13 @@ def test_usage_counts_survive_a_fold_and_a_restart(server: Server) -> None:
     public_id, secret = create_key(server, per_minute=0, burst=0, monthly=0)
     for _ in range(5):
         server.call("GET", "/api/v1/me", headers=bearer(secret))
-    server.run_django("from apikeys.usage import flush\nflush()")
+    server.run_django("from apikeys.usage import fold\nfold()")
     for _ in range(3):
         server.call("GET", "/api/v1/me", headers=bearer(secret))
     server.stop()  # graceful: nothing counted may be lost
     server.start()
     server.call("GET", "/api/v1/me", headers=bearer(secret, **{"X-Client-Version": "v9"}))
-    server.run_django("from apikeys.usage import flush\nflush()")
+    server.run_django("from apikeys.usage import fold\nfold()")
     report = server.call("GET", f"/api/v1/usage?key={public_id}", headers=bearer(secret)).json()
     assert report["totals"]["requests"] == 9
     assert report["results"][0]["client_versions"] == ["v9"]

@@ -56,7 +56,7 @@ def test_a_request_is_counted_once_on_the_cold_and_the_warm_path(
     key, api = new_key(org)
     seen = [remaining(api.get("me")) for _ in range(4)]  # cold, org part, warm, warm
     assert seen == [99, 98, 97, 96]
-    usage.flush()
+    usage.fold()
     row = KeyUsageHour.objects.get(api_key=key)
     assert (row.count_2xx, row.count_4xx) == (4, 0)
 
@@ -76,7 +76,7 @@ def test_a_scope_refusal_is_refunded_and_counted_as_a_4xx(
     last = api.get("me")
     assert last.status_code == 200 and remaining(last) == 2
     assert api.get("me").json()["error"]["code"] == "quota_exceeded"
-    usage.flush()
+    usage.fold()
     row = KeyUsageHour.objects.get(api_key=key)
     assert (row.count_2xx, row.count_4xx) == (3, 5)
     statuses = [r["status"] for r in usage.recent_requests(key_pk=key.pk)]
@@ -114,7 +114,7 @@ def test_a_fault_after_the_count_gives_the_count_back_and_counts_a_5xx(
     assert faulty.status_code == 500
     assert faulty.json()["error"]["code"] == "internal_error"
     assert remaining(api.get("me")) == 7  # 10 - the two warm-ups - this one
-    usage.flush()
+    usage.fold()
     row = KeyUsageHour.objects.get(api_key=key)
     assert (row.count_2xx, row.count_5xx) == (3, 1)
     assert usage.recent_requests(key_pk=key.pk)[1]["status"] == 500

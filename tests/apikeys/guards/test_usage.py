@@ -60,7 +60,7 @@ def test_requests_are_counted_by_status_class_and_folded(
         count(key, T0 + 3, status=500, ip="198.51.100.7")
         count(key, T0 + 4, status=201)
     assert not KeyUsageHour.objects.exists()
-    assert usage.flush() == 4
+    assert usage.fold() == 4
     row = KeyUsageHour.objects.get(api_key=key)
     assert row.hour == datetime(2030, 1, 15, 12, tzinfo=UTC)
     assert row.org_id == org.pk
@@ -85,7 +85,7 @@ def test_requests_are_counted_per_scope_they_needed(backend: str, org: Organizat
             meta=UsageMeta(ip="203.0.113.9", scopes=scopes),
             now=T0 + 1,
         )
-    assert usage.flush() == 4
+    assert usage.fold() == 4
     assert KeyUsageHour.objects.get(api_key=key).scopes == {
         "payments:read": 3,
         "invoices:execute": 1,
@@ -97,7 +97,7 @@ def test_requests_are_counted_per_scope_they_needed(backend: str, org: Organizat
         meta=UsageMeta(scopes="payments:read"),
         now=T0 + 2,
     )
-    usage.flush()
+    usage.fold()
     since = datetime.fromtimestamp(T0 - 3600, tz=UTC)
     until = datetime.fromtimestamp(T0 + 3600, tz=UTC)
     assert usage_scopes(org=org, key=key, since=since, until=until) == {
@@ -109,11 +109,11 @@ def test_requests_are_counted_per_scope_they_needed(backend: str, org: Organizat
 def test_folding_adds_to_what_is_already_folded(backend: str, org: Organization) -> None:
     key = make_key(org)
     count(key, T0 + 1)
-    usage.flush()
+    usage.fold()
     count(key, T0 + 2, status=429)
     count(key, T0 + 3)
-    assert usage.flush() == 2
-    assert usage.flush() == 0
+    assert usage.fold() == 2
+    assert usage.fold() == 0
     row = KeyUsageHour.objects.get(api_key=key)
     assert (row.count_2xx, row.count_4xx, row.count_5xx) == (2, 1, 0)
 
@@ -123,7 +123,7 @@ def test_each_hour_is_its_own_row(backend: str, org: Organization) -> None:
     count(key, T0 - 1)
     count(key, T0 + 1)
     count(key, T0 + 2)
-    usage.flush()
+    usage.fold()
     rows = list(KeyUsageHour.objects.filter(api_key=key).order_by("hour"))
     assert [r.count_2xx for r in rows] == [1, 2]
 
@@ -133,7 +133,7 @@ def test_refused_requests_count_as_4xx(backend: str, org: Organization) -> None:
     limits = Limits(per_minute=1, burst=0, monthly=0)
     assert count(key, T0 + 1, limits=limits)
     assert not count(key, T0 + 2, limits=limits)
-    usage.flush()
+    usage.fold()
     row = KeyUsageHour.objects.get(api_key=key)
     assert (row.count_2xx, row.count_4xx) == (1, 1)
 
@@ -145,16 +145,16 @@ def test_unprintable_or_overlong_client_versions_are_not_recorded(
     count(key, T0, version="x" * 65)
     count(key, T0, version="bad version")
     count(key, T0, version=" v2 ")
-    usage.flush()
+    usage.fold()
     assert KeyUsageHour.objects.get(api_key=key).client_versions == ["v2"]
 
 
 def test_last_used_never_moves_backwards(backend: str, org: Organization) -> None:
     key = make_key(org)
     count(key, T0 + 100, ip="192.0.2.1")
-    usage.flush()
+    usage.fold()
     count(key, T0 + 50, ip="192.0.2.2")
-    usage.flush()
+    usage.fold()
     key.refresh_from_db()
     assert key.last_used_at == datetime.fromtimestamp(T0 + 100, tz=UTC)
     assert key.last_used_ip == "192.0.2.1"
@@ -165,7 +165,7 @@ def test_counters_of_another_process_are_folded(use_redis: RedisServer, org: Org
     key = make_key(org)
     count(key, T0 + 1)
     usage.discard_local()  # nothing of it lives in this process
-    assert usage.flush() == 1
+    assert usage.fold() == 1
 
 
 def test_a_fold_that_crashed_before_writing_is_finished_by_the_next(
@@ -180,12 +180,12 @@ def test_a_fold_that_crashed_before_writing_is_finished_by_the_next(
 
     monkeypatch.setattr(usage, "_write", crash)
     with pytest.raises(RuntimeError):
-        usage.flush()
+        usage.fold()
     monkeypatch.undo()
     count(key, T0 + 3)  # arrives while the claimed batch waits
-    assert usage.flush() == 1  # the abandoned batch is not old enough to be taken yet
+    assert usage.fold() == 1  # the abandoned batch is not old enough to be taken yet
     monkeypatch.setattr(backend_module, "ABANDONED_AFTER", 0)
-    assert usage.flush() == 2
+    assert usage.fold() == 2
     assert KeyUsageHour.objects.get(api_key=key).count_2xx == 3
     conn = redisconn.client()
     assert conn is not None and not conn.hgetall(usage._redis_batches_key())
@@ -221,11 +221,11 @@ def test_a_fold_that_crashed_after_writing_does_not_count_twice(
 
     monkeypatch.setattr(conn, "pipeline", lambda transaction=False: CrashOnDelete())
     with pytest.raises(ConnectionError):
-        usage.flush()
+        usage.fold()
     monkeypatch.undo()
     assert KeyUsageHour.objects.get(api_key=key).count_2xx == 1
     monkeypatch.setattr(backend_module, "ABANDONED_AFTER", 0)
-    usage.flush()
+    usage.fold()
     assert KeyUsageHour.objects.get(api_key=key).count_2xx == 1
     assert not conn.hgetall(usage._redis_batches_key())
 
@@ -234,7 +234,7 @@ def test_counters_of_deleted_keys_are_dropped(backend: str, org: Organization) -
     key = make_key(org)
     count(key, T0)
     ApiKey.objects.filter(pk=key.pk).delete()
-    usage.flush()
+    usage.fold()
     assert not KeyUsageHour.objects.exists()
 
 

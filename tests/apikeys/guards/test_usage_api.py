@@ -41,7 +41,7 @@ def test_usage_reports_counts_by_status_class_versions_and_last_use(
     api.get("me", headers={"X-Client-Version": "sdk-1.1"})
     api.get("api-keys")  # 403: counted as 4xx
     api.get("usage?key=key_nonexistent0000")  # 404
-    usage.flush()
+    usage.fold()
     response = api.get("usage?since=2030-01-04T00:00:00Z&until=2030-01-05T00:00:00Z")
     assert response.status_code == 200, response.content
     body = response.json()
@@ -70,7 +70,7 @@ def test_daily_granularity_and_the_key_filter(
         frozen_clock.now = T0.replace(hour=hour).timestamp()
         api.get("me")
     other.get("me")
-    usage.flush()
+    usage.fold()
     daily = api.get("usage?granularity=day&since=2030-01-01T00:00:00Z&until=2030-01-05T00:00:00Z")
     assert daily.status_code == 200, daily.content
     results = daily.json()["results"]
@@ -94,7 +94,7 @@ def test_another_orgs_usage_is_invisible(
     frozen_clock.now = T0.timestamp()
     foreign, foreign_api = new_key(other_org, scopes=["usage:read"])
     foreign_api.get("me")
-    usage.flush()
+    usage.fold()
     _, api = new_key(org, scopes=["usage:read"])
     window = "since=2030-01-04T00:00:00Z&until=2030-01-05T00:00:00Z"
     assert api.get(f"usage?{window}").json()["results"] == []
