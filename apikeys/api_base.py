@@ -5,7 +5,7 @@
     1. declaration check   a view that declares no `resource` (and is not explicitly
                            `public`) is never served: ImproperlyConfigured (deny by default)
     2. negotiation         JSON only, whatever `Accept` says
-    3. guard(request)      (skipped for public views) the admission pipeline,
+    3. admit_request       (skipped for public views) the admission pipeline,
                            `apikeys.guard.admit`: credentials, verification, key kind, org
                            header, client headers, scope (`required_scopes`, from the
                            view's `resource` and `actions`), rate limits and the monthly
@@ -237,9 +237,9 @@ class ApiView(APIView):
             request
         )
         if not self.public:
-            self.guard(request)
+            self.admit_request(request)
 
-    def guard(self, request: Request) -> None:
+    def admit_request(self, request: Request) -> None:
         """Step 3: the admission pipeline (`apikeys.guard`)."""
         django_request = request._request
         method, path = self.counted_request(request)

@@ -352,7 +352,7 @@ def _invalidate_org_local(generation_name: str, marker: bytes) -> int:
 # room are the counters incremented, so a refused request takes nothing; the usage hash
 # (with a count per scope) and the recent list record it either way.
 GUARD_LUA_FUNCTION = """
-local function lk_guard(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
+local function lk_limits(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
   local b, m, q = 0, 0, 0
   if bl > 0 or ml > 0 or ql > 0 then
     local now = redis.call('MGET', kb, km, kq)
@@ -423,7 +423,7 @@ end
 _COUNT_LUA = (
     GUARD_LUA_FUNCTION
     + """
-return lk_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
+return lk_limits(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
   tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1', ARGV[5], 6)
 """
 )
@@ -527,7 +527,7 @@ def _count_local(
 
 # The warm path of a guarded request (ADR 0064): the lookup, and when the entry is
 # complete (key and org part), current (its generation is the org's), of the expected key
-# (ARGV[2]) and acceptable at ARGV[3], the check and count of `lk_guard` with the limits
+# (ARGV[2]) and acceptable at ARGV[3], the check and count of `lk_limits` with the limits
 # stored in the entry's third line `<key id>|<burst>|<minute>|<month>|<accept until>`
 # (0: never, -1: no expiry). Anything else returns the lookup's answer alone.
 # KEYS: entry, version marker, burst, minute, month counters, usage hash, pending set,
@@ -565,7 +565,7 @@ if kid ~= ARGV[2] or untl == 0 or (untl > 0 and tonumber(ARGV[3]) >= untl) then
 end
 if org == '' then ql = '0' end
 bl, ml, ql = tonumber(bl), tonumber(ml), tonumber(ql)
-local r = lk_guard(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
+local r = lk_limits(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
   bl, ml, ql, true, '', 4)
 -- An admission lease (ADR 0065): when every limited window has plenty of room, count a
 -- block of tokens at once for the calling process to admit locally until the lease ends.

@@ -262,7 +262,7 @@ def _result(
 UNLIMITED = Limits(per_minute=0, burst=0, monthly=0)
 
 
-def guard(
+def check_limits(
     *,
     key_pk: int,
     org_pk: int | None,

@@ -16,7 +16,7 @@ It reads top to bottom, in the order docs/api.md ("Authentication") fixes:
                   the scopes a verify call names) → 403 `insufficient_scope`
 5. limits         burst, minute and the monthly quota → 429 `rate_limited` /
                   `quota_exceeded`: the verdict of step 2 when it was reached there, else
-                  one round trip now (`apikeys.ratelimit.guard`)
+                  one round trip now (`apikeys.ratelimit.check_limits`)
 
 A refusal is an `Admission` with an `error`, never an exception out of `admit`; it is
 settled at once in `_refuse`, the one place where a request counted in step 2 and then
@@ -168,7 +168,7 @@ def _admit(facts: Facts, admission: Admission) -> None:
     ticket = admission._ticket
     if ticket is None:
         now = ratelimit.clock()
-        admission.limits = ratelimit.guard(
+        admission.limits = ratelimit.check_limits(
             key_pk=principal.key_id,
             org_pk=principal.org_id,
             limits=principal.limits,
@@ -317,7 +317,7 @@ def _refuse(facts: Facts, admission: Admission, error: ApiError) -> None:
         # Refused before the limiter (key kind, org, client headers, scope): counted for
         # usage only, the windows read for the headers. A 401 (the verify door refusing a
         # system key) says the key is not accepted: nothing is recorded.
-        admission.limits = ratelimit.guard(
+        admission.limits = ratelimit.check_limits(
             key_pk=principal.key_id,
             org_pk=principal.org_id,
             limits=principal.limits,

@@ -169,9 +169,9 @@ def _hooked(base: type, recorder: Recorder) -> type:
     class Hooked(base):
         resource = "members"
 
-        def guard(self, request: Request) -> None:
+        def admit_request(self, request: Request) -> None:
             try:
-                super().guard(request)
+                super().admit_request(request)
             finally:
                 admission = self.admission
                 assert admission is not None

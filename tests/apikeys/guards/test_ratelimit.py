@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from apikeys import ratelimit
-from apikeys.ratelimit import QUOTA_EXCEEDED, RATE_LIMITED, UsageMeta, guard
+from apikeys.ratelimit import QUOTA_EXCEEDED, RATE_LIMITED, UsageMeta, check_limits
 from orgs.plans import PLAN_LIMITS, Limits, Plan
 from tests.apikeys.guards.conftest import RedisServer, child_env, project_root
 
@@ -23,7 +23,7 @@ T0 = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC).timestamp()
 
 
 def hit(limits: Limits, now: float, key: int = 1, org: int | None = 1) -> ratelimit.LimitResult:
-    return guard(key_pk=key, org_pk=org, limits=limits, meta=META, now=now)
+    return check_limits(key_pk=key, org_pk=org, limits=limits, meta=META, now=now)
 
 
 def test_burst_admits_the_limit_per_second_then_refuses_with_retry_after(backend: str) -> None:
@@ -114,7 +114,7 @@ def test_headers_report_the_minute_window_and_the_policy(backend: str) -> None:
 def test_peeking_reports_without_counting(backend: str) -> None:
     limits = Limits(per_minute=2, burst=0, monthly=0)
     hit(limits, T0)
-    peek = guard(key_pk=1, org_pk=1, limits=limits, meta=META, count_limits=False, now=T0)
+    peek = check_limits(key_pk=1, org_pk=1, limits=limits, meta=META, count_limits=False, now=T0)
     assert peek.allowed
     assert peek.headers()["X-RateLimit-Remaining"] == "1"
     assert hit(limits, T0).allowed
@@ -151,14 +151,14 @@ _CHILD = textwrap.dedent(
     from concurrent.futures import ThreadPoolExecutor
     import django
     django.setup()
-    from apikeys.ratelimit import UsageMeta, guard
+    from apikeys.ratelimit import UsageMeta, check_limits
     from orgs.plans import Limits
 
     now = float(sys.argv[1])
     limits = Limits(per_minute=int(sys.argv[2]), burst=int(sys.argv[3]), monthly=0)
 
     def one(_):
-        return guard(key_pk=42, org_pk=1, limits=limits, meta=UsageMeta(), now=now).allowed
+        return check_limits(key_pk=42, org_pk=1, limits=limits, meta=UsageMeta(), now=now).allowed
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         admitted = sum(pool.map(one, range(int(sys.argv[4]))))

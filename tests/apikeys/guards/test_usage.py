@@ -10,7 +10,7 @@ import pytest
 from apikeys import backend as backend_module
 from apikeys import redisconn, usage
 from apikeys.models import ApiKey, KeyUsageHour, UsageFoldBatch
-from apikeys.ratelimit import UsageMeta, guard
+from apikeys.ratelimit import UsageMeta, check_limits
 from orgs.models import Organization
 from orgs.plans import Limits
 from tests.apikeys.guards.conftest import RedisServer
@@ -33,7 +33,7 @@ def count(
     ip: str = "203.0.113.9",
     limits: Limits = UNLIMITED,
 ) -> bool:
-    result = guard(
+    result = check_limits(
         key_pk=key.pk,
         org_pk=key.org_id,
         limits=limits,
@@ -78,7 +78,7 @@ def test_requests_are_counted_per_scope_they_needed(backend: str, org: Organizat
 
     key = make_key(org)
     for scopes in ("payments:read", "payments:read", "invoices:execute payments:read", ""):
-        guard(
+        check_limits(
             key_pk=key.pk,
             org_pk=key.org_id,
             limits=UNLIMITED,
@@ -90,7 +90,7 @@ def test_requests_are_counted_per_scope_they_needed(backend: str, org: Organizat
         "payments:read": 3,
         "invoices:execute": 1,
     }
-    guard(
+    check_limits(
         key_pk=key.pk,
         org_pk=key.org_id,
         limits=UNLIMITED,
