@@ -21,8 +21,11 @@ pytestmark = pytest.mark.django_db(transaction=False)
 PRODUCT = Path(__file__).resolve().parents[1] / "catalogues" / "product.toml"
 
 
-@pytest.fixture
-def server(template: DatabaseTemplate, redis_server: RedisServer) -> Iterator[Server]:
+def operator_server(
+    template: DatabaseTemplate, redis_server: RedisServer, **settings: str
+) -> Server:
+    """gunicorn, 3 workers, on Redis, configured as an operator does (the product
+    catalogue, host app and URLs), with more `settings`; started."""
     redis_server.ensure_running()
     srv = Server(
         db_path=template.copy(),
@@ -32,9 +35,16 @@ def server(template: DatabaseTemplate, redis_server: RedisServer) -> Iterator[Se
             "LATCHKEY_CATALOGUE": str(PRODUCT),
             "LATCHKEY_EXTRA_APPS": "tests.hostapp",
             "LATCHKEY_EXTRA_URLCONF": "tests.hostapp.urls",
+            **settings,
         },
     )
     srv.start()
+    return srv
+
+
+@pytest.fixture
+def server(template: DatabaseTemplate, redis_server: RedisServer) -> Iterator[Server]:
+    srv = operator_server(template, redis_server)
     yield srv
     srv.stop()
 
@@ -291,19 +301,7 @@ def test_an_allowlist_is_in_force_in_every_worker_behind_a_proxy(
 ) -> None:
     """TRUSTED_PROXY_HOPS=1: the address the proxy puts last in X-Forwarded-For is the
     client's; an allowlist set through the API applies at once in every worker."""
-    redis_server.ensure_running()
-    srv = Server(
-        db_path=template.copy(),
-        redis_url=redis_server.url,
-        workers=3,
-        settings={
-            "LATCHKEY_CATALOGUE": str(PRODUCT),
-            "LATCHKEY_EXTRA_APPS": "tests.hostapp",
-            "LATCHKEY_EXTRA_URLCONF": "tests.hostapp.urls",
-            "TRUSTED_PROXY_HOPS": "1",
-        },
-    )
-    srv.start()
+    srv = operator_server(template, redis_server, TRUSTED_PROXY_HOPS="1")
     try:
         public_id, secret = create_key(srv, slug="nets", scopes=["payments:read"])
         _, admin = create_key(
