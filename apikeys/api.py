@@ -235,9 +235,8 @@ class ApiKeyListApi(ApiKeyBase):
             meta=data["meta"],
             allowed_ips=data["allowed_ips"],
             allowed_ips_mode=data["allowed_ips_mode"],
-            created_by_key=self.api_key,
+            actor=self.actor,
             request=request._request,
-            external_actor_id=self.external_actor_id,
         )
         return self.created(key, secret)
 
@@ -265,9 +264,8 @@ class ApiKeyDetailApi(ApiKeyBase):
         self.check_may_hold(key)
         apikey_update(
             key=key,
-            actor_key=self.api_key,
+            actor=self.actor,
             request=request._request,
-            external_actor_id=self.external_actor_id,
             **data,
         )
         return Response(s.ApiKeySerializer(_reload(self, key)).data)
@@ -277,9 +275,8 @@ class ApiKeyDetailApi(ApiKeyBase):
         key = self.key(key_id)
         apikey_delete(
             key=key,
-            actor_key=self.api_key,
+            actor=self.actor,
             request=request._request,
-            external_actor_id=self.external_actor_id,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -302,9 +299,8 @@ class ApiKeyRotateApi(ApiKeyBase):
         successor, secret = apikey_rotate(
             key=key,
             grace=timedelta(seconds=data["grace_period"]),
-            actor_key=self.api_key,
+            actor=self.actor,
             request=request._request,
-            external_actor_id=self.external_actor_id,
         )
         return self.created(_reload(self, successor), secret)
 
@@ -320,9 +316,8 @@ class ApiKeyRevokeApi(ApiKeyBase):
         validated(s.EmptySerializer, request.data)
         apikey_revoke(
             key=key,
-            actor_key=self.api_key,
+            actor=self.actor,
             request=request._request,
-            external_actor_id=self.external_actor_id,
         )
         return Response(s.ApiKeySerializer(_reload(self, key)).data)
 

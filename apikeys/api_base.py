@@ -56,6 +56,7 @@ from apikeys.models import ApiKey
 from apikeys.pagination import ApiCursorPagination
 from apikeys.permissions import ANY_SCOPE, required_scope
 from apikeys.selectors import apikey_get
+from orgs.actors import Actor
 from orgs.models import Organization
 from orgs.selectors import organization_by_pk
 
@@ -373,8 +374,14 @@ class ApiView(APIView):
 
     @property
     def external_actor_id(self) -> str:
+        """The integrator's own user id this request named (`X-Actor-Id`), or ""."""
         admission = self.admission
         return admission.external_actor_id if admission is not None else ""
+
+    def key_actor(self, key: ApiKey) -> Actor:
+        """Who acts in this request: `key` (the presenting key's row), on behalf of the
+        `X-Actor-Id` it named."""
+        return Actor.for_key(key, external_actor_id=self.external_actor_id)
 
     def paginate(
         self, queryset: Any, serializer_class: Any, *, ordering: tuple[str, ...] | None = None
@@ -416,6 +423,11 @@ class OrgApiView(ApiView):
     def api_key(self) -> ApiKey:
         """The presenting key's row (for services that record it as creator or actor)."""
         return apikey_get(org=self.org, public_id=self.principal.public_id)
+
+    @cached_property
+    def actor(self) -> Actor:
+        """The `actor=` of the services this endpoint calls: the presenting key."""
+        return self.key_actor(self.api_key)
 
 
 class SystemApiView(ApiView):

@@ -82,18 +82,22 @@ def _audit(
     request: HttpRequest | None,
     refused: bool,
 ) -> None:
+    from apikeys.models import ApiKey
+    from orgs.actors import Actor
     from orgs.models import Organization
     from orgs.services import audit_record
 
     if principal.org_id is None:
         return
+    # The principal names the key well enough for the audit log: no row is read for it.
+    key = ApiKey(pk=principal.key_id, public_id=principal.public_id, display=principal.display)
     try:
         with transaction.atomic():
             audit_record(
                 action=AUDIT_ACTION,
                 org=Organization(pk=principal.org_id),
                 request=request,
-                actor_api_key=principal,
+                actor=Actor.for_key(key),
                 target_type="apikey",
                 target_id=principal.public_id,
                 target_label=f"{principal.name} ({principal.display})"[:254],

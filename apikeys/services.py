@@ -20,13 +20,14 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.models import PlatformRole, User
+from accounts.models import PlatformRole
 from apikeys.cache import invalidate_key
 from apikeys.keys import display_form, generate_secret, key_digest
 from apikeys.models import ApiKey, Environment, IpMode, KeyStatus
 from apikeys.networks import NetworkError, clean_allowed_ips, networks_of, within
 from apikeys.scopes import ScopeError, missing_scopes, normalize_scopes
 from config.errors import ServiceError
+from orgs.actors import Actor
 from orgs.models import KycStatus, LeakResponse, Organization, OrgStatus
 from orgs.services import audit_record
 from webhooks.events import emit
@@ -122,9 +123,9 @@ def _clean_networks(allowed_ips: Any, mode: Any) -> tuple[list[str], str]:
     return ranges, str(mode)
 
 
-def _check_may_grant(actor_key: ApiKey, scopes: list[str]) -> None:
+def _check_may_grant(acting_key: ApiKey, scopes: list[str]) -> None:
     """A key gives no other key a scope it lacks itself."""
-    missing = missing_scopes(actor_key.scopes, scopes)
+    missing = missing_scopes(acting_key.scopes, scopes)
     if missing:
         raise ScopeNotAllowed(
             f"The key making this request lacks the scope {missing[0]!r}, so it cannot grant it.",
@@ -132,22 +133,22 @@ def _check_may_grant(actor_key: ApiKey, scopes: list[str]) -> None:
         )
 
 
-def _check_networks_within(actor_key: ApiKey | None, ranges: list[str], mode: str) -> None:
+def _check_networks_within(acting_key: ApiKey | None, ranges: list[str], mode: str) -> None:
     """A key that may only be used from some networks gives no key a wider reach: what it
     creates or edits carries an enforced list inside its own (otherwise one request from
     an allowed network would mint a key usable from anywhere)."""
     if (
-        actor_key is None
-        or not actor_key.allowed_ips
-        or actor_key.allowed_ips_mode != IpMode.ENFORCE
+        acting_key is None
+        or not acting_key.allowed_ips
+        or acting_key.allowed_ips_mode != IpMode.ENFORCE
     ):
         return
-    own = networks_of(tuple(actor_key.allowed_ips))
+    own = networks_of(tuple(acting_key.allowed_ips))
     outside = [r for r in ranges if not within(ip_network(r), own)]
     if not ranges or mode != IpMode.ENFORCE or outside:
         raise InvalidKeyInput(
             "The key making this request may only be used from "
-            f"{', '.join(actor_key.allowed_ips)}; a key it creates or edits must carry an "
+            f"{', '.join(acting_key.allowed_ips)}; a key it creates or edits must carry an "
             "enforced IP allowlist inside those ranges"
             + (f" ({outside[0]} is not)." if outside else "."),
             param="allowed_ips",
@@ -217,8 +218,7 @@ def _issue(
     scopes: list[str],
     now: datetime,
     expires_at: datetime | None,
-    created_by: User | None,
-    created_by_key: ApiKey | None,
+    actor: Actor,
     predecessor: ApiKey | None = None,
     meta: dict[str, Any] | None = None,
     allowed_ips: list[str] | None = None,
@@ -233,8 +233,8 @@ def _issue(
         meta=meta or {},
         digest=key_digest(secret),
         display=display_form(secret),
-        created_by=created_by,
-        created_by_key=created_by_key,
+        created_by=actor.user,
+        created_by_key=actor.api_key,
         predecessor=predecessor,
         created_at=now,
         expires_at=expires_at,
@@ -270,10 +270,8 @@ def apikey_create(
     meta: Any = None,
     allowed_ips: Any = (),
     allowed_ips_mode: Any = IpMode.ENFORCE,
-    created_by: User | None = None,
-    created_by_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> tuple[ApiKey, str]:
     """Issue an org key and return it with its secret (the only time the secret exists).
 
@@ -281,8 +279,10 @@ def apikey_create(
     JSON object of at most META_MAX_BYTES; `live` only while the
     org's KYC is approved; never for a suspended org; a key created by another key holds
     no scope and no environment that key lacks (a test key cannot create a live key) and
-    expires no later than that key.
+    expires no later than that key. `actor` is the creator (a person, a key, or the
+    system for the operator's tools).
     """
+    creator_key = actor.api_key
     now = timezone.now()
     name = _clean_name(name)
     if environment not in (Environment.LIVE, Environment.TEST):
@@ -293,30 +293,30 @@ def apikey_create(
     clean = clean_meta(meta)
     ranges, mode = _clean_networks(list(allowed_ips), allowed_ips_mode)
     if (
-        created_by_key is not None
+        creator_key is not None
         and not ranges
-        and created_by_key.allowed_ips
-        and created_by_key.allowed_ips_mode == IpMode.ENFORCE
+        and creator_key.allowed_ips
+        and creator_key.allowed_ips_mode == IpMode.ENFORCE
     ):
         # A key bound to some networks creates keys bound to the same ones by default.
-        ranges, mode = list(created_by_key.allowed_ips), IpMode.ENFORCE
-    _check_networks_within(created_by_key, ranges, mode)
+        ranges, mode = list(creator_key.allowed_ips), IpMode.ENFORCE
+    _check_networks_within(creator_key, ranges, mode)
     expires_at = _clean_expiry(expires_at, now)
     _check_org_may_hold(org, environment)
-    if created_by_key is not None:
-        if created_by_key.org_id != org.pk:
+    if creator_key is not None:
+        if creator_key.org_id != org.pk:
             raise ValueError("A key can only create keys for its own organisation.")
-        if created_by_key.environment == Environment.TEST and environment == Environment.LIVE:
+        if creator_key.environment == Environment.TEST and environment == Environment.LIVE:
             raise EnvironmentNotAllowed("A test key cannot create a live key.", param="environment")
-        _check_may_grant(created_by_key, clean_scopes)
+        _check_may_grant(creator_key, clean_scopes)
         # A key cannot outlive the key that made it: otherwise a key about to expire (or
         # in its rotation grace) could mint a permanent copy of itself.
-        if created_by_key.expires_at is not None and (
-            expires_at is None or expires_at > created_by_key.expires_at
+        if creator_key.expires_at is not None and (
+            expires_at is None or expires_at > creator_key.expires_at
         ):
             raise InvalidKeyInput(
                 "The key making this request expires at "
-                f"{created_by_key.expires_at.isoformat()}; a key it creates must expire "
+                f"{creator_key.expires_at.isoformat()}; a key it creates must expire "
                 "no later than that.",
                 param="expires_at",
             )
@@ -328,8 +328,7 @@ def apikey_create(
         scopes=clean_scopes,
         now=now,
         expires_at=expires_at,
-        created_by=created_by,
-        created_by_key=created_by_key,
+        actor=actor,
         meta=clean,
         allowed_ips=ranges,
         allowed_ips_mode=mode,
@@ -338,9 +337,7 @@ def apikey_create(
         action="api_key.created",
         org=org,
         request=request,
-        actor_user=created_by,
-        actor_api_key=created_by_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=key,
         details={
             "name": key.name,
@@ -359,18 +356,17 @@ def system_apikey_create(
     *,
     name: str,
     scopes: Any,
-    created_by: User | None,
+    actor: Actor,
     expires_at: datetime | None = None,
     request: HttpRequest | None = None,
-    as_system: bool = False,
 ) -> tuple[ApiKey, str]:
     """Issue a system key (environment `sys`, no org, system scopes only).
 
-    Only a platform owner may create one, or the operator's shell (`as_system`:
-    `manage.py create_api_key --system`), recorded as the system actor.
+    Only a platform owner may create one, or the operator's shell (`Actor.system()`:
+    `manage.py create_api_key --system`).
     """
-    if not as_system and (
-        created_by is None or created_by.platform_role != PlatformRole.PLATFORM_OWNER
+    if not actor.is_system and (
+        actor.user is None or actor.user.platform_role != PlatformRole.PLATFORM_OWNER
     ):
         raise ActorNotAllowed("Only platform owners manage system keys.")
     now = timezone.now()
@@ -384,14 +380,13 @@ def system_apikey_create(
         scopes=clean_scopes,
         now=now,
         expires_at=expires_at,
-        created_by=created_by,
-        created_by_key=None,
+        actor=actor,
     )
     audit_record(
         action="api_key.created",
         org=None,
         request=request,
-        actor_user=created_by,
+        actor=actor,
         target=key,
         details={
             "name": key.name,
@@ -408,10 +403,8 @@ def apikey_rotate(
     *,
     key: ApiKey,
     grace: timedelta = DEFAULT_GRACE,
-    actor_user: User | None = None,
-    actor_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> tuple[ApiKey, str]:
     """Issue a successor (same org, name, environment, scopes) and retire `key` after `grace`.
 
@@ -419,7 +412,7 @@ def apikey_rotate(
     `min(now + grace, its own expiry)` and the successor inherits the old key's expiry;
     revoked, expired, deleted and already rotated keys are refused; the environment rule of
     creation applies (a live successor needs approved KYC); a key rotating a key
-    (`actor_key`) never makes a successor that outlives itself.
+    (`actor.api_key`) never makes a successor that outlives itself.
     """
     if not timedelta(0) <= grace <= MAX_GRACE:
         raise InvalidKeyInput("The grace period must be between 0 and 7 days.", param="grace")
@@ -445,14 +438,15 @@ def apikey_rotate(
         _check_org_may_hold(old.org, old.environment)
     # As at creation: a key about to expire (or in its own rotation grace) could otherwise
     # turn a key without expiry into a fresh secret that outlives it.
+    acting_key = actor.api_key
     if (
-        actor_key is not None
-        and actor_key.expires_at is not None
-        and (old.expires_at is None or old.expires_at > actor_key.expires_at)
+        acting_key is not None
+        and acting_key.expires_at is not None
+        and (old.expires_at is None or old.expires_at > acting_key.expires_at)
     ):
         raise InvalidKeyInput(
             "The key making this request expires at "
-            f"{actor_key.expires_at.isoformat()}; it cannot rotate a key into a successor "
+            f"{acting_key.expires_at.isoformat()}; it cannot rotate a key into a successor "
             "that outlives it. Rotate this key from the dashboard or with a longer-lived key."
         )
 
@@ -464,8 +458,7 @@ def apikey_rotate(
         scopes=list(old.scopes),
         now=now,
         expires_at=original_expiry,
-        created_by=actor_user,
-        created_by_key=actor_key,
+        actor=actor,
         predecessor=old,
         meta=dict(old.meta or {}),
         allowed_ips=list(old.allowed_ips or []),
@@ -481,9 +474,7 @@ def apikey_rotate(
         action="api_key.rotated",
         org=old.org,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=old,
         details={
             "successor_id": successor.public_id,
@@ -510,10 +501,8 @@ def apikey_rotate(
 def apikey_revoke(
     *,
     key: ApiKey,
-    actor_user: User | None = None,
-    actor_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> ApiKey:
     """Revoke `key` at once and for good. Revoking a revoked key changes nothing."""
     locked = _locked(key)
@@ -524,9 +513,7 @@ def apikey_revoke(
             action="api_key.revoked",
             org=locked.org,
             request=request,
-            actor_user=actor_user,
-            actor_api_key=actor_key,
-            external_actor_id=external_actor_id,
+            actor=actor,
             target=locked,
             details={"name": locked.name},
         )
@@ -599,7 +586,7 @@ def apikey_report_leaked(
     locked.leaked_at = timezone.now()
     locked.save(update_fields=["leaked_at"])
     if revoke:
-        apikey_revoke(key=locked, request=request)
+        apikey_revoke(key=locked, actor=Actor.for_request(request), request=request)
     else:
         invalidate_key(locked.digest)  # the flag shows in `me` and the verify answer
     details = {
@@ -643,17 +630,15 @@ def apikey_update(
     scopes: Any = _UNSET,
     allowed_ips: Any = _UNSET,
     allowed_ips_mode: Any = _UNSET,
-    actor_user: User | None = None,
-    actor_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> ApiKey:
     """Change what a key may do (`scopes`) and where from (`allowed_ips`, `allowed_ips_mode`);
     arguments left out stay as they are.
 
     Invariants: a revoked, expired or deleted key cannot be edited; scopes are registry
-    scopes with their implied scopes added; a key editing another key (`actor_key`, the
-    API) gives only scopes it holds itself (the caller checks it holds the edited key's
+    scopes with their implied scopes added; a key editing another key (`actor.api_key`,
+    the API) gives only scopes it holds itself (the caller checks it holds the edited key's
     scopes, as for rotation). The change is audited (`api_key.updated`, from and to) and in
     force on the next request in every worker: the key is invalidated in the verification
     cache and the call returns once no admission lease granted before it is still held.
@@ -661,9 +646,10 @@ def apikey_update(
     locked = _locked(key)
     if not locked.is_usable():
         raise KeyNotActive("A revoked, expired or deleted key cannot be edited.")
-    if actor_key is not None:
+    acting_key = actor.api_key
+    if acting_key is not None:
         # Checked again under the row lock: the key may have been widened meanwhile.
-        held = missing_scopes(actor_key.scopes, locked.scopes)
+        held = missing_scopes(acting_key.scopes, locked.scopes)
         if held:
             raise ScopeNotAllowed(
                 f"The key making this request lacks the scope {held[0]!r} that the key it "
@@ -673,8 +659,8 @@ def apikey_update(
     changes: dict[str, dict[str, Any]] = {}
     if scopes is not _UNSET:
         clean_scopes = _clean_scopes(scopes, system=locked.is_system)
-        if actor_key is not None:
-            _check_may_grant(actor_key, clean_scopes)
+        if acting_key is not None:
+            _check_may_grant(acting_key, clean_scopes)
         if sorted(clean_scopes) != sorted(locked.scopes):
             changes["scopes"] = {"from": sorted(locked.scopes), "to": sorted(clean_scopes)}
             locked.scopes = clean_scopes
@@ -683,7 +669,7 @@ def apikey_update(
             list(locked.allowed_ips) if allowed_ips is _UNSET else allowed_ips,
             locked.allowed_ips_mode if allowed_ips_mode is _UNSET else allowed_ips_mode,
         )
-        _check_networks_within(actor_key, ranges, mode)
+        _check_networks_within(acting_key, ranges, mode)
         if ranges != list(locked.allowed_ips):
             changes["allowed_ips"] = {"from": list(locked.allowed_ips), "to": ranges}
             locked.allowed_ips = ranges
@@ -697,9 +683,7 @@ def apikey_update(
         action="api_key.updated",
         org=locked.org,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=locked,
         details={"name": locked.name, "changes": changes},
     )
@@ -713,10 +697,8 @@ def apikey_update(
 def apikey_delete(
     *,
     key: ApiKey,
-    actor_user: User | None = None,
-    actor_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> None:
     """Remove `key` from every list; it stops working at once (it is revoked too).
 
@@ -734,9 +716,7 @@ def apikey_delete(
         action="api_key.deleted",
         org=locked.org,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=locked,
         details={"name": locked.name, "was_revoked": was_revoked},
     )

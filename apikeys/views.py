@@ -25,7 +25,6 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
-from accounts.models import User
 from apikeys.charts import Chart, build_chart
 from apikeys.forms import (
     DEFAULT_GRACE_VALUE,
@@ -69,6 +68,7 @@ from apikeys.services import (
 )
 from config import pager
 from config.confirm import Confirmation, ConfirmMixin
+from orgs.actors import Actor
 from orgs.models import KycStatus
 from orgs.tenancy import OrgMixin, OrgView
 
@@ -118,11 +118,6 @@ def _remember_nonce(request: HttpRequest, nonce: str, key_id: str) -> None:
     used: dict[str, str] = dict(request.session.get(USED_NONCES_SESSION_KEY, {}))
     used[_nonce_hash(nonce)] = key_id
     request.session[USED_NONCES_SESSION_KEY] = dict(list(used.items())[-USED_NONCES_KEPT:])
-
-
-def _user(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 # What each allowlist mode does, for the radio buttons of the create and edit forms.
@@ -217,7 +212,7 @@ class ApiKeyCreateView(OrgMixin, View):
                 meta=form.cleaned_data["meta"],
                 allowed_ips=form.cleaned_data["allowed_ips"],
                 allowed_ips_mode=form.cleaned_data["allowed_ips_mode"],
-                created_by=_user(request),
+                actor=Actor.for_request(request),
                 request=request,
             )
         except ApiKeyError as exc:
@@ -511,7 +506,7 @@ class ApiKeyRotateView(_KeyConfirmView):
         key = self.key()
         try:
             successor, secret = apikey_rotate(
-                key=key, grace=form.grace_delta, actor_user=_user(request), request=request
+                key=key, grace=form.grace_delta, actor=Actor.for_request(request), request=request
             )
         except ApiKeyError as exc:
             messages.error(request, exc.message)
@@ -546,7 +541,7 @@ class ApiKeyRevokeView(_KeyConfirmView):
 
     def perform(self, form: forms.Form | None) -> HttpResponse:
         key = self.key()
-        apikey_revoke(key=key, actor_user=_user(self.request), request=self.request)
+        apikey_revoke(key=key, actor=Actor.for_request(self.request), request=self.request)
         messages.success(self.request, f"“{key.name}” is revoked. Requests with it now fail.")
         return HttpResponseRedirect(self.detail_url())
 
@@ -567,7 +562,7 @@ class ApiKeyDeleteView(_KeyConfirmView):
 
     def perform(self, form: forms.Form | None) -> HttpResponse:
         key = self.key()
-        apikey_delete(key=key, actor_user=_user(self.request), request=self.request)
+        apikey_delete(key=key, actor=Actor.for_request(self.request), request=self.request)
         messages.success(self.request, f"“{key.name}” is deleted. Its audit events remain.")
         return HttpResponseRedirect(reverse("apikey-list", kwargs={"org_slug": self.org.slug}))
 
@@ -644,7 +639,9 @@ class ApiKeyEditView(OrgMixin, View):
             changes["scopes"] = sorted(ticked)
         before = (sorted(key.scopes), list(key.allowed_ips), key.allowed_ips_mode)
         try:
-            updated = apikey_update(key=key, actor_user=_user(request), request=request, **changes)
+            updated = apikey_update(
+                key=key, actor=Actor.for_request(request), request=request, **changes
+            )
         except ApiKeyError as exc:
             form.add_error(_form_field(form, exc.param), exc.message)
             return self._render_form(form, status=400)
@@ -722,7 +719,9 @@ class ApiKeyNarrowView(_KeyConfirmView):
             )
             return self.render_confirm_step(form)
         try:
-            apikey_update(key=key, scopes=use.used, actor_user=_user(request), request=request)
+            apikey_update(
+                key=key, scopes=use.used, actor=Actor.for_request(request), request=request
+            )
         except ApiKeyError as exc:
             messages.error(request, exc.message)
             return HttpResponseRedirect(self.detail_url())

@@ -63,10 +63,8 @@ class OrganizationApi(OrgApiView):
             name=data["name"],
             slug=self.org.slug,
             require_two_factor=self.org.require_two_factor,
-            actor=None,
+            actor=self.actor,
             request=request._request,
-            actor_api_key=self.api_key,
-            external_actor_id=self.external_actor_id,
         )
         return Response(s.OrganizationSerializer(org).data)
 
@@ -102,10 +100,8 @@ class MemberListApi(OrgApiView):
             org=self.org,
             email=data["email"],
             role=data["role"],
-            invited_by=None,
+            actor=self.actor,
             request=request._request,
-            actor_api_key=self.api_key,
-            external_actor_id=self.external_actor_id,
         )
         return Response(s.InvitationSerializer(invitation).data, status=status.HTTP_201_CREATED)
 
@@ -144,9 +140,8 @@ class SignInLinkApi(OrgApiView):
             email=data["email"],
             ttl_minutes=data.get("ttl_minutes"),
             next_url=data.get("next", ""),
-            api_key=self.api_key,
+            actor=self.actor,
             request=request._request,
-            external_actor_id=self.external_actor_id,
         )
         return Response(s.SignInLinkSerializer(link).data, status=status.HTTP_201_CREATED)
 
@@ -162,10 +157,8 @@ class InvitationBase(OrgApiView):
         """Run an invitation service as the presenting key (with an admin's powers)."""
         invitation = service(
             invitation=self.invitation(invitation_id),
-            actor_membership=None,
+            actor=self.actor,
             request=self.request._request,
-            actor_api_key=self.api_key,
-            external_actor_id=self.external_actor_id,
         )
         return Response(s.InvitationSerializer(invitation).data)
 
@@ -222,10 +215,8 @@ class MemberDetailApi(OrgApiView):
         membership_change_role(
             membership=membership,
             role=data["role"],
-            actor_membership=None,
+            actor=self.actor,
             request=request._request,
-            actor_api_key=self.api_key,
-            external_actor_id=self.external_actor_id,
         )
         return Response(s.MemberSerializer(self.member(member_id)).data)
 
@@ -234,10 +225,8 @@ class MemberDetailApi(OrgApiView):
         membership = membership_get(org=self.org, public_id=member_id)
         membership_remove(
             membership=membership,
-            actor_membership=None,
+            actor=self.actor,
             request=request._request,
-            actor_api_key=self.api_key,
-            external_actor_id=self.external_actor_id,
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 

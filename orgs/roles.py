@@ -7,8 +7,9 @@ views read them only to decide which controls to show.
   enforcement, invitations as member or admin;
 - member: read-only.
 
-An actor of `None` is not a person: an API key with `members:write` or the system. It acts
-with an admin's powers (ADR 0020).
+Each rule takes the acting person's membership (`member`). A `member` of None is not a
+person: an API key with `members:write` or the system (`orgs.actors.Actor`). It acts with
+an admin's powers (ADR 0020).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from __future__ import annotations
 from orgs.models import ROLE_RANK, Membership, Role
 
 
-def actor_role(actor: Membership | None) -> str:
-    return Role.ADMIN if actor is None else actor.role
+def member_role(member: Membership | None) -> str:
+    return Role.ADMIN if member is None else member.role
 
 
-def assignable_roles(actor: Membership | None) -> list[str]:
-    """Roles the actor may give by invitation or role change, highest first."""
-    role = actor_role(actor)
+def assignable_roles(member: Membership | None) -> list[str]:
+    """Roles the member may give by invitation or role change, highest first."""
+    role = member_role(member)
     if role == Role.OWNER:
         return [Role.OWNER, Role.ADMIN, Role.MEMBER]
     if role == Role.ADMIN:
@@ -30,24 +31,24 @@ def assignable_roles(actor: Membership | None) -> list[str]:
     return []
 
 
-def can_assign(actor: Membership | None, role: str) -> bool:
-    return role in assignable_roles(actor)
+def can_assign(member: Membership | None, role: str) -> bool:
+    return role in assignable_roles(member)
 
 
-def can_manage(actor: Membership | None, target: Membership) -> bool:
-    """Whether the actor may change the target's role or remove it (not themselves)."""
-    if actor is not None and actor.pk == target.pk:
+def can_manage(member: Membership | None, target: Membership) -> bool:
+    """Whether the member may change the target's role or remove it (not themselves)."""
+    if member is not None and member.pk == target.pk:
         return False
-    role = actor_role(actor)
+    role = member_role(member)
     if role == Role.OWNER:
         return True
     return role == Role.ADMIN and target.role == Role.MEMBER
 
 
-def can_manage_members(actor: Membership | None) -> bool:
-    return ROLE_RANK[actor_role(actor)] >= ROLE_RANK[Role.ADMIN]
+def can_manage_members(member: Membership | None) -> bool:
+    return ROLE_RANK[member_role(member)] >= ROLE_RANK[Role.ADMIN]
 
 
-def can_change_two_factor_policy(actor: Membership | None) -> bool:
+def can_change_two_factor_policy(member: Membership | None) -> bool:
     # docs/product.md#accounts: "An org owner can require two-factor for all members".
-    return actor is not None and actor.role == Role.OWNER
+    return member is not None and member.role == Role.OWNER

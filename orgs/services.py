@@ -16,8 +16,8 @@ from accounts.models import User, normalize_email
 from config.errors import ServiceError
 from config.net import client_ip, user_agent
 from orgs import roles
+from orgs.actors import Actor
 from orgs.models import (
-    ActorType,
     AuditEvent,
     Invitation,
     KycStatus,
@@ -50,9 +50,7 @@ def audit_record(
     action: str,
     org: Organization | None = None,
     request: HttpRequest | None = None,
-    actor_user: User | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
+    actor: Actor | None = None,
     target: models.Model | None = None,
     target_type: str = "",
     target_id: str = "",
@@ -62,30 +60,14 @@ def audit_record(
     """Append one audit event.
 
     Invariants: events are never updated or deleted; `details` never holds a secret (keys
-    such as `secret`, `token`, `code` are refused). The actor is, in order: the API key
-    given, the user given, the request's signed-in user, else the system. IP, user agent
-    and request id come from `request` when one is given.
+    such as `secret`, `token`, `code` are refused). The actor is the one given, else the
+    request's signed-in user, else the system (`Actor.for_request`). IP, user agent and
+    request id come from `request` when one is given.
     """
     details = dict(details or {})
     _check_details(details)
-
-    if actor_user is None and actor_api_key is None and request is not None:
-        request_user = getattr(request, "user", None)
-        if isinstance(request_user, User) and request_user.is_authenticated:
-            actor_user = request_user
-
-    if actor_api_key is not None:
-        actor_type = ActorType.API_KEY
-        actor_id = str(getattr(actor_api_key, "public_id", ""))
-        actor_label = str(getattr(actor_api_key, "display", "") or actor_id)
-    elif actor_user is not None:
-        actor_type = ActorType.USER
-        actor_id = ""
-        actor_label = actor_user.email
-    else:
-        actor_type = ActorType.SYSTEM
-        actor_id = ""
-        actor_label = "system"
+    if actor is None:
+        actor = Actor.for_request(request)
 
     if target is not None:
         target_type = target_type or target._meta.model_name or ""
@@ -95,11 +77,11 @@ def audit_record(
     return AuditEvent.objects.create(
         org=org,
         action=action,
-        actor_type=actor_type,
-        actor_user=actor_user,
-        actor_id=actor_id,
-        actor_label=actor_label[:254],
-        external_actor_id=external_actor_id[:255],
+        actor_type=actor.kind,
+        actor_user=actor.user,
+        actor_id=actor.audit_id,
+        actor_label=actor.label[:254],
+        external_actor_id=actor.external_actor_id[:255],
         target_type=target_type[:40],
         target_id=target_id[:64],
         target_label=target_label[:254],
@@ -148,6 +130,24 @@ def _check_same_org(org: Organization, *memberships: Membership | None) -> None:
     for membership in memberships:
         if membership is not None and membership.org_id != org.pk:
             raise MembershipError("That member belongs to another organisation.", code="not_found")
+
+
+def _acting_membership(
+    actor: Actor, org: Organization, *, fresh: bool = False
+) -> Membership | None:
+    """The acting person's membership of `org`: the one the actor carries, or (without
+    one, or `fresh`: judged now, under the org's lock) looked up in one query. None for a
+    key or the system, which act with an admin's powers (`orgs.roles`). A person who is
+    not a member is refused."""
+    if actor.user is None:
+        return None
+    membership = None if fresh else actor.membership
+    if membership is None:
+        membership = Membership.objects.filter(org=org, user=actor.user).first()
+        if membership is None:
+            raise MembershipError("You are not a member of this organisation.", code="forbidden")
+    _check_same_org(org, membership)
+    return membership
 
 
 def _clean_name(name: str) -> str:
@@ -214,7 +214,7 @@ def org_create(
         action="org.created",
         org=org,
         request=request,
-        actor_user=owner,
+        actor=Actor.for_user(owner),
         target=org,
         details={"slug": slug, "plan": plan, "kyc_status": kyc_status, "owner": owner.email},
     )
@@ -236,10 +236,8 @@ def org_update_settings(
     name: str,
     slug: str,
     require_two_factor: bool,
-    actor: Membership | None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
     leak_response: str | None = None,
 ) -> Organization:
     """Change the org's name, slug, two-factor policy and what a leak report does to a
@@ -250,25 +248,25 @@ def org_update_settings(
     `leak_response` (both are security policies); the slug stays unique. Records
     `org.settings_changed` with the changed fields only.
     """
-    _check_same_org(org, actor)
-    if not roles.can_manage_members(actor):
+    member = _acting_membership(actor, org)
+    if not roles.can_manage_members(member):
         raise OrgError("Only admins and owners can change settings.", code="forbidden")
     name = _clean_name(name)
     slug = clean_slug(slug)
     if require_two_factor != org.require_two_factor and not roles.can_change_two_factor_policy(
-        actor
+        member
     ):
         raise OrgError("Only an owner can change the two-factor requirement.", code="forbidden")
     if leak_response is None:
         leak_response = org.leak_response
     if leak_response not in LeakResponse.values:
         raise OrgError("A leak report either revokes or flags the key.", code="invalid")
-    if leak_response != org.leak_response and not roles.can_change_two_factor_policy(actor):
+    if leak_response != org.leak_response and not roles.can_change_two_factor_policy(member):
         raise OrgError("Only an owner can change what a leak report does.", code="forbidden")
     if (
         require_two_factor
         and not org.require_two_factor
-        and actor is not None
+        and actor.user is not None
         and not user_has_two_factor(user=actor.user)
     ):
         # Otherwise the owner would lock themselves out of their own org's pages.
@@ -303,9 +301,7 @@ def org_update_settings(
         action="org.settings_changed",
         org=org,
         request=request,
-        actor_user=actor.user if actor is not None else None,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=org,
         details={"changes": changes},
     )
@@ -316,14 +312,15 @@ def org_update_settings(
 def org_delete(
     *,
     org: Organization,
-    actor: Membership,
+    actor: Actor,
     confirm_slug: str,
     request: HttpRequest | None = None,
 ) -> None:
     """Delete the org with its memberships and invitations (and, by cascade, what other
-    apps keep for it). Owners only, confirmed by typing the slug. Its audit events stay."""
-    _check_same_org(org, actor)
-    if actor.role != Role.OWNER:
+    apps keep for it). Owners only (not a key), confirmed by typing the slug. Its audit
+    events stay."""
+    member = _acting_membership(actor, org)
+    if member is None or member.role != Role.OWNER:
         raise OrgError("Only an owner can delete the organisation.", code="forbidden")
     if confirm_slug.strip() != org.slug:
         raise OrgError("Type the organisation's slug to confirm.", code="confirmation_mismatch")
@@ -332,7 +329,7 @@ def org_delete(
         action="org.deleted",
         org=org,
         request=request,
-        actor_user=actor.user,
+        actor=actor,
         target=org,
         details={"slug": org.slug, "name": org.name},
     )
@@ -341,7 +338,7 @@ def org_delete(
     org.delete()
 
 
-def _invitation_send(*, invitation: Invitation, token: str, inviter: User | None) -> None:
+def _invitation_send(*, invitation: Invitation, token: str, actor: Actor) -> None:
     accept_url = f"{settings.SITE_URL}/invitations/{token}/"
     queue_email(
         to=[invitation.email],
@@ -349,7 +346,8 @@ def _invitation_send(*, invitation: Invitation, token: str, inviter: User | None
         context={
             "org_name": invitation.org.name,
             "role": Role(invitation.role).label,
-            "inviter_email": inviter.email if inviter is not None else "",
+            # A key or the system invites in the org's name, without an inviter to show.
+            "inviter_email": actor.user.email if actor.user is not None else "",
             "accept_url": accept_url,
             "expires_at": invitation.expires_at.strftime("%Y-%m-%d %H:%M UTC"),
         },
@@ -362,15 +360,13 @@ def member_invite(
     org: Organization,
     email: str,
     role: str,
-    invited_by: User | None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> Invitation:
     """Invite `email` to the org with `role` and email them a link valid for 7 days.
 
-    Invariants: the inviter is an admin or owner of the org (`invited_by=None` means an
-    API key or the system, with an admin's powers); only owners invite owners; an address
+    Invariants: a person inviting is an admin or owner of the org, judged now (an API key
+    or the system acts with an admin's powers); only owners invite owners; an address
     that is already a member, or has an open invitation, is refused. An expired open
     invitation for the same address is closed and replaced. Only the token's hash is kept.
     """
@@ -379,14 +375,10 @@ def member_invite(
     if not email or "@" not in email:
         raise MembershipError("Enter a valid email address.", code="invalid_email")
     _check_role(role)
-    actor: Membership | None = None
-    if invited_by is not None:
-        actor = Membership.objects.filter(org=org, user=invited_by).first()
-        if actor is None:
-            raise MembershipError("You are not a member of this organisation.", code="forbidden")
-    if not roles.can_manage_members(actor):
+    member = _acting_membership(actor, org, fresh=True)
+    if not roles.can_manage_members(member):
         raise MembershipError("Only admins and owners can invite members.", code="forbidden")
-    if not roles.can_assign(actor, role):
+    if not roles.can_assign(member, role):
         raise MembershipError(
             f"You cannot invite someone as {Role(role).label.lower()}.", code="forbidden"
         )
@@ -412,28 +404,21 @@ def member_invite(
         email=email,
         role=role,
         token_hash=invitation_token_hash(token),
-        invited_by=invited_by,
-        invited_by_key=actor_api_key if invited_by is None else None,
+        invited_by=actor.user,
+        invited_by_key=actor.api_key,
         sent_at=now,
         expires_at=now + INVITATION_TTL,
     )
-    _invitation_send(invitation=invitation, token=token, inviter=invited_by)
-    _audit_invitation(
-        "member.invited",
-        invitation,
-        request=request,
-        actor_user=invited_by,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
-    )
+    _invitation_send(invitation=invitation, token=token, actor=actor)
+    _audit_invitation("member.invited", invitation, request=request, actor=actor)
     return invitation
 
 
-def _check_can_touch_invitation(invitation: Invitation, actor: Membership | None) -> None:
-    _check_same_org(invitation.org, actor)
-    if not roles.can_manage_members(actor):
+def _check_can_touch_invitation(invitation: Invitation, actor: Actor) -> None:
+    member = _acting_membership(actor, invitation.org)
+    if not roles.can_manage_members(member):
         raise MembershipError("Only admins and owners can manage invitations.", code="forbidden")
-    if not roles.can_assign(actor, invitation.role):
+    if not roles.can_assign(member, invitation.role):
         raise MembershipError(
             "Only an owner can manage an invitation to become an owner.", code="forbidden"
         )
@@ -446,17 +431,13 @@ def _audit_invitation(
     invitation: Invitation,
     *,
     request: HttpRequest | None,
-    actor_user: User | None,
-    actor_api_key: Any | None,
-    external_actor_id: str,
+    actor: Actor,
 ) -> None:
     audit_record(
         action=action,
         org=invitation.org,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=invitation,
         target_label=invitation.email,
         details={"email": invitation.email, "role": invitation.role},
@@ -467,37 +448,27 @@ def _audit_invitation(
 def invitation_resend(
     *,
     invitation: Invitation,
-    actor_membership: Membership | None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> Invitation:
     """Email the invitation again with a fresh link and a fresh 7-day expiry.
 
     Only a hash is stored, so the old link cannot be re-sent: it stops working. The
     invitation now stands on the authority of whoever re-sent it (a member or a key).
     """
-    _check_can_touch_invitation(invitation, actor_membership)
+    _check_can_touch_invitation(invitation, actor)
     now = timezone.now()
     token = new_invitation_token()
-    inviter = actor_membership.user if actor_membership is not None else None
     invitation.token_hash = invitation_token_hash(token)
     invitation.sent_at = now
     invitation.expires_at = now + INVITATION_TTL
-    invitation.invited_by = inviter
-    invitation.invited_by_key = actor_api_key if inviter is None else None
+    invitation.invited_by = actor.user
+    invitation.invited_by_key = actor.api_key
     invitation.save(
         update_fields=["token_hash", "sent_at", "expires_at", "invited_by", "invited_by_key"]
     )
-    _invitation_send(invitation=invitation, token=token, inviter=inviter)
-    _audit_invitation(
-        "invitation.resent",
-        invitation,
-        request=request,
-        actor_user=inviter,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
-    )
+    _invitation_send(invitation=invitation, token=token, actor=actor)
+    _audit_invitation("invitation.resent", invitation, request=request, actor=actor)
     return invitation
 
 
@@ -505,23 +476,14 @@ def invitation_resend(
 def invitation_cancel(
     *,
     invitation: Invitation,
-    actor_membership: Membership | None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> Invitation:
     """Close an open invitation: its link stops working at once."""
-    _check_can_touch_invitation(invitation, actor_membership)
+    _check_can_touch_invitation(invitation, actor)
     invitation.cancelled_at = timezone.now()
     invitation.save(update_fields=["cancelled_at"])
-    _audit_invitation(
-        "invitation.cancelled",
-        invitation,
-        request=request,
-        actor_user=actor_membership.user if actor_membership is not None else None,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
-    )
+    _audit_invitation("invitation.cancelled", invitation, request=request, actor=actor)
     return invitation
 
 
@@ -588,7 +550,7 @@ def invitation_accept(
         action="invitation.accepted",
         org=org,
         request=request,
-        actor_user=user,
+        actor=Actor.for_user(user),
         target=membership,
         target_label=user.email,
         details={
@@ -632,10 +594,8 @@ def membership_change_role(
     *,
     membership: Membership,
     role: str,
-    actor_membership: Membership | None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> Membership:
     """Give a member another role.
 
@@ -644,20 +604,18 @@ def membership_change_role(
     """
     _check_role(role)
     org = membership.org
-    _check_same_org(org, actor_membership)
+    member = _acting_membership(actor, org)
     _lock_org(org)
     membership.refresh_from_db(fields=["role"])
-    if actor_membership is not None:
+    if member is not None:
         # Judge the actor by their role now, not as loaded before the lock.
-        actor_membership.refresh_from_db(fields=["role"])
-    if actor_membership is not None and actor_membership.pk == membership.pk:
+        member.refresh_from_db(fields=["role"])
+    if member is not None and member.pk == membership.pk:
         raise MembershipError(
             "You cannot change your own role; ask another owner, or transfer ownership.",
             code="forbidden",
         )
-    if not roles.can_manage(actor_membership, membership) or not roles.can_assign(
-        actor_membership, role
-    ):
+    if not roles.can_manage(member, membership) or not roles.can_assign(member, role):
         raise MembershipError("Your role does not allow this change.", code="forbidden")
     if membership.role == role:
         return membership
@@ -670,9 +628,7 @@ def membership_change_role(
         action="member.role_changed",
         org=org,
         request=request,
-        actor_user=actor_membership.user if actor_membership is not None else None,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=membership,
         target_label=membership.user.email,
         details={"email": membership.user.email, "from": old_role, "to": role},
@@ -684,34 +640,25 @@ def membership_change_role(
 def membership_remove(
     *,
     membership: Membership,
-    actor_membership: Membership | None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> None:
     """Remove someone else from the org. Owners remove anyone, admins remove `member`s;
     the last owner cannot be removed; leaving oneself goes through `membership_leave`."""
     org = membership.org
-    _check_same_org(org, actor_membership)
+    member = _acting_membership(actor, org)
     _lock_org(org)
     membership.refresh_from_db(fields=["role"])
-    if actor_membership is not None:
+    if member is not None:
         # Judge the actor by their role now, not as loaded before the lock.
-        actor_membership.refresh_from_db(fields=["role"])
-    if actor_membership is not None and actor_membership.pk == membership.pk:
+        member.refresh_from_db(fields=["role"])
+    if member is not None and member.pk == membership.pk:
         raise MembershipError("To leave the organisation, use “Leave” instead.", code="forbidden")
-    if not roles.can_manage(actor_membership, membership):
+    if not roles.can_manage(member, membership):
         raise MembershipError("Your role does not allow removing this member.", code="forbidden")
     if membership.role == Role.OWNER and _owner_count(org) <= 1:
         raise MembershipError("The last owner cannot be removed.", code="last_owner")
-    _membership_delete(
-        membership=membership,
-        action="member.removed",
-        actor_user=actor_membership.user if actor_membership is not None else None,
-        actor_api_key=actor_api_key,
-        request=request,
-        external_actor_id=external_actor_id,
-    )
+    _membership_delete(membership=membership, action="member.removed", actor=actor, request=request)
 
 
 @transaction.atomic
@@ -729,8 +676,7 @@ def membership_leave(*, membership: Membership, request: HttpRequest | None = No
     _membership_delete(
         membership=membership,
         action="member.left",
-        actor_user=membership.user,
-        actor_api_key=None,
+        actor=Actor.for_member(membership),
         request=request,
     )
 
@@ -739,18 +685,14 @@ def _membership_delete(
     *,
     membership: Membership,
     action: str,
-    actor_user: User | None,
-    actor_api_key: Any | None,
+    actor: Actor,
     request: HttpRequest | None,
-    external_actor_id: str = "",
 ) -> None:
     audit_record(
         action=action,
         org=membership.org,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=membership,
         target_label=membership.user.email,
         details={"email": membership.user.email, "role": membership.role},
@@ -780,38 +722,40 @@ def ownership_transfer(
     *,
     org: Organization,
     to_membership: Membership,
-    actor_membership: Membership,
+    actor: Actor,
     request: HttpRequest | None = None,
 ) -> Membership:
     """Make another member the owner; the acting owner becomes an admin (ADR 0021).
 
-    Invariants: only an owner transfers, to another member of the same org; the org has
-    an owner at every moment. Returns the new owner's membership.
+    Invariants: only an owner (a person, not a key) transfers, to another member of the
+    same org; the org has an owner at every moment. Returns the new owner's membership.
     """
-    _check_same_org(org, actor_membership, to_membership)
+    member = _acting_membership(actor, org)
+    _check_same_org(org, to_membership)
     _lock_org(org)
-    actor_membership.refresh_from_db(fields=["role"])
+    if member is not None:
+        member.refresh_from_db(fields=["role"])
     to_membership.refresh_from_db(fields=["role"])
-    if actor_membership.role != Role.OWNER:
+    if member is None or member.role != Role.OWNER:
         raise MembershipError("Only an owner can transfer ownership.", code="forbidden")
-    if to_membership.pk == actor_membership.pk:
+    if to_membership.pk == member.pk:
         raise MembershipError("Choose another member to transfer ownership to.", code="invalid")
     if to_membership.role == Role.OWNER:
         raise MembershipError(f"{to_membership.user.email} is already an owner.", code="invalid")
     previous_role = to_membership.role
     to_membership.role = Role.OWNER
     to_membership.save(update_fields=["role"])
-    actor_membership.role = Role.ADMIN
-    actor_membership.save(update_fields=["role"])
+    member.role = Role.ADMIN
+    member.save(update_fields=["role"])
     audit_record(
         action="org.ownership_transferred",
         org=org,
         request=request,
-        actor_user=actor_membership.user,
+        actor=actor,
         target=to_membership,
         target_label=to_membership.user.email,
         details={
-            "from": actor_membership.user.email,
+            "from": actor.label,
             "to": to_membership.user.email,
             "new_owner_previous_role": previous_role,
             "previous_owner_role": Role.ADMIN,

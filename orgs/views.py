@@ -37,6 +37,7 @@ from config import pager
 from config.confirm import Confirmation, ConfirmMixin
 from config.text import end_sentence
 from orgs import roles, selectors, services
+from orgs.actors import Actor
 from orgs.forms import (
     AuditFilterForm,
     DeleteOrgForm,
@@ -251,15 +252,15 @@ class MembersView(OrgView):
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
-        actor = self.membership
-        assignable = roles.assignable_roles(actor) if roles.can_manage_members(actor) else []
+        me = self.membership
+        assignable = roles.assignable_roles(me) if roles.can_manage_members(me) else []
         rows = []
         for membership in selectors.membership_list(org=self.org):
-            manageable = roles.can_manage(actor, membership)
+            manageable = roles.can_manage(me, membership)
             rows.append(
                 {
                     "membership": membership,
-                    "is_you": membership.pk == actor.pk,
+                    "is_you": membership.pk == me.pk,
                     "can_manage": manageable,
                     "role_choices": [(r, Role(r).label) for r in assignable] if manageable else [],
                 }
@@ -271,7 +272,7 @@ class MembersView(OrgView):
                 {
                     "invitation": invitation,
                     "expired": invitation.status == InvitationStatus.EXPIRED,
-                    "can_manage": roles.can_assign(actor, invitation.role),
+                    "can_manage": roles.can_assign(me, invitation.role),
                 }
                 for invitation in selectors.invitation_list_pending(org=self.org)
             ]
@@ -297,7 +298,7 @@ class MemberInviteView(OrgView):
                     org=self.org,
                     email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
-                    invited_by=_user(request),
+                    actor=Actor.for_request(request),
                     request=request,
                 )
             except OrgError as error:
@@ -401,7 +402,7 @@ class MemberRoleView(MemberActionView):
             services.membership_change_role(
                 membership=target,
                 role=form.cleaned_data["role"],
-                actor_membership=self.membership,
+                actor=Actor.for_request(self.request),
                 request=self.request,
             )
         except OrgError as error:
@@ -437,7 +438,7 @@ class MemberRemoveView(MemberActionView):
         target = self.target()
         try:
             services.membership_remove(
-                membership=target, actor_membership=self.membership, request=self.request
+                membership=target, actor=Actor.for_request(self.request), request=self.request
             )
         except OrgError as error:
             messages.error(self.request, error.message)
@@ -497,7 +498,7 @@ class InvitationActionView(OrgMixin, View):
 class InvitationResendView(InvitationActionView):
     def act(self, request: HttpRequest, invitation: Any) -> None:
         services.invitation_resend(
-            invitation=invitation, actor_membership=self.membership, request=request
+            invitation=invitation, actor=Actor.for_request(request), request=request
         )
         messages.success(request, f"Invitation sent again to {invitation.email}.")
 
@@ -505,7 +506,7 @@ class InvitationResendView(InvitationActionView):
 class InvitationCancelView(InvitationActionView):
     def act(self, request: HttpRequest, invitation: Any) -> None:
         services.invitation_cancel(
-            invitation=invitation, actor_membership=self.membership, request=request
+            invitation=invitation, actor=Actor.for_request(request), request=request
         )
         messages.success(request, f"Invitation to {invitation.email} cancelled.")
 
@@ -554,7 +555,7 @@ class SettingsView(OrgView):
                     slug=form.cleaned_data["slug"],
                     require_two_factor=form.cleaned_data["require_two_factor"],
                     leak_response=form.cleaned_data["leak_response"],
-                    actor=self.membership,
+                    actor=Actor.for_request(request),
                     request=request,
                 )
             except OrgError as error:
@@ -611,7 +612,7 @@ class OwnershipTransferView(ConfirmMixin, OrgMixin, View):
             services.ownership_transfer(
                 org=self.org,
                 to_membership=target,
-                actor_membership=self.membership,
+                actor=Actor.for_request(self.request),
                 request=self.request,
             )
         except OrgError as error:
@@ -633,7 +634,10 @@ class OrgDeleteView(OrgMixin, View):
         name = self.org.name
         try:
             services.org_delete(
-                org=self.org, actor=self.membership, confirm_slug=confirm, request=request
+                org=self.org,
+                actor=Actor.for_request(request),
+                confirm_slug=confirm,
+                request=request,
             )
         except OrgError as error:
             messages.error(request, error.message)

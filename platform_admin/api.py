@@ -29,6 +29,7 @@ from apikeys.api_base import ApiJSONParser, OrgApiView, SystemApiView, validated
 from apikeys.errors import ApiError
 from apikeys.models import ApiKey
 from apikeys.serializers import EmptySerializer
+from orgs.actors import Actor
 from orgs.models import Organization, OrgStatus
 from platform_admin import selectors, services
 from platform_admin import serializers as s
@@ -111,9 +112,8 @@ class KycApi(OrgApiView):
             director_name=data["director_name"],
             documents=files,
             keep_documents=data["keep_documents"],
-            api_key=self.api_key,
+            actor=self.actor,
             request=request._request,
-            external_actor_id=self.external_actor_id,
         )
         self.org.refresh_from_db()
         return Response(self.body(), status=status.HTTP_201_CREATED)
@@ -128,13 +128,13 @@ class PlatformApiView(SystemApiView):
         """The presenting system key's row (recorded as the actor of every change)."""
         return selectors.system_key_by_pk(pk=self.principal.key_id)
 
+    @cached_property
+    def actor(self) -> Actor:
+        """The `actor=` of every service these endpoints call: the presenting system key."""
+        return self.key_actor(self.system_key)
+
     def act(self, call: Callable[..., T], **kwargs: Any) -> T:
-        return call(
-            api_key=self.system_key,
-            request=self.request._request,
-            external_actor_id=self.external_actor_id,
-            **kwargs,
-        )
+        return call(actor=self.actor, request=self.request._request, **kwargs)
 
 
 def _org_or_404(org_id: str) -> Organization:

@@ -1,9 +1,10 @@
 """Writes of the KYC flow and the platform console.
 
-Every service is keyword-only and atomic, and records an audit event naming the actor: the
-staff member (or the system key) for staff actions, with `org=` the org concerned so the
-org sees the event on its own log. Errors are `PlatformError`s carrying a stable `code` and
-a message fit to show the user; bad input is a Django `ValidationError` keyed by field.
+Every service is keyword-only and atomic, takes who acts as `actor=` (`orgs.actors.Actor`)
+and records an audit event naming it: the staff member (or the system key) for staff
+actions, with `org=` the org concerned so the org sees the event on its own log. Errors
+are `PlatformError`s carrying a stable `code` and a message fit to show the user; bad
+input is a Django `ValidationError` keyed by field.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from django_countries import countries
 
 from accounts.emails import queue_email
 from accounts.models import PlatformRole, User
+from orgs.actors import Actor
 from orgs.models import KycStatus, Organization, OrgStatus, Role
 from orgs.plans import Plan
 from orgs.services import ServiceError, audit_record, invalidate_org_keys
@@ -57,29 +59,24 @@ class PlatformError(ServiceError):
 # ---------------------------------------------------------------------------------------
 
 
-def _actor_label(user: User | None, api_key: ApiKey | None) -> str:
-    if api_key is not None:
-        return str(api_key.display)
-    if user is not None:
-        return user.email
-    return "system"
-
-
-def _check_staff(staff: User | None, api_key: ApiKey | None, *, system: bool = False) -> None:
-    """A staff action needs platform staff, a system key (the API checked its scope), or
-    the operator's command line (`system=True`, recorded as the system actor)."""
-    if system and staff is None and api_key is None:
-        return
-    if api_key is not None:
-        if api_key.org_id is not None:
+def _check_staff(actor: Actor, *, allow_system: bool = False) -> None:
+    """A staff action needs platform staff, a system key (the API checked its scope), or,
+    where `allow_system`, the operator's command line (the system actor)."""
+    if actor.api_key is not None:
+        if actor.api_key.org_id is not None:
             raise PlatformError("Organisation keys cannot act on the platform.", code="forbidden")
         return
-    if staff is None or not staff.is_platform_staff:
+    if actor.is_system and allow_system:
+        return
+    if actor.user is None or not actor.user.is_platform_staff:
         raise PlatformError("Only platform staff can do this.", code="forbidden")
 
 
-def _check_owner(actor: User | None) -> None:
-    if actor is not None and not actor.is_platform_owner:
+def _check_owner(actor: Actor, *, allow_system: bool = False) -> None:
+    """A platform owner, or, where `allow_system`, the operator's command line."""
+    if actor.is_system and allow_system:
+        return
+    if actor.user is None or not actor.user.is_platform_owner:
         raise PlatformError("Only platform owners can do this.", code="forbidden")
 
 
@@ -151,10 +148,8 @@ def kyc_submit(
     director_name: str,
     documents: Sequence[Upload] = (),
     keep_documents: Sequence[str] = (),
-    submitted_by: User | None = None,
-    api_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> KycApplication:
     """Submit the org's KYC application; the org's KYC status becomes `pending`.
 
@@ -209,8 +204,8 @@ def kyc_submit(
     application = KycApplication.objects.create(
         org=locked,
         status=KycApplicationStatus.PENDING,
-        submitted_by=submitted_by if api_key is None else None,
-        submitted_by_label=_actor_label(submitted_by, api_key),
+        submitted_by=actor.user,
+        submitted_by_label=actor.label,
         submitted_at=now,
         **fields,
     )
@@ -252,9 +247,7 @@ def kyc_submit(
         action="kyc.submitted",
         org=locked,
         request=request,
-        actor_user=submitted_by if api_key is None else None,
-        actor_api_key=api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=application,
         target_label=application.legal_name,
         details={
@@ -285,18 +278,16 @@ def _decide(
     application: KycApplication,
     status: str,
     reason: str,
-    staff: User | None,
-    api_key: ApiKey | None,
+    actor: Actor,
     request: HttpRequest | None,
-    external_actor_id: str,
 ) -> KycApplication:
-    _check_staff(staff, api_key)
+    _check_staff(actor)
     locked = _locked_pending(application)
     now = timezone.now()
     locked.status = status
     locked.rejection_reason = reason
-    locked.reviewed_by = staff if api_key is None else None
-    locked.reviewed_by_label = _actor_label(staff, api_key)
+    locked.reviewed_by = actor.user
+    locked.reviewed_by_label = actor.label
     locked.reviewed_at = now
     locked.save(
         update_fields=[
@@ -320,9 +311,7 @@ def _decide(
         action="kyc.approved" if status == KycApplicationStatus.APPROVED else "kyc.rejected",
         org=org,
         request=request,
-        actor_user=staff if api_key is None else None,
-        actor_api_key=api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=locked,
         target_label=locked.legal_name,
         details=details,
@@ -350,10 +339,8 @@ def _decide(
 def kyc_approve(
     *,
     application: KycApplication,
-    staff: User | None = None,
-    api_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> KycApplication:
     """Approve a pending application: the org's KYC status becomes `approved` (live keys
     open up) and its owners and admins are emailed. Only pending applications."""
@@ -361,10 +348,8 @@ def kyc_approve(
         application=application,
         status=KycApplicationStatus.APPROVED,
         reason="",
-        staff=staff,
-        api_key=api_key,
+        actor=actor,
         request=request,
-        external_actor_id=external_actor_id,
     )
 
 
@@ -382,10 +367,8 @@ def kyc_reject(
     *,
     application: KycApplication,
     reason: str,
-    staff: User | None = None,
-    api_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> KycApplication:
     """Reject a pending application with a reason (required, shown to the org and put in
     the email to its owners and admins). The org may then correct and resubmit."""
@@ -393,25 +376,23 @@ def kyc_reject(
         application=application,
         status=KycApplicationStatus.REJECTED,
         reason=clean_reason(reason),
-        staff=staff,
-        api_key=api_key,
+        actor=actor,
         request=request,
-        external_actor_id=external_actor_id,
     )
 
 
 def kyc_document_record_download(
-    *, document: KycDocument, user: User, request: HttpRequest | None = None
+    *, document: KycDocument, actor: Actor, request: HttpRequest | None = None
 ) -> None:
     """Staff reading an org's document is an audit event on the org's log."""
-    if not user.is_platform_staff:
+    if actor.user is None or not actor.user.is_platform_staff:
         return
     application = document.application
     audit_record(
         action="kyc.document_viewed",
         org=application.org,
         request=request,
-        actor_user=user,
+        actor=actor,
         target=document,
         target_type="kycdocument",
         target_label=document.filename,
@@ -429,13 +410,11 @@ def org_set_plan(
     *,
     org: Organization,
     plan: str,
-    staff: User | None = None,
-    api_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> Organization:
     """Move the org to `plan`; its keys see the new limits on their next request."""
-    _check_staff(staff, api_key)
+    _check_staff(actor)
     if plan not in Plan.values:
         raise ValidationError({"plan": [f"Choose one of: {', '.join(Plan.values)}."]})
     locked = _lock_org(org)
@@ -447,9 +426,7 @@ def org_set_plan(
             action="org.plan_changed",
             org=locked,
             request=request,
-            actor_user=staff if api_key is None else None,
-            actor_api_key=api_key,
-            external_actor_id=external_actor_id,
+            actor=actor,
             target=locked,
             details={"from": previous, "to": plan},
         )
@@ -465,10 +442,8 @@ def platform_org_create(
     slug: str,
     owner_email: str,
     plan: str = Plan.STARTER,
-    staff: User | None = None,
-    api_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> Organization:
     """Create an org for a customer, with `owner_email` as its first owner (their account
     is created if needed; they sign in with a magic link to that address).
@@ -479,7 +454,7 @@ def platform_org_create(
     from accounts.models import normalize_email
     from orgs.services import org_create
 
-    _check_staff(staff, api_key)
+    _check_staff(actor)
     email = normalize_email(owner_email)
     owner = User.objects.filter(email=email).first()
     if owner is None:
@@ -489,9 +464,7 @@ def platform_org_create(
         action="platform.org_created",
         org=org,
         request=request,
-        actor_user=staff if api_key is None else None,
-        actor_api_key=api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=org,
         details={"slug": org.slug, "plan": org.plan, "owner": owner.email},
     )
@@ -513,16 +486,14 @@ def org_set_limits(
     per_minute: int | None,
     burst: int | None,
     monthly: int | None,
-    staff: User | None = None,
-    api_key: ApiKey | None = None,
-    as_system: bool = False,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> Organization:
     """Set all three custom limits: None means "the plan's", 0 means unlimited.
 
-    `as_system=True` (the `set_org_limits` command) acts without a staff member."""
-    _check_staff(staff, api_key, system=as_system)
+    Platform staff, a system key, or the operator's command line (`actor=Actor.system()`,
+    the `set_org_limits` command)."""
+    _check_staff(actor, allow_system=True)
     values = {
         "custom_per_minute": _clean_limit("per_minute", per_minute),
         "custom_burst": _clean_limit("burst", burst),
@@ -538,9 +509,7 @@ def org_set_limits(
             action="org.limits_changed",
             org=locked,
             request=request,
-            actor_user=staff if api_key is None else None,
-            actor_api_key=api_key,
-            external_actor_id=external_actor_id,
+            actor=actor,
             target=locked,
             details={
                 "from": {k.removeprefix("custom_"): v for k, v in before.items()},
@@ -558,12 +527,10 @@ def _set_status(
     org: Organization,
     status: str,
     reason: str,
-    staff: User | None,
-    api_key: ApiKey | None,
+    actor: Actor,
     request: HttpRequest | None,
-    external_actor_id: str,
 ) -> Organization:
-    _check_staff(staff, api_key)
+    _check_staff(actor)
     if len(reason) > REASON_MAX_LENGTH:
         raise ValidationError({"reason": [f"At most {REASON_MAX_LENGTH} characters."]})
     locked = _lock_org(org)
@@ -575,9 +542,7 @@ def _set_status(
             action="org.suspended" if status == OrgStatus.SUSPENDED else "org.reactivated",
             org=locked,
             request=request,
-            actor_user=staff if api_key is None else None,
-            actor_api_key=api_key,
-            external_actor_id=external_actor_id,
+            actor=actor,
             target=locked,
             details=details,
         )
@@ -590,11 +555,9 @@ def _set_status(
 def org_suspend(
     *,
     org: Organization,
-    staff: User | None = None,
-    api_key: ApiKey | None = None,
+    actor: Actor,
     reason: str = "",
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> Organization:
     """Suspend the org: the API refuses every one of its keys (403 `org_suspended`) from
     the next request on, in every worker. Nobody is signed out of anything."""
@@ -602,10 +565,8 @@ def org_suspend(
         org=org,
         status=OrgStatus.SUSPENDED,
         reason=reason.strip(),
-        staff=staff,
-        api_key=api_key,
+        actor=actor,
         request=request,
-        external_actor_id=external_actor_id,
     )
 
 
@@ -613,20 +574,16 @@ def org_suspend(
 def org_reactivate(
     *,
     org: Organization,
-    staff: User | None = None,
-    api_key: ApiKey | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> Organization:
     """Lift a suspension: the org's keys that are otherwise valid work again."""
     return _set_status(
         org=org,
         status=OrgStatus.ACTIVE,
         reason="",
-        staff=staff,
-        api_key=api_key,
+        actor=actor,
         request=request,
-        external_actor_id=external_actor_id,
     )
 
 
@@ -640,17 +597,18 @@ def platform_role_set(
     *,
     user: User,
     role: str,
-    actor: User | None,
+    actor: Actor,
     request: HttpRequest | None = None,
 ) -> User:
     """Give `user` the platform role `role` (`platform_admin`, `platform_owner`, `none`).
 
-    Invariants: only a platform owner acts (`actor=None` is the operator's command line);
+    Invariants: only a platform owner acts (or the operator's command line,
+    `Actor.system()`);
     the last platform owner is never demoted (`last_owner`); sessions are left alone.
     """
     if role not in PlatformRole.values:
         raise PlatformError("Unknown platform role.", code="invalid_role")
-    _check_owner(actor)
+    _check_owner(actor, allow_system=True)
     # Lock every owner row so two concurrent demotions cannot both see "another remains".
     owners = list(
         User.objects.select_for_update()
@@ -672,7 +630,7 @@ def platform_role_set(
     audit_record(
         action="platform.role_revoked" if role == PlatformRole.NONE else "platform.role_granted",
         request=request,
-        actor_user=actor,
+        actor=actor,
         target=target,
         target_type="user",
         target_id=str(target.pk),
@@ -687,26 +645,26 @@ def system_key_create(
     *,
     name: str,
     scopes: Sequence[str],
-    created_by: User,
+    actor: Actor,
     expires_at: datetime | None = None,
     request: HttpRequest | None = None,
 ) -> tuple[ApiKey, str]:
-    """Issue a system key (`lk_sys_…`) with platform scopes; returns the secret, once."""
+    """Issue a system key (`lk_sys_…`) with platform scopes; returns the secret, once.
+    Platform owners only."""
     from apikeys.services import system_apikey_create
 
-    if not created_by.is_platform_owner:
-        raise PlatformError("Only platform owners can do this.", code="forbidden")
+    _check_owner(actor)
     key, secret = system_apikey_create(
         name=name,
         scopes=list(scopes),
-        created_by=created_by,
+        actor=actor,
         expires_at=expires_at,
         request=request,
     )
     audit_record(
         action="system_key.created",
         request=request,
-        actor_user=created_by,
+        actor=actor,
         target=key,
         target_label=key.name,
         details={"name": key.name, "scopes": list(key.scopes), "display": key.display},
@@ -715,21 +673,21 @@ def system_key_create(
 
 
 @transaction.atomic
-def system_key_revoke(*, key: ApiKey, actor: User, request: HttpRequest | None = None) -> ApiKey:
-    """Revoke a system key at once. Organisation keys are not this service's business."""
+def system_key_revoke(*, key: ApiKey, actor: Actor, request: HttpRequest | None = None) -> ApiKey:
+    """Revoke a system key at once (platform owners only). Organisation keys are not this
+    service's business."""
     from apikeys.services import apikey_revoke
 
-    if not actor.is_platform_owner:
-        raise PlatformError("Only platform owners can do this.", code="forbidden")
+    _check_owner(actor)
     if key.org_id is not None:
         raise PlatformError("That is not a system key.", code="not_found")
     was_revoked = key.revoked_at is not None
-    revoked = apikey_revoke(key=key, actor_user=actor, request=request)
+    revoked = apikey_revoke(key=key, actor=actor, request=request)
     if not was_revoked:
         audit_record(
             action="system_key.revoked",
             request=request,
-            actor_user=actor,
+            actor=actor,
             target=revoked,
             target_label=revoked.name,
             details={"name": revoked.name, "display": revoked.display},

@@ -34,6 +34,7 @@ from accounts.selectors import user_get_by_email, user_has_second_factor
 from apikeys.forms import scope_grid
 from config.confirm import Confirmation, ConfirmMixin
 from config.text import end_sentence
+from orgs.actors import Actor
 from orgs.models import KycStatus, OrgStatus
 from orgs.plans import PLAN_LIMITS
 from orgs.tenancy import OrgMixin, OrgView
@@ -135,7 +136,7 @@ class KycView(OrgView):
                 director_name=data["director_name"],
                 documents=data.get("documents") or [],
                 keep_documents=data.get("keep_documents") or [],
-                submitted_by=_user(request),
+                actor=Actor.for_request(request),
                 request=request,
             )
         except ValidationError as exc:
@@ -353,7 +354,9 @@ class KycApproveView(_KycDecisionView):
         request = self.request
         application = self.application()
         try:
-            services.kyc_approve(application=application, staff=_user(request), request=request)
+            services.kyc_approve(
+                application=application, actor=Actor.for_request(request), request=request
+            )
         except PlatformError as exc:
             messages.error(request, exc.message)
             return redirect(self.detail_url())
@@ -397,7 +400,7 @@ class KycRejectView(_KycDecisionView):
         try:
             services.kyc_reject(
                 application=application,
-                staff=_user(request),
+                actor=Actor.for_request(request),
                 reason=form.cleaned_data["reason"],
                 request=request,
             )
@@ -421,7 +424,7 @@ class StaffDocumentDownloadView(PlatformView):
         application = selectors.kyc_application_get(public_id=kyc_id)
         document = selectors.kyc_application_document_get(application=application, public_id=doc_id)
         services.kyc_document_record_download(
-            document=document, user=_user(request), request=request
+            document=document, actor=Actor.for_request(request), request=request
         )
         return document_response(document)
 
@@ -499,7 +502,10 @@ class OrgPlanView(OrgDetailView):
         if not form.is_valid():
             return self.render_detail(request, org, plan_form=form, status=400)
         services.org_set_plan(
-            org=org, plan=form.cleaned_data["plan"], staff=_user(request), request=request
+            org=org,
+            plan=form.cleaned_data["plan"],
+            actor=Actor.for_request(request),
+            request=request,
         )
         messages.success(request, f"{org.name} is now on the {org.get_plan_display()} plan.")
         return redirect(f"/platform/organizations/{org.public_id}/")
@@ -518,7 +524,7 @@ class OrgLimitsView(OrgDetailView):
             per_minute=form.cleaned_data["per_minute"],
             burst=form.cleaned_data["burst"],
             monthly=form.cleaned_data["monthly"],
-            staff=_user(request),
+            actor=Actor.for_request(request),
             request=request,
         )
         messages.success(request, f"Limits of {org.name} saved.")
@@ -563,7 +569,7 @@ class OrgSuspendView(PlatformConfirmView):
         org = self.organization()
         services.org_suspend(
             org=org,
-            staff=_user(self.request),
+            actor=Actor.for_request(self.request),
             reason=form.cleaned_data["reason"],
             request=self.request,
         )
@@ -576,7 +582,7 @@ class OrgSuspendView(PlatformConfirmView):
 class OrgReactivateView(PlatformView):
     def post(self, request: HttpRequest, org_id: str) -> HttpResponse:
         org = selectors.organization_get(public_id=org_id)
-        services.org_reactivate(org=org, staff=_user(request), request=request)
+        services.org_reactivate(org=org, actor=Actor.for_request(request), request=request)
         messages.success(request, f"{org.name} is active again.")
         return redirect(f"/platform/organizations/{org.public_id}/")
 
@@ -605,7 +611,7 @@ class AdminsView(PlatformView):
             services.platform_role_set(
                 user=target,
                 role=PlatformRole.PLATFORM_ADMIN,
-                actor=_user(request),
+                actor=Actor.for_request(request),
                 request=request,
             )
         except PlatformError as exc:
@@ -675,7 +681,10 @@ class AdminRevokeView(PlatformConfirmView):
         assert target is not None
         try:
             services.platform_role_set(
-                user=target, role=PlatformRole.NONE, actor=_user(self.request), request=self.request
+                user=target,
+                role=PlatformRole.NONE,
+                actor=Actor.for_request(self.request),
+                request=self.request,
             )
         except PlatformError as exc:
             messages.error(self.request, exc.message)
@@ -702,7 +711,7 @@ class SystemKeysView(PlatformView):
                 name=form.cleaned_data["name"],
                 scopes=form.cleaned_data["scope"],
                 expires_at=form.cleaned_data.get("expires_at"),
-                created_by=_user(request),
+                actor=Actor.for_request(request),
                 request=request,
             )
         except ApiKeyError as exc:
@@ -757,6 +766,8 @@ class SystemKeyRevokeView(PlatformConfirmView):
 
     def perform(self, form: forms.Form | None) -> HttpResponse:
         key = self.key()
-        services.system_key_revoke(key=key, actor=_user(self.request), request=self.request)
+        services.system_key_revoke(
+            key=key, actor=Actor.for_request(self.request), request=self.request
+        )
         messages.success(self.request, f"System key “{key.name}” is revoked; it stops working now.")
         return redirect("/platform/system-keys/")

@@ -57,7 +57,9 @@ class ApiKeyFactory(DjangoModelFactory[ApiKey]):
     @classmethod
     def _create(cls, model_class: type[ApiKey], *args: object, **kwargs: Any) -> ApiKey:
         from apikeys.services import apikey_create
+        from orgs.actors import Actor
 
+        kwargs.setdefault("actor", Actor.system())
         key, secret = apikey_create(**kwargs)
         key.secret = secret  # type: ignore[attr-defined]
         return key

@@ -88,13 +88,20 @@ def setup_django(workdir: Path, redis_url: str, *, leases: bool) -> None:
 def make_key() -> str:
     from accounts.models import User
     from apikeys.services import apikey_create
+    from orgs.actors import Actor
     from orgs.services import org_create
     from platform_admin.services import org_set_limits
 
     owner = User.objects.create_user("profile-owner@example.test")
     org = org_create(name="Profile", slug="profile", owner=owner)
-    org_set_limits(org=org, per_minute=HIGH, burst=HIGH, monthly=HIGH, as_system=True)
-    _, secret = apikey_create(org=org, name="profile", environment="test", scopes=["usage:read"])
+    org_set_limits(org=org, per_minute=HIGH, burst=HIGH, monthly=HIGH, actor=Actor.system())
+    _, secret = apikey_create(
+        org=org,
+        name="profile",
+        environment="test",
+        scopes=["usage:read"],
+        actor=Actor.for_user(owner),
+    )
     return str(secret)
 
 

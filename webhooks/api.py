@@ -3,8 +3,6 @@ for every change. The signing secret appears in the create response only."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -40,13 +38,6 @@ class WebhookBase(OrgApiView):
     def endpoint(self, endpoint_id: str) -> WebhookEndpoint:
         return endpoint_get(org=self.org, public_id=endpoint_id)
 
-    def actor(self, request: Request) -> dict[str, Any]:
-        return {
-            "request": request._request,
-            "actor_api_key": self.api_key,
-            "external_actor_id": self.external_actor_id,
-        }
-
     def shown(self, endpoint: WebhookEndpoint) -> Response:
         return Response(s.WebhookEndpointSerializer(endpoint).data)
 
@@ -77,7 +68,8 @@ class WebhookEndpointListApi(WebhookBase):
             url=data["url"],
             description=data["description"],
             events=data["events"],
-            **self.actor(request),
+            actor=self.actor,
+            request=request._request,
         )
         body = s.WebhookEndpointWithSecretSerializer(endpoint, context={"secret": secret}).data
         return Response(body, status=status.HTTP_201_CREATED)
@@ -106,13 +98,16 @@ class WebhookEndpointDetailApi(WebhookBase):
             url=data.get("url"),
             description=data.get("description"),
             events=data.get("events"),
-            **self.actor(request),
+            actor=self.actor,
+            request=request._request,
         )
         return self.shown(endpoint)
 
     @extend_schema(responses={204: None}, summary="Delete a webhook endpoint", tags=TAGS)
     def delete(self, request: Request, endpoint_id: str) -> Response:
-        endpoint_delete(endpoint=self.endpoint(endpoint_id), **self.actor(request))
+        endpoint_delete(
+            endpoint=self.endpoint(endpoint_id), actor=self.actor, request=request._request
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -128,7 +123,7 @@ class WebhookEndpointEnableApi(WebhookBase):
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = self.endpoint(endpoint_id)
         validated(EmptySerializer, request.data)
-        endpoint_enable(endpoint=endpoint, **self.actor(request))
+        endpoint_enable(endpoint=endpoint, actor=self.actor, request=request._request)
         return self.shown(endpoint)
 
 
@@ -144,7 +139,7 @@ class WebhookEndpointDisableApi(WebhookBase):
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = self.endpoint(endpoint_id)
         validated(EmptySerializer, request.data)
-        endpoint_disable(endpoint=endpoint, **self.actor(request))
+        endpoint_disable(endpoint=endpoint, actor=self.actor, request=request._request)
         return self.shown(endpoint)
 
 
@@ -160,7 +155,7 @@ class WebhookEndpointTestApi(WebhookBase):
     def post(self, request: Request, endpoint_id: str) -> Response:
         endpoint = self.endpoint(endpoint_id)
         validated(EmptySerializer, request.data)
-        delivery = endpoint_send_test(endpoint=endpoint, **self.actor(request))
+        delivery = endpoint_send_test(endpoint=endpoint, actor=self.actor, request=request._request)
         return _delivery_response(delivery.pk)
 
 
@@ -189,7 +184,7 @@ class WebhookDeliveryResendApi(WebhookBase):
     def post(self, request: Request, endpoint_id: str, delivery_id: str) -> Response:
         delivery = delivery_get(endpoint=self.endpoint(endpoint_id), public_id=delivery_id)
         validated(EmptySerializer, request.data)
-        delivery_resend(delivery=delivery, **self.actor(request))
+        delivery_resend(delivery=delivery, actor=self.actor, request=request._request)
         return _delivery_response(delivery.pk)
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from accounts.emails import queue_email
+from orgs.actors import Actor
 from orgs.models import Role
 from webhooks.events import WEBHOOK
 from webhooks.models import (
@@ -149,7 +150,7 @@ def _note_failure(endpoint: WebhookEndpoint) -> bool:
     if endpoint.failing_since is None or now - endpoint.failing_since < DISABLE_AFTER:
         return True
     with transaction.atomic():
-        if endpoint_disable(endpoint=endpoint, reason=DisabledReason.FAILING):
+        if endpoint_disable(endpoint=endpoint, reason=DisabledReason.FAILING, actor=Actor.system()):
             logger.warning("Webhook endpoint %s disabled after 3 days of failures", endpoint)
             org = endpoint.org
             context = {

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.utils import timezone
 
-from accounts.models import User
+from orgs.actors import Actor
 from orgs.models import Organization
 from orgs.services import OrgError, audit_record
 from outbox.services import enqueue, seal, unseal
@@ -88,18 +88,14 @@ def _audit(
     endpoint: WebhookEndpoint,
     *,
     request: HttpRequest | None,
-    actor_user: User | None,
-    actor_api_key: Any | None,
-    external_actor_id: str,
+    actor: Actor,
     details: dict[str, Any] | None = None,
 ) -> None:
     audit_record(
         action=action,
         org=endpoint.org,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=endpoint,
         target_type="webhook_endpoint",
         target_label=endpoint.url[:254],
@@ -114,10 +110,8 @@ def endpoint_create(
     url: str,
     description: str = "",
     events: list[str] | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_user: User | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> tuple[WebhookEndpoint, str]:
     """Add an endpoint and return it with its signing secret (the only time it is shown).
 
@@ -142,9 +136,7 @@ def endpoint_create(
         "webhook_endpoint.created",
         endpoint,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         details={"url": endpoint.url, "events": endpoint.events},
     )
     return endpoint, secret
@@ -157,10 +149,8 @@ def endpoint_update(
     url: str | None = None,
     description: str | None = None,
     events: list[str] | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_user: User | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> WebhookEndpoint:
     """Change the URL, description or events (None leaves a field as it is); a new URL is
     checked as at creation."""
@@ -178,9 +168,7 @@ def endpoint_update(
             "webhook_endpoint.updated",
             endpoint,
             request=request,
-            actor_user=actor_user,
-            actor_api_key=actor_api_key,
-            external_actor_id=external_actor_id,
+            actor=actor,
             details={"changed": sorted(changed)},
         )
     return endpoint
@@ -190,10 +178,8 @@ def endpoint_update(
 def endpoint_enable(
     *,
     endpoint: WebhookEndpoint,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_user: User | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> WebhookEndpoint:
     """Send to the endpoint again; its failure clock starts afresh."""
     if not endpoint.enabled:
@@ -205,9 +191,7 @@ def endpoint_enable(
             "webhook_endpoint.enabled",
             endpoint,
             request=request,
-            actor_user=actor_user,
-            actor_api_key=actor_api_key,
-            external_actor_id=external_actor_id,
+            actor=actor,
         )
     return endpoint
 
@@ -217,10 +201,8 @@ def endpoint_disable(
     *,
     endpoint: WebhookEndpoint,
     reason: str = DisabledReason.MANUAL,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_user: User | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> bool:
     """Stop sending to the endpoint (its pending deliveries fail when their turn comes).
     True if this call disabled it, False if it already was."""
@@ -236,9 +218,7 @@ def endpoint_disable(
             "webhook_endpoint.disabled",
             endpoint,
             request=request,
-            actor_user=actor_user,
-            actor_api_key=actor_api_key,
-            external_actor_id=external_actor_id,
+            actor=actor,
             details={"reason": reason},
         )
     return bool(disabled)
@@ -248,19 +228,15 @@ def endpoint_disable(
 def endpoint_delete(
     *,
     endpoint: WebhookEndpoint,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_user: User | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> None:
     """Delete the endpoint with its deliveries and their log."""
     _audit(
         "webhook_endpoint.deleted",
         endpoint,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         details={"url": endpoint.url},
     )
     endpoint.delete()
@@ -275,10 +251,8 @@ def _check_enabled(endpoint: WebhookEndpoint) -> None:
 def endpoint_send_test(
     *,
     endpoint: WebhookEndpoint,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_user: User | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> WebhookDelivery:
     """Queue a `webhook.test` event to this endpoint alone."""
     _check_enabled(endpoint)
@@ -293,9 +267,7 @@ def endpoint_send_test(
         "webhook_endpoint.tested",
         endpoint,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         details={"delivery": delivery.public_id},
     )
     return delivery
@@ -305,10 +277,8 @@ def endpoint_send_test(
 def delivery_resend(
     *,
     delivery: WebhookDelivery,
+    actor: Actor,
     request: HttpRequest | None = None,
-    actor_user: User | None = None,
-    actor_api_key: Any | None = None,
-    external_actor_id: str = "",
 ) -> WebhookDelivery:
     """Send the delivery again now, once (same event id, a fresh signature); its earlier
     attempts stay in the log."""
@@ -327,9 +297,7 @@ def delivery_resend(
         "webhook_delivery.resent",
         delivery.endpoint,
         request=request,
-        actor_user=actor_user,
-        actor_api_key=actor_api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         details={"delivery": delivery.public_id, "event_type": delivery.event_type},
     )
     return delivery

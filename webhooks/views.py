@@ -14,8 +14,8 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import never_cache
 
-from accounts.models import User
 from config.confirm import Confirmation, ConfirmMixin
+from orgs.actors import Actor
 from orgs.tenancy import OrgMixin, OrgView
 from webhooks.forms import EndpointForm
 from webhooks.models import WebhookEndpoint
@@ -31,11 +31,6 @@ from webhooks.services import (
 )
 
 DELIVERIES_SHOWN = 50
-
-
-def _user(request: HttpRequest) -> User:
-    assert isinstance(request.user, User)
-    return request.user
 
 
 def _detail_url(org_slug: str, endpoint: WebhookEndpoint) -> str:
@@ -77,7 +72,7 @@ class WebhookCreateView(OrgMixin, View):
                 url=form.cleaned_data["url"],
                 description=form.cleaned_data["description"],
                 events=list(form.cleaned_data["events"]),
-                actor_user=_user(request),
+                actor=Actor.for_request(request),
                 request=request,
             )
         except WebhookError as exc:
@@ -121,20 +116,26 @@ class _EndpointAction(OrgMixin, View):
 
 class WebhookTestView(_EndpointAction):
     def act(self, endpoint: WebhookEndpoint) -> str:
-        endpoint_send_test(endpoint=endpoint, actor_user=_user(self.request), request=self.request)
+        endpoint_send_test(
+            endpoint=endpoint, actor=Actor.for_request(self.request), request=self.request
+        )
         return "A webhook.test event is on its way."
 
 
 class WebhookEnableView(_EndpointAction):
     def act(self, endpoint: WebhookEndpoint) -> str:
-        endpoint_enable(endpoint=endpoint, actor_user=_user(self.request), request=self.request)
+        endpoint_enable(
+            endpoint=endpoint, actor=Actor.for_request(self.request), request=self.request
+        )
         return "The endpoint is enabled."
 
 
 class WebhookResendView(_EndpointAction):
     def act(self, endpoint: WebhookEndpoint) -> str:
         delivery = delivery_get(endpoint=endpoint, public_id=self.kwargs["delivery_id"])
-        delivery_resend(delivery=delivery, actor_user=_user(self.request), request=self.request)
+        delivery_resend(
+            delivery=delivery, actor=Actor.for_request(self.request), request=self.request
+        )
         return f"Delivery {delivery.public_id} is being sent again."
 
 
@@ -165,7 +166,9 @@ class WebhookDisableView(_EndpointConfirmView):
 
     def perform(self, form: forms.Form | None) -> HttpResponse:
         endpoint = self.endpoint()
-        endpoint_disable(endpoint=endpoint, actor_user=_user(self.request), request=self.request)
+        endpoint_disable(
+            endpoint=endpoint, actor=Actor.for_request(self.request), request=self.request
+        )
         messages.success(self.request, "The endpoint is disabled.")
         return HttpResponseRedirect(_detail_url(self.org.slug, endpoint))
 
@@ -185,7 +188,7 @@ class WebhookDeleteView(_EndpointConfirmView):
 
     def perform(self, form: forms.Form | None) -> HttpResponse:
         endpoint_delete(
-            endpoint=self.endpoint(), actor_user=_user(self.request), request=self.request
+            endpoint=self.endpoint(), actor=Actor.for_request(self.request), request=self.request
         )
         messages.success(self.request, "The endpoint is deleted.")
         return HttpResponseRedirect(reverse("webhook-list", kwargs={"org_slug": self.org.slug}))

@@ -19,6 +19,7 @@ from accounts.recovery import (
     recovery_code_digest,
 )
 from accounts.services._common import AccountError, security_notice, sign_out_other_sessions
+from orgs.actors import Actor
 from orgs.services import audit_record
 
 TOTP_DEVICE_NAME = "Authenticator app"
@@ -68,7 +69,7 @@ def _issue_recovery_codes(*, user: User, request: HttpRequest | None) -> list[st
     audit_record(
         action="user.recovery_codes_generated",
         request=request,
-        actor_user=user,
+        actor=Actor.for_user(user),
         target=user,
         details={"count": len(codes)},
     )
@@ -127,7 +128,9 @@ def totp_enrolment_confirm(
         return VerifyOutcome(locked_until=_locked_until(device))
     device.confirmed = True
     device.save(update_fields=["confirmed"])
-    audit_record(action="user.totp_enabled", request=request, actor_user=user, target=user)
+    audit_record(
+        action="user.totp_enabled", request=request, actor=Actor.for_user(user), target=user
+    )
     security_notice(user=user, event="An authenticator app was set up", request=request)
     # Sessions signed in without this factor end; this one proved it (ADR 0077).
     sign_out_other_sessions(user=user, request=request)
@@ -140,7 +143,9 @@ def totp_disable(*, user: User, request: HttpRequest | None = None) -> None:
     deleted, _ = TOTPDevice.objects.filter(user=user).delete()
     if not deleted:
         raise AccountError("no_totp", "No authenticator app is set up.")
-    audit_record(action="user.totp_disabled", request=request, actor_user=user, target=user)
+    audit_record(
+        action="user.totp_disabled", request=request, actor=Actor.for_user(user), target=user
+    )
     security_notice(user=user, event="An authenticator app was removed", request=request)
     void_recovery_codes_without_factor(user=user)
 
@@ -173,7 +178,7 @@ def second_factor_verify(
             audit_record(
                 action="user.second_factor_failed",
                 request=request,
-                actor_user=user,
+                actor=Actor.for_user(user),
                 target=user,
                 details={"method": method, "reason": "throttled"},
             )
@@ -184,7 +189,7 @@ def second_factor_verify(
                 audit_record(
                     action="user.recovery_code_used",
                     request=request,
-                    actor_user=user,
+                    actor=Actor.for_user(user),
                     target=user,
                     details={"remaining": remaining},
                 )
@@ -195,7 +200,7 @@ def second_factor_verify(
     audit_record(
         action="user.second_factor_failed",
         request=request,
-        actor_user=user,
+        actor=Actor.for_user(user),
         target=user,
         details={"method": method},
     )
@@ -207,7 +212,7 @@ def user_signed_in_record(*, user: User, method: str, request: HttpRequest | Non
     audit_record(
         action="user.signed_in",
         request=request,
-        actor_user=user,
+        actor=Actor.for_user(user),
         target=user,
         details={"method": method},
     )
@@ -215,4 +220,4 @@ def user_signed_in_record(*, user: User, method: str, request: HttpRequest | Non
 
 @transaction.atomic
 def user_signed_out_record(*, user: User, request: HttpRequest | None = None) -> None:
-    audit_record(action="user.signed_out", request=request, actor_user=user, target=user)
+    audit_record(action="user.signed_out", request=request, actor=Actor.for_user(user), target=user)

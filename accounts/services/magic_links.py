@@ -18,6 +18,7 @@ from accounts.emails import queue_email
 from accounts.models import MagicLinkToken, User, normalize_email
 from accounts.navigation import safe_next_url
 from accounts.services._common import AccountError
+from orgs.actors import Actor
 from orgs.services import audit_record
 
 # secrets.token_urlsafe(32) gives 43 characters; anything else cannot be one of ours.
@@ -70,7 +71,8 @@ def magic_link_request(
     audit_record(
         action="user.magic_link_requested",
         request=request,
-        actor_user=user,
+        # No account yet: the request's signed-in user, else the system (as always).
+        actor=Actor.for_user(user) if user is not None else None,
         target=user,
         target_type="user",
         target_label=email,
@@ -111,7 +113,9 @@ def magic_link_consume(*, token: str, request: HttpRequest | None = None) -> Mag
     if user is None:
         user = User.objects.create_user(row.email)
         created = True
-        audit_record(action="user.signed_up", request=request, actor_user=user, target=user)
+        audit_record(
+            action="user.signed_up", request=request, actor=Actor.for_user(user), target=user
+        )
     if not user.is_active:
         return None
     return MagicLinkSignIn(user=user, next_url=safe_next_url(row.next_url), created=created)
@@ -130,9 +134,8 @@ def sign_in_link_create(
     email: str,
     ttl_minutes: int | None = None,
     next_url: str = "",
-    api_key: Any = None,
+    actor: Actor,
     request: HttpRequest | None = None,
-    external_actor_id: str = "",
 ) -> SignInLink:
     """A single-use sign-in link for a member of `org`, made for the operator's own pages
     (docs/api.md, `POST sign-in-links`), returned instead of emailed.
@@ -170,8 +173,7 @@ def sign_in_link_create(
         action="sign_in_link.created",
         org=org,
         request=request,
-        actor_api_key=api_key,
-        external_actor_id=external_actor_id,
+        actor=actor,
         target=user,
         target_type="user",
         target_label=email,

@@ -54,6 +54,7 @@ from accounts.services.factors import (
     issue_recovery_codes_for_first_factor,
     void_recovery_codes_without_factor,
 )
+from orgs.actors import Actor
 from orgs.services import audit_record
 
 CHALLENGE_MAX_AGE = timedelta(minutes=5)
@@ -259,7 +260,7 @@ def _passkey_store(
     audit_record(
         action="user.passkey_added",
         request=request,
-        actor_user=user,
+        actor=Actor.for_user(user),
         target=device,
         target_type="passkey",
         target_label=name,
@@ -337,7 +338,7 @@ def passkey_authenticate(
             audit_record(
                 action="user.second_factor_failed",
                 request=request,
-                actor_user=user,
+                actor=Actor.for_user(user),
                 target=user,
                 details={"method": "passkey", "reason": exc.code},
             )
@@ -399,7 +400,7 @@ def passkey_delete(*, user: User, public_id: str, request: HttpRequest | None = 
     audit_record(
         action="user.passkey_removed",
         request=request,
-        actor_user=user,
+        actor=Actor.for_user(user),
         target_type="passkey",
         target_id=target_id,
         target_label=name,

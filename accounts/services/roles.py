@@ -7,6 +7,7 @@ from django.http import HttpRequest
 
 from accounts.models import PlatformRole, User, normalize_email
 from accounts.services._common import AccountError
+from orgs.actors import Actor
 from orgs.services import audit_record
 
 
@@ -15,10 +16,11 @@ def user_set_platform_role(
     *,
     email: str,
     role: str,
-    actor: User | None = None,
+    actor: Actor,
     request: HttpRequest | None = None,
 ) -> User:
-    """Give `role` to the user with `email`.
+    """Give `role` to the user with `email`, as the operator's command line
+    (`actor=Actor.system()`) or whoever else the caller names.
 
     Invariants: the user must exist; the last platform_owner cannot be demoted, so the
     platform always keeps someone able to manage staff.
@@ -44,7 +46,7 @@ def user_set_platform_role(
     audit_record(
         action="user.platform_role_changed",
         request=request,
-        actor_user=actor,
+        actor=actor,
         target=user,
         details={"from": previous, "to": role},
     )

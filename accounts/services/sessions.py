@@ -14,6 +14,7 @@ from accounts.services._common import AccountError, sign_out_other_sessions
 from accounts.session_store import session_key_digest, sessions_delete
 from accounts.useragents import describe_user_agent
 from config.net import client_ip, user_agent
+from orgs.actors import Actor
 from orgs.services import audit_record
 
 # How often a session's "last seen" is written: at most once a minute per session.
@@ -69,7 +70,7 @@ def user_session_end(*, user: User, public_id: str, request: HttpRequest) -> Use
     audit_record(
         action="user.session_signed_out",
         request=request,
-        actor_user=user,
+        actor=Actor.for_user(user),
         target_type="session",
         target_id=session.public_id,
         target_label=describe_user_agent(session.user_agent),
@@ -89,7 +90,7 @@ def user_sessions_end_others(*, user: User, request: HttpRequest) -> int:
     audit_record(
         action="user.other_sessions_signed_out",
         request=request,
-        actor_user=user,
+        actor=Actor.for_user(user),
         target=user,
         details={"count": ended},
     )

@@ -15,6 +15,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import User
 from accounts.selectors import SECURITY_LOG_PAGE_SIZE
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Organization
 from orgs.services import audit_record
 from tests.accounts.helpers import confirmed_totp, totp_code
@@ -39,7 +40,7 @@ def test_sign_ins_factor_changes_and_failures_are_shown(
 ) -> None:
     magic_sign_in(client, user.email)  # signed in with the link
     device = confirmed_totp(user)
-    audit_record(action="user.totp_enabled", actor_user=user, target=user)
+    audit_record(action="user.totp_enabled", actor=Actor.for_user(user), target=user)
     wrong = "000000" if totp_code(device) != "000000" else "111111"
     assert not services.second_factor_verify(user=user, token=wrong).ok
     html = client.get("/account/security/", HTTP_USER_AGENT="x").content.decode()
@@ -58,12 +59,16 @@ def test_only_the_users_own_account_events_are_shown(
     client: Client, user: User, org: Organization
 ) -> None:
     bob = UserFactory.create(email="bob@example.com")
-    audit_record(action="user.signed_in", actor_user=bob, target=bob, details={"method": "totp"})
-    audit_record(action="user.passkey_added", actor_user=bob, target_label="Bob's key")
+    audit_record(
+        action="user.signed_in", actor=Actor.for_user(bob), target=bob, details={"method": "totp"}
+    )
+    audit_record(action="user.passkey_added", actor=Actor.for_user(bob), target_label="Bob's key")
     # The user's own org activity belongs to the org's audit log, not here.
-    audit_record(action="api_key.created", org=org, actor_user=user, target_label="Org key")
-    audit_record(action="user.signed_in", org=org, actor_user=user, target=user)
-    audit_record(action="user.passkey_added", actor_user=user, target_label="My key")
+    audit_record(
+        action="api_key.created", org=org, actor=Actor.for_user(user), target_label="Org key"
+    )
+    audit_record(action="user.signed_in", org=org, actor=Actor.for_user(user), target=user)
+    audit_record(action="user.passkey_added", actor=Actor.for_user(user), target_label="My key")
     client.force_login(user)
     html = client.get("/account/security/").content.decode()
     section = html[html.index('id="security-log"') :]
@@ -79,7 +84,7 @@ def test_the_log_is_paged_newest_first_with_an_older_link(client: Client, user: 
     total = SECURITY_LOG_PAGE_SIZE + 5
     for minute in range(total):
         event = audit_record(
-            action="user.signed_in", actor_user=user, details={"method": f"m{minute}"}
+            action="user.signed_in", actor=Actor.for_user(user), details={"method": f"m{minute}"}
         )
         # Events are append-only: give each its own time with a raw update.
         with connection.cursor() as cursor:
@@ -105,7 +110,7 @@ def test_a_malformed_log_cursor_is_a_400(client: Client, user: User) -> None:
     assert client.get("/account/security/?before=../../x").status_code == 400
     # Someone else's (or an unknown) event id is simply the first page.
     bob = UserFactory.create(email="bob@example.com")
-    theirs = audit_record(action="user.signed_in", actor_user=bob)
+    theirs = audit_record(action="user.signed_in", actor=Actor.for_user(bob))
     assert client.get(f"/account/security/?before={theirs.public_id}").status_code == 200
 
 
@@ -115,7 +120,9 @@ def test_the_page_runs_a_constant_number_of_queries(
     client.force_login(user)
     client.get("/account/security/")
     for _ in range(30):
-        audit_record(action="user.signed_in", actor_user=user, details={"method": "totp"})
+        audit_record(
+            action="user.signed_in", actor=Actor.for_user(user), details={"method": "totp"}
+        )
         other = Client()
         other.force_login(user)
     with django_assert_max_num_queries(20):

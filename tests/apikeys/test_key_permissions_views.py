@@ -17,6 +17,7 @@ from apikeys import redisconn, usage
 from apikeys.models import ApiKey, IpMode, KeyStatus, KeyUsageHour
 from apikeys.selectors import apikey_scope_use, usage_ip_reported, usage_window
 from apikeys.services import apikey_report_leaked, apikey_revoke, apikey_update
+from orgs.actors import Actor
 from orgs.models import AuditEvent, LeakResponse, Organization
 from tests.apikeys.api.conftest import ApiClient
 from tests.apikeys.helpers import make_key
@@ -244,7 +245,7 @@ def test_a_revoked_key_cannot_be_narrowed_or_edited(
 ) -> None:
     key, _ = make_key(org, scopes=["members:read", "usage:read"])
     fold(key, ok=1, scopes={"members:read": 1})
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=Actor.system())
     html = admin_client_.get(url(org, key)).content.decode()
     assert 'id="narrow-key"' not in html and 'id="edit-permissions"' not in html
     step = admin_client_.get(url(org, key, "narrow/")).content.decode()
@@ -364,7 +365,7 @@ def test_a_bad_range_shows_the_message_and_stores_nothing(
 
 def test_an_empty_list_means_any_address(admin_client_: Client, org: Organization) -> None:
     key, _ = make_key(org, scopes=["members:read"])
-    apikey_update(key=key, allowed_ips=["203.0.113.0/24"])
+    apikey_update(key=key, allowed_ips=["203.0.113.0/24"], actor=Actor.system())
     admin_client_.post(url(org, key, "edit/"), {"scope": ["members:read"], "allowed_ips": ""})
     key.refresh_from_db()
     assert key.allowed_ips == []
@@ -376,7 +377,9 @@ def test_report_mode_shows_the_would_be_refusals_of_30_days(
     member_client: Client, org: Organization
 ) -> None:
     key, _ = make_key(org, scopes=["members:read"])
-    apikey_update(key=key, allowed_ips=["203.0.113.0/24"], allowed_ips_mode="report")
+    apikey_update(
+        key=key, allowed_ips=["203.0.113.0/24"], allowed_ips_mode="report", actor=Actor.system()
+    )
     fold(key, ok=10, ip_reported=4)
     fold(key, ago=2 * DAY, ok=5, ip_reported=3)
     fold(key, ago=35 * DAY, ok=50, ip_reported=50)
@@ -386,7 +389,7 @@ def test_report_mode_shows_the_would_be_refusals_of_30_days(
     assert 'data-count="7"' in card
     assert "7 requests in the last 30 days came from outside this list" in text(card)
     # Enforced: no report figures (the refusals are the 403s).
-    apikey_update(key=key, allowed_ips_mode="enforce")
+    apikey_update(key=key, allowed_ips_mode="enforce", actor=Actor.system())
     card = section(member_client.get(url(org, key)).content.decode(), "key-allowlist")
     assert 'id="ip-reported"' not in card and ">Enforced<" in card
 
@@ -407,7 +410,12 @@ def test_recent_requests_from_outside_the_list_are_marked(
     member_client: Client, org: Organization, mode: str
 ) -> None:
     key, _ = make_key(org, scopes=["members:read"])
-    apikey_update(key=key, allowed_ips=["203.0.113.0/24", "2001:db8::/32"], allowed_ips_mode=mode)
+    apikey_update(
+        key=key,
+        allowed_ips=["203.0.113.0/24", "2001:db8::/32"],
+        allowed_ips_mode=mode,
+        actor=Actor.system(),
+    )
     push_recent(key, ip="203.0.113.9", request_id="req_inside")
     push_recent(key, ip="2001:db8::5", request_id="req_inside6")
     push_recent(key, ip="198.51.100.1", request_id="req_outside", status=403)

@@ -12,6 +12,7 @@ from django.test import override_settings
 from apikeys import catalogue
 from apikeys.scopes import preset_scopes, presets
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.api.conftest import ApiClient
 
@@ -89,7 +90,11 @@ def test_a_recipe_issues_the_vendors_key_and_me_answers_through_its_header(
     vendor = VENDORS[name]
     with override_settings(LATCHKEY_CATALOGUE=str(RECIPES / f"{name}.toml")):
         key, secret = apikey_create(
-            org=org, name=f"{name} key", environment="test", scopes=vendor.scopes
+            actor=Actor.system(),
+            org=org,
+            name=f"{name} key",
+            environment="test",
+            scopes=vendor.scopes,
         )
         assert secret.startswith(vendor.secret_starts)
         headers = {h: v.format(org=org.public_id) for h, v in vendor.also.items()}

@@ -22,6 +22,7 @@ from apikeys.services import (
     apikey_rotate,
     system_apikey_create,
 )
+from orgs.actors import Actor
 from orgs.models import AuditEvent, KycStatus, Organization, OrgStatus
 from tests.apikeys.helpers import frozen_clock, make_key
 from tests.factories import UserFactory
@@ -30,7 +31,7 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def test_create_stores_only_the_hmac_digest_and_display_form(org: Organization, owner) -> None:
-    key, secret = make_key(org, created_by=owner)
+    key, secret = make_key(org, actor=Actor.for_user(owner))
     assert parse_key(secret) is not None
     assert key.digest == key_digest(secret)
     assert secret not in (key.digest, key.display)
@@ -84,11 +85,11 @@ def test_key_created_by_key_cannot_exceed_its_creator(org: Organization) -> None
     org.save()
     creator, _ = make_key(org, scopes=["api_keys:write", "members:read"])
     with pytest.raises(ScopeNotAllowed) as exc:
-        make_key(org, scopes=["members:write"], created_by_key=creator)
+        make_key(org, scopes=["members:write"], actor=Actor.for_key(creator))
     assert exc.value.required_scope == "members:write"
     with pytest.raises(EnvironmentNotAllowed):
-        make_key(org, environment="live", created_by_key=creator)
-    child, _ = make_key(org, scopes=["members:read", "api_keys:read"], created_by_key=creator)
+        make_key(org, environment="live", actor=Actor.for_key(creator))
+    child, _ = make_key(org, scopes=["members:read", "api_keys:read"], actor=Actor.for_key(creator))
     assert child.created_by_key == creator
     event = AuditEvent.objects.get(action="api_key.created", target_id=child.public_id)
     assert event.actor_type == "api_key" and event.actor_id == creator.public_id
@@ -98,24 +99,26 @@ def test_a_key_created_by_a_key_cannot_outlive_it(org: Organization) -> None:
     soon = timezone.now() + timedelta(minutes=5)
     creator, _ = make_key(org, scopes=["api_keys:write"], expires_at=soon)
     with pytest.raises(InvalidKeyInput) as forever:
-        make_key(org, scopes=["api_keys:read"], created_by_key=creator)
+        make_key(org, scopes=["api_keys:read"], actor=Actor.for_key(creator))
     assert forever.value.param == "expires_at"
     with pytest.raises(InvalidKeyInput):
         make_key(
             org,
             scopes=["api_keys:read"],
-            created_by_key=creator,
+            actor=Actor.for_key(creator),
             expires_at=soon + timedelta(seconds=1),
         )
-    child, _ = make_key(org, scopes=["api_keys:read"], created_by_key=creator, expires_at=soon)
+    child, _ = make_key(
+        org, scopes=["api_keys:read"], actor=Actor.for_key(creator), expires_at=soon
+    )
     assert child.expires_at == soon
 
 
 def test_audit_events_never_carry_the_secret(org: Organization, owner) -> None:
-    key, secret = make_key(org, created_by=owner)
-    successor, secret2 = apikey_rotate(key=key, actor_user=owner)
-    apikey_revoke(key=successor, actor_user=owner)
-    apikey_delete(key=successor, actor_user=owner)
+    key, secret = make_key(org, actor=Actor.for_user(owner))
+    successor, secret2 = apikey_rotate(key=key, actor=Actor.for_user(owner))
+    apikey_revoke(key=successor, actor=Actor.for_user(owner))
+    apikey_delete(key=successor, actor=Actor.for_user(owner))
     actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
     assert actions == ["api_key.created", "api_key.rotated", "api_key.revoked", "api_key.deleted"]
     for event in AuditEvent.objects.all():
@@ -127,7 +130,7 @@ def test_audit_events_never_carry_the_secret(org: Organization, owner) -> None:
 def test_rotation_grace_then_expiry_with_frozen_clock(org: Organization) -> None:
     with frozen_clock(T0) as clock:
         key, _ = make_key(org, scopes=["usage:read", "kyc:write"])
-        successor, secret = apikey_rotate(key=key, grace=timedelta(hours=24))
+        successor, secret = apikey_rotate(key=key, grace=timedelta(hours=24), actor=Actor.system())
         key.refresh_from_db()
         assert successor.predecessor == key
         assert (successor.name, successor.environment, successor.scopes, successor.org) == (
@@ -150,7 +153,7 @@ def test_rotation_grace_then_expiry_with_frozen_clock(org: Organization) -> None
 def test_zero_grace_retires_the_old_key_at_once(org: Organization) -> None:
     with frozen_clock(T0):
         key, _ = make_key(org)
-        apikey_rotate(key=key, grace=timedelta(0))
+        apikey_rotate(key=key, grace=timedelta(0), actor=Actor.system())
         assert key.status == KeyStatus.EXPIRED and not key.is_usable()
 
 
@@ -158,14 +161,14 @@ def test_grace_is_bounded(org: Organization) -> None:
     key, _ = make_key(org)
     for grace in (timedelta(days=7, seconds=1), timedelta(seconds=-1)):
         with pytest.raises(InvalidKeyInput):
-            apikey_rotate(key=key, grace=grace)
-    apikey_rotate(key=key, grace=timedelta(days=7))
+            apikey_rotate(key=key, grace=grace, actor=Actor.system())
+    apikey_rotate(key=key, grace=timedelta(days=7), actor=Actor.system())
 
 
 def test_grace_never_outlives_the_keys_own_expiry(org: Organization) -> None:
     with frozen_clock(T0):
         key, _ = make_key(org, expires_at=T0 + timedelta(hours=2))
-        successor, _ = apikey_rotate(key=key, grace=timedelta(days=3))
+        successor, _ = apikey_rotate(key=key, grace=timedelta(days=3), actor=Actor.system())
         assert key.expires_at == T0 + timedelta(hours=2)
         assert successor.expires_at == T0 + timedelta(hours=2)
 
@@ -173,18 +176,18 @@ def test_grace_never_outlives_the_keys_own_expiry(org: Organization) -> None:
 def test_revoked_expired_and_rotated_keys_cannot_be_rotated(org: Organization) -> None:
     with frozen_clock(T0) as clock:
         revoked, _ = make_key(org)
-        apikey_revoke(key=revoked)
+        apikey_revoke(key=revoked, actor=Actor.system())
         with pytest.raises(KeyNotActive):
-            apikey_rotate(key=revoked)
+            apikey_rotate(key=revoked, actor=Actor.system())
         expiring, _ = make_key(org, expires_at=T0 + timedelta(minutes=5))
         rotated, _ = make_key(org)
-        apikey_rotate(key=rotated)
+        apikey_rotate(key=rotated, actor=Actor.system())
         with pytest.raises(KeyNotActive):
-            apikey_rotate(key=rotated)
+            apikey_rotate(key=rotated, actor=Actor.system())
         clock.advance(timedelta(minutes=5))
         assert expiring.status == KeyStatus.EXPIRED and not expiring.is_usable()
         with pytest.raises(KeyNotActive):
-            apikey_rotate(key=expiring)
+            apikey_rotate(key=expiring, actor=Actor.system())
     assert ApiKey.objects.count() == 4
 
 
@@ -198,8 +201,8 @@ def test_expiry_must_be_in_the_future(org: Organization) -> None:
 
 def test_revoke_is_immediate_and_idempotent(org: Organization) -> None:
     key, _ = make_key(org)
-    apikey_revoke(key=key)
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=Actor.system())
+    apikey_revoke(key=key, actor=Actor.system())
     key.refresh_from_db()
     assert key.status == KeyStatus.REVOKED and not key.is_usable()
     assert AuditEvent.objects.filter(action="api_key.revoked").count() == 1
@@ -207,7 +210,7 @@ def test_revoke_is_immediate_and_idempotent(org: Organization) -> None:
 
 def test_delete_hides_and_disables_but_keeps_audit_events(org: Organization) -> None:
     key, _ = make_key(org)
-    apikey_delete(key=key)
+    apikey_delete(key=key, actor=Actor.system())
     key.refresh_from_db()
     assert key.deleted_at is not None and not key.is_usable()
     assert AuditEvent.objects.filter(target_id=key.public_id).count() == 2
@@ -220,9 +223,9 @@ def test_revoke_rotate_delete_invalidate_the_verification_cache(
     for key in keys:
         cache.set(cache_key(key.digest), "cached", 60)
     with django_capture_on_commit_callbacks(execute=True):
-        apikey_revoke(key=keys[0])
-        apikey_rotate(key=keys[1])
-        apikey_delete(key=keys[2])
+        apikey_revoke(key=keys[0], actor=Actor.system())
+        apikey_rotate(key=keys[1], actor=Actor.system())
+        apikey_delete(key=keys[2], actor=Actor.system())
     for key in keys:
         assert cache.get(cache_key(key.digest)) is None
 
@@ -230,11 +233,13 @@ def test_revoke_rotate_delete_invalidate_the_verification_cache(
 def test_system_keys_need_a_platform_owner_and_system_scopes(db: None) -> None:
     staff = UserFactory.create(platform_role=PlatformRole.PLATFORM_ADMIN)
     with pytest.raises(ActorNotAllowed):
-        system_apikey_create(name="ops", scopes=["platform_kyc:read"], created_by=staff)
+        system_apikey_create(name="ops", scopes=["platform_kyc:read"], actor=Actor.for_user(staff))
     owner = UserFactory.create(platform_role=PlatformRole.PLATFORM_OWNER)
     with pytest.raises(InvalidKeyInput):
-        system_apikey_create(name="ops", scopes=["members:read"], created_by=owner)
-    key, secret = system_apikey_create(name="ops", scopes=["platform_kyc:write"], created_by=owner)
+        system_apikey_create(name="ops", scopes=["members:read"], actor=Actor.for_user(owner))
+    key, secret = system_apikey_create(
+        name="ops", scopes=["platform_kyc:write"], actor=Actor.for_user(owner)
+    )
     assert secret.startswith("lk_sys_") and key.org is None and key.environment == "sys"
     assert key.scopes == ["platform_kyc:read", "platform_kyc:write"]
 
@@ -242,8 +247,8 @@ def test_system_keys_need_a_platform_owner_and_system_scopes(db: None) -> None:
 def test_successor_history_shows_the_rotation_that_issued_it(org: Organization, owner) -> None:
     from apikeys.selectors import apikey_history
 
-    key, _ = make_key(org, created_by=owner)
-    successor, _ = apikey_rotate(key=key, actor_user=owner)
+    key, _ = make_key(org, actor=Actor.for_user(owner))
+    successor, _ = apikey_rotate(key=key, actor=Actor.for_user(owner))
     assert [e.action for e in apikey_history(org=org, key=successor)] == ["api_key.rotated"]
     assert [e.action for e in apikey_history(org=org, key=key)] == [
         "api_key.rotated",

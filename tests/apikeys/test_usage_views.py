@@ -24,6 +24,7 @@ from apikeys.selectors import (
     usage_window,
 )
 from apikeys.services import apikey_delete
+from orgs.actors import Actor
 from orgs.models import Organization, Role
 from tests.apikeys.helpers import FrozenClock, frozen_clock, make_key
 from tests.conftest import signed_in_client
@@ -418,7 +419,7 @@ def test_usage_page_shows_the_org_chart_quota_and_each_key(
     seed(quiet, NOW - 20 * DAY, c2=1)  # February: in 30 days, not this month
     seed(make_key(other_org)[0], NOW, c2=12345)
     ApiKey.objects.filter(pk=busy.pk).update(last_used_at=NOW - timedelta(minutes=5))
-    apikey_delete(key=gone, actor_user=None)
+    apikey_delete(key=gone, actor=Actor.system())
     response = member_client.get(f"/o/{org.slug}/usage/")
     assert response.status_code == 200
     html = response.content.decode()

@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from apikeys.keys import key_digest, parse_key
 from apikeys.models import ApiKey, KeyStatus
 from apikeys.services import apikey_revoke
+from orgs.actors import Actor
 from orgs.models import AuditEvent, KycStatus, Organization, Role
 from tests.apikeys.helpers import frozen_clock, make_key
 from tests.conftest import signed_in_client
@@ -266,7 +267,7 @@ def test_revoked_key_cannot_be_rotated_from_the_dashboard(
     admin_client_: Client, org: Organization
 ) -> None:
     key, _ = make_key(org)
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=Actor.system())
     response = admin_client_.post(url(org, f"{key.public_id}/rotate/"), {"grace": "0"})
     assert response.status_code == 302
     assert b"revoked key cannot be rotated" in admin_client_.get(response["Location"]).content
@@ -317,7 +318,7 @@ def test_list_query_count_is_constant_for_1_and_500_keys(
 ) -> None:
     creator = UserFactory.create(email="creator@acme.test")
     MembershipFactory.create(org=org, user=creator, role=Role.ADMIN)
-    make_key(org, created_by=creator)
+    make_key(org, actor=Actor.for_user(creator))
     member_client.get(url(org))  # warm the session and content-type caches
     with CaptureQueriesContext(connection) as one:
         assert member_client.get(url(org)).status_code == 200

@@ -20,6 +20,7 @@ from accounts.models import PlatformRole, User
 from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.services import apikey_revoke, apikey_rotate
 from orgs import services as org_services
+from orgs.actors import Actor
 from orgs.models import KycStatus, Membership, Organization, Role
 from platform_admin import services as platform_services
 from platform_admin.models import KycApplication
@@ -62,10 +63,10 @@ def build_dashboard() -> Dashboard:
     member_membership = MembershipFactory.create(org=org, user=member, role=Role.MEMBER)
     MembershipFactory.create(org=org, user=staff, role=Role.ADMIN)
     key, _ = make_key(org, name="Billing sync", scopes=["members:read", "usage:read"])
-    rotated, _ = make_key(org, name="Nightly export", created_by=owner)
-    successor, _ = apikey_rotate(key=rotated, grace=timedelta(hours=24))
+    rotated, _ = make_key(org, name="Nightly export", actor=Actor.for_user(owner))
+    successor, _ = apikey_rotate(key=rotated, grace=timedelta(hours=24), actor=Actor.system())
     revoked, _ = make_key(org, name="Old integration")
-    apikey_revoke(key=revoked)
+    apikey_revoke(key=revoked, actor=Actor.system())
     now = timezone.now().replace(minute=0, second=0, microsecond=0)
     KeyUsageHour.objects.bulk_create(
         KeyUsageHour(
@@ -81,7 +82,7 @@ def build_dashboard() -> Dashboard:
         for h in range(0, 24 * 20, 3)
     )
     org_services.member_invite(
-        org=org, email="new.hire@demo.latchkey.test", role=Role.ADMIN, invited_by=owner
+        org=org, email="new.hire@demo.latchkey.test", role=Role.ADMIN, actor=Actor.for_user(owner)
     )
     # An event from a long IPv6 address, with details: the audit table must not wrap
     # the address one character per line, nor clip the details.
@@ -98,14 +99,14 @@ def build_dashboard() -> Dashboard:
         details={"method": "magic_link", "second_factor": "totp", "remember_device": False},
     )
     approved_kyc = submit(org, owner, documents=[upload("incorporation.pdf", pdf_bytes())])
-    platform_services.kyc_approve(application=approved_kyc, staff=staff)
+    platform_services.kyc_approve(application=approved_kyc, actor=Actor.for_user(staff))
     other_org = OrganizationFactory.create(name="Globex", slug="globex")
     MembershipFactory.create(org=other_org, user=UserFactory.create(), role=Role.OWNER)
     pending_kyc = submit(
         other_org, None, legal_name="Globex Inc", documents=[upload("cert.pdf", pdf_bytes())]
     )
     system_key, _ = platform_services.system_key_create(
-        name="Back office", scopes=["platform_organizations:read"], created_by=staff
+        name="Back office", scopes=["platform_organizations:read"], actor=Actor.for_user(staff)
     )
     org.refresh_from_db()
     assert org.kyc_status == KycStatus.APPROVED

@@ -12,6 +12,7 @@ from typing import Any
 from playwright.sync_api import BrowserContext, Page, expect
 
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Organization
 from orgs.services import audit_record, member_invite
 from orgs.views import CSV_HEADER
@@ -29,13 +30,14 @@ def test_admin_filters_the_audit_log_and_downloads_it_as_csv(
     admin_user: Any,
     tmp_path: Path,
 ) -> None:
-    member_invite(org=org, email="bob@example.com", role="member", invited_by=owner)
-    key, _ = apikey_create(org=org, name="CRM sync", environment="test", scopes=[])
+    member_invite(org=org, email="bob@example.com", role="member", actor=Actor.for_user(owner))
+    key, _ = apikey_create(
+        actor=Actor.system(), org=org, name="CRM sync", environment="test", scopes=[]
+    )
     audit_record(
         action="member.role_changed",
         org=org,
-        actor_api_key=key,
-        external_actor_id="crm-user-42",
+        actor=Actor.for_key(key, external_actor_id="crm-user-42"),
         target_label="carol@acme.test",
         details={"email": "carol@acme.test", "from": "member", "to": "admin"},
     )

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
+from orgs.actors import Actor
 from tests.e2e.dashboard import DESKTOP, PHONE, Dashboard, build_dashboard, pages, shoot, sign_in
 
 AXE_SOURCE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
@@ -100,6 +101,7 @@ def key_permission_pages(d: Dashboard, role: str) -> list[str]:
         key=d.key,
         allowed_ips=["203.0.113.0/24", "2001:db8:85a3::/48"],
         allowed_ips_mode="report",
+        actor=Actor.system(),
     )
     for ip, request_id in (("203.0.113.7", "req_in"), ("2001:db8:ffff::1234:5678", "req_out")):
         body = usage.recent_body(

@@ -9,6 +9,7 @@ from typing import Any
 from playwright.sync_api import BrowserContext, Page, expect
 from standardwebhooks import Webhook
 
+from orgs.actors import Actor
 from orgs.models import Role
 from tests.e2e.conftest import sign_in_browser
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
@@ -76,7 +77,7 @@ def test_a_member_reads_the_webhooks_but_cannot_manage_them(
     member = MembershipFactory.create(
         org=acme, user=UserFactory.create(email="member@acme.test"), role=Role.MEMBER
     ).user
-    endpoint, _ = endpoint_create(org=acme, url=receiver.url)
+    endpoint, _ = endpoint_create(org=acme, url=receiver.url, actor=Actor.system())
     sign_in_browser(context, live_server, member)
     page.goto("/o/acme/webhooks/")
     expect(page.locator("tr.webhook-endpoint")).to_have_count(1)

@@ -21,6 +21,7 @@ import pytest
 from django.test import override_settings
 
 from apikeys.services import apikey_create, apikey_revoke
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.guards.conftest import free_port, set_limits
 from tests.programs import ENVSUBST, NGINX, require
@@ -117,7 +118,9 @@ def test_through_nginx_the_client_sees_the_apis_answers_and_the_upstream_the_cal
     gateway: str, org: Organization
 ) -> None:
     set_limits(org, per_minute=3, burst=100, monthly=0)
-    key, secret = apikey_create(org=org, name="Svc", environment="test", scopes=["payments:read"])
+    key, secret = apikey_create(
+        actor=Actor.system(), org=org, name="Svc", environment="test", scopes=["payments:read"]
+    )
 
     status, headers, body = call(gateway + "/v1/payments")
     assert status == 401
@@ -163,7 +166,7 @@ def test_through_nginx_the_client_sees_the_apis_answers_and_the_upstream_the_cal
     call(gateway + "/v1/payments", **{"X-Product-Key": secret, "X-Latchkey-Org-Id": "org_fake"})
     assert Upstream.seen[-1]["x-latchkey-org-id"] == org.public_id
 
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=Actor.system())
     status, headers, body = call(gateway + "/v1/payments", **{"X-Product-Key": secret})
     assert status == 401 and body["error"]["code"] == "api_key_revoked"
     assert body["error"]["request_id"] == headers["X-Request-Id"]
@@ -176,6 +179,7 @@ def test_through_nginx_an_allowlist_sees_the_client_nginx_saw(
     that is the client's, and what the client itself put in the header changes nothing."""
     set_limits(org, per_minute=0, burst=0, monthly=0)
     _, inside = apikey_create(
+        actor=Actor.system(),
         org=org,
         name="Local",
         environment="test",
@@ -183,6 +187,7 @@ def test_through_nginx_an_allowlist_sees_the_client_nginx_saw(
         allowed_ips=["127.0.0.0/8"],
     )
     _, outside = apikey_create(
+        actor=Actor.system(),
         org=org,
         name="Office",
         environment="test",

@@ -18,6 +18,7 @@ from accounts.models import User
 from apikeys.scopes import all_scopes
 from apikeys.services import apikey_create, apikey_revoke
 from orgs import selectors
+from orgs.actors import Actor
 from orgs.models import ActorType, AuditEvent, Organization, Role
 from orgs.services import audit_record
 from orgs.views import CSV_HEADER, csv_safe, details_summary
@@ -167,7 +168,9 @@ def test_another_orgs_audit_log_is_the_same_404_as_an_absent_org(
 def test_page_shows_time_actor_action_target_ip_request_and_details(
     owner: User, org: Organization, other_org: Organization
 ) -> None:
-    key, _ = apikey_create(org=org, name="CI", environment="test", scopes=all_scopes())
+    key, _ = apikey_create(
+        actor=Actor.system(), org=org, name="CI", environment="test", scopes=all_scopes()
+    )
     _event(
         org,
         "member.role_changed",
@@ -371,11 +374,13 @@ def test_details_summary_reads_changes_and_truncates() -> None:
 def test_overview_links_admins_to_the_audit_log_and_counts_active_keys(
     owner: User, member_user: User, org: Organization, other_org: Organization
 ) -> None:
-    apikey_create(org=org, name="a", environment="test", scopes=[])
-    apikey_create(org=org, name="b", environment="test", scopes=[])
-    revoked, _ = apikey_create(org=org, name="c", environment="test", scopes=[])
-    apikey_revoke(key=revoked)
-    apikey_create(org=other_org, name="theirs", environment="test", scopes=[])
+    apikey_create(actor=Actor.system(), org=org, name="a", environment="test", scopes=[])
+    apikey_create(actor=Actor.system(), org=org, name="b", environment="test", scopes=[])
+    revoked, _ = apikey_create(
+        actor=Actor.system(), org=org, name="c", environment="test", scopes=[]
+    )
+    apikey_revoke(key=revoked, actor=Actor.system())
+    apikey_create(actor=Actor.system(), org=other_org, name="theirs", environment="test", scopes=[])
     response = signed_in_client(owner).get("/o/acme/")
     assert response.context["key_counts"] == {"active": 2, "live": 0, "test": 2}
     assert 'id="audit-log-link"' in response.content.decode()
@@ -389,7 +394,7 @@ def test_overview_queries_do_not_grow_with_keys_or_events(owner: User, org: Orga
     with CaptureQueriesContext(connection) as small:
         client.get("/o/acme/")
     for n in range(30):
-        apikey_create(org=org, name=f"k{n}", environment="test", scopes=[])
+        apikey_create(actor=Actor.system(), org=org, name=f"k{n}", environment="test", scopes=[])
     _fill(org, 100)
     with CaptureQueriesContext(connection) as large:
         response = client.get("/o/acme/")

@@ -13,6 +13,7 @@ from django.test import Client
 from accounts.models import User
 from apikeys.scopes import all_scopes
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import ActorType, AuditEvent, Membership, Organization, Role
 from tests.conftest import signed_in_client
 from tests.factories import MembershipFactory, UserFactory
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def api(org: Organization) -> Any:
-    key, secret = apikey_create(org=org, name="CRM sync", environment="test", scopes=all_scopes())
+    key, secret = apikey_create(
+        actor=Actor.system(), org=org, name="CRM sync", environment="test", scopes=all_scopes()
+    )
 
     def call(method: str, path: str, body: Any = None, actor: str = "crm-user-42") -> Any:
         headers = {
@@ -102,5 +105,7 @@ def test_dashboard_lists_and_filters_api_events_by_x_actor_id(
 
 
 def _secret_of_new_reader(org: Organization) -> str:
-    _, secret = apikey_create(org=org, name="Reader", environment="test", scopes=["audit_log:read"])
+    _, secret = apikey_create(
+        actor=Actor.system(), org=org, name="Reader", environment="test", scopes=["audit_log:read"]
+    )
     return secret

@@ -16,6 +16,7 @@ from django.db import models
 from accounts.models import PlatformRole, User
 from apikeys import selectors as apikey_selectors
 from apikeys.models import ApiKey, KeyUsageHour
+from orgs.actors import Actor
 from orgs.management.commands import seed_demo
 from orgs.models import AuditEvent, KycStatus, Membership, Organization, Role
 from platform_admin.models import KycApplication, KycDocument
@@ -139,7 +140,7 @@ def test_a_decided_application_is_left_alone() -> None:
     seed()
     staff = User.objects.get(email="staff@demo.latchkey.test")
     application = KycApplication.objects.get(org__slug="globex")
-    kyc_approve(application=application, staff=staff)
+    kyc_approve(application=application, actor=Actor.for_user(staff))
     seed()
     assert KycApplication.objects.filter(org__slug="globex").count() == 1
     assert Organization.objects.get(slug="globex").kyc_status == KycStatus.APPROVED

@@ -14,6 +14,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from orgs import services
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Invitation, Membership, Organization, Role
 from orgs.services import InvitationError, MembershipError, OrgError
 from orgs.tokens import invitation_token_hash
@@ -33,7 +34,9 @@ def _invite(
 ) -> tuple[Invitation, str]:
     """Invite and return the invitation with the token read from the sent email."""
     with capture(execute=True):
-        invitation = services.member_invite(org=org, email=email, role=role, invited_by=by)
+        invitation = services.member_invite(
+            org=org, email=email, role=role, actor=Actor.for_user(by)
+        )
     match = TOKEN_RE.search(str(mail.outbox[-1].body))
     assert match is not None
     return invitation, match.group(1)
@@ -116,32 +119,48 @@ def test_invite_refuses_members_duplicates_and_roles_above_the_inviter(
 ) -> None:
     with pytest.raises(MembershipError) as by_member:
         services.member_invite(
-            org=org, email="x@example.com", role="member", invited_by=member_user
+            org=org, email="x@example.com", role="member", actor=Actor.for_user(member_user)
         )
     assert by_member.value.code == "forbidden"
     with pytest.raises(MembershipError) as owner_by_admin:
-        services.member_invite(org=org, email="x@example.com", role="owner", invited_by=admin_user)
+        services.member_invite(
+            org=org, email="x@example.com", role="owner", actor=Actor.for_user(admin_user)
+        )
     assert owner_by_admin.value.code == "forbidden"
     with pytest.raises(MembershipError) as already:
-        services.member_invite(org=org, email="MEMBER@acme.test", role="member", invited_by=owner)
+        services.member_invite(
+            org=org, email="MEMBER@acme.test", role="member", actor=Actor.for_user(owner)
+        )
     assert already.value.code == "already_member"
-    services.member_invite(org=org, email="x@example.com", role="admin", invited_by=admin_user)
+    services.member_invite(
+        org=org, email="x@example.com", role="admin", actor=Actor.for_user(admin_user)
+    )
     with pytest.raises(MembershipError) as twice:
-        services.member_invite(org=org, email="x@example.com", role="member", invited_by=owner)
+        services.member_invite(
+            org=org, email="x@example.com", role="member", actor=Actor.for_user(owner)
+        )
     assert twice.value.code == "already_invited"
     outsider = UserFactory.create()
     with pytest.raises(MembershipError):
-        services.member_invite(org=org, email="y@example.com", role="member", invited_by=outsider)
+        services.member_invite(
+            org=org, email="y@example.com", role="member", actor=Actor.for_user(outsider)
+        )
     # Only owners invite owners.
-    services.member_invite(org=org, email="co@example.com", role="owner", invited_by=owner)
+    services.member_invite(
+        org=org, email="co@example.com", role="owner", actor=Actor.for_user(owner)
+    )
 
 
 def test_an_expired_open_invitation_is_replaced_by_a_new_one(
     owner: User, org: Organization
 ) -> None:
-    old = services.member_invite(org=org, email="x@example.com", role="member", invited_by=owner)
+    old = services.member_invite(
+        org=org, email="x@example.com", role="member", actor=Actor.for_user(owner)
+    )
     Invitation.objects.filter(pk=old.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    new = services.member_invite(org=org, email="x@example.com", role="admin", invited_by=owner)
+    new = services.member_invite(
+        org=org, email="x@example.com", role="admin", actor=Actor.for_user(owner)
+    )
     old.refresh_from_db()
     assert old.cancelled_at is not None and new.is_usable
 
@@ -187,7 +206,7 @@ def test_expired_and_cancelled_invitations_cannot_be_accepted(
     invitation, token = _invite(
         django_capture_on_commit_callbacks, org=org, email=carol.email, role="member", by=owner
     )
-    services.invitation_cancel(invitation=invitation, actor_membership=_m(owner, org))
+    services.invitation_cancel(invitation=invitation, actor=Actor.for_member(_m(owner, org)))
     with pytest.raises(InvitationError):
         services.invitation_accept(token=token, user=carol)
     assert "invitation.cancelled" in _actions(org)
@@ -207,7 +226,7 @@ def test_resending_issues_a_new_link_and_voids_the_old_one(
     Invitation.objects.filter(pk=invitation.pk).update(expires_at=timezone.now())
     invitation.refresh_from_db()
     with django_capture_on_commit_callbacks(execute=True):
-        services.invitation_resend(invitation=invitation, actor_membership=_m(owner, org))
+        services.invitation_resend(invitation=invitation, actor=Actor.for_member(_m(owner, org)))
     match = TOKEN_RE.search(str(mail.outbox[-1].body))
     assert match is not None
     new_token = match.group(1)
@@ -225,13 +244,13 @@ def test_admins_cannot_manage_owner_invitations_and_members_none(
     owner: User, admin_user: User, member_user: User, org: Organization
 ) -> None:
     invitation = services.member_invite(
-        org=org, email="co@example.com", role="owner", invited_by=owner
+        org=org, email="co@example.com", role="owner", actor=Actor.for_user(owner)
     )
     for actor in (_m(admin_user, org), _m(member_user, org)):
         with pytest.raises(MembershipError):
-            services.invitation_cancel(invitation=invitation, actor_membership=actor)
+            services.invitation_cancel(invitation=invitation, actor=Actor.for_member(actor))
         with pytest.raises(MembershipError):
-            services.invitation_resend(invitation=invitation, actor_membership=actor)
+            services.invitation_resend(invitation=invitation, actor=Actor.for_member(actor))
     invitation.refresh_from_db()
     assert invitation.is_usable
 
@@ -241,15 +260,15 @@ def test_services_refuse_an_actor_from_another_org(
 ) -> None:
     outsider = MembershipFactory.create(org=other_org, role=Role.OWNER)
     invitation = services.member_invite(
-        org=org, email="x@example.com", role="member", invited_by=owner
+        org=org, email="x@example.com", role="member", actor=Actor.for_user(owner)
     )
     with pytest.raises(MembershipError):
-        services.invitation_cancel(invitation=invitation, actor_membership=outsider)
+        services.invitation_cancel(invitation=invitation, actor=Actor.for_member(outsider))
     with pytest.raises(MembershipError):
-        services.membership_remove(membership=_m(owner, org), actor_membership=outsider)
+        services.membership_remove(membership=_m(owner, org), actor=Actor.for_member(outsider))
     with pytest.raises(MembershipError):
         services.membership_change_role(
-            membership=_m(owner, org), role="member", actor_membership=outsider
+            membership=_m(owner, org), role="member", actor=Actor.for_member(outsider)
         )
 
 
@@ -265,22 +284,32 @@ def test_role_changes_follow_spec_section_4(
     # Members change nothing.
     with pytest.raises(MembershipError):
         services.membership_change_role(
-            membership=admin_m, role="member", actor_membership=member_m
+            membership=admin_m, role="member", actor=Actor.for_member(member_m)
         )
     # Admins: members only, up to admin; never owners or other admins.
     with pytest.raises(MembershipError):
         services.membership_change_role(
-            membership=other_admin, role="member", actor_membership=admin_m
+            membership=other_admin, role="member", actor=Actor.for_member(admin_m)
         )
     with pytest.raises(MembershipError):
-        services.membership_change_role(membership=owner_m, role="member", actor_membership=admin_m)
+        services.membership_change_role(
+            membership=owner_m, role="member", actor=Actor.for_member(admin_m)
+        )
     with pytest.raises(MembershipError):
-        services.membership_change_role(membership=member_m, role="owner", actor_membership=admin_m)
-    services.membership_change_role(membership=member_m, role="admin", actor_membership=admin_m)
+        services.membership_change_role(
+            membership=member_m, role="owner", actor=Actor.for_member(admin_m)
+        )
+    services.membership_change_role(
+        membership=member_m, role="admin", actor=Actor.for_member(admin_m)
+    )
     assert _m(member_user, org).role == Role.ADMIN
     # Owners: anyone, any role.
-    services.membership_change_role(membership=other_admin, role="member", actor_membership=owner_m)
-    services.membership_change_role(membership=admin_m, role="owner", actor_membership=owner_m)
+    services.membership_change_role(
+        membership=other_admin, role="member", actor=Actor.for_member(owner_m)
+    )
+    services.membership_change_role(
+        membership=admin_m, role="owner", actor=Actor.for_member(owner_m)
+    )
     assert _m(admin_user, org).role == Role.OWNER
     event = AuditEvent.objects.filter(org=org, action="member.role_changed").first()
     assert event is not None and event.details["to"] == "owner"
@@ -290,10 +319,14 @@ def test_nobody_changes_their_own_role(owner: User, admin_user: User, org: Organ
     MembershipFactory.create(org=org, role=Role.OWNER)
     admin_m = _m(admin_user, org)
     with pytest.raises(MembershipError):
-        services.membership_change_role(membership=admin_m, role="member", actor_membership=admin_m)
+        services.membership_change_role(
+            membership=admin_m, role="member", actor=Actor.for_member(admin_m)
+        )
     owner_m = _m(owner, org)
     with pytest.raises(MembershipError):
-        services.membership_change_role(membership=owner_m, role="admin", actor_membership=owner_m)
+        services.membership_change_role(
+            membership=owner_m, role="admin", actor=Actor.for_member(owner_m)
+        )
 
 
 def test_the_last_owner_cannot_be_demoted_removed_or_leave(owner: User, org: Organization) -> None:
@@ -305,18 +338,20 @@ def test_the_last_owner_cannot_be_demoted_removed_or_leave(owner: User, org: Org
     stale_co_owner = Membership.objects.get(pk=co_owner.pk)
     # Two owners demoting each other at once: the first wins, the second is refused
     # because its actor is no longer an owner, so one owner always remains.
-    services.membership_change_role(membership=co_owner, role="admin", actor_membership=owner_m)
+    services.membership_change_role(
+        membership=co_owner, role="admin", actor=Actor.for_member(owner_m)
+    )
     with pytest.raises(MembershipError):
         services.membership_change_role(
-            membership=owner_m, role="admin", actor_membership=stale_co_owner
+            membership=owner_m, role="admin", actor=Actor.for_member(stale_co_owner)
         )
     with pytest.raises(MembershipError):
-        services.membership_remove(membership=owner_m, actor_membership=stale_co_owner)
+        services.membership_remove(membership=owner_m, actor=Actor.for_member(stale_co_owner))
     # Neither can an API key (admin powers) demote or remove the last owner.
     with pytest.raises(MembershipError):
-        services.membership_change_role(membership=owner_m, role="admin", actor_membership=None)
+        services.membership_change_role(membership=owner_m, role="admin", actor=Actor.system())
     with pytest.raises(MembershipError):
-        services.membership_remove(membership=owner_m, actor_membership=None)
+        services.membership_remove(membership=owner_m, actor=Actor.system())
     assert _m(owner, org).role == Role.OWNER
     with pytest.raises(MembershipError):
         services.membership_leave(membership=owner_m)
@@ -327,7 +362,7 @@ def test_a_second_owner_can_leave_and_be_removed(owner: User, org: Organization)
     services.membership_leave(membership=co_owner)
     assert "member.left" in _actions(org)
     co_owner = MembershipFactory.create(org=org, role=Role.OWNER)
-    services.membership_remove(membership=co_owner, actor_membership=_m(owner, org))
+    services.membership_remove(membership=co_owner, actor=Actor.for_member(_m(owner, org)))
     assert "member.removed" in _actions(org)
     assert list(Membership.objects.filter(org=org).values_list("role", flat=True)) == ["owner"]
 
@@ -336,14 +371,14 @@ def test_removal_rules(owner: User, admin_user: User, member_user: User, org: Or
     admin_m, member_m = _m(admin_user, org), _m(member_user, org)
     other_admin = MembershipFactory.create(org=org, role=Role.ADMIN)
     with pytest.raises(MembershipError):
-        services.membership_remove(membership=other_admin, actor_membership=admin_m)
+        services.membership_remove(membership=other_admin, actor=Actor.for_member(admin_m))
     with pytest.raises(MembershipError):
-        services.membership_remove(membership=_m(owner, org), actor_membership=admin_m)
+        services.membership_remove(membership=_m(owner, org), actor=Actor.for_member(admin_m))
     with pytest.raises(MembershipError):
-        services.membership_remove(membership=admin_m, actor_membership=member_m)
+        services.membership_remove(membership=admin_m, actor=Actor.for_member(member_m))
     with pytest.raises(MembershipError):
-        services.membership_remove(membership=admin_m, actor_membership=admin_m)
-    services.membership_remove(membership=member_m, actor_membership=admin_m)
+        services.membership_remove(membership=admin_m, actor=Actor.for_member(admin_m))
+    services.membership_remove(membership=member_m, actor=Actor.for_member(admin_m))
     assert not Membership.objects.filter(user=member_user).exists()
     event = AuditEvent.objects.get(org=org, action="member.removed")
     assert event.actor_user == admin_user and event.target_label == "member@acme.test"
@@ -355,16 +390,18 @@ def test_ownership_transfer_makes_the_previous_owner_an_admin(
     owner_m = _m(owner, org)
     with pytest.raises(MembershipError):
         services.ownership_transfer(
-            org=org, to_membership=_m(owner, org), actor_membership=_m(admin_user, org)
+            org=org, to_membership=_m(owner, org), actor=Actor.for_member(_m(admin_user, org))
         )
     with pytest.raises(MembershipError):
-        services.ownership_transfer(org=org, to_membership=owner_m, actor_membership=owner_m)
+        services.ownership_transfer(org=org, to_membership=owner_m, actor=Actor.for_member(owner_m))
     stranger = MembershipFactory.create(org=other_org)
     with pytest.raises(MembershipError):
-        services.ownership_transfer(org=org, to_membership=stranger, actor_membership=owner_m)
+        services.ownership_transfer(
+            org=org, to_membership=stranger, actor=Actor.for_member(owner_m)
+        )
 
     services.ownership_transfer(
-        org=org, to_membership=_m(member_user, org), actor_membership=owner_m
+        org=org, to_membership=_m(member_user, org), actor=Actor.for_member(owner_m)
     )
     assert _m(member_user, org).role == Role.OWNER
     assert _m(owner, org).role == Role.ADMIN
@@ -380,7 +417,11 @@ def test_settings_update_records_only_what_changed(
 ) -> None:
     TOTPDevice.objects.create(user=owner, name="app", confirmed=True)
     services.org_update_settings(
-        org=org, name="Acme Ltd", slug="acme-ltd", require_two_factor=True, actor=_m(owner, org)
+        org=org,
+        name="Acme Ltd",
+        slug="acme-ltd",
+        require_two_factor=True,
+        actor=Actor.for_member(_m(owner, org)),
     )
     org.refresh_from_db()
     assert (org.name, org.slug, org.require_two_factor) == ("Acme Ltd", "acme-ltd", True)
@@ -394,7 +435,11 @@ def test_settings_update_records_only_what_changed(
     }
     with pytest.raises(OrgError) as taken:
         services.org_update_settings(
-            org=org, name="Acme", slug="globex", require_two_factor=True, actor=_m(owner, org)
+            org=org,
+            name="Acme",
+            slug="globex",
+            require_two_factor=True,
+            actor=Actor.for_member(_m(owner, org)),
         )
     assert taken.value.code == "slug_taken"
 
@@ -403,7 +448,11 @@ def test_an_owner_without_two_factor_cannot_require_it(owner: User, org: Organiz
     TOTPDevice.objects.create(user=owner, name="pending", confirmed=False)
     with pytest.raises(OrgError) as refused:
         services.org_update_settings(
-            org=org, name="Acme", slug="acme", require_two_factor=True, actor=_m(owner, org)
+            org=org,
+            name="Acme",
+            slug="acme",
+            require_two_factor=True,
+            actor=Actor.for_member(_m(owner, org)),
         )
     assert refused.value.code == "two_factor_required"
     org.refresh_from_db()
@@ -415,15 +464,27 @@ def test_admins_change_settings_but_not_the_two_factor_policy(
 ) -> None:
     admin_m = _m(admin_user, org)
     services.org_update_settings(
-        org=org, name="Acme 2", slug="acme", require_two_factor=False, actor=admin_m
+        org=org,
+        name="Acme 2",
+        slug="acme",
+        require_two_factor=False,
+        actor=Actor.for_member(admin_m),
     )
     with pytest.raises(OrgError):
         services.org_update_settings(
-            org=org, name="Acme 2", slug="acme", require_two_factor=True, actor=admin_m
+            org=org,
+            name="Acme 2",
+            slug="acme",
+            require_two_factor=True,
+            actor=Actor.for_member(admin_m),
         )
     with pytest.raises(OrgError):
         services.org_update_settings(
-            org=org, name="Mine", slug="acme", require_two_factor=False, actor=_m(member_user, org)
+            org=org,
+            name="Mine",
+            slug="acme",
+            require_two_factor=False,
+            actor=Actor.for_member(_m(member_user, org)),
         )
     org.refresh_from_db()
     assert (org.name, org.require_two_factor) == ("Acme 2", False)
@@ -433,12 +494,16 @@ def test_only_an_owner_deletes_the_org_after_typing_its_slug(
     owner: User, admin_user: User, org: Organization
 ) -> None:
     with pytest.raises(OrgError):
-        services.org_delete(org=org, actor=_m(admin_user, org), confirm_slug="acme")
+        services.org_delete(
+            org=org, actor=Actor.for_member(_m(admin_user, org)), confirm_slug="acme"
+        )
     with pytest.raises(OrgError):
-        services.org_delete(org=org, actor=_m(owner, org), confirm_slug="acm")
-    services.member_invite(org=org, email="x@example.com", role="member", invited_by=owner)
+        services.org_delete(org=org, actor=Actor.for_member(_m(owner, org)), confirm_slug="acm")
+    services.member_invite(
+        org=org, email="x@example.com", role="member", actor=Actor.for_user(owner)
+    )
     org_id = org.pk
-    services.org_delete(org=org, actor=_m(owner, org), confirm_slug="acme")
+    services.org_delete(org=org, actor=Actor.for_member(_m(owner, org)), confirm_slug="acme")
     assert not Organization.objects.filter(pk=org_id).exists()
     assert not Membership.objects.filter(org_id=org_id).exists()
     assert not Invitation.objects.filter(org_id=org_id).exists()
@@ -457,7 +522,9 @@ def test_an_invitation_from_a_removed_admin_no_longer_admits_anyone(
         role="admin",
         by=admin_user,
     )
-    services.membership_remove(membership=_m(admin_user, org), actor_membership=_m(owner, org))
+    services.membership_remove(
+        membership=_m(admin_user, org), actor=Actor.for_member(_m(owner, org))
+    )
     alt = UserFactory.create(email="admin.alt@example.com")
     with pytest.raises(InvitationError) as refused:
         services.invitation_accept(token=token, user=alt)
@@ -476,7 +543,7 @@ def test_an_invitation_from_a_demoted_admin_cannot_grant_admin(
         by=admin_user,
     )
     services.membership_change_role(
-        membership=_m(admin_user, org), role="member", actor_membership=_m(owner, org)
+        membership=_m(admin_user, org), role="member", actor=Actor.for_member(_m(owner, org))
     )
     dave = UserFactory.create(email="dave@example.com")
     with pytest.raises(InvitationError):
@@ -501,15 +568,21 @@ def test_settings_changes_and_deletion_drop_the_orgs_cached_keys(
     from apikeys.keys import key_digest
     from apikeys.services import apikey_create
 
-    _key, secret = apikey_create(org=org, name="k", environment="test", scopes=["usage:read"])
+    _key, secret = apikey_create(
+        actor=Actor.system(), org=org, name="k", environment="test", scopes=["usage:read"]
+    )
     resolve_api_key(secret)  # warm the cache
     assert keycache.resolve(key_digest(secret)) is not None
     services.org_update_settings(
-        org=org, name="Acme 2", slug="acme-2", require_two_factor=False, actor=_m(owner, org)
+        org=org,
+        name="Acme 2",
+        slug="acme-2",
+        require_two_factor=False,
+        actor=Actor.for_member(_m(owner, org)),
     )
     principal = resolve_api_key(secret)
     assert principal is not None and principal.org_slug == "acme-2"
-    services.org_delete(org=org, actor=_m(owner, org), confirm_slug="acme-2")
+    services.org_delete(org=org, actor=Actor.for_member(_m(owner, org)), confirm_slug="acme-2")
     assert keycache.resolve(key_digest(secret)) is None
 
 
@@ -517,11 +590,15 @@ def _invite_by_key(capture: Any, org: Organization, email: str) -> tuple[Any, st
     from apikeys.services import apikey_create
 
     key, _ = apikey_create(
-        org=org, name="Provisioner", environment="test", scopes=["members:write"]
+        actor=Actor.system(),
+        org=org,
+        name="Provisioner",
+        environment="test",
+        scopes=["members:write"],
     )
     with capture(execute=True):
         invitation = services.member_invite(
-            org=org, email=email, role="member", invited_by=None, actor_api_key=key
+            org=org, email=email, role="member", actor=Actor.for_key(key)
         )
     match = TOKEN_RE.search(str(mail.outbox[-1].body))
     assert match is not None
@@ -538,9 +615,9 @@ def test_an_invitation_sent_by_a_key_ends_with_the_key(
 
     key, token = _invite_by_key(django_capture_on_commit_callbacks, org, "frank@example.com")
     if ending == "revoked":
-        apikey_revoke(key=key)
+        apikey_revoke(key=key, actor=Actor.system())
     elif ending == "deleted":
-        apikey_delete(key=key)
+        apikey_delete(key=key, actor=Actor.system())
     else:
         ApiKey.objects.filter(pk=key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
     frank = UserFactory.create(email="frank@example.com")
@@ -558,7 +635,9 @@ def test_an_invitation_sent_by_a_key_survives_the_keys_rotation(
     from apikeys.services import apikey_rotate
 
     key, token = _invite_by_key(django_capture_on_commit_callbacks, org, "grace@example.com")
-    apikey_rotate(key=key, grace=timedelta(0))  # the old key is expired at once
+    apikey_rotate(
+        key=key, grace=timedelta(0), actor=Actor.system()
+    )  # the old key is expired at once
     key.refresh_from_db()
     assert not key.is_usable()
     grace = UserFactory.create(email="grace@example.com")
@@ -567,7 +646,7 @@ def test_an_invitation_sent_by_a_key_survives_the_keys_rotation(
     _, token = _invite_by_key(django_capture_on_commit_callbacks, org, "heidi@example.com")
     sent_by = Invitation.objects.get(email="heidi@example.com").invited_by_key
     assert sent_by is not None
-    successor, _ = apikey_rotate(key=sent_by, grace=timedelta(0))
+    successor, _ = apikey_rotate(key=sent_by, grace=timedelta(0), actor=Actor.system())
     ApiKey.objects.filter(pk=successor.pk).update(revoked_at=timezone.now())
     with pytest.raises(InvitationError):
         services.invitation_accept(token=token, user=UserFactory.create(email="heidi@example.com"))
@@ -582,12 +661,12 @@ def test_a_rotated_key_deleted_keeps_its_invitations_and_revoked_voids_them(
     from apikeys.services import apikey_delete, apikey_revoke, apikey_rotate
 
     key, token = _invite_by_key(django_capture_on_commit_callbacks, org, "judy@example.com")
-    apikey_rotate(key=key, grace=timedelta(hours=1))
+    apikey_rotate(key=key, grace=timedelta(hours=1), actor=Actor.system())
     key.refresh_from_db()
     if retired == "deleted":
-        apikey_delete(key=key)
+        apikey_delete(key=key, actor=Actor.system())
     else:
-        apikey_revoke(key=key)
+        apikey_revoke(key=key, actor=Actor.system())
     judy = UserFactory.create(email="judy@example.com")
     if retired == "deleted":
         assert services.invitation_accept(token=token, user=judy).role == "member"
@@ -610,7 +689,7 @@ def test_invitations_sent_by_a_key_before_it_was_recorded_get_it_from_the_audit_
     backfill = import_module("orgs.migrations.0004_backfill_invited_by_key").backfill
     backfill(apps, None)
     assert Invitation.objects.get(email="kim@example.com").invited_by_key == key
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=Actor.system())
     with pytest.raises(InvitationError):
         services.invitation_accept(token=token, user=UserFactory.create(email="kim@example.com"))
 
@@ -623,9 +702,9 @@ def test_an_invitation_resent_by_a_member_stands_on_the_members_authority(
     key, _ = _invite_by_key(django_capture_on_commit_callbacks, org, "ivan@example.com")
     invitation = Invitation.objects.get(email="ivan@example.com")
     with django_capture_on_commit_callbacks(execute=True):
-        services.invitation_resend(invitation=invitation, actor_membership=_m(owner, org))
+        services.invitation_resend(invitation=invitation, actor=Actor.for_member(_m(owner, org)))
     match = TOKEN_RE.search(str(mail.outbox[-1].body))
     assert match is not None
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=Actor.system())
     ivan = UserFactory.create(email="ivan@example.com")
     assert services.invitation_accept(token=match.group(1), user=ivan).role == "member"

@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.models import User
 from config.urls import org_urlpatterns
+from orgs.actors import Actor
 from orgs.models import ROLE_RANK, Membership, Organization, Role
 from orgs.tenancy import OrgMixin
 from tests.conftest import signed_in_client
@@ -106,7 +107,7 @@ def foreign(other_org: Organization) -> dict[str, str]:
     theirs = MembershipFactory.create(org=other_org, role=Role.OWNER)
     stranger = MembershipFactory.create(org=other_org, role=Role.MEMBER)
     invitation = member_invite(
-        org=other_org, email="x@globex.test", role="member", invited_by=theirs.user
+        org=other_org, email="x@globex.test", role="member", actor=Actor.for_user(theirs.user)
     )
     return {"member": stranger.public_id, "invitation": invitation.public_id}
 
@@ -193,7 +194,9 @@ def test_members_cannot_use_member_actions(
 ) -> None:
     from orgs.services import member_invite
 
-    invitation = member_invite(org=org, email="x@example.com", role="member", invited_by=owner)
+    invitation = member_invite(
+        org=org, email="x@example.com", role="member", actor=Actor.for_user(owner)
+    )
     ids = {
         "member": Membership.objects.get(user=owner).public_id,
         "invitation": invitation.public_id,

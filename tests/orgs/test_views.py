@@ -17,6 +17,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from orgs import services
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Invitation, Membership, Organization, Role
 from orgs.tenancy import SELECTED_ORG_COOKIE
 from tests.conftest import signed_in_client, verified_client
@@ -133,7 +134,9 @@ def test_overview_shows_plan_kyc_counts_and_recent_events(
     owner: User, admin_user: User, member_user: User, org: Organization
 ) -> None:
     Organization.objects.filter(pk=org.pk).update(plan="growth", kyc_status="approved")
-    services.member_invite(org=org, email="new@example.com", role="member", invited_by=owner)
+    services.member_invite(
+        org=org, email="new@example.com", role="member", actor=Actor.for_user(owner)
+    )
     response = signed_in_client(member_user).get("/o/acme/")
     html = response.content.decode()
     assert response.status_code == 200
@@ -256,7 +259,7 @@ def test_resend_and_cancel_from_the_members_page(
     owner: User, org: Organization, django_capture_on_commit_callbacks: Any
 ) -> None:
     invitation = services.member_invite(
-        org=org, email="bob@example.com", role="member", invited_by=owner
+        org=org, email="bob@example.com", role="member", actor=Actor.for_user(owner)
     )
     client = signed_in_client(owner)
     with django_capture_on_commit_callbacks(execute=True):
@@ -319,7 +322,9 @@ def test_last_owner_cannot_leave_but_a_member_can(
 @pytest.fixture
 def invited(owner: User, org: Organization, django_capture_on_commit_callbacks: Any) -> str:
     with django_capture_on_commit_callbacks(execute=True):
-        services.member_invite(org=org, email="bob@example.com", role="admin", invited_by=owner)
+        services.member_invite(
+            org=org, email="bob@example.com", role="admin", actor=Actor.for_user(owner)
+        )
     match = TOKEN_RE.search(str(mail.outbox[-1].body))
     assert match is not None
     return match.group(1)

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from apikeys.services import apikey_create
 from config.celery import app
+from orgs.actors import Actor
 from orgs.models import Organization
 from outbox import services
 from outbox.models import Message
@@ -73,7 +74,11 @@ def broker(url: str) -> Iterator[None]:
 
 def invite(org: Organization, capture: Any) -> Any:
     _, secret = apikey_create(
-        org=org, name="Provisioner", environment="test", scopes=["members:write"]
+        actor=Actor.system(),
+        org=org,
+        name="Provisioner",
+        environment="test",
+        scopes=["members:write"],
     )
     with capture(execute=True):
         return Client().post(

@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from accounts.models import PlatformRole, User
+from orgs.actors import Actor
 from orgs.models import Organization
 from platform_admin import services
 from platform_admin.documents import one_page_pdf
@@ -72,7 +73,8 @@ KYC_DATA = {
 def submit(org: Organization, user: User | None, **overrides: Any) -> KycApplication:
     data: dict[str, Any] = {**KYC_DATA, **overrides}
     data.setdefault("documents", [upload("incorporation.pdf", pdf_bytes())])
-    return services.kyc_submit(org=org, submitted_by=user, **data)
+    actor = Actor.for_user(user) if user is not None else Actor.system()
+    return services.kyc_submit(org=org, actor=actor, **data)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from django.core import mail
 from accounts.models import User
 from apikeys import idempotency
 from apikeys.services import apikey_create, apikey_revoke
+from orgs.actors import Actor
 from orgs.models import AuditEvent, KycStatus, Organization, OrgStatus
 from platform_admin import services
 from platform_admin.models import KycApplication
@@ -36,7 +37,9 @@ def b64(content: bytes) -> str:
 @pytest.fixture
 def org_api(org: Organization) -> Callable[..., ApiClient]:
     def make(*scopes: str) -> ApiClient:
-        _, secret = apikey_create(org=org, name="integration", environment="test", scopes=scopes)
+        _, secret = apikey_create(
+            actor=Actor.system(), org=org, name="integration", environment="test", scopes=scopes
+        )
         return ApiClient(secret)
 
     return make
@@ -46,7 +49,7 @@ def org_api(org: Organization) -> Callable[..., ApiClient]:
 def system_api(platform_owner: User) -> Callable[..., ApiClient]:
     def make(*scopes: str) -> ApiClient:
         _, secret = services.system_key_create(
-            name="back office", scopes=list(scopes), created_by=platform_owner
+            name="back office", scopes=list(scopes), actor=Actor.for_user(platform_owner)
         )
         return ApiClient(secret)
 
@@ -249,11 +252,11 @@ def test_a_suspended_orgs_keys_are_refused(
 ) -> None:
     api = org_api("kyc:read")
     assert api.get("kyc").status_code == 200
-    services.org_suspend(org=org, staff=staff_user)
+    services.org_suspend(org=org, actor=Actor.for_user(staff_user))
     response = api.get("kyc")
     assert response.status_code == 403
     assert error_code(response) == "org_suspended"
-    services.org_reactivate(org=org, staff=staff_user)
+    services.org_reactivate(org=org, actor=Actor.for_user(staff_user))
     assert api.get("kyc").status_code == 200
 
 
@@ -287,9 +290,9 @@ def test_platform_scopes_are_enforced(system_api: Callable[..., ApiClient]) -> N
 
 def test_a_revoked_system_key_is_refused(platform_owner: User) -> None:
     key, secret = services.system_key_create(
-        name="old", scopes=["platform_kyc:read"], created_by=platform_owner
+        name="old", scopes=["platform_kyc:read"], actor=Actor.for_user(platform_owner)
     )
-    apikey_revoke(key=key, actor_user=platform_owner)
+    apikey_revoke(key=key, actor=Actor.for_user(platform_owner))
     response = ApiClient(secret).get("platform/kyc-applications")
     assert response.status_code == 401
     assert error_code(response) == "api_key_revoked"

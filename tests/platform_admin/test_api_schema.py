@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
 from accounts.models import User
 from apikeys.scopes import all_scopes
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization
 from platform_admin import services
 from tests.platform_admin.conftest import pdf_bytes, submit
@@ -75,9 +76,11 @@ def _headers(secret: str) -> dict[str, str]:
 
 @pytest.fixture
 def secrets_by_kind(org: Organization, platform_owner: User) -> dict[str, str]:
-    _, org_secret = apikey_create(org=org, name="full", environment="test", scopes=all_scopes())
+    _, org_secret = apikey_create(
+        actor=Actor.system(), org=org, name="full", environment="test", scopes=all_scopes()
+    )
     _, system_secret = services.system_key_create(
-        name="full", scopes=all_scopes(system=True), created_by=platform_owner
+        name="full", scopes=all_scopes(system=True), actor=Actor.for_user(platform_owner)
     )
     return {"org": org_secret, "system": system_secret}
 

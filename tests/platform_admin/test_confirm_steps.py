@@ -6,6 +6,7 @@ from django.test import Client
 
 from accounts.models import PlatformRole, User
 from apikeys.models import ApiKey
+from orgs.actors import Actor
 from orgs.models import KycStatus, Organization, OrgStatus
 from platform_admin import services
 from tests.conftest import signed_in_client
@@ -84,7 +85,9 @@ def test_revoking_a_platform_admin_or_a_system_key_asks_first(
     assert not reviewer.is_platform_staff
 
     key, _ = services.system_key_create(
-        name="Back office", scopes=["platform_organizations:read"], created_by=platform_owner
+        name="Back office",
+        scopes=["platform_organizations:read"],
+        actor=Actor.for_user(platform_owner),
     )
     url = f"/platform/system-keys/{key.public_id}/revoke/"
     html = owner_staff_client.get(url).content.decode()

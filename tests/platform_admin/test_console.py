@@ -12,6 +12,7 @@ from accounts.models import PlatformRole, User
 from apikeys.keys import key_digest
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Organization, OrgStatus
 from platform_admin.views import PlatformMixin
 from tests.conftest import signed_in_client, verified_client
@@ -114,7 +115,7 @@ def test_the_dashboard_shows_counts(
     from tests.platform_admin.conftest import submit
 
     submit(org, None)
-    org_suspend(org=other_org, staff=staff_user)
+    org_suspend(org=other_org, actor=Actor.for_user(staff_user))
     html = staff_client.get("/platform/").content.decode()
     pending = html.split('id="count-kyc-pending"')[1].split("</a>")[0]
     assert '<div class="stat">1</div>' in pending
@@ -158,7 +159,9 @@ def test_organisation_list_runs_a_constant_number_of_queries(
 def test_organisation_detail_shows_members_and_keys_read_only(
     staff_client: Client, org: Organization, owner: User, member_user: User
 ) -> None:
-    key, _ = apikey_create(org=org, name="Billing sync", environment="test", scopes=[])
+    key, _ = apikey_create(
+        actor=Actor.system(), org=org, name="Billing sync", environment="test", scopes=[]
+    )
     html = staff_client.get(f"/platform/organizations/{org.public_id}/").content.decode()
     assert owner.email in html and member_user.email in html
     assert "Billing sync" in html and key.display in html
@@ -228,23 +231,25 @@ def test_suspension_and_plan_changes_reach_keys_on_their_next_request(
     on the very next request."""
     from platform_admin.services import org_reactivate, org_set_plan, org_suspend
 
-    _, secret = apikey_create(org=org, name="k", environment="test", scopes=["kyc:read"])
+    _, secret = apikey_create(
+        actor=Actor.system(), org=org, name="k", environment="test", scopes=["kyc:read"]
+    )
     client = Client(headers={"Authorization": f"Bearer {secret}"})
     me = client.get("/api/v1/me")
     assert me.status_code == 200 and me.json()["rate_limits"]["per_minute"] == 60
 
     with django_capture_on_commit_callbacks(execute=True):
-        org_set_plan(org=org, plan="growth", staff=staff_user)
+        org_set_plan(org=org, plan="growth", actor=Actor.for_user(staff_user))
     assert client.get("/api/v1/me").json()["rate_limits"]["per_minute"] == 600
 
     with django_capture_on_commit_callbacks(execute=True):
-        org_suspend(org=org, staff=staff_user)
+        org_suspend(org=org, actor=Actor.for_user(staff_user))
     refused = client.get("/api/v1/me")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "org_suspended"
 
     with django_capture_on_commit_callbacks(execute=True):
-        org_reactivate(org=org, staff=staff_user)
+        org_reactivate(org=org, actor=Actor.for_user(staff_user))
     assert client.get("/api/v1/me").status_code == 200
 
 
@@ -315,11 +320,13 @@ def test_an_owner_can_be_demoted_while_another_owner_remains(platform_owner: Use
     from platform_admin.services import PlatformError, platform_role_set
 
     second = UserFactory.create(email="cto@latchkey.test", platform_role="platform_owner")
-    platform_role_set(user=second, role=PlatformRole.NONE, actor=platform_owner)
+    platform_role_set(user=second, role=PlatformRole.NONE, actor=Actor.for_user(platform_owner))
     second.refresh_from_db()
     assert second.platform_role == PlatformRole.NONE
     with pytest.raises(PlatformError) as info:
-        platform_role_set(user=platform_owner, role=PlatformRole.PLATFORM_ADMIN, actor=None)
+        platform_role_set(
+            user=platform_owner, role=PlatformRole.PLATFORM_ADMIN, actor=Actor.system()
+        )
     assert info.value.code == "last_owner"
 
 
@@ -328,7 +335,9 @@ def test_a_platform_admin_cannot_use_the_role_service(staff_user: User, db: None
 
     target = UserFactory.create(email="friend@example.com")
     with pytest.raises(PlatformError) as info:
-        platform_role_set(user=target, role=PlatformRole.PLATFORM_ADMIN, actor=staff_user)
+        platform_role_set(
+            user=target, role=PlatformRole.PLATFORM_ADMIN, actor=Actor.for_user(staff_user)
+        )
     assert info.value.code == "forbidden"
 
 
@@ -385,7 +394,9 @@ def test_an_owner_revokes_a_system_key(
 ) -> None:
     from platform_admin.services import system_key_create
 
-    key, _ = system_key_create(name="Ops", scopes=["platform_kyc:read"], created_by=platform_owner)
+    key, _ = system_key_create(
+        name="Ops", scopes=["platform_kyc:read"], actor=Actor.for_user(platform_owner)
+    )
     response = owner_staff_client.post(f"/platform/system-keys/{key.public_id}/revoke/")
     assert response.status_code == 302
     key.refresh_from_db()
@@ -393,7 +404,9 @@ def test_an_owner_revokes_a_system_key(
     assert AuditEvent.objects.get(action="system_key.revoked").actor_user == platform_owner
 
     # Organisation keys cannot be revoked through this page.
-    org_key, _ = apikey_create(org=org, name="Org key", environment="test", scopes=[])
+    org_key, _ = apikey_create(
+        actor=Actor.system(), org=org, name="Org key", environment="test", scopes=[]
+    )
     assert (
         owner_staff_client.post(f"/platform/system-keys/{org_key.public_id}/revoke/").status_code
         == 404
@@ -441,8 +454,16 @@ def test_organisation_detail_and_kyc_page_run_a_constant_number_of_queries(
     def grow(n: int) -> None:
         for i in range(n):
             MembershipFactory.create(org=org)
-            apikey_create(org=org, name=f"key {i}", environment="test", scopes=["kyc:read"])
-            kyc_reject(application=submit(org, None), staff=staff_user, reason=f"no {i}")
+            apikey_create(
+                actor=Actor.system(),
+                org=org,
+                name=f"key {i}",
+                environment="test",
+                scopes=["kyc:read"],
+            )
+            kyc_reject(
+                application=submit(org, None), actor=Actor.for_user(staff_user), reason=f"no {i}"
+            )
 
     def count() -> tuple[int, int]:
         with CaptureQueriesContext(connection) as detail:

@@ -11,6 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
+from orgs.actors import Actor
 from orgs.models import AuditEvent, KycStatus, Organization, Role
 from platform_admin.models import KycApplication
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
@@ -28,7 +29,7 @@ def test_the_queue_lists_pending_applications_oldest_first_with_age(
     decided_org = OrganizationFactory.create(name="Initech", slug="initech")
     from platform_admin.services import kyc_approve
 
-    kyc_approve(application=submit(decided_org, None), staff=staff_user)
+    kyc_approve(application=submit(decided_org, None), actor=Actor.for_user(staff_user))
 
     response = staff_client.get("/platform/kyc/")
     assert response.status_code == 200

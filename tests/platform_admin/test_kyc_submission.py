@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 
 from accounts.models import User
+from orgs.actors import Actor
 from orgs.models import AuditEvent, KycStatus, Organization
 from platform_admin import services
 from platform_admin.models import KycApplication, KycDocument
@@ -159,7 +160,9 @@ def test_state_machine_not_submitted_pending_rejected_pending_approved(
         submit(org, admin_user)
     assert info.value.code == "kyc_pending"
 
-    services.kyc_reject(application=first, staff=staff_user, reason="Blurry certificate.")
+    services.kyc_reject(
+        application=first, actor=Actor.for_user(staff_user), reason="Blurry certificate."
+    )
     org.refresh_from_db()
     assert org.kyc_status == KycStatus.REJECTED
 
@@ -170,7 +173,7 @@ def test_state_machine_not_submitted_pending_rejected_pending_approved(
     first.refresh_from_db()
     assert first.status == "rejected" and first.rejection_reason == "Blurry certificate."
 
-    services.kyc_approve(application=second, staff=staff_user)
+    services.kyc_approve(application=second, actor=Actor.for_user(staff_user))
     org.refresh_from_db()
     assert org.kyc_status == KycStatus.APPROVED
 
@@ -179,17 +182,19 @@ def test_state_machine_not_submitted_pending_rejected_pending_approved(
         submit(org, admin_user)
     assert info.value.code == "kyc_approved"
     with pytest.raises(PlatformError) as info:
-        services.kyc_reject(application=second, staff=staff_user, reason="Changed my mind")
+        services.kyc_reject(
+            application=second, actor=Actor.for_user(staff_user), reason="Changed my mind"
+        )
     assert info.value.code == "kyc_not_pending"
     with pytest.raises(PlatformError):
-        services.kyc_approve(application=first, staff=staff_user)
+        services.kyc_approve(application=first, actor=Actor.for_user(staff_user))
     assert KycApplication.objects.filter(org=org).count() == 2
 
 
 def test_an_approved_application_is_read_only_on_the_page(
     admin_client_: Client, org: Organization, admin_user: User, staff_user: User
 ) -> None:
-    services.kyc_approve(application=submit(org, admin_user), staff=staff_user)
+    services.kyc_approve(application=submit(org, admin_user), actor=Actor.for_user(staff_user))
     page = admin_client_.get(URL).content.decode()
     assert 'data-status="approved"' in page
     assert 'name="legal_name"' not in page
@@ -202,7 +207,9 @@ def test_a_rejected_application_is_corrected_and_resubmitted_keeping_documents(
     admin_client_: Client, org: Organization, admin_user: User, staff_user: User
 ) -> None:
     first = submit(org, admin_user, registration_number="WRONG")
-    services.kyc_reject(application=first, staff=staff_user, reason="Registration number wrong.")
+    services.kyc_reject(
+        application=first, actor=Actor.for_user(staff_user), reason="Registration number wrong."
+    )
     page = admin_client_.get(URL).content.decode()
     assert 'data-status="rejected"' in page
     assert "Registration number wrong." in page
@@ -228,9 +235,9 @@ def test_documents_to_keep_must_come_from_the_orgs_last_application(
     org: Organization, other_org: Organization, admin_user: User, staff_user: User
 ) -> None:
     foreign = submit(other_org, None)
-    services.kyc_reject(application=foreign, staff=staff_user, reason="No.")
+    services.kyc_reject(application=foreign, actor=Actor.for_user(staff_user), reason="No.")
     mine = submit(org, admin_user)
-    services.kyc_reject(application=mine, staff=staff_user, reason="No.")
+    services.kyc_reject(application=mine, actor=Actor.for_user(staff_user), reason="No.")
     with pytest.raises(ValidationError):
         submit(
             org,

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Organization
 from orgs.services import audit_record
 
@@ -108,7 +109,9 @@ def add_events(org: Organization, count: int, batch: str) -> None:
 def test_every_page_runs_the_same_queries_with_10k_keys_and_1m_events(
     owner_client: Client, org: Organization
 ) -> None:
-    key, _ = apikey_create(org=org, name="Mine", environment="test", scopes=["members:read"])
+    key, _ = apikey_create(
+        actor=Actor.system(), org=org, name="Mine", environment="test", scopes=["members:read"]
+    )
     for i in range(3):
         audit_record(action="member.invited", org=org, details={"n": i})
     add_keys(org, 60)  # past one page of keys

@@ -159,7 +159,9 @@ def test_gunicorn_follows_a_sentinel_failover(trio: Trio, template: DatabaseTemp
         server.run_django(
             "from apikeys.models import ApiKey\n"
             "from apikeys.services import apikey_revoke\n"
-            f"apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))\n"
+            "from orgs.actors import Actor\n"
+            f"apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}),"
+            " actor=Actor.system())\n"
         )
         refused = {server.call("GET", "/api/v1/members", headers=key).code for _ in range(6)}
         assert refused == {"api_key_revoked"}

@@ -281,12 +281,15 @@ def cluster() -> Iterator[Cluster]:
 
 CREATE_KEY = """
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization
 org, _ = Organization.objects.get_or_create(slug={slug!r}, defaults={{"name": {slug!r}}})
 Organization.objects.filter(pk=org.pk).update(
     custom_per_minute=0, custom_burst=0, custom_monthly={monthly}
 )
-key, secret = apikey_create(org=org, name="k", environment="test", scopes=["members:read"])
+key, secret = apikey_create(
+    org=org, name="k", environment="test", scopes=["members:read"], actor=Actor.system()
+)
 print(key.public_id)
 print(secret)
 """
@@ -322,7 +325,8 @@ def test_a_revocation_is_refused_on_both_hosts_next_requests(cluster: Cluster) -
     cluster.django(
         "from apikeys.models import ApiKey\n"
         "from apikeys.services import apikey_revoke\n"
-        f"apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))\n"
+        "from orgs.actors import Actor\n"
+        f"apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}), actor=Actor.system())\n"
     )
     after = both_at_once(cluster, secret, per_host=10)
     assert {(r.status, r.code) for r in after} == {(401, "api_key_revoked")}

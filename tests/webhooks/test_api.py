@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Organization
 from tests.apikeys.api.conftest import ApiClient, assert_error
 from tests.webhooks.conftest import Receiver
@@ -50,7 +51,7 @@ def test_read_scope_lists_but_cannot_change(
 ) -> None:
     from webhooks.services import endpoint_create
 
-    endpoint, _ = endpoint_create(org=org, url=receiver.url)
+    endpoint, _ = endpoint_create(org=org, url=receiver.url, actor=Actor.system())
     reader = api_client_with_scopes("webhooks:read")
     assert reader.get("webhook-endpoints").status_code == 200
     assert reader.get(f"webhook-endpoints/{endpoint.public_id}/deliveries").status_code == 200
@@ -73,7 +74,7 @@ def test_another_orgs_endpoint_is_not_found(
 ) -> None:
     from webhooks.services import endpoint_create
 
-    theirs, _ = endpoint_create(org=other_org, url=receiver.url)
+    theirs, _ = endpoint_create(org=other_org, url=receiver.url, actor=Actor.system())
     client = api_client_with_scopes("webhooks:write")
     assert_error(client.get(f"webhook-endpoints/{theirs.public_id}"), 404, "not_found")
     assert_error(client.delete(f"webhook-endpoints/{theirs.public_id}"), 404, "not_found")

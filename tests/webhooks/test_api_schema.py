@@ -9,6 +9,7 @@ import pytest
 import schemathesis
 
 from apikeys.models import ApiKey
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.api.test_schemathesis import CHECKS, OPERATIONS, _auth
 from tests.wsgi import application
@@ -31,8 +32,8 @@ def test_every_webhook_operation_answers_as_documented(
     org.custom_per_minute = org.custom_burst = org.custom_monthly = 0
     org.save(update_fields=["custom_per_minute", "custom_burst", "custom_monthly"])
     url = "http://127.0.0.1:9/hooks"  # never reached: on-commit callbacks do not run
-    endpoint, _ = endpoint_create(org=org, url=url)
-    doomed, _ = endpoint_create(org=org, url=url)
+    endpoint, _ = endpoint_create(org=org, url=url, actor=Actor.system())
+    doomed, _ = endpoint_create(org=org, url=url, actor=Actor.system())
     (delivery,) = emit(
         org, "webhook.test", {"endpoint": {"id": endpoint.public_id}}, endpoints=[endpoint]
     )

@@ -16,6 +16,7 @@ from standardwebhooks import Webhook
 
 from accounts.models import User
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Organization
 from outbox import services as outbox
 from outbox.models import Message
@@ -29,12 +30,18 @@ Capture = Callable[..., Any]
 
 
 def make_endpoint(org: Organization, url: str, **kwargs: Any) -> tuple[WebhookEndpoint, str]:
-    return endpoint_create(org=org, url=url, **kwargs)
+    return endpoint_create(org=org, url=url, actor=Actor.system(), **kwargs)
 
 
 def create_key(org: Organization, capture: Capture) -> None:
     with capture(execute=True):
-        apikey_create(org=org, name="Billing", environment="test", scopes=["members:read"])
+        apikey_create(
+            actor=Actor.system(),
+            org=org,
+            name="Billing",
+            environment="test",
+            scopes=["members:read"],
+        )
 
 
 def retry_due() -> None:
@@ -77,7 +84,13 @@ def test_no_secret_is_stored_in_clear_or_carried_by_the_outbox(
     endpoint, secret = make_endpoint(org, receiver.url)
     receiver.script = [(500, 0.0)]
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        apikey_create(org=org, name="Billing", environment="test", scopes=["members:read"])
+        apikey_create(
+            actor=Actor.system(),
+            org=org,
+            name="Billing",
+            environment="test",
+            scopes=["members:read"],
+        )
     raw = secret.removeprefix("whsec_").encode()
     endpoint.refresh_from_db()
     assert raw not in bytes(endpoint.secret_sealed) and secret.encode() not in bytes(
@@ -226,13 +239,13 @@ def test_a_failed_delivery_can_be_resent_and_is_tried_once(
 
     receiver.script = [(500, 0.0)]
     with django_capture_on_commit_callbacks(execute=True):
-        delivery_resend(delivery=delivery)
+        delivery_resend(delivery=delivery, actor=Actor.system())
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.FAILED and delivery.attempts == 8
     assert not Message.objects.filter(sent_at__isnull=True).exists()  # no retry of a resend
 
     with django_capture_on_commit_callbacks(execute=True):
-        delivery_resend(delivery=delivery)
+        delivery_resend(delivery=delivery, actor=Actor.system())
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.SUCCEEDED and delivery.attempts == 9
     Webhook(secret).verify(receiver.received[-1].body, receiver.received[-1].headers)
@@ -245,7 +258,7 @@ def test_a_test_event_goes_to_that_endpoint_only(
     endpoint, secret = make_endpoint(org, receiver.url)
     other, _ = make_endpoint(org, receiver.url + "/other")
     with django_capture_on_commit_callbacks(execute=True):
-        delivery = endpoint_send_test(endpoint=endpoint)
+        delivery = endpoint_send_test(endpoint=endpoint, actor=Actor.system())
     assert len(receiver.received) == 1
     payload = Webhook(secret).verify(receiver.received[0].body, receiver.received[0].headers)
     assert payload["type"] == "webhook.test"
@@ -274,7 +287,7 @@ def test_a_failed_resend_of_a_delivery_on_its_schedule_leaves_the_schedule_runni
     delivery = WebhookDelivery.objects.get()
     assert delivery.status == DeliveryStatus.PENDING
     with django_capture_on_commit_callbacks(execute=True):
-        delivery_resend(delivery=delivery)
+        delivery_resend(delivery=delivery, actor=Actor.system())
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.PENDING and delivery.attempts == 2
     retry_due()  # the scheduled retry still comes, and succeeds

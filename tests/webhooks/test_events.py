@@ -11,6 +11,7 @@ from django.db import transaction
 
 from accounts.models import User
 from apikeys.services import apikey_create, apikey_revoke, apikey_rotate
+from orgs.actors import Actor
 from orgs.models import Membership, Organization
 from orgs.services import invitation_accept, member_invite, membership_leave, membership_remove
 from platform_admin.services import kyc_approve, kyc_reject
@@ -41,15 +42,19 @@ def only(event_type: str) -> dict[str, Any]:
 
 
 def test_api_key_created_rotated_and_revoked(org: Organization, endpoint_url: str) -> None:
-    endpoint_create(org=org, url=endpoint_url)
-    key, secret = apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    endpoint_create(org=org, url=endpoint_url, actor=Actor.system())
+    key, secret = apikey_create(
+        actor=Actor.system(), org=org, name="CI", environment="test", scopes=["members:read"]
+    )
     assert only("api_key.created")["api_key"]["id"] == key.public_id
-    successor, new_secret = apikey_rotate(key=key)
+    successor, new_secret = apikey_rotate(key=key, actor=Actor.system())
     data = only("api_key.rotated")
     assert data["api_key"]["id"] == key.public_id
     assert data["successor"]["id"] == successor.public_id
-    apikey_revoke(key=successor)
-    apikey_revoke(key=successor)  # revoking again changes nothing, sends nothing
+    apikey_revoke(key=successor, actor=Actor.system())
+    apikey_revoke(
+        key=successor, actor=Actor.system()
+    )  # revoking again changes nothing, sends nothing
     assert only("api_key.revoked")["api_key"] == {
         "id": successor.public_id,
         "name": "CI",
@@ -62,17 +67,19 @@ def test_api_key_created_rotated_and_revoked(org: Organization, endpoint_url: st
 
 
 def test_kyc_approved_and_rejected(org: Organization, staff_user: User, endpoint_url: str) -> None:
-    endpoint_create(org=org, url=endpoint_url)
+    endpoint_create(org=org, url=endpoint_url, actor=Actor.system())
     application = submit(org, None)
-    kyc_approve(application=application, staff=staff_user)
+    kyc_approve(application=application, actor=Actor.for_user(staff_user))
     data = only("kyc.approved")
     assert data["application"]["id"] == application.public_id
     assert data["organization"]["id"] == org.public_id
 
     other = OrganizationFactory.create(name="Initech", slug="initech")
-    endpoint_create(org=other, url=endpoint_url)
+    endpoint_create(org=other, url=endpoint_url, actor=Actor.system())
     rejected = submit(other, None)
-    kyc_reject(application=rejected, reason="The document is unreadable.", staff=staff_user)
+    kyc_reject(
+        application=rejected, reason="The document is unreadable.", actor=Actor.for_user(staff_user)
+    )
     assert only("kyc.rejected")["application"]["id"] == rejected.public_id
     assert len(deliveries("kyc.approved")) == 1  # Initech's endpoint heard nothing of Acme
 
@@ -80,8 +87,10 @@ def test_kyc_approved_and_rejected(org: Organization, staff_user: User, endpoint
 def test_member_joined_and_removed(
     org: Organization, owner: User, admin_user: User, endpoint_url: str
 ) -> None:
-    endpoint_create(org=org, url=endpoint_url)
-    invitation = member_invite(org=org, email="new@acme.test", role="member", invited_by=owner)
+    endpoint_create(org=org, url=endpoint_url, actor=Actor.system())
+    invitation = member_invite(
+        org=org, email="new@acme.test", role="member", actor=Actor.for_user(owner)
+    )
     newcomer = UserFactory.create(email="new@acme.test")
     membership = invitation_accept(user=newcomer, invitation=invitation)
     data = only("member.joined")
@@ -91,7 +100,7 @@ def test_member_joined_and_removed(
         "role": "member",
     }
     owner_membership = Membership.objects.get(org=org, user=owner)
-    membership_remove(membership=membership, actor_membership=owner_membership)
+    membership_remove(membership=membership, actor=Actor.for_member(owner_membership))
     data = only("member.removed")
     assert data["member"]["id"] == membership.public_id and data["how"] == "removed"
 
@@ -103,22 +112,30 @@ def test_member_joined_and_removed(
 def test_one_delivery_per_subscribed_enabled_endpoint_and_none_in_another_org(
     org: Organization, other_org: Organization, endpoint_url: str
 ) -> None:
-    first, _ = endpoint_create(org=org, url=endpoint_url)
-    second, _ = endpoint_create(org=org, url=endpoint_url + "/2", events=["api_key.created"])
-    endpoint_create(org=org, url=endpoint_url + "/3", events=["member.joined"])
-    disabled, _ = endpoint_create(org=org, url=endpoint_url + "/4")
-    endpoint_disable(endpoint=disabled)
-    endpoint_create(org=other_org, url=endpoint_url)
-    apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    first, _ = endpoint_create(org=org, url=endpoint_url, actor=Actor.system())
+    second, _ = endpoint_create(
+        org=org, url=endpoint_url + "/2", events=["api_key.created"], actor=Actor.system()
+    )
+    endpoint_create(
+        org=org, url=endpoint_url + "/3", events=["member.joined"], actor=Actor.system()
+    )
+    disabled, _ = endpoint_create(org=org, url=endpoint_url + "/4", actor=Actor.system())
+    endpoint_disable(endpoint=disabled, actor=Actor.system())
+    endpoint_create(org=other_org, url=endpoint_url, actor=Actor.system())
+    apikey_create(
+        actor=Actor.system(), org=org, name="CI", environment="test", scopes=["members:read"]
+    )
     created = deliveries("api_key.created")
     assert sorted(d.endpoint_id for d in created) == sorted([first.pk, second.pk])
     assert len({d.event_id for d in created}) == 1  # one event, one webhook-id
 
 
 def test_a_rolled_back_change_sends_nothing(org: Organization, endpoint_url: str) -> None:
-    endpoint_create(org=org, url=endpoint_url)
+    endpoint_create(org=org, url=endpoint_url, actor=Actor.system())
     with pytest.raises(RuntimeError), transaction.atomic():
-        apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+        apikey_create(
+            actor=Actor.system(), org=org, name="CI", environment="test", scopes=["members:read"]
+        )
         raise RuntimeError
     assert not WebhookDelivery.objects.exists()
 
@@ -141,8 +158,10 @@ def test_a_leaked_key_is_revoked_announced_and_its_admins_told_once(
 
     admin = MembershipFactory.create(org=org, role=Role.ADMIN).user
     reader = MembershipFactory.create(org=org, role=Role.MEMBER).user
-    endpoint_create(org=org, url=endpoint_url)
-    key, secret = apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    endpoint_create(org=org, url=endpoint_url, actor=Actor.system())
+    key, secret = apikey_create(
+        actor=Actor.system(), org=org, name="CI", environment="test", scopes=["members:read"]
+    )
     found = "https://gist.example.com/someone/abc"
     with django_capture_on_commit_callbacks(execute=True):
         assert apikey_report_leaked(key=key, source="GitHub secret scanning", url=found)
@@ -182,8 +201,10 @@ def test_an_org_that_flags_leaks_keeps_the_key_working_and_says_so(
 
     Organization.objects.filter(pk=org.pk).update(leak_response=LeakResponse.FLAG)
     org.refresh_from_db()
-    endpoint_create(org=org, url=endpoint_url)
-    key, secret = apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    endpoint_create(org=org, url=endpoint_url, actor=Actor.system())
+    key, secret = apikey_create(
+        actor=Actor.system(), org=org, name="CI", environment="test", scopes=["members:read"]
+    )
     me = Client().get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
     assert me.status_code == 200  # the key is cached as not leaked
     with django_capture_on_commit_callbacks(execute=True):
@@ -193,7 +214,9 @@ def test_an_org_that_flags_leaks_keeps_the_key_working_and_says_so(
     assert key.status == KeyStatus.LEAKED
     me = Client().get("/api/v1/me", headers={"Authorization": f"Bearer {secret}"})
     assert me.status_code == 200  # still working
-    _, reader = apikey_create(org=org, name="A", environment="test", scopes=["api_keys:read"])
+    _, reader = apikey_create(
+        actor=Actor.system(), org=org, name="A", environment="test", scopes=["api_keys:read"]
+    )
     listed = (
         Client()
         .get(
@@ -212,8 +235,10 @@ def test_an_org_that_flags_leaks_keeps_the_key_working_and_says_so(
     # Flagged once: a second report does nothing; a revoked key cannot be reported.
     with django_capture_on_commit_callbacks(execute=True):
         assert not apikey_report_leaked(key=key, source="report")
-    other, _ = apikey_create(org=org, name="Old", environment="test", scopes=["members:read"])
-    apikey_revoke(key=other)
+    other, _ = apikey_create(
+        actor=Actor.system(), org=org, name="Old", environment="test", scopes=["members:read"]
+    )
+    apikey_revoke(key=other, actor=Actor.system())
     assert not apikey_report_leaked(key=other, source="report")
     assert AuditEvent.objects.filter(action="api_key.leaked").count() == 1
 
@@ -230,7 +255,7 @@ def test_only_an_owner_changes_what_a_leak_report_does(org: Organization, owner:
             slug=org.slug,
             require_two_factor=org.require_two_factor,
             leak_response=LeakResponse.FLAG,
-            actor=admin,
+            actor=Actor.for_member(admin),
         )
     assert caught.value.code == "forbidden"
     owner_membership = Membership.objects.get(org=org, user=owner)
@@ -240,7 +265,7 @@ def test_only_an_owner_changes_what_a_leak_report_does(org: Organization, owner:
         slug=org.slug,
         require_two_factor=org.require_two_factor,
         leak_response=LeakResponse.FLAG,
-        actor=owner_membership,
+        actor=Actor.for_member(owner_membership),
     )
     org.refresh_from_db()
     assert org.leak_response == LeakResponse.FLAG

@@ -17,6 +17,7 @@ from django.utils import timezone
 from accounts.models import User
 from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.services import apikey_create, apikey_revoke
+from orgs.actors import Actor
 from orgs.models import Organization
 from webhooks.models import WebhookDelivery
 from webhooks.scans import scan_key_expiry, scan_quotas
@@ -30,11 +31,12 @@ Capture = Callable[..., Any]
 @pytest.fixture
 def endpoint(org: Organization, settings: Any) -> None:
     settings.WEBHOOK_ALLOW_PRIVATE = True
-    endpoint_create(org=org, url="http://127.0.0.1:9/hooks")
+    endpoint_create(org=org, url="http://127.0.0.1:9/hooks", actor=Actor.system())
 
 
 def key_expiring_in(org: Organization, delta: timedelta, name: str = "CI") -> ApiKey:
     key, _ = apikey_create(
+        actor=Actor.system(),
         org=org,
         name=name,
         environment="test",
@@ -79,7 +81,7 @@ def test_expired_is_sent_once_and_revoked_keys_are_left_alone(
 ) -> None:
     expired = key_expiring_in(org, -timedelta(minutes=5))
     revoked = key_expiring_in(org, timedelta(days=2), name="Gone")
-    apikey_revoke(key=revoked)
+    apikey_revoke(key=revoked, actor=Actor.system())
     key_expiring_in(org, timedelta(days=30), name="Later")
     assert scan_key_expiry() == 1
     assert scan_key_expiry() == 0
@@ -112,7 +114,9 @@ def test_quota_warning_at_80_percent_and_exhausted_at_100_once_per_month(
     django_capture_on_commit_callbacks: Capture,
 ) -> None:
     Organization.objects.filter(pk=org.pk).update(custom_monthly=100)
-    key, _ = apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    key, _ = apikey_create(
+        actor=Actor.system(), org=org, name="CI", environment="test", scopes=["members:read"]
+    )
     now = timezone.now()
     hour = now.replace(minute=0, second=0, microsecond=0)
     _use(key, hour, 79)
@@ -136,6 +140,8 @@ def test_quota_warning_at_80_percent_and_exhausted_at_100_once_per_month(
 
 def test_unlimited_orgs_get_no_quota_events(org: Organization, endpoint: None) -> None:
     Organization.objects.filter(pk=org.pk).update(custom_monthly=0)
-    key, _ = apikey_create(org=org, name="CI", environment="test", scopes=["members:read"])
+    key, _ = apikey_create(
+        actor=Actor.system(), org=org, name="CI", environment="test", scopes=["members:read"]
+    )
     _use(key, timezone.now().replace(minute=0, second=0, microsecond=0), 10**9)
     assert scan_quotas() == 0

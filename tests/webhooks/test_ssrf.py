@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.webhooks.conftest import Receiver
 from webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
@@ -41,7 +42,7 @@ def test_private_addresses_are_refused_at_creation(
 ) -> None:
     settings.WEBHOOK_ALLOW_PRIVATE = False
     with pytest.raises(WebhookError) as refused:
-        endpoint_create(org=org, url=url)
+        endpoint_create(org=org, url=url, actor=Actor.system())
     assert refused.value.code == "unsafe_url"
     assert not WebhookEndpoint.objects.exists()
 
@@ -52,11 +53,15 @@ def test_a_name_resolving_to_a_private_address_is_refused(
     settings.WEBHOOK_ALLOW_PRIVATE = False
     resolve_as("hooks.internal.example", "10.1.2.3")
     with pytest.raises(WebhookError, match="private"):
-        endpoint_create(org=org, url="https://hooks.internal.example/in")
+        endpoint_create(org=org, url="https://hooks.internal.example/in", actor=Actor.system())
     resolve_as("hooks.public.example", "93.184.216.34")
-    endpoint, _ = endpoint_create(org=org, url="https://hooks.public.example/in")
+    endpoint, _ = endpoint_create(
+        org=org, url="https://hooks.public.example/in", actor=Actor.system()
+    )
     with pytest.raises(WebhookError, match="private"):
-        endpoint_update(endpoint=endpoint, url="https://hooks.internal.example/in")
+        endpoint_update(
+            endpoint=endpoint, url="https://hooks.internal.example/in", actor=Actor.system()
+        )
 
 
 @pytest.mark.parametrize(
@@ -67,7 +72,7 @@ def test_only_http_and_https_urls_without_credentials(
 ) -> None:
     settings.WEBHOOK_ALLOW_PRIVATE = True
     with pytest.raises(WebhookError):
-        endpoint_create(org=org, url=url)
+        endpoint_create(org=org, url=url, actor=Actor.system())
 
 
 def test_a_private_address_is_refused_again_at_delivery(
@@ -76,10 +81,10 @@ def test_a_private_address_is_refused_again_at_delivery(
     settings: Any,
     django_capture_on_commit_callbacks: Capture,
 ) -> None:
-    endpoint, _ = endpoint_create(org=org, url=receiver.url)  # allowed then
+    endpoint, _ = endpoint_create(org=org, url=receiver.url, actor=Actor.system())  # allowed then
     settings.WEBHOOK_ALLOW_PRIVATE = False
     with django_capture_on_commit_callbacks(execute=True):
-        endpoint_send_test(endpoint=endpoint)
+        endpoint_send_test(endpoint=endpoint, actor=Actor.system())
     assert receiver.received == []
     delivery = WebhookDelivery.objects.get()
     attempt = delivery.log.get()
@@ -97,10 +102,12 @@ def test_a_name_rebound_to_a_private_address_after_creation_is_not_reached(
     settings.WEBHOOK_ALLOW_PRIVATE = False
     resolve_as("rebind.example", "93.184.216.34")
     port = receiver.url.split(":")[2].split("/")[0]
-    endpoint, _ = endpoint_create(org=org, url=f"http://rebind.example:{port}/hooks")
+    endpoint, _ = endpoint_create(
+        org=org, url=f"http://rebind.example:{port}/hooks", actor=Actor.system()
+    )
     resolve_as("rebind.example", "127.0.0.1")
     with django_capture_on_commit_callbacks(execute=True):
-        endpoint_send_test(endpoint=endpoint)
+        endpoint_send_test(endpoint=endpoint, actor=Actor.system())
     assert receiver.received == []
     assert WebhookDelivery.objects.get().log.get().error.startswith("refused:")
 
@@ -115,9 +122,11 @@ def test_the_checked_address_is_the_one_connected_to(
     URL's host in the Host header."""
     resolve_as("receiver.example", "127.0.0.1")
     port = receiver.url.split(":")[2].split("/")[0]
-    endpoint, _ = endpoint_create(org=org, url=f"http://receiver.example:{port}/hooks?x=1")
+    endpoint, _ = endpoint_create(
+        org=org, url=f"http://receiver.example:{port}/hooks?x=1", actor=Actor.system()
+    )
     with django_capture_on_commit_callbacks(execute=True):
-        endpoint_send_test(endpoint=endpoint)
+        endpoint_send_test(endpoint=endpoint, actor=Actor.system())
     assert len(receiver.received) == 1
     assert receiver.received[0].headers["Host"] == f"receiver.example:{port}"
     assert receiver.received[0].path == "/hooks?x=1"
@@ -138,7 +147,7 @@ def test_odd_ports_and_unprintable_urls_are_refused(
     settings.WEBHOOK_ALLOW_PRIVATE = False
     resolve_as("hooks.public.example", "93.184.216.34")
     with pytest.raises(WebhookError) as refused:
-        endpoint_create(org=org, url=url)
+        endpoint_create(org=org, url=url, actor=Actor.system())
     assert refused.value.code == "unsafe_url"
 
 
@@ -146,9 +155,9 @@ def test_an_org_has_a_bounded_number_of_endpoints(
     org: Organization, settings: Any, receiver: Receiver
 ) -> None:
     settings.WEBHOOK_MAX_ENDPOINTS = 2
-    endpoint_create(org=org, url=receiver.url)
-    endpoint_create(org=org, url=receiver.url)
+    endpoint_create(org=org, url=receiver.url, actor=Actor.system())
+    endpoint_create(org=org, url=receiver.url, actor=Actor.system())
     with pytest.raises(WebhookError) as refused:
-        endpoint_create(org=org, url=receiver.url)
+        endpoint_create(org=org, url=receiver.url, actor=Actor.system())
     assert refused.value.code == "too_many_endpoints"
     assert WebhookEndpoint.objects.filter(org=org).count() == 2

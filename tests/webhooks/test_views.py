@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from standardwebhooks import Webhook
 
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.webhooks.conftest import Receiver
 from webhooks.models import DeliveryStatus, WebhookEndpoint
@@ -50,7 +51,7 @@ def test_a_private_url_is_refused_in_the_form(
 def test_members_read_but_do_not_manage(
     member_client: Client, org: Organization, receiver: Receiver
 ) -> None:
-    endpoint, _ = endpoint_create(org=org, url=receiver.url)
+    endpoint, _ = endpoint_create(org=org, url=receiver.url, actor=Actor.system())
     assert member_client.get("/o/acme/webhooks/").status_code == 200
     detail = member_client.get(f"/o/acme/webhooks/{endpoint.public_id}/")
     assert detail.status_code == 200 and b'id="send-test"' not in detail.content
@@ -63,7 +64,7 @@ def test_members_read_but_do_not_manage(
 def test_another_orgs_endpoint_is_a_404(
     owner_client: Client, other_org: Organization, receiver: Receiver
 ) -> None:
-    theirs, _ = endpoint_create(org=other_org, url=receiver.url)
+    theirs, _ = endpoint_create(org=other_org, url=receiver.url, actor=Actor.system())
     assert owner_client.get(f"/o/acme/webhooks/{theirs.public_id}/").status_code == 404
     assert owner_client.post(f"/o/acme/webhooks/{theirs.public_id}/test/").status_code == 404
 
@@ -74,7 +75,7 @@ def test_test_resend_disable_enable_and_delete_from_the_detail_page(
     receiver: Receiver,
     django_capture_on_commit_callbacks: Capture,
 ) -> None:
-    endpoint, secret = endpoint_create(org=org, url=receiver.url)
+    endpoint, secret = endpoint_create(org=org, url=receiver.url, actor=Actor.system())
     base = f"/o/acme/webhooks/{endpoint.public_id}/"
     with django_capture_on_commit_callbacks(execute=True):
         assert owner_client.post(base + "test/").status_code == 302

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import PlatformRole
 from accounts.services import AccountError, user_set_platform_role
+from orgs.actors import Actor
 
 
 class Command(BaseCommand):
@@ -19,7 +20,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            user = user_set_platform_role(email=options["email"], role=options["role"])
+            user = user_set_platform_role(
+                email=options["email"], role=options["role"], actor=Actor.system()
+            )
         except AccountError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"{user.email} now has platform role {user.platform_role}.")

@@ -22,6 +22,7 @@ from accounts.models import User
 from apikeys.cache import invalidate_org
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create, apikey_revoke
+from orgs.actors import Actor
 from orgs.models import Organization
 from orgs.plans import Plan
 from orgs.services import org_create
@@ -47,10 +48,13 @@ class Command(BaseCommand):
         if org is None:
             owner = User.objects.filter(email=OWNER).first() or User.objects.create_user(OWNER)
             org = org_create(name="Benchmark", slug=SLUG, owner=owner)
-        org_set_limits(org=org, per_minute=LIMIT, burst=LIMIT, monthly=LIMIT, as_system=True)
+        system = Actor.system()
+        org_set_limits(org=org, per_minute=LIMIT, burst=LIMIT, monthly=LIMIT, actor=system)
         for key in ApiKey.objects.filter(org=org, revoked_at__isnull=True):
-            apikey_revoke(key=key)
-        _, secret = apikey_create(org=org, name="bench", environment="test", scopes=["usage:read"])
+            apikey_revoke(key=key, actor=system)
+        _, secret = apikey_create(
+            org=org, name="bench", environment="test", scopes=["usage:read"], actor=system
+        )
         self.stdout.write("Benchmark org `bench` has limits of 10^9 (counted); its key:")
         self.stdout.write(secret)
 
@@ -68,10 +72,14 @@ class Command(BaseCommand):
             )
             invalidate_org(org.pk)
             for key in ApiKey.objects.filter(org=org, revoked_at__isnull=True):
-                apikey_revoke(key=key)
+                apikey_revoke(key=key, actor=Actor.system())
             for n in range(2):
                 _, secret = apikey_create(
-                    org=org, name=f"tenant key {n}", environment="test", scopes=["usage:read"]
+                    org=org,
+                    name=f"tenant key {n}",
+                    environment="test",
+                    scopes=["usage:read"],
+                    actor=Actor.system(),
                 )
                 secrets.append(secret)
         Path(path).write_text("\n".join(secrets[:keys]) + "\n")

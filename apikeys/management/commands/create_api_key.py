@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from apikeys.services import ApiKeyError, apikey_create, system_apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization
 
 
@@ -77,6 +78,7 @@ class Command(BaseCommand):
                 environment=options["env"],
                 scopes=options["scope"],
                 expires_at=expires_at,
+                actor=Actor.system(),
             )
         except ApiKeyError as error:
             raise CommandError(error.message) from None
@@ -89,9 +91,8 @@ class Command(BaseCommand):
             key, secret = system_apikey_create(
                 name=options["name"],
                 scopes=options["scope"],
-                created_by=None,
+                actor=Actor.system(),
                 expires_at=_parse_expiry(options["expires_at"]),
-                as_system=True,
             )
         except ApiKeyError as error:
             raise CommandError(error.message) from None

@@ -30,6 +30,7 @@ from accounts.models import PlatformRole, User
 from accounts.services import user_set_platform_role
 from apikeys.models import ApiKey, Environment, KeyUsageHour
 from apikeys.services import apikey_create, apikey_revoke
+from orgs.actors import Actor
 from orgs.models import KycStatus, Membership, Organization, Role
 from orgs.plans import Plan
 from orgs.services import org_create
@@ -183,7 +184,9 @@ class Command(BaseCommand):
         self._second_org(now)
         staff = _user(DEMO_STAFF_EMAIL)
         if staff.platform_role == PlatformRole.NONE:
-            user_set_platform_role(email=staff.email, role=PlatformRole.PLATFORM_ADMIN)
+            user_set_platform_role(
+                email=staff.email, role=PlatformRole.PLATFORM_ADMIN, actor=Actor.system()
+            )
         self.stdout.write(
             f"Platform staff for the KYC queue: {staff.email} (sign in, then set up a second "
             "factor to open /platform/)."
@@ -225,14 +228,14 @@ class Command(BaseCommand):
             scopes=spec.scopes,
             allowed_ips=list(spec.allowed_ips),
             allowed_ips_mode=spec.allowed_ips_mode,
-            created_by=owner,
+            actor=Actor.for_user(owner),
         )
         # Made "a week ago", so that its week of usage comes after its creation.
         created = now - timedelta(days=8)
         ApiKey.objects.filter(pk=key.pk).update(created_at=created)
         key.created_at = created
         if spec.revoked:
-            key = apikey_revoke(key=key, actor_user=owner)
+            key = apikey_revoke(key=key, actor=Actor.for_user(owner))
         self.stdout.write(f"Created demo key '{spec.name}' ({key.display}).")
         return key
 
@@ -274,7 +277,7 @@ class Command(BaseCommand):
             address="42 Cypress Creek Road\nLondon EC2A 4NE",
             director_name="Hank Scorpio",
             documents=[document],
-            submitted_by=owner,
+            actor=Actor.for_user(owner),
         )
         self.stdout.write(
             f"Created org '{org.slug}' owned by {owner.email}, its KYC application waiting "

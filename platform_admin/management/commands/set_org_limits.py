@@ -12,6 +12,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from orgs.actors import Actor
 from orgs.models import Organization
 from platform_admin.services import LIMIT_MAX, org_set_limits
 
@@ -69,7 +70,7 @@ class Command(BaseCommand):
                 per_minute=current["per_minute"],
                 burst=current["burst"],
                 monthly=current["monthly"],
-                as_system=True,
+                actor=Actor.system(),
             )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None

@@ -13,6 +13,7 @@ from django.utils import timezone
 from apikeys.authentication import ApiKeyPrincipal, ApiKeyUser, resolve_api_key
 from apikeys.keys import checksum, generate_secret
 from apikeys.services import apikey_delete, apikey_revoke, apikey_rotate
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Organization, OrgStatus
 from tests.apikeys.api.conftest import ApiClient, KeyMaker, assert_error
 from tests.apikeys.helpers import frozen_clock
@@ -93,7 +94,7 @@ def test_well_formed_unknown_key_is_401_invalid_api_key() -> None:
 
 def test_revoked_key_is_401_api_key_revoked(full_key: Any) -> None:
     key, secret = full_key
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=Actor.system())
     response = ApiClient(secret).get("me")
     assert_error(response, 401, "api_key_revoked")
     assert 'error="invalid_token"' in response["WWW-Authenticate"]
@@ -101,7 +102,7 @@ def test_revoked_key_is_401_api_key_revoked(full_key: Any) -> None:
 
 def test_deleted_key_is_401_invalid_api_key(full_key: Any) -> None:
     key, secret = full_key
-    apikey_delete(key=key)
+    apikey_delete(key=key, actor=Actor.system())
     assert_error(ApiClient(secret).get("me"), 401, "invalid_api_key")
 
 
@@ -116,7 +117,7 @@ def test_expired_key_is_401_api_key_expired(org: Organization, make_api_key: Key
 def test_rotated_key_works_in_grace_then_is_expired(full_key: Any) -> None:
     key, old_secret = full_key
     with frozen_clock() as clock:
-        _, new_secret = apikey_rotate(key=key, grace=timedelta(minutes=10))
+        _, new_secret = apikey_rotate(key=key, grace=timedelta(minutes=10), actor=Actor.system())
         assert ApiClient(old_secret).get("me").status_code == 200
         assert ApiClient(new_secret).get("me").status_code == 200
         clock.advance(timedelta(minutes=10, seconds=1))
@@ -134,7 +135,7 @@ def test_key_of_a_suspended_org_is_403_org_suspended(org: Organization, full_key
 def test_a_revoked_key_of_a_suspended_org_reports_the_revocation(
     org: Organization, full_key: Any
 ) -> None:
-    apikey_revoke(key=full_key[0])
+    apikey_revoke(key=full_key[0], actor=Actor.system())
     org.status = OrgStatus.SUSPENDED
     org.save(update_fields=["status"])
     assert_error(ApiClient(full_key[1]).get("me"), 401, "api_key_revoked")

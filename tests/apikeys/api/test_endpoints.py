@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from apikeys.keys import parse_key
 from apikeys.models import ApiKey
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Invitation, Membership, Organization, Role
 from orgs.services import audit_record
 from tests.apikeys.api.conftest import ApiClient, KeyMaker, assert_error
@@ -145,7 +146,9 @@ def test_invitations_are_listed_read_resent_and_cancelled(
     # Another org's invitation, and a wrong method, are the usual errors.
     from orgs.services import member_invite
 
-    theirs = member_invite(org=other_org, email="x@example.com", role="member", invited_by=None)
+    theirs = member_invite(
+        org=other_org, email="x@example.com", role="member", actor=Actor.system()
+    )
     assert_error(full_client.get(f"invitations/{theirs.public_id}"), 404, "not_found")
     assert_error(full_client.get(f"invitations/{sent['id']}/resend"), 405, "method_not_allowed")
 
@@ -452,7 +455,7 @@ def test_lists_run_a_constant_number_of_queries(
         for n in range(count):
             if make_rows == "keys":
                 parent, _ = make_api_key(org, [], name=f"p{n}")
-                make_api_key(org, [], name=f"c{n}", created_by_key=parent)
+                make_api_key(org, [], name=f"c{n}", actor=Actor.for_key(parent))
             elif make_rows == "members":
                 MembershipFactory.create(org=org, user=UserFactory.create())
             else:

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.services import apikey_revoke
+from orgs.actors import Actor
 from orgs.models import KycStatus, Organization
 from tests.apikeys.api.conftest import ApiClient, KeyMaker, assert_error
 
@@ -54,7 +55,7 @@ def test_a_test_key_sees_no_live_key_audit_events(
     live, _ = make_api_key(approved_org, ["api_keys:write"], environment="live", name="Secret")
     _, live_secret = make_api_key(approved_org, ["audit_log:read"], environment="live")
     _, test_secret = make_api_key(approved_org, ["audit_log:read"], name="Test")
-    apikey_revoke(key=live)
+    apikey_revoke(key=live, actor=Actor.system())
 
     as_test = ApiClient(test_secret).get("audit-events")
     assert as_test.status_code == 200

@@ -11,6 +11,7 @@ from django.test import Client, override_settings
 
 from apikeys import usage
 from apikeys.services import apikey_create, apikey_revoke
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.guards.conftest import set_limits
 
@@ -33,7 +34,9 @@ def ask(method: str, uri: str, secret: str | None = None, **headers: str) -> obj
 def test_an_allowed_request_is_200_with_the_latchkey_headers(
     product: None, org: Organization
 ) -> None:
-    key, secret = apikey_create(org=org, name="Svc", environment="test", scopes=["payments:write"])
+    key, secret = apikey_create(
+        actor=Actor.system(), org=org, name="Svc", environment="test", scopes=["payments:write"]
+    )
     response = ask("POST", "/v1/payments/pay_1/refund?x=1", secret, **{"X-Product-Actor": "u7"})
     assert response.status_code == 200  # type: ignore[attr-defined]
     assert response.content == b""  # type: ignore[attr-defined]
@@ -54,7 +57,9 @@ def test_an_allowed_request_is_200_with_the_latchkey_headers(
 
 
 def test_denials_carry_the_api_status_body_and_codes(product: None, org: Organization) -> None:
-    _, reader = apikey_create(org=org, name="R", environment="test", scopes=["payments:read"])
+    _, reader = apikey_create(
+        actor=Actor.system(), org=org, name="R", environment="test", scopes=["payments:read"]
+    )
     missing = ask("GET", "/v1/payments")
     assert missing.status_code == 401  # type: ignore[attr-defined]
     assert missing.headers["WWW-Authenticate"].startswith("Bearer")  # type: ignore[attr-defined]
@@ -81,14 +86,16 @@ def test_deny_status_403_maps_every_denial_and_keeps_the_real_one(
 
 def test_limits_and_revocation_hold_through_the_gateway(product: None, org: Organization) -> None:
     set_limits(org, per_minute=2, burst=100, monthly=0)
-    key, secret = apikey_create(org=org, name="L", environment="test", scopes=["payments:read"])
+    key, secret = apikey_create(
+        actor=Actor.system(), org=org, name="L", environment="test", scopes=["payments:read"]
+    )
     assert ask("GET", "/v1/payments", secret).status_code == 200  # type: ignore[attr-defined]
     assert ask("GET", "/v1/payments", secret).status_code == 200  # type: ignore[attr-defined]
     limited = ask("GET", "/v1/payments", secret)
     assert limited.status_code == 429  # type: ignore[attr-defined]
     assert int(limited.headers["Retry-After"]) >= 1  # type: ignore[attr-defined]
     assert limited.headers["X-Latchkey-Error-Code"] == "rate_limited"  # type: ignore[attr-defined]
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=Actor.system())
     revoked = ask("GET", "/v1/payments", secret)
     assert revoked.status_code == 401  # type: ignore[attr-defined]
     assert revoked.headers["X-Latchkey-Error-Code"] == "api_key_revoked"  # type: ignore[attr-defined]
@@ -97,7 +104,9 @@ def test_limits_and_revocation_hold_through_the_gateway(product: None, org: Orga
 def test_the_path_after_the_door_and_forwarded_headers_are_understood(
     product: None, org: Organization
 ) -> None:
-    _, secret = apikey_create(org=org, name="F", environment="test", scopes=["payments:write"])
+    _, secret = apikey_create(
+        actor=Actor.system(), org=org, name="F", environment="test", scopes=["payments:write"]
+    )
     client = Client()
     rest = client.post("/gateway/auth/v1/payments/p1/refund", headers={"X-Product-Key": secret})
     assert rest.status_code == 200
@@ -115,7 +124,9 @@ def test_the_path_after_the_door_and_forwarded_headers_are_understood(
 
 
 def test_dot_segments_and_encoded_slashes_are_refused(product: None, org: Organization) -> None:
-    _, secret = apikey_create(org=org, name="D", environment="test", scopes=["payments:read"])
+    _, secret = apikey_create(
+        actor=Actor.system(), org=org, name="D", environment="test", scopes=["payments:read"]
+    )
     for uri in ("/v1/payments/../admin", "/v1/payments/./x", "/v1/payments/a%2F..%2Fb"):
         response = ask("GET", uri, secret)
         assert response.status_code == 400, uri  # type: ignore[attr-defined]
@@ -128,7 +139,9 @@ def test_a_system_key_is_refused_before_any_route_is_looked_up(product: None, db
     from tests.factories import UserFactory
 
     owner = UserFactory.create(platform_role=PlatformRole.PLATFORM_OWNER)
-    _, secret = system_apikey_create(name="Sys", scopes=["keys:verify"], created_by=owner)
+    _, secret = system_apikey_create(
+        name="Sys", scopes=["keys:verify"], actor=Actor.for_user(owner)
+    )
     for uri in ("/v1/payments", "/v1/no-such-route"):
         response = ask("GET", uri, secret)
         assert response.status_code == 403, uri  # type: ignore[attr-defined]

@@ -30,6 +30,7 @@ from werkzeug.datastructures import Headers, ImmutableMultiDict
 
 from accounts.models import PlatformRole
 from apikeys.services import apikey_create, system_apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization, Role
 from tests.apikeys.api.conftest import ALL_ORG_SCOPES
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
@@ -212,7 +213,11 @@ def test_generated_client_passes_mypy_strict_and_runs_the_whole_journey(
     checker = SchemaChecker(schema)
 
     _, secret = apikey_create(
-        org=acme, name="Integration", environment="test", scopes=ALL_ORG_SCOPES
+        actor=Actor.system(),
+        org=acme,
+        name="Integration",
+        environment="test",
+        scopes=ALL_ORG_SCOPES,
     )
     member = MembershipFactory.create(
         org=acme, user=UserFactory.create(email="bob@acme.test"), role=Role.MEMBER
@@ -383,7 +388,7 @@ def test_generated_client_passes_mypy_strict_and_runs_the_whole_journey(
         email="root@latchkey.test", platform_role=PlatformRole.PLATFORM_OWNER
     )
     _, system_secret = system_apikey_create(
-        name="Platform bot", scopes=["platform_organizations:read"], created_by=staff
+        name="Platform bot", scopes=["platform_organizations:read"], actor=Actor.for_user(staff)
     )
     system = package.AuthenticatedClient(
         base_url=live_server.url,

@@ -32,6 +32,7 @@ from accounts.models import PlatformRole, User
 from apikeys import keys, leaks
 from apikeys.models import ApiKey
 from apikeys.services import apikey_delete, apikey_revoke, system_apikey_create
+from orgs.actors import Actor
 from orgs.models import AuditEvent, KycStatus, Organization, Role
 from tests.apikeys.api.conftest import KeyMaker, assert_error
 from tests.clock import FrozenClock
@@ -75,7 +76,9 @@ def live_key(org: Organization, make_api_key: KeyMaker) -> tuple[ApiKey, str]:
 @pytest.fixture
 def endpoint(org: Organization, settings: Any) -> None:
     settings.WEBHOOK_ALLOW_PRIVATE = True
-    endpoint_create(org=org, url="http://127.0.0.1:9/hooks")  # never reached in tests
+    endpoint_create(
+        org=org, url="http://127.0.0.1:9/hooks", actor=Actor.system()
+    )  # never reached in tests
 
 
 @pytest.fixture
@@ -84,7 +87,7 @@ def system_secret(db: None) -> str:
         email="root@latchkey.test", platform_role=PlatformRole.PLATFORM_OWNER
     )
     _, secret = system_apikey_create(
-        name="Platform bot", scopes=["platform_organizations:read"], created_by=staff
+        name="Platform bot", scopes=["platform_organizations:read"], actor=Actor.for_user(staff)
     )
     return secret
 
@@ -131,9 +134,9 @@ def test_the_answer_is_the_same_whatever_the_strings_are(
 ) -> None:
     live, live_secret = make_api_key(org)
     revoked, revoked_secret = make_api_key(org, name="Old")
-    apikey_revoke(key=revoked)
+    apikey_revoke(key=revoked, actor=Actor.system())
     deleted, deleted_secret = make_api_key(org, name="Gone")
-    apikey_delete(key=deleted)
+    apikey_delete(key=deleted, actor=Actor.system())
     foreign, foreign_secret = make_api_key(other_org, name="Globex CI")
     well_formed_unknown = keys.generate_secret("live")
     bad_checksum = live_secret[:-1] + ("A" if live_secret[-1] != "A" else "B")
@@ -462,7 +465,7 @@ def test_an_already_revoked_key_is_still_ours_and_reported_only_once(
     again = alert([match(secret, "https://github.com/elsewhere")], github)
     assert again.json()[0]["label"] == "true_positive"
     revoked, revoked_secret = make_api_key(org, name="Old")
-    apikey_revoke(key=revoked)
+    apikey_revoke(key=revoked, actor=Actor.system())
     assert alert([match(revoked_secret)], github).json()[0]["label"] == "true_positive"
     assert [e.target_id for e in leaked_events()] == [key.public_id]
 

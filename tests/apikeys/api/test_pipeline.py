@@ -24,6 +24,7 @@ from apikeys.api_base import (
 )
 from apikeys.errors import ApiError
 from apikeys.services import system_apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.api.conftest import ApiClient, KeyMaker, assert_error
 from tests.factories import UserFactory
@@ -103,7 +104,7 @@ def system_secret(db: None) -> str:
     _, secret = system_apikey_create(
         name="Platform bot",
         scopes=["platform_organizations:read", "platform_kyc:write"],
-        created_by=owner,
+        actor=Actor.for_user(owner),
     )
     return secret
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from apikeys.errors import ERRORS
 from apikeys.schema import IDEMPOTENCY_KEY_MAX_LENGTH, IDEMPOTENCY_KEY_PATTERN
 from apikeys.scopes import all_resources, all_scopes
+from orgs.actors import Actor
 from tests.apikeys.api.conftest import ApiClient
 
 pytestmark = pytest.mark.django_db
@@ -198,7 +199,7 @@ def system_secret(db: None) -> str:
         email="root@latchkey.test", platform_role=PlatformRole.PLATFORM_OWNER
     )
     _, secret = system_apikey_create(
-        name="Platform bot", scopes=all_scopes(system=True), created_by=owner
+        name="Platform bot", scopes=all_scopes(system=True), actor=Actor.for_user(owner)
     )
     return secret
 

@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
 
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization, Role
 from tests.factories import MembershipFactory
 from tests.wsgi import application
@@ -112,14 +113,20 @@ def test_operation_conforms_to_the_schema(
 @pytest.fixture
 def known_good(org: Organization, full_key: tuple[ApiKey, str]) -> dict[tuple[str, str], Any]:
     """Inputs that succeed for each operation, so the success shapes are checked too."""
-    target, _ = apikey_create(org=org, name="Target", environment="test", scopes=["usage:read"])
+    target, _ = apikey_create(
+        actor=Actor.system(), org=org, name="Target", environment="test", scopes=["usage:read"]
+    )
     member = MembershipFactory.create(org=org, role=Role.MEMBER)
     other = MembershipFactory.create(org=org, role=Role.MEMBER)
     key_path = {"key_id": target.public_id}
     from orgs.services import member_invite
 
-    invited = member_invite(org=org, email="invited@example.com", role="member", invited_by=None)
-    closing = member_invite(org=org, email="closing@example.com", role="member", invited_by=None)
+    invited = member_invite(
+        org=org, email="invited@example.com", role="member", actor=Actor.system()
+    )
+    closing = member_invite(
+        org=org, email="closing@example.com", role="member", actor=Actor.system()
+    )
     return {
         ("GET", "/api/v1/ping"): {},
         ("GET", "/api/v1/me"): {},

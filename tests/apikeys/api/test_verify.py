@@ -12,6 +12,7 @@ from django.test import override_settings
 from accounts.models import PlatformRole
 from apikeys import usage
 from apikeys.services import apikey_create, apikey_revoke, system_apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.api.conftest import ApiClient
 from tests.apikeys.guards.conftest import set_limits
@@ -28,7 +29,7 @@ def product() -> Iterator[None]:
 
 def system_key(scopes: list[str]) -> str:
     owner = UserFactory.create(platform_role=PlatformRole.PLATFORM_OWNER)
-    _, secret = system_apikey_create(name="Verifier", scopes=scopes, created_by=owner)
+    _, secret = system_apikey_create(name="Verifier", scopes=scopes, actor=Actor.for_user(owner))
     return secret
 
 
@@ -45,7 +46,12 @@ def test_a_valid_key_with_its_scopes_is_valid_and_counted(
     product: None, verifier: ApiClient, org: Organization
 ) -> None:
     key, secret = apikey_create(
-        org=org, name="Svc", environment="test", scopes=["payments:write"], meta={"t": 1}
+        actor=Actor.system(),
+        org=org,
+        name="Svc",
+        environment="test",
+        scopes=["payments:write"],
+        meta={"t": 1},
     )
     # No Idempotency-Key: a verification is a question, answered every time.
     response = verifier.client.post(
@@ -69,7 +75,9 @@ def test_a_valid_key_with_its_scopes_is_valid_and_counted(
 def test_refusals_are_200_with_the_apis_code(
     product: None, verifier: ApiClient, org: Organization
 ) -> None:
-    key, secret = apikey_create(org=org, name="R", environment="test", scopes=["payments:read"])
+    key, secret = apikey_create(
+        actor=Actor.system(), org=org, name="R", environment="test", scopes=["payments:read"]
+    )
     scope = verify(verifier, key=secret, scopes=["payments:write"]).json()
     assert (scope["valid"], scope["code"]) == (False, "insufficient_scope")
     route = verify(verifier, key=secret, method="POST", path="/v1/payments/p/refund").json()
@@ -86,7 +94,7 @@ def test_refusals_are_200_with_the_apis_code(
         "meta": {},
         "rate_limit": None,
     }
-    apikey_revoke(key=key)
+    apikey_revoke(key=key, actor=Actor.system())
     assert verify(verifier, key=secret).json()["code"] == "api_key_revoked"
 
 
@@ -107,7 +115,9 @@ def test_a_system_key_is_never_valid_and_nothing_is_recorded_for_it(
 
 def test_limits_of_the_verified_key_apply(verifier: ApiClient, org: Organization) -> None:
     set_limits(org, per_minute=2, burst=100, monthly=0)
-    _, secret = apikey_create(org=org, name="L", environment="test", scopes=["usage:read"])
+    _, secret = apikey_create(
+        actor=Actor.system(), org=org, name="L", environment="test", scopes=["usage:read"]
+    )
     assert verify(verifier, key=secret).json()["valid"] is True
     assert verify(verifier, key=secret).json()["valid"] is True
     third = verify(verifier, key=secret).json()
@@ -133,7 +143,9 @@ def test_a_malformed_call_is_400(product: None, verifier: ApiClient) -> None:
 
 
 def test_only_system_keys_with_keys_verify_may_ask(org: Organization) -> None:
-    _, org_secret = apikey_create(org=org, name="O", environment="test", scopes=["usage:read"])
+    _, org_secret = apikey_create(
+        actor=Actor.system(), org=org, name="O", environment="test", scopes=["usage:read"]
+    )
     assert verify(ApiClient(org_secret), key=org_secret).status_code == 403
     other = ApiClient(system_key(["platform_kyc:read"]))
     refused = verify(other, key=org_secret)
@@ -147,7 +159,9 @@ def test_verify_answers_conform_to_the_schema(verifier: ApiClient, org: Organiza
     from tests.apikeys.api.test_schemathesis import CHECKS
     from tests.wsgi import application
 
-    _, secret = apikey_create(org=org, name="S", environment="test", scopes=["usage:read"])
+    _, secret = apikey_create(
+        actor=Actor.system(), org=org, name="S", environment="test", scopes=["usage:read"]
+    )
     schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
     operation = schema["/api/v1/keys/verify"]["POST"]
     bodies: list[Any] = [

@@ -30,6 +30,7 @@ from redis.connection import AbstractConnection
 from apikeys import usage
 from apikeys.models import ApiKey
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.api.conftest import ApiClient
 from tests.clock import FrozenClock
@@ -255,7 +256,11 @@ def new_key(
     """A key and the API client that sends it, adding no Idempotency-Key of its own (the
     guard tests name theirs)."""
     key, secret = apikey_create(
-        org=org, name=name, environment="test", scopes=ALL_SCOPES if scopes is None else scopes
+        actor=Actor.system(),
+        org=org,
+        name=name,
+        environment="test",
+        scopes=ALL_SCOPES if scopes is None else scopes,
     )
     client = ApiClient(secret)
     client.auto_idempotency = False
@@ -275,7 +280,9 @@ def set_limits(
     from platform_admin.services import org_set_limits
 
     with transaction.atomic():
-        org_set_limits(org=org, per_minute=per_minute, burst=burst, monthly=monthly, as_system=True)
+        org_set_limits(
+            org=org, per_minute=per_minute, burst=burst, monthly=monthly, actor=Actor.system()
+        )
 
 
 @pytest.fixture

@@ -184,12 +184,15 @@ class DatabaseTemplate:
 
 CREATE_KEY = """
 from apikeys.services import apikey_create
+from orgs.actors import Actor
 from orgs.models import Organization
 org, _ = Organization.objects.get_or_create(slug={slug!r}, defaults={{"name": {slug!r}}})
 Organization.objects.filter(pk=org.pk).update(
     custom_per_minute={per_minute}, custom_burst={burst}, custom_monthly={monthly}
 )
-key, secret = apikey_create(org=org, name="srv", environment="test", scopes={scopes!r})
+key, secret = apikey_create(
+    org=org, name="srv", environment="test", scopes={scopes!r}, actor=Actor.system()
+)
 print(key.public_id)
 print(secret)
 """

@@ -62,8 +62,9 @@ def system_key(server: Server) -> str:
     out = server.run_django(
         """
         from apikeys.services import system_apikey_create
+        from orgs.actors import Actor
         _, secret = system_apikey_create(
-            name="verifier", scopes=["keys:verify"], created_by=None, as_system=True
+            name="verifier", scopes=["keys:verify"], actor=Actor.system()
         )
         print(secret)
         """
@@ -101,7 +102,8 @@ def revoke(server: Server, public_id: str) -> None:
         f"""
         from apikeys.models import ApiKey
         from apikeys.services import apikey_revoke
-        apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
+        from orgs.actors import Actor
+        apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}), actor=Actor.system())
         """
     )
 
@@ -284,7 +286,12 @@ def test_a_scope_edit_is_in_force_in_every_worker_through_every_door(server: Ser
         f"""
         from apikeys.models import ApiKey
         from apikeys.services import apikey_update
-        apikey_update(key=ApiKey.objects.get(public_id={public_id!r}), scopes=["invoices:read"])
+        from orgs.actors import Actor
+        apikey_update(
+            key=ApiKey.objects.get(public_id={public_id!r}),
+            scopes=["invoices:read"],
+            actor=Actor.system(),
+        )
         """
     )
     assert {(r.status, r.code) for r in parallel(30, host)} == {(403, "insufficient_scope")}

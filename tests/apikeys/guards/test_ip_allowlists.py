@@ -16,6 +16,7 @@ from apikeys import networks, usage
 from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.networks import NetworkError, clean_allowed_ips
 from apikeys.services import InvalidKeyInput, apikey_create, apikey_update
+from orgs.actors import Actor
 from orgs.models import AuditEvent, Organization
 from tests.apikeys.api.conftest import assert_error
 from tests.apikeys.api.test_verify import system_key
@@ -61,7 +62,7 @@ def key_with(org: Organization, ranges: list[str], mode: str = "enforce", **kw: 
         scopes=kw.pop("scopes", ["payments:read", "members:read"]),
         allowed_ips=ranges,
         allowed_ips_mode=mode,
-        **kw,
+        **{"actor": Actor.system(), **kw},
     )
 
 
@@ -218,9 +219,9 @@ def test_audit_events_per_key_and_hour_are_capped(org: Organization) -> None:
 def test_switching_to_enforce_takes_effect_on_the_next_request(org: Organization) -> None:
     key, secret = key_with(org, ["203.0.113.0/24"], mode="report")
     assert api(secret, "198.51.100.1").status_code == 200
-    apikey_update(key=key, allowed_ips_mode="enforce")
+    apikey_update(key=key, allowed_ips_mode="enforce", actor=Actor.system())
     assert_error(api(secret, "198.51.100.1"), 403, "ip_not_allowed")
-    apikey_update(key=key, allowed_ips=[])
+    apikey_update(key=key, allowed_ips=[], actor=Actor.system())
     assert api(secret, "198.51.100.1").status_code == 200
 
 
@@ -229,7 +230,11 @@ def test_switching_to_enforce_takes_effect_on_the_next_request(org: Organization
 
 def test_keys_carry_ranges_from_creation_and_patch(org: Organization) -> None:
     _, admin = apikey_create(
-        org=org, name="Admin", environment="test", scopes=["api_keys:write", "members:read"]
+        actor=Actor.system(),
+        org=org,
+        name="Admin",
+        environment="test",
+        scopes=["api_keys:write", "members:read"],
     )
     headers = {"Authorization": f"Bearer {admin}"}
     created = Client().post(
@@ -273,7 +278,7 @@ def test_keys_carry_ranges_from_creation_and_patch(org: Organization) -> None:
 def test_service_refuses_a_bad_mode(org: Organization) -> None:
     key, _ = key_with(org, [])
     with pytest.raises(InvalidKeyInput):
-        apikey_update(key=key, allowed_ips_mode="sometimes")
+        apikey_update(key=key, allowed_ips_mode="sometimes", actor=Actor.system())
 
 
 # --- found in review: the edges --------------------------------------------------------------
@@ -303,7 +308,11 @@ def test_a_key_bound_to_networks_gives_no_key_a_wider_reach(org: Organization) -
     bound, _ = key_with(org, ["203.0.113.0/24"], scopes=["api_keys:write", "members:read"])
     # Created without a list: it inherits the creator's.
     child, _ = apikey_create(
-        org=org, name="Child", environment="test", scopes=["members:read"], created_by_key=bound
+        org=org,
+        name="Child",
+        environment="test",
+        scopes=["members:read"],
+        actor=Actor.for_key(bound),
     )
     assert (child.allowed_ips, child.allowed_ips_mode) == (["203.0.113.0/24"], "enforce")
     # Inside the creator's ranges: fine.
@@ -313,7 +322,7 @@ def test_a_key_bound_to_networks_gives_no_key_a_wider_reach(org: Organization) -
         environment="test",
         scopes=["members:read"],
         allowed_ips=["203.0.113.16/28"],
-        created_by_key=bound,
+        actor=Actor.for_key(bound),
     )
     assert inner.allowed_ips == ["203.0.113.16/28"]
     for ranges, mode in ((["198.51.100.0/24"], "enforce"), (["203.0.113.0/24"], "report")):
@@ -325,18 +334,18 @@ def test_a_key_bound_to_networks_gives_no_key_a_wider_reach(org: Organization) -
                 scopes=["members:read"],
                 allowed_ips=ranges,
                 allowed_ips_mode=mode,
-                created_by_key=bound,
+                actor=Actor.for_key(bound),
             )
         assert caught.value.param == "allowed_ips"
     # Nor can it lift a list, its own included.
     for target in (inner, bound):
         with pytest.raises(InvalidKeyInput):
-            apikey_update(key=target, allowed_ips=[], actor_key=bound)
-    apikey_update(key=inner, allowed_ips=["203.0.113.32/28"], actor_key=bound)
+            apikey_update(key=target, allowed_ips=[], actor=Actor.for_key(bound))
+    apikey_update(key=inner, allowed_ips=["203.0.113.32/28"], actor=Actor.for_key(bound))
     # A report-only list binds nothing yet.
     trial, _ = key_with(org, ["203.0.113.0/24"], mode="report", scopes=["api_keys:write"])
     free, _ = apikey_create(
-        org=org, name="Free", environment="test", scopes=[], created_by_key=trial
+        org=org, name="Free", environment="test", scopes=[], actor=Actor.for_key(trial)
     )
     assert free.allowed_ips == []
 

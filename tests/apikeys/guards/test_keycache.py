@@ -13,6 +13,7 @@ from apikeys.cache import invalidate_key, invalidate_org
 from apikeys.keys import key_digest
 from apikeys.models import ApiKey, PendingInvalidation
 from apikeys.services import apikey_revoke, apikey_rotate
+from orgs.actors import Actor
 from orgs.models import Organization, OrgStatus
 from orgs.plans import Limits
 from tests.apikeys.guards.conftest import RedisServer
@@ -52,7 +53,7 @@ def test_revocation_is_seen_on_the_next_lookup(
     digest = key_digest(secret)
     keycache.resolve(digest)
     with django_capture_on_commit_callbacks(execute=True):
-        apikey_revoke(key=key)
+        apikey_revoke(key=key, actor=Actor.system())
     resolved = keycache.resolve(digest)
     assert resolved is not None and resolved.key.revoked_at is not None
 
@@ -64,7 +65,7 @@ def test_rotation_grace_end_is_cached_with_the_key(
     digest = key_digest(secret)
     keycache.resolve(digest)
     with django_capture_on_commit_callbacks(execute=True):
-        apikey_rotate(key=key)
+        apikey_rotate(key=key, actor=Actor.system())
     resolved = keycache.resolve(digest)
     assert resolved is not None and resolved.key.expires_at is not None
 
@@ -135,7 +136,7 @@ def test_a_fill_that_read_the_database_before_a_revocation_is_not_written(
 
     def revoke() -> None:
         with django_capture_on_commit_callbacks(execute=True):
-            apikey_revoke(key=key)
+            apikey_revoke(key=key, actor=Actor.system())
 
     def load_then_revoke(d: str) -> Any:
         loaded = real_load(d)
@@ -224,7 +225,7 @@ def test_redis_unreachable_falls_back_to_the_database(
     use_redis.stop()
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            apikey_revoke(key=key)
+            apikey_revoke(key=key, actor=Actor.system())
         resolved = keycache.resolve(digest)
         assert resolved is not None and not resolved.from_cache
         assert resolved.key.revoked_at is not None
@@ -346,7 +347,7 @@ def test_a_pending_invalidation_that_cannot_be_stored_does_not_undo_the_revoke(
     use_redis.stop()
     try:
         with transaction.atomic():
-            apikey_revoke(key=key)
+            apikey_revoke(key=key, actor=Actor.system())
             # The revoke's transaction is still usable (on PostgreSQL a failed statement
             # outside a savepoint would abort it).
             assert ApiKey.objects.get(pk=key.pk).revoked_at is not None

@@ -21,6 +21,7 @@ from apikeys import keycache, leases, ratelimit, redisconn, usage
 from apikeys.keys import key_digest
 from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.services import apikey_revoke
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.api.conftest import ApiClient
 from tests.apikeys.guards.conftest import CommandLog, RedisServer, new_key, set_limits
@@ -156,7 +157,7 @@ def test_revocation_waits_out_the_leases_and_is_then_in_force(
     key, api = new_key(org)
     lease_up(api)
     with django_capture_on_commit_callbacks(execute=True):
-        apikey_revoke(key=key)
+        apikey_revoke(key=key, actor=Actor.system())
     # The invalidation at commit waited for what is left of the newest lease's marker.
     assert len(waits) == 1 and 0.2 < waits[0] <= LEASE_MS / 1000 + keycache.LEASE_WAIT_MARGIN
     refused = api.get("me")
@@ -191,7 +192,7 @@ def test_no_wait_when_no_lease_is_held(
     key, api = new_key(org)  # the starter plan: never a lease
     lease_up(api)
     with django_capture_on_commit_callbacks(execute=True):
-        apikey_revoke(key=key)
+        apikey_revoke(key=key, actor=Actor.system())
     assert waits == []
     assert api.get("me").status_code == 401
 
@@ -225,7 +226,7 @@ def test_a_suspension_ends_this_process_leases_at_once(
     set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
     _, api = new_key(org)
     lease_up(api)
-    org_suspend(org=org, staff=staff_user, reason="Unpaid invoices")
+    org_suspend(org=org, actor=Actor.for_user(staff_user), reason="Unpaid invoices")
     refused = api.get("me")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "org_suspended"

@@ -75,7 +75,8 @@ def test_a_revoked_key_is_refused_by_every_worker_on_the_next_request(server: Se
         f"""
         from apikeys.models import ApiKey
         from apikeys.services import apikey_revoke
-        apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
+        from orgs.actors import Actor
+        apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}), actor=Actor.system())
         """
     )
     after = parallel(60, lambda: server.call("GET", "/api/v1/me", headers=bearer(secret)))
@@ -112,7 +113,8 @@ def test_redis_stopped_mid_test_gives_no_500_and_keeps_authentication(
         f"""
         from apikeys.models import ApiKey
         from apikeys.services import apikey_revoke
-        apikey_revoke(key=ApiKey.objects.get(public_id={revoked_id!r}))
+        from orgs.actors import Actor
+        apikey_revoke(key=ApiKey.objects.get(public_id={revoked_id!r}), actor=Actor.system())
         """
     )
     refused = parallel(20, lambda: server.call("GET", "/api/v1/me", headers=bearer(revoked_secret)))
@@ -139,7 +141,8 @@ def test_a_revoke_made_while_redis_is_unreachable_survives_restarting_every_work
             f"""
             from apikeys.models import ApiKey
             from apikeys.services import apikey_revoke
-            apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
+            from orgs.actors import Actor
+            apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}), actor=Actor.system())
             """
         )
         server.stop()  # every worker: nothing remembered in memory survives
@@ -278,8 +281,9 @@ def test_a_revoked_high_limit_key_is_refused_by_every_worker_despite_leases(
                 import time
                 from apikeys.models import ApiKey
                 from apikeys.services import apikey_revoke
+                from orgs.actors import Actor
                 started = time.monotonic()
-                apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}))
+                apikey_revoke(key=ApiKey.objects.get(public_id={public_id!r}), actor=Actor.system())
                 print(time.monotonic() - started)
                 """
             )

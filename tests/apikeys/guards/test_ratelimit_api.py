@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from apikeys.services import apikey_revoke
+from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.guards.conftest import RedisServer, new_key, set_limits
 
@@ -180,7 +181,7 @@ def test_redis_down_limits_fail_open_and_authentication_holds(
         statuses = [api.get("me").status_code for _ in range(15)]
         assert statuses == [200] * 15  # over the burst: limits fail open
         with django_capture_on_commit_callbacks(execute=True):
-            apikey_revoke(key=revoked_key)
+            apikey_revoke(key=revoked_key, actor=Actor.system())
         refused = revoked.get("me")
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "api_key_revoked"
         garbage = api.get("me", headers={"Authorization": "Bearer lk_test_nope"})

@@ -17,6 +17,7 @@ import pytest
 from apikeys import redisconn, usage
 from apikeys.models import KeyUsageHour
 from apikeys.services import apikey_revoke
+from orgs.actors import Actor
 from orgs.models import Organization
 from platform_admin.services import org_suspend
 from tests.apikeys.guards.conftest import CommandLog, RedisServer, new_key, set_limits
@@ -144,7 +145,7 @@ def test_revocation_is_immediate_on_the_warm_path_and_counts_nothing(
     _, other = new_key(org, name="other")
     warm(api)
     with django_capture_on_commit_callbacks(execute=True):
-        apikey_revoke(key=key)
+        apikey_revoke(key=key, actor=Actor.system())
     for _ in range(3):
         refused = api.get("me")
         assert refused.status_code == 401
@@ -164,7 +165,7 @@ def test_suspension_is_immediate_on_the_warm_path(
     _, api = new_key(org)
     warm(api)
     with django_capture_on_commit_callbacks(execute=True):
-        org_suspend(org=org, staff=staff_user, reason="test")
+        org_suspend(org=org, actor=Actor.for_user(staff_user), reason="test")
     refused = api.get("me")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "org_suspended"
