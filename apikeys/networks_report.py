@@ -90,7 +90,12 @@ def _audit(
     if principal.org_id is None:
         return
     # The principal names the key well enough for the audit log: no row is read for it.
-    key = ApiKey(pk=principal.key_id, public_id=principal.public_id, display=principal.display)
+    key = ApiKey(
+        pk=principal.key_id,
+        org_id=principal.org_id,
+        public_id=principal.public_id,
+        display=principal.display,
+    )
     try:
         with transaction.atomic():
             audit_record(

@@ -212,7 +212,7 @@ class ApiKeyCreateView(OrgMixin, View):
                 meta=form.cleaned_data["meta"],
                 allowed_ips=form.cleaned_data["allowed_ips"],
                 allowed_ips_mode=form.cleaned_data["allowed_ips_mode"],
-                actor=Actor.for_request(request),
+                actor=Actor.signed_in(request),
                 request=request,
             )
         except ApiKeyError as exc:
@@ -506,7 +506,7 @@ class ApiKeyRotateView(_KeyConfirmView):
         key = self.key()
         try:
             successor, secret = apikey_rotate(
-                key=key, grace=form.grace_delta, actor=Actor.for_request(request), request=request
+                key=key, grace=form.grace_delta, actor=Actor.signed_in(request), request=request
             )
         except ApiKeyError as exc:
             messages.error(request, exc.message)
@@ -541,7 +541,7 @@ class ApiKeyRevokeView(_KeyConfirmView):
 
     def perform(self, form: forms.Form | None) -> HttpResponse:
         key = self.key()
-        apikey_revoke(key=key, actor=Actor.for_request(self.request), request=self.request)
+        apikey_revoke(key=key, actor=Actor.signed_in(self.request), request=self.request)
         messages.success(self.request, f"“{key.name}” is revoked. Requests with it now fail.")
         return HttpResponseRedirect(self.detail_url())
 
@@ -562,7 +562,7 @@ class ApiKeyDeleteView(_KeyConfirmView):
 
     def perform(self, form: forms.Form | None) -> HttpResponse:
         key = self.key()
-        apikey_delete(key=key, actor=Actor.for_request(self.request), request=self.request)
+        apikey_delete(key=key, actor=Actor.signed_in(self.request), request=self.request)
         messages.success(self.request, f"“{key.name}” is deleted. Its audit events remain.")
         return HttpResponseRedirect(reverse("apikey-list", kwargs={"org_slug": self.org.slug}))
 
@@ -640,7 +640,7 @@ class ApiKeyEditView(OrgMixin, View):
         before = (sorted(key.scopes), list(key.allowed_ips), key.allowed_ips_mode)
         try:
             updated = apikey_update(
-                key=key, actor=Actor.for_request(request), request=request, **changes
+                key=key, actor=Actor.signed_in(request), request=request, **changes
             )
         except ApiKeyError as exc:
             form.add_error(_form_field(form, exc.param), exc.message)
@@ -719,9 +719,7 @@ class ApiKeyNarrowView(_KeyConfirmView):
             )
             return self.render_confirm_step(form)
         try:
-            apikey_update(
-                key=key, scopes=use.used, actor=Actor.for_request(request), request=request
-            )
+            apikey_update(key=key, scopes=use.used, actor=Actor.signed_in(request), request=request)
         except ApiKeyError as exc:
             messages.error(request, exc.message)
             return HttpResponseRedirect(self.detail_url())

@@ -3,7 +3,7 @@ the audit log records (ADR 0088).
 
 Three kinds, those of the audit log (`orgs.models.ActorType`):
 
-- a person (`Actor.for_user`, `Actor.for_member`, or `Actor.for_request` on a dashboard
+- a person (`Actor.for_user`, `Actor.for_member`, or `Actor.signed_in` on a dashboard
   page). Platform staff are people too: what they may do is `user.is_platform_staff`,
   checked by the platform services, and the audit log has always recorded them as users;
 - an API key (`Actor.for_key`), with the integrator's own user id (`X-Actor-Id`) when the
@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
 from accounts.models import User
@@ -101,6 +102,16 @@ class Actor:
                 membership = None
             return cls.for_user(user, membership=membership)
         return cls.system()
+
+    @classmethod
+    def signed_in(cls, request: HttpRequest) -> Actor:
+        """The request's signed-in person (as `for_request`), for dashboard views: never
+        the system, whose powers no page may borrow. Anonymous: PermissionDenied (403).
+        """
+        actor = cls.for_request(request)
+        if actor.user is None:
+            raise PermissionDenied("Sign in to do this.")
+        return actor
 
     # ---- what the audit log records ------------------------------------------------------
 

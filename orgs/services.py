@@ -137,8 +137,10 @@ def _acting_membership(
 ) -> Membership | None:
     """The acting person's membership of `org`: the one the actor carries, or (without
     one, or `fresh`: judged now, under the org's lock) looked up in one query. None for a
-    key or the system, which act with an admin's powers (`orgs.roles`). A person who is
-    not a member is refused."""
+    key of the org or the system, which act with an admin's powers (`orgs.roles`). A
+    person who is not a member, or a key of another org, is refused."""
+    if actor.api_key is not None and actor.api_key.org_id != org.pk:
+        raise MembershipError("That key belongs to another organisation.", code="forbidden")
     if actor.user is None:
         return None
     membership = None if fresh else actor.membership

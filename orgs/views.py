@@ -298,7 +298,7 @@ class MemberInviteView(OrgView):
                     org=self.org,
                     email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"],
-                    actor=Actor.for_request(request),
+                    actor=Actor.signed_in(request),
                     request=request,
                 )
             except OrgError as error:
@@ -402,7 +402,7 @@ class MemberRoleView(MemberActionView):
             services.membership_change_role(
                 membership=target,
                 role=form.cleaned_data["role"],
-                actor=Actor.for_request(self.request),
+                actor=Actor.signed_in(self.request),
                 request=self.request,
             )
         except OrgError as error:
@@ -438,7 +438,7 @@ class MemberRemoveView(MemberActionView):
         target = self.target()
         try:
             services.membership_remove(
-                membership=target, actor=Actor.for_request(self.request), request=self.request
+                membership=target, actor=Actor.signed_in(self.request), request=self.request
             )
         except OrgError as error:
             messages.error(self.request, error.message)
@@ -498,7 +498,7 @@ class InvitationActionView(OrgMixin, View):
 class InvitationResendView(InvitationActionView):
     def act(self, request: HttpRequest, invitation: Any) -> None:
         services.invitation_resend(
-            invitation=invitation, actor=Actor.for_request(request), request=request
+            invitation=invitation, actor=Actor.signed_in(request), request=request
         )
         messages.success(request, f"Invitation sent again to {invitation.email}.")
 
@@ -506,7 +506,7 @@ class InvitationResendView(InvitationActionView):
 class InvitationCancelView(InvitationActionView):
     def act(self, request: HttpRequest, invitation: Any) -> None:
         services.invitation_cancel(
-            invitation=invitation, actor=Actor.for_request(request), request=request
+            invitation=invitation, actor=Actor.signed_in(request), request=request
         )
         messages.success(request, f"Invitation to {invitation.email} cancelled.")
 
@@ -555,7 +555,7 @@ class SettingsView(OrgView):
                     slug=form.cleaned_data["slug"],
                     require_two_factor=form.cleaned_data["require_two_factor"],
                     leak_response=form.cleaned_data["leak_response"],
-                    actor=Actor.for_request(request),
+                    actor=Actor.signed_in(request),
                     request=request,
                 )
             except OrgError as error:
@@ -612,7 +612,7 @@ class OwnershipTransferView(ConfirmMixin, OrgMixin, View):
             services.ownership_transfer(
                 org=self.org,
                 to_membership=target,
-                actor=Actor.for_request(self.request),
+                actor=Actor.signed_in(self.request),
                 request=self.request,
             )
         except OrgError as error:
@@ -635,7 +635,7 @@ class OrgDeleteView(OrgMixin, View):
         try:
             services.org_delete(
                 org=self.org,
-                actor=Actor.for_request(request),
+                actor=Actor.signed_in(request),
                 confirm_slug=confirm,
                 request=request,
             )

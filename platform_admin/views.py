@@ -136,7 +136,7 @@ class KycView(OrgView):
                 director_name=data["director_name"],
                 documents=data.get("documents") or [],
                 keep_documents=data.get("keep_documents") or [],
-                actor=Actor.for_request(request),
+                actor=Actor.signed_in(request),
                 request=request,
             )
         except ValidationError as exc:
@@ -355,7 +355,7 @@ class KycApproveView(_KycDecisionView):
         application = self.application()
         try:
             services.kyc_approve(
-                application=application, actor=Actor.for_request(request), request=request
+                application=application, actor=Actor.signed_in(request), request=request
             )
         except PlatformError as exc:
             messages.error(request, exc.message)
@@ -400,7 +400,7 @@ class KycRejectView(_KycDecisionView):
         try:
             services.kyc_reject(
                 application=application,
-                actor=Actor.for_request(request),
+                actor=Actor.signed_in(request),
                 reason=form.cleaned_data["reason"],
                 request=request,
             )
@@ -424,7 +424,7 @@ class StaffDocumentDownloadView(PlatformView):
         application = selectors.kyc_application_get(public_id=kyc_id)
         document = selectors.kyc_application_document_get(application=application, public_id=doc_id)
         services.kyc_document_record_download(
-            document=document, actor=Actor.for_request(request), request=request
+            document=document, actor=Actor.signed_in(request), request=request
         )
         return document_response(document)
 
@@ -504,7 +504,7 @@ class OrgPlanView(OrgDetailView):
         services.org_set_plan(
             org=org,
             plan=form.cleaned_data["plan"],
-            actor=Actor.for_request(request),
+            actor=Actor.signed_in(request),
             request=request,
         )
         messages.success(request, f"{org.name} is now on the {org.get_plan_display()} plan.")
@@ -524,7 +524,7 @@ class OrgLimitsView(OrgDetailView):
             per_minute=form.cleaned_data["per_minute"],
             burst=form.cleaned_data["burst"],
             monthly=form.cleaned_data["monthly"],
-            actor=Actor.for_request(request),
+            actor=Actor.signed_in(request),
             request=request,
         )
         messages.success(request, f"Limits of {org.name} saved.")
@@ -569,7 +569,7 @@ class OrgSuspendView(PlatformConfirmView):
         org = self.organization()
         services.org_suspend(
             org=org,
-            actor=Actor.for_request(self.request),
+            actor=Actor.signed_in(self.request),
             reason=form.cleaned_data["reason"],
             request=self.request,
         )
@@ -582,7 +582,7 @@ class OrgSuspendView(PlatformConfirmView):
 class OrgReactivateView(PlatformView):
     def post(self, request: HttpRequest, org_id: str) -> HttpResponse:
         org = selectors.organization_get(public_id=org_id)
-        services.org_reactivate(org=org, actor=Actor.for_request(request), request=request)
+        services.org_reactivate(org=org, actor=Actor.signed_in(request), request=request)
         messages.success(request, f"{org.name} is active again.")
         return redirect(f"/platform/organizations/{org.public_id}/")
 
@@ -611,7 +611,7 @@ class AdminsView(PlatformView):
             services.platform_role_set(
                 user=target,
                 role=PlatformRole.PLATFORM_ADMIN,
-                actor=Actor.for_request(request),
+                actor=Actor.signed_in(request),
                 request=request,
             )
         except PlatformError as exc:
@@ -683,7 +683,7 @@ class AdminRevokeView(PlatformConfirmView):
             services.platform_role_set(
                 user=target,
                 role=PlatformRole.NONE,
-                actor=Actor.for_request(self.request),
+                actor=Actor.signed_in(self.request),
                 request=self.request,
             )
         except PlatformError as exc:
@@ -711,7 +711,7 @@ class SystemKeysView(PlatformView):
                 name=form.cleaned_data["name"],
                 scopes=form.cleaned_data["scope"],
                 expires_at=form.cleaned_data.get("expires_at"),
-                actor=Actor.for_request(request),
+                actor=Actor.signed_in(request),
                 request=request,
             )
         except ApiKeyError as exc:
@@ -767,7 +767,7 @@ class SystemKeyRevokeView(PlatformConfirmView):
     def perform(self, form: forms.Form | None) -> HttpResponse:
         key = self.key()
         services.system_key_revoke(
-            key=key, actor=Actor.for_request(self.request), request=self.request
+            key=key, actor=Actor.signed_in(self.request), request=self.request
         )
         messages.success(self.request, f"System key “{key.name}” is revoked; it stops working now.")
         return redirect("/platform/system-keys/")

@@ -100,7 +100,7 @@ def make_key() -> str:
         name="profile",
         environment="test",
         scopes=["usage:read"],
-        actor=Actor.for_user(owner),
+        actor=Actor.system(),
     )
     return str(secret)
 

@@ -72,7 +72,7 @@ class WebhookCreateView(OrgMixin, View):
                 url=form.cleaned_data["url"],
                 description=form.cleaned_data["description"],
                 events=list(form.cleaned_data["events"]),
-                actor=Actor.for_request(request),
+                actor=Actor.signed_in(request),
                 request=request,
             )
         except WebhookError as exc:
@@ -117,7 +117,7 @@ class _EndpointAction(OrgMixin, View):
 class WebhookTestView(_EndpointAction):
     def act(self, endpoint: WebhookEndpoint) -> str:
         endpoint_send_test(
-            endpoint=endpoint, actor=Actor.for_request(self.request), request=self.request
+            endpoint=endpoint, actor=Actor.signed_in(self.request), request=self.request
         )
         return "A webhook.test event is on its way."
 
@@ -125,7 +125,7 @@ class WebhookTestView(_EndpointAction):
 class WebhookEnableView(_EndpointAction):
     def act(self, endpoint: WebhookEndpoint) -> str:
         endpoint_enable(
-            endpoint=endpoint, actor=Actor.for_request(self.request), request=self.request
+            endpoint=endpoint, actor=Actor.signed_in(self.request), request=self.request
         )
         return "The endpoint is enabled."
 
@@ -134,7 +134,7 @@ class WebhookResendView(_EndpointAction):
     def act(self, endpoint: WebhookEndpoint) -> str:
         delivery = delivery_get(endpoint=endpoint, public_id=self.kwargs["delivery_id"])
         delivery_resend(
-            delivery=delivery, actor=Actor.for_request(self.request), request=self.request
+            delivery=delivery, actor=Actor.signed_in(self.request), request=self.request
         )
         return f"Delivery {delivery.public_id} is being sent again."
 
@@ -167,7 +167,7 @@ class WebhookDisableView(_EndpointConfirmView):
     def perform(self, form: forms.Form | None) -> HttpResponse:
         endpoint = self.endpoint()
         endpoint_disable(
-            endpoint=endpoint, actor=Actor.for_request(self.request), request=self.request
+            endpoint=endpoint, actor=Actor.signed_in(self.request), request=self.request
         )
         messages.success(self.request, "The endpoint is disabled.")
         return HttpResponseRedirect(_detail_url(self.org.slug, endpoint))
@@ -188,7 +188,7 @@ class WebhookDeleteView(_EndpointConfirmView):
 
     def perform(self, form: forms.Form | None) -> HttpResponse:
         endpoint_delete(
-            endpoint=self.endpoint(), actor=Actor.for_request(self.request), request=self.request
+            endpoint=self.endpoint(), actor=Actor.signed_in(self.request), request=self.request
         )
         messages.success(self.request, "The endpoint is deleted.")
         return HttpResponseRedirect(reverse("webhook-list", kwargs={"org_slug": self.org.slug}))

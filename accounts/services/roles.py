@@ -19,12 +19,15 @@ def user_set_platform_role(
     actor: Actor,
     request: HttpRequest | None = None,
 ) -> User:
-    """Give `role` to the user with `email`, as the operator's command line
-    (`actor=Actor.system()`) or whoever else the caller names.
+    """Give `role` to the user with `email`: the operator's command line only
+    (`actor=Actor.system()`); staff change roles through `platform_admin.services.
+    platform_role_set`, which checks the platform owner.
 
-    Invariants: the user must exist; the last platform_owner cannot be demoted, so the
-    platform always keeps someone able to manage staff.
+    Invariants: only the system actor; the user must exist; the last platform_owner
+    cannot be demoted, so the platform always keeps someone able to manage staff.
     """
+    if not actor.is_system:
+        raise AccountError("forbidden", "Platform roles are given from the command line.")
     if role not in PlatformRole.values:
         raise AccountError("invalid_role", f"Unknown role {role!r}.")
     # Lock the owners so two concurrent demotions cannot both pass the last-owner check.

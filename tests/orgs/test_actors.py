@@ -142,3 +142,40 @@ def test_a_person_without_a_carried_membership_is_judged_by_their_own(
     services.membership_change_role(membership=target, role="admin", actor=Actor.for_user(owner))
     target.refresh_from_db()
     assert target.role == Role.ADMIN
+
+
+def test_a_key_acts_only_in_its_own_org(org: Organization, other_org: Organization) -> None:
+    """A key acts with an admin's powers in its own org, and with none in another."""
+    target = MembershipFactory.create(org=org, role=Role.MEMBER)
+    foreign = Actor.for_key(ApiKeyFactory.create(org=other_org))
+    with pytest.raises(MembershipError) as refused:
+        services.membership_change_role(membership=target, role="admin", actor=foreign)
+    assert refused.value.code == "forbidden"
+    own = Actor.for_key(ApiKeyFactory.create(org=org))
+    services.membership_change_role(membership=target, role="admin", actor=own)
+    target.refresh_from_db()
+    assert target.role == Role.ADMIN
+
+
+def test_a_dashboard_action_needs_a_signed_in_person(owner: User) -> None:
+    """Views take `Actor.signed_in`: an anonymous request never borrows the system's
+    powers (403), where `for_request` would fall back to the system for the audit log."""
+    from django.core.exceptions import PermissionDenied
+
+    assert Actor.signed_in(_request(owner)) == Actor.for_user(owner)
+    for anonymous in (AnonymousUser(), object()):
+        with pytest.raises(PermissionDenied):
+            Actor.signed_in(_request(anonymous))
+
+
+def test_platform_roles_are_given_from_the_command_line_only(staff_user: User, owner: User) -> None:
+    from accounts.models import PlatformRole
+    from accounts.services import AccountError, user_set_platform_role
+
+    for actor in (Actor.for_user(staff_user), Actor.for_user(owner)):
+        with pytest.raises(AccountError):
+            user_set_platform_role(email=owner.email, role=PlatformRole.PLATFORM_OWNER, actor=actor)
+    user = user_set_platform_role(
+        email=owner.email, role=PlatformRole.PLATFORM_ADMIN, actor=Actor.system()
+    )
+    assert user.platform_role == PlatformRole.PLATFORM_ADMIN
