@@ -384,9 +384,10 @@ class ApiView(APIView):
         return Actor.for_key(key, external_actor_id=self.external_actor_id)
 
     def paginate(
-        self, queryset: Any, serializer_class: Any, *, ordering: tuple[str, ...] | None = None
+        self, queryset: Any, serializer_class: Any, *, ordering: tuple[str, str] | None = None
     ) -> Response:
-        """One cursor page of `queryset` (newest first unless `ordering` says otherwise)."""
+        """One keyset page of `queryset` (`config.pager`): newest first unless `ordering`
+        (a time field and "id", both ascending or both descending) says otherwise."""
         paginator = ApiCursorPagination()
         if ordering is not None:
             paginator.ordering = ordering
@@ -421,7 +422,7 @@ class OrgApiView(ApiView):
 
     @cached_property
     def api_key(self) -> ApiKey:
-        """The presenting key's row (for services that record it as creator or actor)."""
+        """The presenting key's row, behind `actor`."""
         return apikey_get(org=self.org, public_id=self.principal.public_id)
 
     @cached_property

@@ -19,7 +19,6 @@ nullable references valid under OAS 3.0.3, and real pagination examples.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,7 +37,7 @@ from apikeys.api_base import KEY_KIND_SYSTEM, ApiView
 from apikeys.catalogue import AUTHORIZATION, current
 from apikeys.errors import ERRORS, IDEMPOTENCY_ERROR
 from apikeys.guard.pipeline import MAX_CLIENT_HEADER_LENGTH
-from apikeys.pagination import DEFAULT_LIMIT
+from apikeys.pagination import DEFAULT_LIMIT, encode_cursor
 from apikeys.permissions import ANY_SCOPE
 from apikeys.scopes import get_resource
 
@@ -509,10 +508,23 @@ def _nullable_references(node: Any) -> None:
         _nullable_references(value)
 
 
-def cursor_example(position: str, *, reverse: bool = False) -> str:
-    """A cursor as `ApiCursorPagination` writes it (DRF's format: base64 of `r=1&p=…`)."""
-    tokens = {"r": "1", "p": position} if reverse else {"p": position}
-    return base64.b64encode(urlencode(tokens).encode("ascii")).decode("ascii")
+# The type prefix of each list's rows, by the last segment of its path (for examples).
+_LIST_ID_PREFIXES = {
+    "api-keys": "key",
+    "members": "mem",
+    "invitations": "inv",
+    "audit-events": "evt",
+    "endpoints": "whe",
+    "deliveries": "whd",
+    "organizations": "org",
+    "kyc-applications": "kyc",
+}
+
+
+def _example_row_id(path: str, tail: str) -> str:
+    segments = [part for part in path.split("/") if part and not part.startswith("{")]
+    prefix = _LIST_ID_PREFIXES.get(segments[-1] if segments else "", "obj")
+    return f"{prefix}_{tail}"
 
 
 def _pagination_examples(result: dict[str, Any]) -> None:
@@ -533,8 +545,8 @@ def _pagination_examples(result: dict[str, Any]) -> None:
             continue
         url = f"{settings.SITE_URL}{path}"
         links = {
-            "next": cursor_example("2025-01-31 09:30:00.000000+00:00"),
-            "previous": cursor_example("2025-01-31 11:05:00.000000+00:00", reverse=True),
+            "next": encode_cursor(following=_example_row_id(path, "7yQ2mLk9TzR4vXbN1cW8pD3s")),
+            "previous": encode_cursor(preceding=_example_row_id(path, "3hF6sJ0aPq5wEr2tYu9iOk4l")),
         }
         for name, cursor in links.items():
             query = urlencode({"cursor": cursor, "limit": DEFAULT_LIMIT})

@@ -90,8 +90,8 @@ def apikey_page(
     return keyset_page(
         apikey_list(org=org),
         scope=ApiKey.objects.filter(org=org, deleted_at__isnull=True),
-        before=before,
-        after=after,
+        following=before,
+        preceding=after,
         limit=limit,
     )
 

@@ -309,7 +309,7 @@ def audit_event_page(
     return keyset_page(
         audit_event_list(org=org, **filters),
         scope=AuditEvent.objects.filter(org=org),
-        before=before,
-        after=after,
+        following=before,
+        preceding=after,
         limit=limit,
     )

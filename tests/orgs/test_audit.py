@@ -115,17 +115,17 @@ def test_keyset_pages_walk_the_whole_log_both_ways_without_loss(org: Organizatio
     _fill(org, 23)
     expected = [e.public_id for e in selectors.audit_event_list(org=org)]
     pages = [selectors.audit_event_page(org=org, limit=5)]
-    assert pages[0].newer is None
-    while pages[-1].older:
-        pages.append(selectors.audit_event_page(org=org, before=pages[-1].older, limit=5))
+    assert pages[0].previous is None
+    while pages[-1].next:
+        pages.append(selectors.audit_event_page(org=org, before=pages[-1].next, limit=5))
     assert [len(p.items) for p in pages] == [5, 5, 5, 5, 3]
     assert [e.public_id for p in pages for e in p.items] == expected
     # And back again with the "newer" cursors.
-    back = selectors.audit_event_page(org=org, after=pages[-1].newer or "", limit=5)
+    back = selectors.audit_event_page(org=org, after=pages[-1].previous or "", limit=5)
     assert [e.public_id for e in back.items] == [e.public_id for e in pages[-2].items]
-    first = selectors.audit_event_page(org=org, after=pages[1].newer or "", limit=5)
+    first = selectors.audit_event_page(org=org, after=pages[1].previous or "", limit=5)
     assert [e.public_id for e in first.items] == expected[:5]
-    assert first.newer is None and first.older == expected[4]
+    assert first.previous is None and first.next == expected[4]
 
 
 def test_a_cursor_from_another_org_gives_an_empty_page(
@@ -134,7 +134,7 @@ def test_a_cursor_from_another_org_gives_an_empty_page(
     _fill(org, 3)
     theirs = _event(other_org, created_at=timezone.now() + timedelta(days=1))
     page = selectors.audit_event_page(org=org, before=theirs.public_id)
-    assert page.items == [] and page.older is None and page.newer is None
+    assert page.items == [] and page.next is None and page.previous is None
 
 
 # --- the page ------------------------------------------------------------------------

@@ -390,6 +390,58 @@ def test_cursor_pagination_walks_every_item_once(
     assert [k["id"] for k in back["results"]] == [k["id"] for k in first["results"]]
 
 
+def _walk_back(client: ApiClient, url: str | None) -> list[str]:
+    """The ids of the pages before the page at `url`, following `previous` links."""
+    ids: list[str] = []
+    while url:
+        parts = urlsplit(url)
+        body = client.get(f"{parts.path}?{parts.query}").json()
+        ids = [item["id"] for item in body["results"]] + ids
+        url = body["previous"]
+    return ids
+
+
+def test_an_oldest_first_list_pages_both_ways_in_its_own_order(
+    org: Organization, full_client: ApiClient
+) -> None:
+    """Members are listed oldest first (joining order): the one keyset pager walks an
+    ascending list forward and back, with rows that joined at the same moment."""
+    moment = timezone.now()
+    for n in range(6):
+        membership = MembershipFactory.create(org=org, user=UserFactory.create())
+        if n % 2:
+            Membership.objects.filter(pk=membership.pk).update(created_at=moment)
+    expected = list(
+        Membership.objects.filter(org=org)
+        .order_by("created_at", "id")
+        .values_list("public_id", flat=True)
+    )
+    assert _walk(full_client, "members", 2) == expected
+    last = full_client.get("members", query={"limit": "2"}).json()
+    while last["next"]:
+        parts = urlsplit(last["next"])
+        last = full_client.get(f"{parts.path}?{parts.query}").json()
+    tail = [item["id"] for item in last["results"]]
+    assert _walk_back(full_client, last["previous"]) + tail == expected
+
+
+def test_a_cursor_naming_no_row_of_the_list_gives_an_empty_page(
+    org: Organization, other_org: Organization, full_client: ApiClient
+) -> None:
+    """A well-formed cursor naming another org's key (or none at all) is no position in
+    this org's list: an empty page, never a 500 or someone else's rows."""
+    from apikeys.pagination import encode_cursor
+    from tests.factories import ApiKeyFactory
+
+    foreign = ApiKeyFactory.create(org=other_org)
+    for cursor in (
+        encode_cursor(following=foreign.public_id),
+        encode_cursor(preceding="key_doesnotexist"),
+    ):
+        body = full_client.get("api-keys", query={"cursor": cursor}).json()
+        assert body == {"next": None, "previous": None, "results": []}
+
+
 def test_audit_events_with_identical_timestamps_paginate_without_loss(
     org: Organization, full_client: ApiClient
 ) -> None:
