@@ -29,11 +29,11 @@ from redis.connection import AbstractConnection
 
 from apikeys import usage
 from apikeys.models import ApiKey
-from apikeys.services import apikey_create
 from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.api.conftest import ApiClient
 from tests.clock import FrozenClock
+from tests.factories import ApiKeyFactory
 from tests.programs import REDIS, require
 
 
@@ -255,12 +255,8 @@ def new_key(
 ) -> tuple[ApiKey, ApiClient]:
     """A key and the API client that sends it, adding no Idempotency-Key of its own (the
     guard tests name theirs)."""
-    key, secret = apikey_create(
-        actor=Actor.system(),
-        org=org,
-        name=name,
-        environment="test",
-        scopes=ALL_SCOPES if scopes is None else scopes,
+    key, secret = ApiKeyFactory.pair(
+        org=org, name=name, environment="test", scopes=ALL_SCOPES if scopes is None else scopes
     )
     client = ApiClient(secret)
     client.auto_idempotency = False

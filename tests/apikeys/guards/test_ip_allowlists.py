@@ -21,6 +21,7 @@ from orgs.models import AuditEvent, Organization
 from tests.apikeys.api.conftest import assert_error
 from tests.apikeys.api.test_verify import system_key
 from tests.apikeys.guards.conftest import set_limits
+from tests.factories import ApiKeyFactory
 
 PRODUCT = Path(__file__).resolve().parents[1] / "catalogues" / "product.toml"
 
@@ -55,14 +56,14 @@ def verify(verifier: str, secret: str, **body: Any) -> Any:
 
 
 def key_with(org: Organization, ranges: list[str], mode: str = "enforce", **kw: Any) -> Any:
-    return apikey_create(
+    return ApiKeyFactory.pair(
         org=org,
         name="Net",
         environment="test",
         scopes=kw.pop("scopes", ["payments:read", "members:read"]),
         allowed_ips=ranges,
         allowed_ips_mode=mode,
-        **{"actor": Actor.system(), **kw},
+        **kw,
     )
 
 
