@@ -33,15 +33,15 @@ def make_endpoint(org: Organization, url: str, **kwargs: Any) -> tuple[WebhookEn
     return endpoint_create(org=org, url=url, actor=Actor.system(), **kwargs)
 
 
+def billing_key(org: Organization) -> None:
+    apikey_create(
+        actor=Actor.system(), org=org, name="Billing", environment="test", scopes=["members:read"]
+    )
+
+
 def create_key(org: Organization, capture: Capture) -> None:
     with capture(execute=True):
-        apikey_create(
-            actor=Actor.system(),
-            org=org,
-            name="Billing",
-            environment="test",
-            scopes=["members:read"],
-        )
+        billing_key(org)
 
 
 def retry_due() -> None:
@@ -84,13 +84,7 @@ def test_no_secret_is_stored_in_clear_or_carried_by_the_outbox(
     endpoint, secret = make_endpoint(org, receiver.url)
     receiver.script = [(500, 0.0)]
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        apikey_create(
-            actor=Actor.system(),
-            org=org,
-            name="Billing",
-            environment="test",
-            scopes=["members:read"],
-        )
+        billing_key(org)
     raw = secret.removeprefix("whsec_").encode()
     endpoint.refresh_from_db()
     assert raw not in bytes(endpoint.secret_sealed) and secret.encode() not in bytes(
