@@ -29,7 +29,7 @@ from apikeys.errors import AUTHENTICATION_CODES, ERRORS, ApiError, error_body, w
 from apikeys.redisconn import ErrorLog
 from apikeys.scopes import ScopeError
 from apikeys.services import ScopeNotAllowed
-from config.errors import ServiceError
+from config.errors import InvalidFields, ServiceError
 
 logger = logging.getLogger("apikeys.api")
 
@@ -156,8 +156,11 @@ def _classify(exc: BaseException) -> tuple[str, str | None, dict[str, Any], dict
     if isinstance(exc, drf.ValidationError):
         message, extra = _validation_payload(exc.detail)
         return "validation_error", message, extra, {}
-    if isinstance(exc, DjangoValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+    if isinstance(exc, InvalidFields | DjangoValidationError):
+        if isinstance(exc, InvalidFields):
+            detail = exc.fields
+        else:
+            detail = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
         message, extra = _validation_payload(
             {k: [drf.ErrorDetail(m, code="invalid") for m in v] for k, v in detail.items()}
         )

@@ -5,7 +5,9 @@ Every app's refusals (`OrgError`, `PlatformError`, `WebhookError`, `ApiKeyError`
 a `message` fit to show the person who asked, the `param` (input) at fault if any, and
 `extra` fields for the API's error body. The API maps them in one place
 (`apikeys.exceptions`: the reason to an error code of `apikeys.errors.ERRORS`, the body
-fields); the dashboard shows `message`.
+fields); the dashboard shows `message`. A refusal of several inputs at once (a KYC
+application, plan and limit changes) is an `InvalidFields`: every field's messages, which
+the API lists in `errors` and a dashboard form puts on its fields.
 """
 
 from __future__ import annotations
@@ -40,3 +42,23 @@ class ServiceError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+class InvalidFields(ServiceError):
+    """Several inputs refused at once: `fields` maps each input to its messages (in the
+    order they were checked). The API answers 400 `validation_error` listing every one;
+    a dashboard form puts each message on its field."""
+
+    code = "validation_error"
+    code_is_reason = False
+
+    def __init__(self, fields: dict[str, list[str]]) -> None:
+        self.fields = {name: list(found) for name, found in fields.items() if found}
+        if not self.fields:
+            raise ValueError("InvalidFields needs at least one field's message.")
+        param, found = next(iter(self.fields.items()))
+        super().__init__(found[0], param=param)
+
+    @property
+    def messages(self) -> list[str]:
+        return [message for found in self.fields.values() for message in found]

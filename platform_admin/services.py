@@ -4,7 +4,7 @@ Every service is keyword-only and atomic, takes who acts as `actor=` (`orgs.acto
 and records an audit event naming it: the staff member (or the system key) for staff
 actions, with `org=` the org concerned so the org sees the event on its own log. Errors
 are `PlatformError`s carrying a stable `code` and a message fit to show the user; bad
-input is a Django `ValidationError` keyed by field.
+input is an `InvalidFields` (`config.errors`) keyed by field.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from django_countries import countries
 
 from accounts.emails import queue_email
 from accounts.models import PlatformRole, User
+from config.errors import InvalidFields
 from orgs.actors import Actor
 from orgs.models import KycStatus, Organization, OrgStatus, Role
 from orgs.plans import Plan
@@ -133,7 +134,7 @@ def _clean_kyc_fields(data: dict[str, Any]) -> dict[str, str]:
         errors["country"] = ["Choose a country (ISO 3166-1 alpha-2 code)."]
     cleaned["country"] = country
     if errors:
-        raise ValidationError(errors)
+        raise InvalidFields(errors)
     return cleaned
 
 
@@ -192,13 +193,13 @@ def kyc_submit(
         if latest is not None:
             carried = [d for d in latest.documents.all() if d.public_id in wanted]
         if len(carried) != len(wanted):
-            raise ValidationError(
+            raise InvalidFields(
                 {"documents": ["A document to keep is not part of the last application."]}
             )
     try:
         checked = check_documents(list(documents), already=len(carried))
-    except ValidationError as exc:
-        raise ValidationError({"documents": exc.messages}) from None
+    except ValidationError as exc:  # the documents' validator (forms use it too)
+        raise InvalidFields({"documents": exc.messages}) from None
 
     now = timezone.now()
     application = KycApplication.objects.create(
@@ -356,9 +357,9 @@ def kyc_approve(
 def clean_reason(reason: object) -> str:
     value = reason.strip() if isinstance(reason, str) else ""
     if not value:
-        raise ValidationError({"reason": ["Give a reason: the organisation will read it."]})
+        raise InvalidFields({"reason": ["Give a reason: the organisation will read it."]})
     if len(value) > REASON_MAX_LENGTH or "\x00" in value:
-        raise ValidationError({"reason": [f"At most {REASON_MAX_LENGTH} characters."]})
+        raise InvalidFields({"reason": [f"At most {REASON_MAX_LENGTH} characters."]})
     return value
 
 
@@ -416,7 +417,7 @@ def org_set_plan(
     """Move the org to `plan`; its keys see the new limits on their next request."""
     _check_staff(actor)
     if plan not in Plan.values:
-        raise ValidationError({"plan": [f"Choose one of: {', '.join(Plan.values)}."]})
+        raise InvalidFields({"plan": [f"Choose one of: {', '.join(Plan.values)}."]})
     locked = _lock_org(org)
     previous = locked.plan
     if previous != plan:
@@ -475,7 +476,7 @@ def _clean_limit(name: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= LIMIT_MAX:
-        raise ValidationError({name: [f"Use a whole number from 0 to {LIMIT_MAX}, or none."]})
+        raise InvalidFields({name: [f"Use a whole number from 0 to {LIMIT_MAX}, or none."]})
     return value
 
 
@@ -532,7 +533,7 @@ def _set_status(
 ) -> Organization:
     _check_staff(actor)
     if len(reason) > REASON_MAX_LENGTH:
-        raise ValidationError({"reason": [f"At most {REASON_MAX_LENGTH} characters."]})
+        raise InvalidFields({"reason": [f"At most {REASON_MAX_LENGTH} characters."]})
     locked = _lock_org(org)
     if locked.status != status:
         locked.status = status

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import (
     FileResponse,
@@ -33,6 +33,7 @@ from accounts.models import PlatformRole, User
 from accounts.selectors import user_get_by_email, user_has_second_factor
 from apikeys.forms import scope_grid
 from config.confirm import Confirmation, ConfirmMixin
+from config.errors import InvalidFields
 from config.text import end_sentence
 from orgs.actors import Actor
 from orgs.models import KycStatus, OrgStatus
@@ -139,8 +140,8 @@ class KycView(OrgView):
                 actor=Actor.signed_in(request),
                 request=request,
             )
-        except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
+        except InvalidFields as exc:
+            for field, errors in exc.fields.items():
                 form.add_error(field if field in form.fields else None, errors)
             return self._render(request, history, form=form, status=400)
         except PlatformError as exc:
@@ -404,8 +405,8 @@ class KycRejectView(_KycDecisionView):
                 reason=form.cleaned_data["reason"],
                 request=request,
             )
-        except ValidationError as exc:
-            form.add_error("reason", exc.message_dict.get("reason", exc.messages))
+        except InvalidFields as exc:
+            form.add_error("reason", exc.fields.get("reason", exc.messages))
             return self.render_confirm_step(form, status=400)
         except PlatformError as exc:
             messages.error(request, exc.message)

@@ -407,3 +407,39 @@ def test_list_approve_and_reject_kyc_applications(
     assert api.post("platform/kyc-applications/kyc_nothere/approve").status_code == 404
     event = AuditEvent.objects.get(action="kyc.approved")
     assert event.actor_type == "api_key" and event.org == org
+
+
+def test_several_bad_fields_are_one_service_error_listing_every_field(
+    org: Organization, owner: User
+) -> None:
+    """The KYC service refuses every bad field at once with one `InvalidFields` (a
+    `ServiceError`); the API lists each field in `errors`, the first as `param`."""
+    from config.errors import InvalidFields, ServiceError
+
+    bad = {**KYC_BODY, "country": "ZZ", "director_name": "", "legal_name": "x" * 500}
+    with pytest.raises(InvalidFields) as refused:
+        services.kyc_submit(
+            org=org,
+            documents=[upload("c.pdf", pdf_bytes())],
+            actor=Actor.for_user(owner),
+            legal_name=bad["legal_name"],
+            registration_number=bad["registration_number"],
+            country=bad["country"],
+            address=bad["address"],
+            director_name=bad["director_name"],
+        )
+    assert isinstance(refused.value, ServiceError)
+    assert set(refused.value.fields) == {"country", "director_name", "legal_name"}
+
+    # The API's one mapping lists every field, the first as `param`.
+    from django.test import RequestFactory
+
+    from apikeys.exceptions import error_response_for
+
+    response = error_response_for(refused.value, RequestFactory().post("/api/v1/kyc"))
+    assert response.status_code == 400
+    error = response.data["error"]
+    assert error["code"] == "validation_error"
+    assert {item["param"] for item in error["errors"]} == set(refused.value.fields)
+    assert error["param"] == error["errors"][0]["param"]
+    assert not KycApplication.objects.exists()

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.exceptions import ValidationError
 from django.test import Client
 
 from accounts.models import User
+from config.errors import InvalidFields
 from orgs.actors import Actor
 from orgs.models import AuditEvent, KycStatus, Organization
 from platform_admin import services
@@ -238,7 +238,7 @@ def test_documents_to_keep_must_come_from_the_orgs_last_application(
     services.kyc_reject(application=foreign, actor=Actor.for_user(staff_user), reason="No.")
     mine = submit(org, admin_user)
     services.kyc_reject(application=mine, actor=Actor.for_user(staff_user), reason="No.")
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidFields):
         submit(
             org,
             admin_user,
@@ -251,7 +251,7 @@ def test_documents_to_keep_must_come_from_the_orgs_last_application(
 def test_a_failed_submission_leaves_no_file_behind(
     org: Organization, admin_user: User, _private_media: Path
 ) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidFields):
         submit(
             org,
             admin_user,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.errors import InvalidFields
 from orgs.actors import Actor
 from orgs.models import Organization
 from platform_admin.services import LIMIT_MAX, org_set_limits
@@ -72,7 +72,7 @@ class Command(BaseCommand):
                 monthly=current["monthly"],
                 actor=Actor.system(),
             )
-        except ValidationError as exc:
+        except InvalidFields as exc:
             raise CommandError("; ".join(exc.messages)) from None
         limits = org.limits
         self.stdout.write(
