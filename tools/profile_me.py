@@ -10,9 +10,12 @@ loopback port and uses a throwaway SQLite file, so it touches nothing else.
     .venv/bin/python tools/profile_me.py --profile me    # cProfile of `me` (or gateway)
     .venv/bin/python tools/profile_me.py --count-redis   # Redis commands per `me`
     .venv/bin/python tools/profile_me.py --no-leases     # one Redis trip per request
+    .venv/bin/python tools/profile_me.py --profile tenants   # cProfile of the 200-key shape
 
 The benchmark org has custom limits of 10^9 per minute, burst and month: every window is
 checked and counted as for a limited org (0 would mean "unlimited", which skips them).
+`tenants` is `me` with each call from the next of `--tenants` keys (default 200) of half as
+many Growth-plan orgs, as `make bench`'s many-tenant shape.
 """
 
 from __future__ import annotations
@@ -72,7 +75,9 @@ def setup_django(workdir: Path, redis_url: str, *, leases: bool) -> None:
             "LATCHKEY_USAGE_FLUSH_SECONDS": "0",
             # Admission leases (ADR 0065) on, as deployed; --no-leases measures the
             # one-trip-per-request path of the standard plans.
-            "LATCHKEY_KEY_LEASE_MS": "200" if leases else "0",
+            "LATCHKEY_KEY_LEASE_MS": os.environ.get("LATCHKEY_KEY_LEASE_MS", "1000")
+            if leases
+            else "0",
             "LATCHKEY_CATALOGUE": str(ROOT / "tools" / "bench_catalogue.toml"),
         }
     )
@@ -103,6 +108,28 @@ def make_key() -> str:
         actor=Actor.system(),
     )
     return str(secret)
+
+
+def make_tenant_keys(count: int) -> list[str]:
+    """`count` keys of `count / 2` Growth-plan orgs (two keys each)."""
+    from accounts.models import User
+    from apikeys.services import apikey_create
+    from orgs.actors import Actor
+    from orgs.services import org_create
+
+    secrets_made: list[str] = []
+    for number in range((count + 1) // 2):
+        owner = User.objects.create_user(f"tenant-{number}@example.test")
+        org = org_create(name=f"Tenant {number}", slug=f"tenant-{number}", owner=owner)
+        org.plan = "growth"
+        org.save(update_fields=["plan"])
+        for _ in range(2):
+            if len(secrets_made) < count:
+                _, secret = apikey_create(
+                    org=org, name="tenant", environment="test", scopes=[], actor=Actor.system()
+                )
+                secrets_made.append(str(secret))
+    return secrets_made
 
 
 def environ_for(path: str, key: str | None, **headers: str) -> dict[str, Any]:
@@ -147,14 +174,15 @@ def process_cpu(pid: int) -> float:
 
 
 def per_request_us(
-    app: Any, template: dict[str, Any], count: int, redis_pid: int = 0
+    app: Any, templates: list[dict[str, Any]], count: int, redis_pid: int = 0
 ) -> tuple[float, float, float]:
-    """Wall time, this process's CPU time and Redis' CPU time per request, in us."""
+    """Wall time, this process's CPU time and Redis' CPU time per request, in us (each
+    request with the next of `templates`)."""
     redis_before = process_cpu(redis_pid) if redis_pid else 0.0
     cpu_before = time.process_time()
     started = time.perf_counter()
-    for _ in range(count):
-        call(app, template)
+    for number in range(count):
+        call(app, templates[number % len(templates)])
     wall = (time.perf_counter() - started) / count * 1e6
     cpu = (time.process_time() - cpu_before) / count * 1e6
     redis_cpu = (process_cpu(redis_pid) - redis_before) / count * 1e6 if redis_pid else 0.0
@@ -165,7 +193,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--profile", choices=["ping", "me", "gateway"])
+    parser.add_argument("--profile", choices=["ping", "me", "gateway", "tenants"])
+    parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--count-redis", action="store_true")
     parser.add_argument("--no-leases", action="store_true")
     args = parser.parse_args()
@@ -185,14 +214,16 @@ def main() -> None:
             HTTP_X_ORIGINAL_METHOD="GET",
             HTTP_X_ORIGINAL_URI="/bench/items/1",
         )
-        targets = {"ping": ping, "me": me, "gateway": gateway}
-        for template in (ping, me, me, me, gateway):
+        tenants = [environ_for("/api/v1/me", secret) for secret in make_tenant_keys(args.tenants)]
+        targets = {"ping": [ping], "me": [me], "gateway": [gateway], "tenants": tenants}
+        for template in (ping, me, me, me, gateway, *tenants, *tenants):
             status, body = call(app, template)
             if not status.startswith("200"):
                 raise SystemExit(f"{template['PATH_INFO']}: {status} {body[:300]!r}")
         for _ in range(200):
-            for template in targets.values():
-                call(app, template)
+            for name, templates in targets.items():
+                if name != "tenants":
+                    call(app, templates[0])
 
         if args.count_redis:
             from redis.connection import AbstractConnection
@@ -217,22 +248,25 @@ def main() -> None:
             import cProfile
             import pstats
 
-            template = targets[args.profile]
+            chosen = targets[args.profile]
             profiler = cProfile.Profile()
             profiler.enable()
-            for _ in range(args.count):
-                call(app, template)
+            for number in range(args.count):
+                call(app, chosen[number % len(chosen)])
             profiler.disable()
             stats = pstats.Stats(profiler)
             stats.sort_stats("cumulative").print_stats(45)
             stats.sort_stats("tottime").print_stats(30)
             stats.sort_stats("cumulative").print_stats("apikeys|rest_framework|config", 60)
+            from apikeys import leases
+
+            leases.release_all()  # pushed while Redis is still there
             return
 
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
         for _ in range(args.rounds):
-            for name, template in targets.items():
-                results[name].append(per_request_us(app, template, args.count, redis_process.pid))
+            for name, templates in targets.items():
+                results[name].append(per_request_us(app, templates, args.count, redis_process.pid))
         # The best round is the least disturbed by whatever else the machine runs.
         best = {name: min(rounds) for name, rounds in results.items()}
         cpu = {name: min(r[1] for r in rounds) for name, rounds in results.items()}
@@ -246,6 +280,8 @@ def main() -> None:
         print(f"guard CPU (me + its Redis - ping): {guard:.0f} us per request")
         print(f"in-process ratio (wall) {best['ping'][0] / best['me'][0]:.3f}")
         print(f"gateway / me (CPU)      {cpu['gateway'] / cpu['me']:.3f}")
+        tenants_cost = cpu["tenants"] + redis_cpu["tenants"]
+        print(f"tenants / ping (CPU with Redis) {cpu['ping'] / tenants_cost:.3f}")
         from apikeys import leases
 
         leases.release_all()  # pushed while Redis is still there
