@@ -50,8 +50,10 @@ CLASS_5XX = "c5"
 IP_REPORTED = "ipr"
 # A recent-requests list is trimmed back to its cap once it is this much over.
 RECENT_SLACK = 20
-# A lease takes at most 1/LEASE_DIVISOR of what is left in any window (ADR 0065).
-LEASE_DIVISOR = 256
+# A lease takes at most this share of what is left in each window (ADR 0090): a quarter
+# of the burst window (tokens idle in it die with its second), a sixteenth of the minute
+# window, a 256th of the monthly quota (a refusal there reads "come back next month").
+LEASE_DIVISORS = {"burst": 4, "minute": 16, "month": 256}
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,14 +569,14 @@ if org == '' then ql = '0' end
 bl, ml, ql = tonumber(bl), tonumber(ml), tonumber(ql)
 local r = lk_limits(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
   bl, ml, ql, true, '', 4)
--- An admission lease (ADR 0065): when every limited window has plenty of room, count a
--- block of tokens at once for the calling process to admit locally until the lease ends.
+-- An admission lease (ADR 0065, 0090): when every limited window has room, count a block
+-- of tokens at once for the calling host to admit locally until the lease ends.
 local extra = 0
 local c = tonumber(ARGV[15])
 if r[1] == 0 and c > 1 then
-  if bl > 0 then c = math.min(c, math.floor((bl - r[2]) / LEASE_DIVISOR)) end
-  if ml > 0 then c = math.min(c, math.floor((ml - r[3]) / LEASE_DIVISOR)) end
-  if ql > 0 then c = math.min(c, math.floor((ql - r[4]) / LEASE_DIVISOR)) end
+  if bl > 0 then c = math.min(c, math.floor((bl - r[2]) / BURST_DIVISOR)) end
+  if ml > 0 then c = math.min(c, math.floor((ml - r[3]) / MINUTE_DIVISOR)) end
+  if ql > 0 then c = math.min(c, math.floor((ql - r[4]) / MONTH_DIVISOR)) end
   if c > 1 then
     extra = c - 1
     if bl > 0 then redis.call('INCRBY', KEYS[3], extra) end
@@ -590,7 +592,9 @@ if r[1] == 0 and c > 1 then
 end
 return {e, false, g, r[1], r[3], extra}
 """
-).replace("LEASE_DIVISOR", str(LEASE_DIVISOR))
+)
+for _window, _divisor in LEASE_DIVISORS.items():
+    _LOOKUP_COUNT_LUA = _LOOKUP_COUNT_LUA.replace(f"{_window.upper()}_DIVISOR", str(_divisor))
 
 _LOOKUP_COUNT = redisconn.FastScript(_LOOKUP_COUNT_LUA)
 

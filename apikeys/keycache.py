@@ -54,7 +54,7 @@ from orgs.plans import Limits
 logger = logging.getLogger("apikeys.keycache")
 
 ENTRY_TTL = 300
-LEASE_DIVISOR = backend_module.LEASE_DIVISOR
+LEASE_DIVISORS = backend_module.LEASE_DIVISORS
 # Longer than any database read of a filler can take: see `_fill`.
 MARKER_TTL = 900
 
@@ -488,6 +488,9 @@ def _apply(target: tuple[str, Any]) -> int:
     return store.invalidate_org(_org_generation_name(org_pk), org_lease_name(org_pk), _marker())
 
 
+# `LATCHKEY_KEY_LEASE_MS`'s default (config/settings.py): what an invalidation that cannot
+# reach Redis waits for at least.
+LEASE_MS_DEFAULT = 1000
 # Added to the wait for leases: covers a Redis clock running slightly slower than ours.
 LEASE_WAIT_MARGIN = 0.005
 
@@ -515,7 +518,7 @@ def _invalidate(target: tuple[str, Any], *, wait: bool) -> None:
         # default's, should this process run with leases off). The cache entry itself
         # is invalidated only when the retrier gets through (ADR 0061): a worker that
         # still reaches Redis meanwhile may accept the key from it.
-        held_ms = max(int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0), 200)
+        held_ms = max(int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0), LEASE_MS_DEFAULT)
     if wait and held_ms > 0:
         _wait(held_ms / 1000 + LEASE_WAIT_MARGIN)
 

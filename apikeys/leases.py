@@ -1,28 +1,42 @@
-"""Admission leases: a high-limit key's requests admitted without a Redis call each (ADR 0065).
+"""Admission leases: a busy key's requests admitted without a Redis call each (ADR 0065, 0090).
 
 A guarded request normally makes one Redis round trip (ADR 0064): the key's verification
-and the check-and-count of its rate limits, atomically. For a key whose limits leave a lot
-of room, the verification-and-count script may count a *block* of tokens at once and grant
-the calling process an admission lease on them:
+and the check-and-count of its rate limits, atomically. For a key that is busy on this
+host, the verification-and-count script may count a *block* of tokens at once and grant
+an admission lease on them to the host: every worker process of the host admits the
+key's next requests from the lease, with no Redis call, until its tokens, its second or
+its trust run out.
 
 - **Never more than the limit.** The tokens are counted in the shared windows (burst,
-  minute, monthly quota) when the lease is granted, so with any number of processes no
-  more than the limit is admitted in a window. A lease takes at most 1/256 of what is left
-  in any window (`keycache.LEASE_DIVISOR`) and at most `LATCHKEY_KEY_LEASE_TOKENS`; a key
-  with less room left than that (every standard plan's burst window) gets no lease and
-  keeps the exact one-trip path. A lease lives in one burst window (one second) and at
-  most `LATCHKEY_KEY_LEASE_MS`; tokens it did not use go back to the minute and monthly
-  windows (the monthly quota counts admitted requests only).
+  minute, monthly quota) when the lease is granted, so with any number of processes and
+  hosts no more than the limit is admitted in a window.
+- **Sized to the host's demand, bounded.** A lease asks for what the key's rate on this
+  host (its requests in the last second, or so far in this one) predicts for the rest of
+  the second, half as much again, at most `LATCHKEY_KEY_LEASE_TOKENS`; the script gives
+  at most a quarter of what is left in the burst window, a sixteenth of the minute
+  window and a 256th of the monthly quota (`keycache.LEASE_DIVISORS`). Tokens
+  only idle in one host's lease can hold back another host's requests, never this
+  host's own (they are taken first), so that bound is what several hosts may see
+  refused early, for the rest of one second. A lease lives in one burst window (one
+  second) and at most `LATCHKEY_KEY_LEASE_MS`; tokens it did not use go back to the
+  minute and monthly windows (the monthly quota counts admitted requests only).
+- **One table per host.** The leases live in a small file in shared memory (`/dev/shm`,
+  one per host, Redis database and key prefix; `LATCHKEY_LEASE_TABLE` names another
+  place), one slot per key, each slot guarded by a POSIX record lock (released by the
+  kernel if its holder dies). A process uses a lease only with the key's state it got
+  from its own round trips, and only when that state is the one the lease was granted
+  with (the cache entry's fingerprint): a change made since (a limit, a scope, the
+  org's state) is never applied late by a worker that saw the old one.
 - **Revocation stays immediate.** While a lease may be held, a marker for the key and its
   org lives in Redis for the lease's length. An invalidation (revoke, rotation, delete,
   suspension, limit change: `keycache.invalidate_*`) reads how long the newest marker has
   left and returns only after that, so once it has returned no process accepts the key
-  under a lease granted before the change. A holder trusts its lease for 90 % of its
-  length, measured from before it asked: the margin covers clock-rate differences.
-- **Usage is still counted.** Requests admitted under a lease are counted in this
-  process (per key and hour: count, status classes, client versions, last time and IP;
-  and the key's recent requests) and pushed to Redis every half second, when a lease
-  ends, before a usage fold in this process, and at exit (gunicorn's `worker_exit`,
+  under a lease granted before the change. A lease is trusted for 90 % of its length,
+  measured from before it was asked for: the margin covers clock-rate differences.
+- **Usage is still counted.** Requests admitted under a lease are counted in the process
+  that admitted them (per key and hour: count, status classes, client versions, last
+  time and IP; and the key's recent requests) and pushed to Redis every half second,
+  before a usage fold in this process, and at exit (gunicorn's `worker_exit`,
   `atexit`): a graceful shutdown loses none.
 
 With leases off (`LATCHKEY_KEY_LEASE_MS=0`) or without Redis nothing here runs. The
@@ -33,9 +47,16 @@ the one-trip path; the layers below reach it only through `apikeys.held`.
 from __future__ import annotations
 
 import atexit
+import fcntl
+import hashlib
 import json
 import logging
+import math
+import mmap
 import os
+import secrets
+import struct
+import tempfile
 import threading
 import time
 import uuid
@@ -43,19 +64,184 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from apikeys import held, keycache, ratelimit, redisconn, usage
+from django.conf import settings
+from django.core.signals import setting_changed
+
+from apikeys import backend, held, keycache, ratelimit, redisconn, usage
 from orgs.plans import Limits
 
 logger = logging.getLogger("apikeys.guards")
 
-# A holder trusts its lease for this fraction of the length Redis keeps its marker.
+# A lease is trusted for this fraction of the length Redis keeps its marker.
 HOLDER_FRACTION = 0.9
 PUSH_INTERVAL = 0.5
+# A lease asks for this many times what the host's recent rate predicts.
+DEMAND_MARGIN = 1.5
+# A rate is not read from less of a second than this.
+MIN_ELAPSED = 0.1
+
+# --- the host's table ----------------------------------------------------------------
+#
+# One slot per key (by its digest; a key whose slot holds another key's live lease gets
+# no lease): tag, fingerprint of the cache entry the lease was granted with, key id, org
+# id (-1: none), the lease's second, trusted until (time.monotonic(), one clock for every
+# process of a host), serial, tokens left, the minute counter after the grant (tokens
+# included), which windows are limited (bits: burst, minute, month), and the key's demand
+# on this host: the second it counts, requests in it, requests in the one before.
+_SLOT = struct.Struct("<QQqqqdqqqiqii")
+SLOT_SIZE = 128
+SLOTS = 16384
+TABLE_SIZE = SLOT_SIZE * SLOTS
+_LAYOUT = "leases-v1"
+_BURST, _MINUTE, _MONTH = 1, 2, 4
+
+(
+    _TAG,
+    _VERSION,
+    _KEY,
+    _ORG,
+    _SECOND,
+    _TRUST,
+    _SERIAL,
+    _MINUTE_USED,
+    _TOKENS_UNUSED,
+    _FLAGS,
+    _DEMAND_SECOND,
+    _CUR,
+    _PREV,
+) = range(13)
 
 
-@dataclass
+class _Table:
+    """The host's lease table: a file in shared memory, mapped by every process."""
+
+    def __init__(self, path: str | None) -> None:
+        """Map the table at `path`, or (None) a private one of this process alone."""
+        self.path = path
+        if path is None:
+            with tempfile.TemporaryFile() as backing:
+                fd = os.dup(backing.fileno())
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            about = os.fstat(fd)
+            if path is not None and (about.st_uid != os.getuid() or about.st_mode & 0o077):
+                raise PermissionError(f"{path} is not this user's alone")
+            if about.st_size < TABLE_SIZE:
+                os.ftruncate(fd, TABLE_SIZE)
+            self.map = mmap.mmap(fd, TABLE_SIZE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+
+    def lock(self, index: int) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, SLOT_SIZE, index * SLOT_SIZE)
+
+    def unlock(self, index: int) -> None:
+        fcntl.lockf(self.fd, fcntl.LOCK_UN, SLOT_SIZE, index * SLOT_SIZE)
+
+    def read(self, index: int) -> list[Any]:
+        return list(_SLOT.unpack_from(self.map, index * SLOT_SIZE))
+
+    def write(self, index: int, slot: list[Any]) -> None:
+        _SLOT.pack_into(self.map, index * SLOT_SIZE, *slot)
+
+    def clear(self) -> None:
+        self.map[:] = bytes(TABLE_SIZE)
+
+    def close(self) -> None:
+        self.map.close()
+        os.close(self.fd)
+
+
+def table_path() -> str:
+    """Where this host's lease table lives: `LATCHKEY_LEASE_TABLE`, else a file in
+    `/dev/shm` named after the user, the Redis database and the key prefix (processes
+    that share those share leases)."""
+    configured = str(getattr(settings, "LATCHKEY_LEASE_TABLE", "") or "")
+    if configured:
+        return configured
+    about = f"{_LAYOUT}|{os.getuid()}|{getattr(settings, 'REDIS_URL', '')}|{redisconn.prefix()}"
+    name = "latchkey-" + hashlib.sha256(about.encode()).hexdigest()[:24]
+    # The file is opened without following links and used only if it is this user's
+    # alone (`_Table`): a table another user could write would let them forge leases.
+    shm = "/dev/shm"  # noqa: S108
+    folder = shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
+    return os.path.join(folder, name)
+
+
+class _Opened:
+    table: _Table | None = None
+    generation = -1
+
+
+_opened = _Opened()
+
+
+def _settings_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "LATCHKEY_LEASE_TABLE":
+        _opened.generation = -1
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="apikeys.leases")
+
+
+def _table() -> _Table:
+    if _opened.generation != redisconn.settings_generation() or _opened.table is None:
+        path = table_path()
+        if _opened.table is None or _opened.table.path != path:
+            if _opened.table is not None:
+                _opened.table.close()
+            try:
+                _opened.table = _Table(path)
+            except OSError as exc:
+                logger.error(
+                    "The host's lease table %s cannot be used (%s); this process keeps its "
+                    "leases to itself.",
+                    path,
+                    exc,
+                )
+                _opened.table = _Table(None)
+                _opened.table.path = path
+        _opened.generation = redisconn.settings_generation()
+    return _opened.table
+
+
+def _slot_of(digest: str) -> tuple[int, int]:
+    tag = int(digest[:16], 16) or 1
+    return tag, tag % SLOTS
+
+
+def _current(slot: list[Any], second: int, clock: float) -> bool:
+    """The slot's lease is in its second and trusted."""
+    return slot[_SECOND] == second and clock < slot[_TRUST]
+
+
+def _live(slot: list[Any], second: int, clock: float) -> bool:
+    """The slot's lease is current and has tokens left."""
+    return slot[_TOKENS_UNUSED] > 0 and _current(slot, second, clock)
+
+
+def _wanted(previous: int, current: int, elapsed: float) -> int:
+    """Tokens a lease should ask for (this request included; below 2: none): what the
+    key's demand on this host predicts for the rest of the second, `DEMAND_MARGIN` times.
+    The prediction is last second's count (less what already came), or, when this second
+    already runs faster, this second's rate so far (from two requests on)."""
+    more = float(previous - current)
+    if current >= 2:
+        more = max(more, current / max(elapsed, MIN_ELAPSED) * (1.0 - elapsed))
+    if more < 1:
+        return 0
+    return 1 + math.ceil(DEMAND_MARGIN * more)
+
+
+# --- this process ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
 class Lease:
-    """Tokens counted in the shared windows for this process to admit locally."""
+    """The host's lease a request was admitted under, as this process knows it."""
 
     digest: str
     resolved: keycache.Resolved
@@ -63,10 +249,9 @@ class Lease:
     key_pk: int
     org_pk: int | None
     second: int
-    valid_until: float  # time.monotonic()
-    tokens: int
-    minute_used: int  # the minute counter after the grant, every token included
-    generation: int  # redisconn.settings_generation() at the grant
+    index: int
+    serial: int
+    flags: int
 
 
 @dataclass
@@ -85,28 +270,82 @@ class _Pending:
 
 
 _lock = threading.Lock()
-_leases: dict[str, Lease] = {}
 _pending = _Pending()
+# digest -> (cache entry, resolved, fingerprint): the key's state from this process's
+# own newest round trip; a lease is used only when granted with the same state.
+_known: dict[str, tuple[bytes, keycache.Resolved, int]] = {}
+_KNOWN_MAX = 65536
+# Slots whose leases this process granted: it gives back what they leave unused.
+_granted: set[int] = set()
 
 
-def take(digest: str, now: float) -> tuple[Lease, int] | None:
-    """A token of this process's lease on `digest`, with the minute window's count to
-    report, or None when there is no usable lease (the caller asks Redis)."""
+def _fingerprint(entry: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(entry, digest_size=8).digest(), "little") or 1
+
+
+def know(digest: str, resolved: keycache.Resolved) -> None:
+    """Remember the key's state from a round trip this process made."""
+    entry = resolved.entry
+    if not entry:
+        return
+    found = _known.get(digest)
+    if found is not None and found[0] == entry:
+        if found[1] is not resolved:
+            _known[digest] = (entry, resolved, found[2])
+        return
+    if len(_known) >= _KNOWN_MAX:
+        _known.clear()
+    _known[digest] = (entry, resolved, _fingerprint(entry))
+
+
+def take(digest: str, now: float, tokens: int) -> tuple[tuple[Lease, int] | None, int]:
+    """A token of the host's lease on `digest`, with the minute window's count to
+    report; else None and how many tokens a lease should ask for (`tokens` at most; 0 or
+    1: none). Counts the request in the key's demand on this host either way."""
+    tag, index = _slot_of(digest)
+    second = int(now)
+    known = _known.get(digest)
+    table = _table()
     with _lock:
-        lease = _leases.get(digest)
-        if lease is None:
-            return None
-        if (
-            lease.tokens > 0
-            and int(now) == lease.second
-            and time.monotonic() < lease.valid_until
-            and lease.generation == redisconn.settings_generation()
-        ):
-            lease.tokens -= 1
-            return lease, lease.minute_used - lease.tokens
-        del _leases[digest]
-        _retire(lease)
-    return None
+        table.lock(index)
+        try:
+            slot = table.read(index)
+            clock = time.monotonic()
+            if slot[_TAG] != tag:
+                if _live(slot, second, clock):
+                    return None, 0  # another key's lease holds the slot
+                _retire(slot)
+                slot = [tag, 0, 0, -1, 0, 0.0, 0, 0, 0, 0, second, 1, 0]
+                table.write(index, slot)
+                return None, 0
+            if slot[_DEMAND_SECOND] != second:
+                slot[_PREV] = slot[_CUR] if slot[_DEMAND_SECOND] == second - 1 else 0
+                slot[_CUR] = 0
+                slot[_DEMAND_SECOND] = second
+            slot[_CUR] += 1
+            if known is not None and slot[_VERSION] == known[2] and _live(slot, second, clock):
+                slot[_TOKENS_UNUSED] -= 1
+                table.write(index, slot)
+                resolved = known[1]
+                org = resolved.org
+                lease = Lease(
+                    digest=digest,
+                    resolved=resolved,
+                    limits=org.limits if org is not None else ratelimit.UNLIMITED,
+                    key_pk=slot[_KEY],
+                    org_pk=None if slot[_ORG] < 0 else slot[_ORG],
+                    second=second,
+                    index=index,
+                    serial=slot[_SERIAL],
+                    flags=slot[_FLAGS],
+                )
+                return (lease, slot[_MINUTE_USED] - slot[_TOKENS_UNUSED]), 0
+            table.write(index, slot)
+            if _live(slot, second, clock):
+                return None, 0  # a lease this process cannot use yet: no second one
+            return None, min(tokens, _wanted(slot[_PREV], slot[_CUR], now - second))
+        finally:
+            table.unlock(index)
 
 
 def grant(
@@ -120,37 +359,65 @@ def grant(
     tokens: int,
     minute_used: int,
 ) -> None:
-    """Hold the `tokens` the script counted beyond the request that asked (`asked_at`:
-    `time.monotonic()` before the call)."""
+    """Hold for the host the `tokens` the script counted beyond the request that asked
+    (`asked_at`: `time.monotonic()` before the call)."""
     org = resolved.org
-    lease = Lease(
-        digest=digest,
-        resolved=resolved,
-        limits=limits,
-        key_pk=resolved.key.pk,
-        org_pk=org.pk if org is not None else None,
-        second=int(now),
-        valid_until=asked_at + length_ms / 1000 * HOLDER_FRACTION,
-        tokens=tokens,
-        minute_used=minute_used,
-        generation=redisconn.settings_generation(),
+    org_pk = org.pk if org is not None else None
+    flags = (
+        (_BURST if limits.burst > 0 else 0)
+        | (_MINUTE if limits.per_minute > 0 else 0)
+        | (_MONTH if limits.monthly > 0 and org_pk is not None else 0)
     )
+    tag, index = _slot_of(digest)
+    second = int(now)
+    known = _known.get(digest)
+    table = _table()
     with _lock:
-        previous = _leases.get(digest)
-        _leases[digest] = lease
-        if previous is not None:
-            _retire(previous)
+        table.lock(index)
+        try:
+            slot = table.read(index)
+            if (
+                known is None
+                or known[1] is not resolved
+                or (slot[_TAG] != tag and _live(slot, second, time.monotonic()))
+            ):
+                # The slot is another key's, or this state is not the one known: hold nothing.
+                _add_return(resolved.key.pk, org_pk, second, flags, tokens)
+                return
+            _retire(slot)
+            if slot[_TAG] != tag:
+                slot = [tag, 0, 0, -1, 0, 0.0, 0, 0, 0, 0, second, 1, 0]
+            slot[_VERSION] = known[2]
+            slot[_KEY] = resolved.key.pk
+            slot[_ORG] = -1 if org_pk is None else org_pk
+            slot[_SECOND] = second
+            slot[_TRUST] = asked_at + length_ms / 1000 * HOLDER_FRACTION
+            slot[_SERIAL] = secrets.randbits(62)
+            slot[_MINUTE_USED] = minute_used
+            slot[_TOKENS_UNUSED] = tokens
+            slot[_FLAGS] = flags
+            table.write(index, slot)
+            _granted.add(index)
+        finally:
+            table.unlock(index)
     _pusher.ensure_started()
 
 
 def give_back(lease: Lease) -> None:
     """A request admitted under `lease` was refused before the limiter: its token is
     unused."""
+    table = _table()
     with _lock:
-        if _leases.get(lease.digest) is lease:
-            lease.tokens += 1
-        else:
-            _add_return(lease, 1)
+        table.lock(lease.index)
+        try:
+            slot = table.read(lease.index)
+            if slot[_SERIAL] == lease.serial and _current(slot, lease.second, time.monotonic()):
+                slot[_TOKENS_UNUSED] += 1
+                table.write(lease.index, slot)
+                return
+        finally:
+            table.unlock(lease.index)
+        _add_return(lease.key_pk, lease.org_pk, lease.second, lease.flags, 1)
 
 
 def record(
@@ -181,24 +448,45 @@ def record(
             recent.append((status, now, meta))
 
 
-def _retire(lease: Lease) -> None:
-    """(under `_lock`) An ended lease's unused tokens go back to their windows."""
-    if lease.tokens > 0:
-        _add_return(lease, lease.tokens)
-        lease.tokens = 0
+def _retire(slot: list[Any]) -> None:
+    """(under `_lock` and the slot's lock) The slot's unused tokens go back to their
+    windows; the caller writes the slot."""
+    if slot[_TOKENS_UNUSED] > 0:
+        org_pk = None if slot[_ORG] < 0 else slot[_ORG]
+        _add_return(slot[_KEY], org_pk, slot[_SECOND], slot[_FLAGS], slot[_TOKENS_UNUSED])
+        slot[_TOKENS_UNUSED] = 0
 
 
-def _add_return(lease: Lease, tokens: int) -> None:
-    limits = lease.limits
+def _add_return(key_pk: int, org_pk: int | None, second: int, flags: int, tokens: int) -> None:
     name = (
-        lease.key_pk,
-        lease.org_pk,
-        lease.second,
-        limits.burst > 0,
-        limits.per_minute > 0,
-        limits.monthly > 0 and lease.org_pk is not None,
+        key_pk,
+        org_pk,
+        second,
+        bool(flags & _BURST),
+        bool(flags & _MINUTE),
+        bool(flags & _MONTH),
     )
     _pending.returns[name] = _pending.returns.get(name, 0) + tokens
+
+
+def _sweep(indexes: list[int], *, ended_only: bool) -> None:
+    """(under `_lock`) Give back what the leases in these slots leave unused: those that
+    have ended, or (`ended_only=False`) all of them."""
+    table = _table()
+    second = int(ratelimit.clock())
+    for index in indexes:
+        table.lock(index)
+        try:
+            slot = table.read(index)
+            if slot[_TOKENS_UNUSED] > 0 and (
+                not ended_only or not _current(slot, second, time.monotonic())
+            ):
+                _retire(slot)
+                table.write(index, slot)
+            if slot[_TOKENS_UNUSED] == 0:
+                _granted.discard(index)
+        finally:
+            table.unlock(index)
 
 
 # --- pushing to Redis -------------------------------------------------------------------
@@ -224,7 +512,12 @@ for _, r in ipairs(batch.r) do
 end
 for _, u in ipairs(batch.u) do
   local h = u[1]
-  redis.call('HINCRBY', h, 'n', u[3])
+  -- A new hash (first requests of the hour, or first since the fold claimed the last
+  -- one) gets its expiry and joins the pending set; later ones are already there.
+  if redis.call('HINCRBY', h, 'n', u[3]) == u[3] then
+    redis.call('EXPIRE', h, u[8])
+    redis.call('SADD', u[2], h)
+  end
   if u[4] > 0 then redis.call('HINCRBY', h, 'c4', u[4]) end
   if u[5] > 0 then redis.call('HINCRBY', h, 'c5', u[5]) end
   if tonumber(u[6]) >= tonumber(redis.call('HGET', h, 'at') or '0') then
@@ -242,16 +535,16 @@ for _, u in ipairs(batch.u) do
   for sc, n in pairs(u[11]) do
     redis.call('HINCRBY', h, 's:' .. sc, n)
   end
-  redis.call('EXPIRE', h, u[8])
-  redis.call('SADD', u[2], h)
 end
 for _, l in ipairs(batch.l) do
-  redis.call('LPUSH', l[1], unpack(l[4]))
-  redis.call('LTRIM', l[1], 0, l[2] - 1)
+  -- Trimmed back to the cap once it is RECENT_SLACK over (readers look no further).
+  if redis.call('LPUSH', l[1], unpack(l[4])) > l[2] + RECENT_SLACK then
+    redis.call('LTRIM', l[1], 0, l[2] - 1)
+  end
   redis.call('EXPIRE', l[1], l[3])
 end
 return 1
-"""
+""".replace("RECENT_SLACK", str(backend.RECENT_SLACK))
 
 _push_lock = threading.Lock()
 # Batches not known to have reached Redis, oldest first: (id, JSON).
@@ -271,12 +564,8 @@ def push() -> None:
     with _push_lock:
         global _pending
         with _lock:
-            clock = time.monotonic()
-            second = int(ratelimit.clock())
-            for digest, lease in list(_leases.items()):
-                if clock >= lease.valid_until or second != lease.second:
-                    del _leases[digest]
-                    _retire(lease)
+            if _granted:
+                _sweep(list(_granted), ended_only=True)
             batch, _pending = _pending, _Pending()
         if not batch.empty():
             _unsent.append((uuid.uuid4().hex, _payload(batch)))
@@ -297,11 +586,13 @@ def _send(conn: Any, batch_id: str, payload: str) -> None:
 
 
 def _payload(batch: _Pending) -> str:
+    # A burst window whose second has passed has nothing to take back.
+    now = int(ratelimit.clock())
     returns = [
         [
             *ratelimit.counter_keys(key_pk, org_pk, float(second)),
             tokens,
-            int(burst),
+            int(burst and second == now),
             int(minute),
             int(month),
         ]
@@ -337,32 +628,66 @@ def _payload(batch: _Pending) -> str:
 
 
 def forget(*, digest: str | None = None, org_pk: int | None = None) -> None:
-    """End this process's leases on the key with `digest` or the keys of `org_pk` at
-    once (an invalidation made here; other processes' end by time, which it waits for)."""
+    """End the host's leases on the key with `digest` or the keys of `org_pk` at once (an
+    invalidation made here; other hosts' end by time, which it waits for)."""
+    table = _table()
     with _lock:
-        for name, lease in list(_leases.items()):
-            if name == digest or (org_pk is not None and lease.org_pk == org_pk):
-                del _leases[name]
-                _retire(lease)
+        if digest is not None:
+            tag, index = _slot_of(digest)
+            _end(table, index, lambda slot: slot[_TAG] == tag)
+        if org_pk is not None:
+            for index in range(SLOTS):
+                fields = _SLOT.unpack_from(table.map, index * SLOT_SIZE)
+                if fields[_ORG] == org_pk and fields[_TRUST] > 0:
+                    _end(table, index, lambda slot: slot[_ORG] == org_pk)
+
+
+def _end(table: _Table, index: int, matches: Any) -> None:
+    """(under `_lock`) End the lease in slot `index` if `matches(slot)`."""
+    table.lock(index)
+    try:
+        slot = table.read(index)
+        if matches(slot):
+            _retire(slot)
+            slot[_TRUST] = 0.0
+            table.write(index, slot)
+    finally:
+        table.unlock(index)
 
 
 def release_all() -> None:
-    """End every lease of this process and push (a worker leaving, tests)."""
+    """Give back what the leases this process granted leave unused, and push (a worker
+    leaving, tests). The host's other processes ask for new ones."""
     with _lock:
-        for lease in _leases.values():
-            _retire(lease)
-        _leases.clear()
+        if _granted:
+            _sweep(list(_granted), ended_only=False)
     push()
 
 
 def discard() -> None:
-    """Forget leases and unpushed work (tests start from a clean slate)."""
+    """Forget leases and unpushed work, the host's table included (tests start from a
+    clean slate)."""
     global _pending
     with _lock:
-        _leases.clear()
+        _known.clear()
+        _granted.clear()
         _pending = _Pending()
+        if redisconn.enabled():
+            _table().clear()
     with _push_lock:
         _unsent.clear()
+
+
+def _forked() -> None:
+    """A forked child (a gunicorn worker) opens the table itself and starts afresh."""
+    global _pending
+    _opened.table, _opened.generation = None, -1
+    _known.clear()
+    _granted.clear()
+    _pending = _Pending()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _Pusher:

@@ -355,12 +355,16 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # counters into the database this often, and once more at exit; 0 turns it off.
 LATCHKEY_USAGE_FLUSH_SECONDS = env.float("LATCHKEY_USAGE_FLUSH_SECONDS", default=30.0)
 
-# Admission leases (ADR 0065): a key whose limits leave lots of room is admitted by a
-# worker from a block of already-counted tokens, without a Redis call per request, for at
-# most this many ms (revocations wait that long at most); 0 turns leases off.
-LATCHKEY_KEY_LEASE_MS = env.int("LATCHKEY_KEY_LEASE_MS", default=200)
-# The largest block one lease takes (never more than 1/256 of what a window has left).
+# Admission leases (ADR 0065, 0090): a key busy on this host is admitted by every worker
+# of the host from a block of already-counted tokens, without a Redis call per request,
+# within one second and for at most this many ms (revocations wait that long at most);
+# 0 turns leases off.
+LATCHKEY_KEY_LEASE_MS = env.int("LATCHKEY_KEY_LEASE_MS", default=1000)
+# The largest block one lease takes (never more than a quarter of what a window has left).
 LATCHKEY_KEY_LEASE_TOKENS = env.int("LATCHKEY_KEY_LEASE_TOKENS", default=64)
+# The host's lease table: a file in /dev/shm by default (one per host, Redis database and
+# key prefix); set a path to place it elsewhere.
+LATCHKEY_LEASE_TABLE = env.str("LATCHKEY_LEASE_TABLE", default="")
 
 # django-ratelimit: counters in the default cache (Redis in production).
 RATELIMIT_USE_CACHE = "default"

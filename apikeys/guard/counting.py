@@ -2,10 +2,11 @@
 
 `Direct` is the one-round-trip path (ADR 0064): the key's verification and the
 check-and-count of its limits in one call to the store. `Leasing` wraps it with admission
-leases (ADR 0065): a token of this process's lease admits the request with no call at
-all, and a call that finds plenty of room asks for a lease. The pipeline talks to
-`counting()` and never asks whether a lease was involved: the `Early` count it gets back
-carries whatever the wrapper needs to give the request back or record it.
+leases (ADR 0065, 0090): a token of the host's lease admits the request with no call at
+all, and a call for a key busy on the host asks for a lease sized by its demand. The
+pipeline talks to `counting()` and never asks whether a lease was involved: the `Early`
+count it gets back carries whatever the wrapper needs to give the request back or
+record it.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class Direct:
 
 
 class Leasing:
-    """`Direct` with admission leases (ADR 0065)."""
+    """`Direct` with admission leases (ADR 0065, 0090)."""
 
     def __init__(self, inner: Direct, tokens: int, length_ms: int) -> None:
         self.inner = inner
@@ -122,14 +123,18 @@ class Leasing:
     def verify(
         self, digest: str, now: float, meta: Callable[[], ratelimit.UsageMeta]
     ) -> tuple[keycache.Resolved | None, Early | None]:
-        taken = leases.take(digest, now)
+        taken, wanted = leases.take(digest, now, self.wanted[0])
         if taken is not None:
             lease, minute_used = taken
             result = ratelimit.leased_result(lease.limits, now, minute_used)
             return lease.resolved, Early(result, now, lease.key_pk, lease.org_pk, hold=lease)
         asked_at = time.monotonic()
-        resolved, early = self.inner.verify(digest, now, meta, self.wanted)
-        if resolved is None or early is None or not early.extra:
+        resolved, early = self.inner.verify(digest, now, meta, (wanted, self.wanted[1]))
+        if resolved is None or early is None:
+            return resolved, early
+        if resolved.from_cache:
+            leases.know(digest, resolved)
+        if not early.extra:
             return resolved, early
         extra = early.extra
         org = resolved.org

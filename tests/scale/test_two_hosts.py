@@ -18,12 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.apikeys.guards.conftest import child_env, project_root
 from tests.apikeys.guards.servers import GUNICORN, HttpResult, http
@@ -260,7 +262,8 @@ def cluster() -> Iterator[Cluster]:
             host = Host(
                 namespace=namespace,
                 address=network.address(2 + index),
-                env=env,
+                # Each host its own lease table, as on separate machines (ADR 0090).
+                env={**env, "LATCHKEY_LEASE_TABLE": str(workdir / f"leases{index}")},
                 log=workdir / f"app{index}.log",
             )
             hosts.append(host)
@@ -317,6 +320,32 @@ def test_a_quota_is_exact_across_hosts(cluster: Cluster) -> None:
     # Each host admitted part of the 60: both enforced the one shared count.
     admitted = [sum(1 for r in results[i * 50 : (i + 1) * 50] if r.status == 200) for i in range(2)]
     assert all(n > 0 for n in admitted), admitted
+
+
+def test_leases_on_both_hosts_never_pass_a_quota_and_give_back_what_they_did_not_use(
+    cluster: Cluster,
+) -> None:
+    """A quota large enough for admission leases (a 256th of what is left is a block of
+    up to 11): each host admits from its own leases, together they admit no more than the
+    quota, and once the leases have ended and their unused tokens are back, exactly the
+    quota is admitted."""
+    quota = 3000
+    _, secret = new_key(cluster, "leased-org", monthly=quota)
+    results = both_at_once(cluster, secret, per_host=1700)
+    statuses = Counter(r.status for r in results)
+    assert set(statuses) == {200, 429}
+    assert statuses[200] <= quota
+    assert {r.code for r in results if r.status == 429} == {"quota_exceeded"}
+    # The hosts did admit under leases (each grant leaves a marker).
+    conn = redis.Redis.from_url(cluster.env["REDIS_URL"])
+    assert conn.keys(f"{cluster.env['CACHE_KEY_PREFIX']}:g:lease:*")
+    time.sleep(2.0)  # the leases' second has ended and their pushes have run
+    admitted = statuses[200]
+    for host in cluster.hosts * 500:
+        if host.call("/api/v1/members", secret).status != 200:
+            break
+        admitted += 1
+    assert admitted == quota
 
 
 def test_a_revocation_is_refused_on_both_hosts_next_requests(cluster: Cluster) -> None:

@@ -1,9 +1,11 @@
-"""Admission leases (ADR 0065): a key whose limits leave lots of room is admitted by the
-worker from a block of tokens counted up front, without a Redis call per request.
+"""Admission leases (ADR 0065, 0090): a key busy on this host is admitted by the host's
+workers from a block of tokens counted up front, without a Redis call per request.
 
-The limits stay exact (the tokens are counted when granted, unused ones go back),
-revocation stays immediate (an invalidation waits out every lease that may be held),
-usage and recent requests are still counted, and standard plans keep the one-trip path.
+The limits stay exact (the tokens are counted when granted, unused ones go back), a
+lease is sized by the key's demand on the host and takes at most a quarter of what a
+window has left, every process of the host admits from it (with the key's state it saw
+itself), revocation stays immediate (an invalidation waits out every lease that may be
+held), and usage and recent requests are still counted.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,7 +71,9 @@ def remaining(response: Any) -> int:
 
 
 def lease_up(api: ApiClient) -> list[int]:
-    """Cold (key part), org part, then the first warm request, which is granted a lease."""
+    """Cold (key part), org part, then the first warm request, which is granted a lease:
+    three requests in the first tenth of a second on this host ask for
+    1 + 1.5 x (3 / 0.1 a second) = 46 tokens (that request and 45 more)."""
     seen = []
     for _ in range(3):
         response = api.get("me")
@@ -82,8 +88,8 @@ def test_a_high_limit_key_is_admitted_without_redis_calls_under_a_lease(
     set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
     key, api = new_key(org)
     assert lease_up(api) == [HIGH - 1, HIGH - 2, HIGH - 3]
-    # The third request counted itself and 63 more tokens for this process.
-    assert counters(key, org, frozen_clock.now) == [66, 66, 66]
+    # The third request counted itself and 45 more tokens for this host.
+    assert counters(key, org, frozen_clock.now) == [48, 48, 48]
     redis_commands.clear()
     seen = [remaining(api.get("me")) for _ in range(10)]
     assert redis_commands.names == []
@@ -93,33 +99,154 @@ def test_a_high_limit_key_is_admitted_without_redis_calls_under_a_lease(
     assert counters(key, org, frozen_clock.now) == [13, 13, 13]
 
 
-def test_a_lease_takes_at_most_a_256th_of_what_is_left(
-    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+@pytest.mark.parametrize(
+    ("limits", "window", "block"),
+    [
+        # 9 left in the burst window after the third request: a quarter is 2.
+        ({"burst": 12}, 0, 2),
+        # 64 left in the minute: a sixteenth is 4.
+        ({"per_minute": 67}, 1, 4),
+        # 768 left of the month's quota: a 256th is 3.
+        ({"monthly": 771}, 2, 3),
+    ],
+)
+def test_a_lease_takes_at_most_a_share_of_what_each_window_has_left(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    limits: dict[str, int],
+    window: int,
+    block: int,
 ) -> None:
-    set_limits(org, per_minute=HIGH, burst=256 * 3, monthly=HIGH)
+    set_limits(org, **{"per_minute": HIGH, "burst": HIGH, "monthly": HIGH, **limits})
     key, api = new_key(org)
     lease_up(api)
-    # 765 left after the third request: a block of 2 (that request and one more).
-    assert counters(key, org, frozen_clock.now)[0] == 4
-    redis_commands.clear()
+    # The third request and `block - 1` more.
+    assert counters(key, org, frozen_clock.now)[window] == 2 + block
+    for _ in range(block - 1):
+        redis_commands.clear()
+        assert api.get("me").status_code == 200
+        assert redis_commands.names == []
     assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+
+
+def test_a_busy_growth_key_is_leased_a_quarter_of_its_burst(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    set_limits(org, per_minute=600, burst=50, monthly=2_000_000)
+    key, api = new_key(org)
+    lease_up(api)
+    # 47 left in the burst window: 11 tokens (the third request and 10 more).
+    assert counters(key, org, frozen_clock.now) == [13, 13, 13]
+    redis_commands.clear()
+    for _ in range(10):
+        assert api.get("me").status_code == 200
     assert redis_commands.names == []
     assert api.get("me").status_code == 200
     assert redis_commands.names == ["EVALSHA"]
 
 
-def test_standard_plans_keep_one_round_trip_per_request(
+def test_a_quiet_key_gets_no_lease(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
-    # Enterprise: a burst of 200 leaves less than 256 x 2 in the window: no lease.
-    set_limits(org, per_minute=6000, burst=200, monthly=50_000_000)
+    """One request a second: nothing predicts a second one, so no tokens are held idle
+    (and an invalidation of the key never waits)."""
+    set_limits(org, per_minute=600, burst=50, monthly=2_000_000)
     key, api = new_key(org)
-    lease_up(api)
-    for _ in range(3):
+    for _ in range(2):  # cold: the key part, then the org part
+        assert api.get("me").status_code == 200
+        frozen_clock.advance(1)
+    for _ in range(4):
         redis_commands.clear()
         assert api.get("me").status_code == 200
         assert redis_commands.names == ["EVALSHA"]
-    assert counters(key, org, frozen_clock.now) == [6, 6, 6]
+        assert counters(key, org, frozen_clock.now)[0] == 1
+        frozen_clock.advance(1)
+    assert redis().get(keycache.key_lease_name(key.digest)) is None
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "elapsed", "wanted"),
+    [
+        (0, 1, 0.5, 0),  # a first request says nothing about the next
+        (1, 1, 0.0, 0),  # one a second, and this is it
+        (8, 1, 0.0, 12),  # last second's 8: 7 more, half as much again, and this one
+        (8, 6, 0.9, 4),  # 2 more expected
+        (0, 3, 0.0, 46),  # 3 at once at the start of a second: 30 a second
+        (0, 4, 0.5, 7),  # 8 a second, half a second left: 4 more
+        (40, 50, 0.5, 76),  # running faster than last second: this second's rate
+    ],
+)
+def test_a_lease_is_sized_by_the_keys_demand_on_the_host(
+    previous: int, current: int, elapsed: float, wanted: int
+) -> None:
+    assert leases._wanted(previous, current, elapsed) == wanted
+
+
+def test_every_process_of_the_host_admits_from_one_lease(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    lease_up(api)
+    leases._forked()  # what a worker forked from here starts with: the host's table alone
+    redis_commands.clear()
+    # Its first request asks Redis (it has not seen the key's state yet), and asks for
+    # no lease of its own: the host holds one.
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+    assert counters(key, org, frozen_clock.now) == [49, 49, 49]
+    redis_commands.clear()
+    seen = [remaining(api.get("me")) for _ in range(5)]
+    assert redis_commands.names == []
+    # The headers count what the lease knows: its own admissions since it was granted.
+    assert seen == [HIGH - 4 - i for i in range(5)]
+    leases.release_all()
+    assert counters(key, org, frozen_clock.now) == [49, 49, 49]  # its grant, not this one's
+
+
+def test_a_process_that_saw_another_state_of_the_key_does_not_use_the_hosts_lease(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """A lease is used only with the key's state it was granted with: a worker holding an
+    older state (other scopes, limits, the org's) asks Redis and gets the current one."""
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    lease_up(api)
+    current = leases._known[key.digest][1]
+    leases.know(key.digest, replace(current, entry=b"an older entry of the key"))
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == []  # now it holds the state the lease was granted with
+
+
+def test_the_hosts_table_is_used_only_if_it_is_this_users_alone(
+    leases_on: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = tmp_path / "table"
+    shared.write_bytes(b"")
+    shared.chmod(0o666)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere")
+    for path in (shared, link):
+        with override_settings(LATCHKEY_LEASE_TABLE=str(path)):
+            with caplog.at_level(logging.ERROR, logger="apikeys.guards"):
+                table = leases._table()
+            assert "keeps its leases to itself" in caplog.text
+            table.map[:4] = b"used"
+            caplog.clear()
+    assert shared.read_bytes() == b""
+    assert not (tmp_path / "elsewhere").exists()
+    mine = tmp_path / "mine"
+    with override_settings(LATCHKEY_LEASE_TABLE=str(mine)):
+        leases._table().map[:4] = b"used"
+    assert mine.stat().st_mode & 0o777 == 0o600
+    assert mine.read_bytes()[:4] == b"used"
 
 
 def test_never_more_than_the_quota_and_exactly_the_quota_once_tokens_are_back(
@@ -168,13 +295,13 @@ def test_revocation_waits_out_the_leases_and_is_then_in_force(
 def test_a_holder_trusts_its_lease_for_less_than_the_marker_lives(
     leases_on: RedisServer, org: Organization, frozen_clock: Any
 ) -> None:
-    """What makes the wait enough: the marker outlives the holder's trust in its lease."""
+    """What makes the wait enough: the marker outlives the host's trust in its lease."""
     set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    _, api = new_key(org)
+    key, api = new_key(org)
     lease_up(api)
-    (lease,) = leases._leases.values()
-    trusted = lease.valid_until - time.monotonic()
-    marker = marker_left(keycache.key_lease_name(lease.digest))
+    (index,) = leases._granted
+    trusted = leases._table().read(index)[leases._TRUST] - time.monotonic()
+    marker = marker_left(keycache.key_lease_name(key.digest))
     org_marker = marker_left(keycache.org_lease_name(org.pk))
     assert 0 < trusted < marker and trusted < org_marker
     assert trusted <= LEASE_MS / 1000 * leases.HOLDER_FRACTION
@@ -189,8 +316,10 @@ def test_no_wait_when_no_lease_is_held(
 ) -> None:
     waits: list[float] = []
     monkeypatch.setattr(keycache, "_wait", waits.append)
-    key, api = new_key(org)  # the starter plan: never a lease
+    key, api = new_key(org)
     lease_up(api)
+    leases.release_all()  # the host's lease given back: its marker's time is what counts
+    frozen_clock.advance(1)  # and a quiet key asks for none
     with django_capture_on_commit_callbacks(execute=True):
         apikey_revoke(key=key, actor=Actor.system())
     assert waits == []
@@ -274,8 +403,7 @@ def test_redis_down_under_a_lease_gives_no_500_and_loses_no_leased_usage(
             for _ in range(4):
                 assert api.get("me").status_code == 200  # under the lease
             leases.push()  # cannot reach Redis: kept
-            for lease in leases._leases.values():
-                lease.valid_until = 0.0  # the lease has ended
+            leases.forget(org_pk=org.pk)  # the lease has ended
             for _ in range(2):
                 assert api.get("me").status_code == 200  # database, limits fail open
         assert "leased requests' usage kept for later" in caplog.text
@@ -326,9 +454,28 @@ def test_a_worker_leaving_gives_back_what_its_leases_hold(
     key, api = new_key(org)
     lease_up(api)
     assert api.get("me").status_code == 200
-    assert counters(key, org, frozen_clock.now) == [66, 66, 66]
+    assert counters(key, org, frozen_clock.now) == [48, 48, 48]
     usage.fold_process()  # gunicorn's worker_exit
-    assert not leases._leases
+    assert not leases._granted
     assert counters(key, org, frozen_clock.now) == [4, 4, 4]
     hour = usage.hour_start(frozen_clock.now)
     assert int(redis().hget(usage.redis_hash_key(key.pk, org.pk, hour), "n")) == 4
+
+
+def test_leased_requests_after_a_fold_start_a_pending_hash_of_their_own(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any
+) -> None:
+    """The fold claims the hour's hash; a push that then creates it again must put it in
+    the pending set (and give it an expiry), or those requests would never be folded."""
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    lease_up(api)
+    usage.fold()
+    for _ in range(4):
+        assert api.get("me").status_code == 200
+    leases.push()
+    hour = usage.hour_start(frozen_clock.now)
+    name = usage.redis_hash_key(key.pk, org.pk, hour)
+    assert redis().ttl(name) > 0
+    usage.fold()
+    assert KeyUsageHour.objects.get(api_key=key).count_2xx == 7
