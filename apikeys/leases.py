@@ -23,7 +23,7 @@ its trust run out.
 - **One table per host.** The leases live in a small file in shared memory (`/dev/shm`,
   one per host, Redis database and key prefix; `LATCHKEY_LEASE_TABLE` names another
   place), one slot per key, each slot guarded by a POSIX record lock (released by the
-  kernel if its holder dies). A process uses a lease only with the key's state it got
+  kernel if its holder dies). Only keys this process has verified touch it. A process uses a lease only with the key's state it got
   from its own round trips, and only when that state is the one the lease was granted
   with (the cache entry's fingerprint): a change made since (a limit, a scope, the
   org's state) is never applied late by a worker that saw the old one.
@@ -49,12 +49,14 @@ from __future__ import annotations
 import atexit
 import fcntl
 import hashlib
+import hmac
 import json
 import logging
 import math
 import mmap
 import os
 import secrets
+import stat
 import struct
 import tempfile
 import threading
@@ -85,15 +87,23 @@ MIN_ELAPSED = 0.1
 # One slot per key (by its digest; a key whose slot holds another key's live lease gets
 # no lease): tag, fingerprint of the cache entry the lease was granted with, key id, org
 # id (-1: none), the lease's second, trusted until (time.monotonic(), one clock for every
-# process of a host), serial, tokens left, the minute counter after the grant (tokens
-# included), which windows are limited (bits: burst, minute, month), and the key's demand
-# on this host: the second it counts, requests in it, requests in the one before.
-_SLOT = struct.Struct("<QQqqqdqqqiqii")
+# process of a host), serial, the minute counter after the grant (tokens included),
+# tokens left, which windows are limited (bits: burst, minute, month), the key's demand on
+# this host (the second it counts, requests in it, requests in the one before), and until
+# when a worker is asking Redis for the host's next lease (others then do not).
+_SLOT = struct.Struct("<QQqqqdqqqqqiid")
 SLOT_SIZE = 128
 SLOTS = 16384
 TABLE_SIZE = SLOT_SIZE * SLOTS
 _LAYOUT = "leases-v1"
 _BURST, _MINUTE, _MONTH = 1, 2, 4
+# A request's token is taken by rewriting these fields alone, never the lease's second or
+# trust; a new lease is written with no tokens first and gets them last, so a process
+# killed mid-write leaves a slot without tokens rather than old tokens in a new second.
+_TOKENS_AT, _TOKENS_FIELD = 64, struct.Struct("<q")
+_DEMAND_AT, _DEMAND_FIELDS = 80, struct.Struct("<qiid")
+# How long other workers leave a lease request to the one asking.
+ASKING_SECONDS = 0.05
 
 (
     _TAG,
@@ -109,26 +119,37 @@ _BURST, _MINUTE, _MONTH = 1, 2, 4
     _DEMAND_SECOND,
     _CUR,
     _PREV,
-) = range(13)
+    _ASKING,
+) = range(14)
+assert _SLOT.size <= SLOT_SIZE
+assert struct.calcsize("<QQqqqdqq") == _TOKENS_AT
+assert struct.calcsize("<QQqqqdqqqq") == _DEMAND_AT
 
 
 class _Table:
-    """The host's lease table: a file in shared memory, mapped by every process."""
+    """The host's lease table: a file in shared memory, mapped by every process; or, when
+    that cannot be used, a private one (anonymous memory, this process alone)."""
 
     def __init__(self, path: str | None) -> None:
-        """Map the table at `path`, or (None) a private one of this process alone."""
         self.path = path
+        self.fd = -1
         if path is None:
-            with tempfile.TemporaryFile() as backing:
-                fd = os.dup(backing.fileno())
-        else:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            self.map = mmap.mmap(-1, TABLE_SIZE)
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             about = os.fstat(fd)
-            if path is not None and (about.st_uid != os.getuid() or about.st_mode & 0o077):
-                raise PermissionError(f"{path} is not this user's alone")
-            if about.st_size < TABLE_SIZE:
-                os.ftruncate(fd, TABLE_SIZE)
+            if (
+                not stat.S_ISREG(about.st_mode)
+                or about.st_nlink != 1
+                or about.st_uid != os.getuid()
+                or about.st_mode & 0o077
+            ):
+                raise PermissionError(f"{path} is not a file of this user's alone")
+            # Reserved now: a full /dev/shm must fail here, not as SIGBUS on a first write.
+            os.posix_fallocate(fd, 0, TABLE_SIZE)
+            fcntl.lockf(fd, fcntl.LOCK_EX, SLOT_SIZE, 0)  # a filesystem without locks fails here
+            fcntl.lockf(fd, fcntl.LOCK_UN, SLOT_SIZE, 0)
             self.map = mmap.mmap(fd, TABLE_SIZE)
         except BaseException:
             os.close(fd)
@@ -136,39 +157,55 @@ class _Table:
         self.fd = fd
 
     def lock(self, index: int) -> None:
-        fcntl.lockf(self.fd, fcntl.LOCK_EX, SLOT_SIZE, index * SLOT_SIZE)
+        if self.fd >= 0:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX, SLOT_SIZE, index * SLOT_SIZE)
 
     def unlock(self, index: int) -> None:
-        fcntl.lockf(self.fd, fcntl.LOCK_UN, SLOT_SIZE, index * SLOT_SIZE)
+        if self.fd >= 0:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, SLOT_SIZE, index * SLOT_SIZE)
 
     def read(self, index: int) -> list[Any]:
         return list(_SLOT.unpack_from(self.map, index * SLOT_SIZE))
 
     def write(self, index: int, slot: list[Any]) -> None:
-        _SLOT.pack_into(self.map, index * SLOT_SIZE, *slot)
+        """Write a whole slot: its tokens go in last."""
+        at = index * SLOT_SIZE
+        _TOKENS_FIELD.pack_into(self.map, at + _TOKENS_AT, 0)
+        _SLOT.pack_into(self.map, at, *slot[:_TOKENS_UNUSED], 0, *slot[_TOKENS_UNUSED + 1 :])
+        _TOKENS_FIELD.pack_into(self.map, at + _TOKENS_AT, slot[_TOKENS_UNUSED])
+
+    def write_tokens(self, index: int, slot: list[Any]) -> None:
+        _TOKENS_FIELD.pack_into(self.map, index * SLOT_SIZE + _TOKENS_AT, slot[_TOKENS_UNUSED])
+
+    def write_demand(self, index: int, slot: list[Any]) -> None:
+        _DEMAND_FIELDS.pack_into(
+            self.map,
+            index * SLOT_SIZE + _DEMAND_AT,
+            slot[_DEMAND_SECOND],
+            slot[_CUR],
+            slot[_PREV],
+            slot[_ASKING],
+        )
 
     def clear(self) -> None:
         self.map[:] = bytes(TABLE_SIZE)
 
-    def close(self) -> None:
-        self.map.close()
-        os.close(self.fd)
-
 
 def table_path() -> str:
     """Where this host's lease table lives: `LATCHKEY_LEASE_TABLE`, else a file in
-    `/dev/shm` named after the user, the Redis database and the key prefix (processes
-    that share those share leases)."""
+    `/dev/shm` whose name is keyed by `SECRET_KEY` and made of the user, the Redis
+    database and the key prefix (processes that share those share leases; the name says
+    nothing about `REDIS_URL` to whoever lists the folder)."""
     configured = str(getattr(settings, "LATCHKEY_LEASE_TABLE", "") or "")
     if configured:
         return configured
     about = f"{_LAYOUT}|{os.getuid()}|{getattr(settings, 'REDIS_URL', '')}|{redisconn.prefix()}"
-    name = "latchkey-" + hashlib.sha256(about.encode()).hexdigest()[:24]
+    name = hmac.new(settings.SECRET_KEY.encode(), about.encode(), hashlib.sha256).hexdigest()
     # The file is opened without following links and used only if it is this user's
     # alone (`_Table`): a table another user could write would let them forge leases.
     shm = "/dev/shm"  # noqa: S108
     folder = shm if os.access(shm, os.W_OK) else tempfile.gettempdir()
-    return os.path.join(folder, name)
+    return os.path.join(folder, "latchkey-" + name[:32])
 
 
 class _Opened:
@@ -177,6 +214,10 @@ class _Opened:
 
 
 _opened = _Opened()
+_open_lock = threading.Lock()
+# Every table this process mapped stays mapped: closing one of its descriptors would drop
+# every record lock this process holds on the file (POSIX), including another thread's.
+_kept: list[_Table] = []
 
 
 def _settings_changed(*, setting: str, **kwargs: Any) -> None:
@@ -188,13 +229,15 @@ setting_changed.connect(_settings_changed, dispatch_uid="apikeys.leases")
 
 
 def _table() -> _Table:
-    if _opened.generation != redisconn.settings_generation() or _opened.table is None:
+    table = _opened.table
+    if table is not None and _opened.generation == redisconn.settings_generation():
+        return table
+    with _open_lock:
         path = table_path()
-        if _opened.table is None or _opened.table.path != path:
-            if _opened.table is not None:
-                _opened.table.close()
+        table = _opened.table
+        if table is None or table.path != path:
             try:
-                _opened.table = _Table(path)
+                table = _Table(path)
             except OSError as exc:
                 logger.error(
                     "The host's lease table %s cannot be used (%s); this process keeps its "
@@ -202,10 +245,12 @@ def _table() -> _Table:
                     path,
                     exc,
                 )
-                _opened.table = _Table(None)
-                _opened.table.path = path
+                table = _Table(None)
+                table.path = path
+            _kept.append(table)
+            _opened.table = table
         _opened.generation = redisconn.settings_generation()
-    return _opened.table
+        return table
 
 
 def _slot_of(digest: str) -> tuple[int, int]:
@@ -298,13 +343,21 @@ def know(digest: str, resolved: keycache.Resolved) -> None:
     _known[digest] = (entry, resolved, _fingerprint(entry))
 
 
+def _fresh(tag: int, second: int) -> list[Any]:
+    """A slot taken over for the key with `tag`: no lease, its demand starting now."""
+    return [tag, 0, 0, -1, 0, 0.0, 0, 0, 0, 0, second, 1, 0, 0.0]
+
+
 def take(digest: str, now: float, tokens: int) -> tuple[tuple[Lease, int] | None, int]:
     """A token of the host's lease on `digest`, with the minute window's count to
     report; else None and how many tokens a lease should ask for (`tokens` at most; 0 or
-    1: none). Counts the request in the key's demand on this host either way."""
+    1: none). Counts the request in the key's demand on this host either way. A key this
+    process has not verified yet (unknown, or any string a client sends) touches nothing."""
+    known = _known.get(digest)
+    if known is None:
+        return None, 0
     tag, index = _slot_of(digest)
     second = int(now)
-    known = _known.get(digest)
     table = _table()
     with _lock:
         table.lock(index)
@@ -315,17 +368,18 @@ def take(digest: str, now: float, tokens: int) -> tuple[tuple[Lease, int] | None
                 if _live(slot, second, clock):
                     return None, 0  # another key's lease holds the slot
                 _retire(slot)
-                slot = [tag, 0, 0, -1, 0, 0.0, 0, 0, 0, 0, second, 1, 0]
-                table.write(index, slot)
+                table.write(index, _fresh(tag, second))
                 return None, 0
             if slot[_DEMAND_SECOND] != second:
                 slot[_PREV] = slot[_CUR] if slot[_DEMAND_SECOND] == second - 1 else 0
                 slot[_CUR] = 0
                 slot[_DEMAND_SECOND] = second
             slot[_CUR] += 1
-            if known is not None and slot[_VERSION] == known[2] and _live(slot, second, clock):
+            live = _live(slot, second, clock)
+            if live and slot[_VERSION] == known[2]:
                 slot[_TOKENS_UNUSED] -= 1
-                table.write(index, slot)
+                table.write_tokens(index, slot)
+                table.write_demand(index, slot)
                 resolved = known[1]
                 org = resolved.org
                 lease = Lease(
@@ -340,10 +394,16 @@ def take(digest: str, now: float, tokens: int) -> tuple[tuple[Lease, int] | None
                     flags=slot[_FLAGS],
                 )
                 return (lease, slot[_MINUTE_USED] - slot[_TOKENS_UNUSED]), 0
-            table.write(index, slot)
-            if _live(slot, second, clock):
-                return None, 0  # a lease this process cannot use yet: no second one
-            return None, min(tokens, _wanted(slot[_PREV], slot[_CUR], now - second))
+            wanted = 0
+            if not live:  # (a live lease this process cannot use yet: no second one)
+                wanted = min(tokens, _wanted(slot[_PREV], slot[_CUR], now - second))
+                if wanted > 1:
+                    if clock < slot[_ASKING]:
+                        wanted = 0  # another worker is asking for the host's lease
+                    else:
+                        slot[_ASKING] = clock + ASKING_SECONDS
+            table.write_demand(index, slot)
+            return None, wanted
         finally:
             table.unlock(index)
 
@@ -360,9 +420,11 @@ def grant(
     minute_used: int,
 ) -> None:
     """Hold for the host the `tokens` the script counted beyond the request that asked
-    (`asked_at`: `time.monotonic()` before the call)."""
+    (`asked_at`: `time.monotonic()` before the call). A lease of the same key, state and
+    second already held (another worker asked at the same time) gets them added."""
     org = resolved.org
     org_pk = org.pk if org is not None else None
+    key_pk = resolved.key.pk
     flags = (
         (_BURST if limits.burst > 0 else 0)
         | (_MINUTE if limits.per_minute > 0 else 0)
@@ -371,31 +433,42 @@ def grant(
     tag, index = _slot_of(digest)
     second = int(now)
     known = _known.get(digest)
+    fingerprint = known[2] if known is not None and known[0] == resolved.entry else 0
+    trust = asked_at + length_ms / 1000 * HOLDER_FRACTION
     table = _table()
     with _lock:
         table.lock(index)
         try:
             slot = table.read(index)
-            if (
-                known is None
-                or known[1] is not resolved
-                or (slot[_TAG] != tag and _live(slot, second, time.monotonic()))
-            ):
-                # The slot is another key's, or this state is not the one known: hold nothing.
-                _add_return(resolved.key.pk, org_pk, second, flags, tokens)
+            clock = time.monotonic()
+            if not fingerprint or (slot[_TAG] != tag and _live(slot, second, clock)):
+                # Not the state this process knows, or the slot is another key's: hold nothing.
+                _add_return(key_pk, org_pk, second, flags, tokens)
                 return
-            _retire(slot)
-            if slot[_TAG] != tag:
-                slot = [tag, 0, 0, -1, 0, 0.0, 0, 0, 0, 0, second, 1, 0]
-            slot[_VERSION] = known[2]
-            slot[_KEY] = resolved.key.pk
-            slot[_ORG] = -1 if org_pk is None else org_pk
-            slot[_SECOND] = second
-            slot[_TRUST] = asked_at + length_ms / 1000 * HOLDER_FRACTION
-            slot[_SERIAL] = secrets.randbits(62)
-            slot[_MINUTE_USED] = minute_used
-            slot[_TOKENS_UNUSED] = tokens
-            slot[_FLAGS] = flags
+            if (
+                slot[_TAG] == tag
+                and slot[_VERSION] == fingerprint
+                and slot[_KEY] == key_pk
+                and slot[_FLAGS] == flags
+                and _current(slot, second, clock)
+            ):
+                slot[_TOKENS_UNUSED] += tokens
+                slot[_MINUTE_USED] = max(slot[_MINUTE_USED], minute_used)
+                slot[_TRUST] = max(slot[_TRUST], trust)
+            else:
+                _retire(slot)
+                if slot[_TAG] != tag:
+                    slot = _fresh(tag, second)
+                slot[_VERSION] = fingerprint
+                slot[_KEY] = key_pk
+                slot[_ORG] = -1 if org_pk is None else org_pk
+                slot[_SECOND] = second
+                slot[_TRUST] = trust
+                slot[_SERIAL] = secrets.randbits(62)
+                slot[_MINUTE_USED] = minute_used
+                slot[_TOKENS_UNUSED] = tokens
+                slot[_FLAGS] = flags
+            slot[_ASKING] = 0.0
             table.write(index, slot)
             _granted.add(index)
         finally:
@@ -413,7 +486,8 @@ def give_back(lease: Lease) -> None:
             slot = table.read(lease.index)
             if slot[_SERIAL] == lease.serial and _current(slot, lease.second, time.monotonic()):
                 slot[_TOKENS_UNUSED] += 1
-                table.write(lease.index, slot)
+                table.write_tokens(lease.index, slot)
+                _granted.add(lease.index)  # this process sees it given back when it ends
                 return
         finally:
             table.unlock(lease.index)
@@ -426,6 +500,7 @@ def record(
     """Count a request admitted under `lease` for usage and the key's recent requests."""
     hour = usage.hour_start(now)
     version = usage.clean_version(meta.client_version)
+    _pusher.ensure_started()
     with _lock:
         name = (lease.key_pk, lease.org_pk, hour)
         delta = _pending.usage.get(name)
@@ -467,6 +542,7 @@ def _add_return(key_pk: int, org_pk: int | None, second: int, flags: int, tokens
         bool(flags & _MONTH),
     )
     _pending.returns[name] = _pending.returns.get(name, 0) + tokens
+    _pusher.ensure_started()
 
 
 def _sweep(indexes: list[int], *, ended_only: bool) -> None:
@@ -478,12 +554,13 @@ def _sweep(indexes: list[int], *, ended_only: bool) -> None:
         table.lock(index)
         try:
             slot = table.read(index)
-            if slot[_TOKENS_UNUSED] > 0 and (
-                not ended_only or not _current(slot, second, time.monotonic())
-            ):
-                _retire(slot)
-                table.write(index, slot)
-            if slot[_TOKENS_UNUSED] == 0:
+            ended = not _current(slot, second, time.monotonic())
+            if ended or not ended_only:
+                if slot[_TOKENS_UNUSED] > 0:
+                    _retire(slot)
+                    table.write_tokens(index, slot)
+                # A lease still current may get a refused request's token back: the
+                # process that gives it back tracks the slot again (`give_back`).
                 _granted.discard(index)
         finally:
             table.unlock(index)
@@ -631,15 +708,21 @@ def forget(*, digest: str | None = None, org_pk: int | None = None) -> None:
     """End the host's leases on the key with `digest` or the keys of `org_pk` at once (an
     invalidation made here; other hosts' end by time, which it waits for)."""
     table = _table()
-    with _lock:
-        if digest is not None:
-            tag, index = _slot_of(digest)
+    if digest is not None:
+        tag, index = _slot_of(digest)
+        with _lock:
             _end(table, index, lambda slot: slot[_TAG] == tag)
-        if org_pk is not None:
-            for index in range(SLOTS):
-                fields = _SLOT.unpack_from(table.map, index * SLOT_SIZE)
-                if fields[_ORG] == org_pk and fields[_TRUST] > 0:
-                    _end(table, index, lambda slot: slot[_ORG] == org_pk)
+    if org_pk is not None:
+        # The scan reads without locks (a torn read only adds a candidate); each slot that
+        # may be the org's is checked again under its lock.
+        candidates = [
+            index
+            for index in range(SLOTS)
+            if _SLOT.unpack_from(table.map, index * SLOT_SIZE)[_ORG] == org_pk
+        ]
+        with _lock:
+            for index in candidates:
+                _end(table, index, lambda slot: slot[_ORG] == org_pk)
 
 
 def _end(table: _Table, index: int, matches: Any) -> None:
@@ -679,31 +762,37 @@ def discard() -> None:
 
 
 def _forked() -> None:
-    """A forked child (a gunicorn worker) opens the table itself and starts afresh."""
-    global _pending
-    _opened.table, _opened.generation = None, -1
+    """A forked child (a gunicorn worker) keeps the host's table (mapped, shared) and
+    starts the rest afresh: its own locks, no state of keys, nothing to push."""
+    global _pending, _lock, _push_lock, _open_lock, _pid
+    _lock, _push_lock, _open_lock = threading.Lock(), threading.Lock(), threading.Lock()
+    _pusher._lock = threading.Lock()
+    _pid = os.getpid()
     _known.clear()
     _granted.clear()
+    _unsent.clear()
     _pending = _Pending()
 
 
 os.register_at_fork(after_in_child=_forked)
+_pid = os.getpid()
 
 
 class _Pusher:
-    """The thread that pushes every `PUSH_INTERVAL`, started by this process's first lease."""
+    """The thread that pushes every `PUSH_INTERVAL`, started by the first thing this
+    process has to push (a lease it granted, a leased request, tokens to give back)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid = 0
 
     def ensure_started(self) -> None:
-        if self._pid == os.getpid():
+        if self._pid == _pid:
             return
         with self._lock:
-            if self._pid == os.getpid():
+            if self._pid == _pid:
                 return
-            self._pid = os.getpid()
+            self._pid = _pid
             threading.Thread(target=self._run, name="lease-pusher", daemon=True).start()
             atexit.register(release_all)
 

@@ -11,6 +11,7 @@ held), and usage and recent requests are still counted.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -71,11 +72,12 @@ def remaining(response: Any) -> int:
 
 
 def lease_up(api: ApiClient) -> list[int]:
-    """Cold (key part), org part, then the first warm request, which is granted a lease:
-    three requests in the first tenth of a second on this host ask for
-    1 + 1.5 x (3 / 0.1 a second) = 46 tokens (that request and 45 more)."""
+    """Cold (key part), org part, the first warm request (after which this process knows
+    the key's state), the first counted in the host's table, then the second, which is
+    granted a lease: two requests in the first tenth of a second on this host ask for
+    1 + 1.5 x (2 / 0.1 a second) = 31 tokens (that request and 30 more)."""
     seen = []
-    for _ in range(3):
+    for _ in range(5):
         response = api.get("me")
         assert response.status_code == 200
         seen.append(remaining(response))
@@ -87,27 +89,27 @@ def test_a_high_limit_key_is_admitted_without_redis_calls_under_a_lease(
 ) -> None:
     set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
     key, api = new_key(org)
-    assert lease_up(api) == [HIGH - 1, HIGH - 2, HIGH - 3]
-    # The third request counted itself and 45 more tokens for this host.
-    assert counters(key, org, frozen_clock.now) == [48, 48, 48]
+    assert lease_up(api) == [HIGH - i for i in range(1, 6)]
+    # The fifth request counted itself and 30 more tokens for this host.
+    assert counters(key, org, frozen_clock.now) == [35, 35, 35]
     redis_commands.clear()
     seen = [remaining(api.get("me")) for _ in range(10)]
     assert redis_commands.names == []
-    assert seen == [HIGH - 4 - i for i in range(10)]
+    assert seen == [HIGH - 6 - i for i in range(10)]
     # Its unused tokens go back: the windows count exactly the admitted requests.
     leases.release_all()
-    assert counters(key, org, frozen_clock.now) == [13, 13, 13]
+    assert counters(key, org, frozen_clock.now) == [15, 15, 15]
 
 
 @pytest.mark.parametrize(
     ("limits", "window", "block"),
     [
-        # 9 left in the burst window after the third request: a quarter is 2.
-        ({"burst": 12}, 0, 2),
+        # 8 left in the burst window after the fifth request: a quarter is 2.
+        ({"burst": 13}, 0, 2),
         # 64 left in the minute: a sixteenth is 4.
-        ({"per_minute": 67}, 1, 4),
+        ({"per_minute": 69}, 1, 4),
         # 768 left of the month's quota: a 256th is 3.
-        ({"monthly": 771}, 2, 3),
+        ({"monthly": 773}, 2, 3),
     ],
 )
 def test_a_lease_takes_at_most_a_share_of_what_each_window_has_left(
@@ -122,8 +124,8 @@ def test_a_lease_takes_at_most_a_share_of_what_each_window_has_left(
     set_limits(org, **{"per_minute": HIGH, "burst": HIGH, "monthly": HIGH, **limits})
     key, api = new_key(org)
     lease_up(api)
-    # The third request and `block - 1` more.
-    assert counters(key, org, frozen_clock.now)[window] == 2 + block
+    # The fifth request and `block - 1` more.
+    assert counters(key, org, frozen_clock.now)[window] == 4 + block
     for _ in range(block - 1):
         redis_commands.clear()
         assert api.get("me").status_code == 200
@@ -138,8 +140,8 @@ def test_a_busy_growth_key_is_leased_a_quarter_of_its_burst(
     set_limits(org, per_minute=600, burst=50, monthly=2_000_000)
     key, api = new_key(org)
     lease_up(api)
-    # 47 left in the burst window: 11 tokens (the third request and 10 more).
-    assert counters(key, org, frozen_clock.now) == [13, 13, 13]
+    # 45 left in the burst window: 11 tokens (the fifth request and 10 more).
+    assert counters(key, org, frozen_clock.now) == [15, 15, 15]
     redis_commands.clear()
     for _ in range(10):
         assert api.get("me").status_code == 200
@@ -197,14 +199,14 @@ def test_every_process_of_the_host_admits_from_one_lease(
     # no lease of its own: the host holds one.
     assert api.get("me").status_code == 200
     assert redis_commands.names == ["EVALSHA"]
-    assert counters(key, org, frozen_clock.now) == [49, 49, 49]
+    assert counters(key, org, frozen_clock.now) == [36, 36, 36]
     redis_commands.clear()
     seen = [remaining(api.get("me")) for _ in range(5)]
     assert redis_commands.names == []
     # The headers count what the lease knows: its own admissions since it was granted.
-    assert seen == [HIGH - 4 - i for i in range(5)]
+    assert seen == [HIGH - 6 - i for i in range(5)]
     leases.release_all()
-    assert counters(key, org, frozen_clock.now) == [49, 49, 49]  # its grant, not this one's
+    assert counters(key, org, frozen_clock.now) == [36, 36, 36]  # its grant, not this one's
 
 
 def test_a_process_that_saw_another_state_of_the_key_does_not_use_the_hosts_lease(
@@ -233,7 +235,12 @@ def test_the_hosts_table_is_used_only_if_it_is_this_users_alone(
     shared.chmod(0o666)
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "elsewhere")
-    for path in (shared, link):
+    linked = tmp_path / "linked"
+    hard = tmp_path / "hard"
+    linked.write_bytes(b"")
+    linked.chmod(0o600)
+    os.link(linked, hard)  # a second name of one of this user's files
+    for path in (shared, link, hard):
         with override_settings(LATCHKEY_LEASE_TABLE=str(path)):
             with caplog.at_level(logging.ERROR, logger="apikeys.guards"):
                 table = leases._table()
@@ -241,6 +248,7 @@ def test_the_hosts_table_is_used_only_if_it_is_this_users_alone(
             table.map[:4] = b"used"
             caplog.clear()
     assert shared.read_bytes() == b""
+    assert linked.read_bytes() == b""
     assert not (tmp_path / "elsewhere").exists()
     mine = tmp_path / "mine"
     with override_settings(LATCHKEY_LEASE_TABLE=str(mine)):
@@ -316,10 +324,8 @@ def test_no_wait_when_no_lease_is_held(
 ) -> None:
     waits: list[float] = []
     monkeypatch.setattr(keycache, "_wait", waits.append)
-    key, api = new_key(org)
+    key, api = new_key(org)  # the starter plan: its burst of 10 leaves no block
     lease_up(api)
-    leases.release_all()  # the host's lease given back: its marker's time is what counts
-    frozen_clock.advance(1)  # and a quiet key asks for none
     with django_capture_on_commit_callbacks(execute=True):
         apikey_revoke(key=key, actor=Actor.system())
     assert waits == []
@@ -375,16 +381,16 @@ def test_leased_requests_are_counted_in_usage_and_recent_requests(
         mismatch = api.get("me", headers={"X-Org-Id": other_org.public_id})
         assert mismatch.status_code == 403
     # Refused before the limiter: their tokens went back to the lease.
-    assert remaining(api.get("me")) == HIGH - 11
+    assert remaining(api.get("me")) == HIGH - 13
     usage.fold()  # pushes this process's leased requests first, then folds
     row = KeyUsageHour.objects.get(api_key=key)
-    assert (row.count_2xx, row.count_4xx) == (11, 2)
+    assert (row.count_2xx, row.count_4xx) == (13, 2)
     assert "sdk-2.1" in row.client_versions
     assert row.scopes == {"members:read": 2}  # `me` needs no scope
     statuses = [r["status"] for r in usage.recent_requests(key_pk=key.pk)]
-    assert statuses == [200, 403, 403] + [200] * 10
+    assert statuses == [200, 403, 403] + [200] * 12
     leases.release_all()
-    assert counters(key, org, frozen_clock.now)[1] == 11
+    assert counters(key, org, frozen_clock.now)[1] == 13
 
 
 @pytest.mark.stops_redis
@@ -442,9 +448,9 @@ def test_a_push_whose_reply_was_lost_is_applied_once(
     assert leases._unsent
     leases.push()  # sent again under the same id: skipped
     assert calls[0] == calls[1] and not leases._unsent
-    assert counters(key, org, frozen_clock.now) == [7, 7, 7]
+    assert counters(key, org, frozen_clock.now) == [9, 9, 9]
     hour = usage.hour_start(frozen_clock.now)
-    assert int(redis().hget(usage.redis_hash_key(key.pk, org.pk, hour), "n")) == 7
+    assert int(redis().hget(usage.redis_hash_key(key.pk, org.pk, hour), "n")) == 9
 
 
 def test_a_worker_leaving_gives_back_what_its_leases_hold(
@@ -454,12 +460,12 @@ def test_a_worker_leaving_gives_back_what_its_leases_hold(
     key, api = new_key(org)
     lease_up(api)
     assert api.get("me").status_code == 200
-    assert counters(key, org, frozen_clock.now) == [48, 48, 48]
+    assert counters(key, org, frozen_clock.now) == [35, 35, 35]
     usage.fold_process()  # gunicorn's worker_exit
     assert not leases._granted
-    assert counters(key, org, frozen_clock.now) == [4, 4, 4]
+    assert counters(key, org, frozen_clock.now) == [6, 6, 6]
     hour = usage.hour_start(frozen_clock.now)
-    assert int(redis().hget(usage.redis_hash_key(key.pk, org.pk, hour), "n")) == 4
+    assert int(redis().hget(usage.redis_hash_key(key.pk, org.pk, hour), "n")) == 6
 
 
 def test_leased_requests_after_a_fold_start_a_pending_hash_of_their_own(
@@ -478,4 +484,134 @@ def test_leased_requests_after_a_fold_start_a_pending_hash_of_their_own(
     name = usage.redis_hash_key(key.pk, org.pk, hour)
     assert redis().ttl(name) > 0
     usage.fold()
-    assert KeyUsageHour.objects.get(api_key=key).count_2xx == 7
+    assert KeyUsageHour.objects.get(api_key=key).count_2xx == 9
+
+
+def test_two_processes_share_one_lease_without_losing_or_making_a_token(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any
+) -> None:
+    """A forked process and this one take and give back tokens of the same lease at the
+    same time; the slot's record locks make every change count: the tokens left are
+    exactly those of the grant, and draining it from both yields each token once."""
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    lease_up(api)
+    (index,) = leases._granted
+    granted = leases._table().read(index)[leases._TOKENS_UNUSED]
+    assert granted == 30
+
+    def churn_then_drain() -> int:
+        for _ in range(3000):
+            taken, _ = leases.take(key.digest, frozen_clock.now, 0)
+            if taken is not None:  # (none while the other drains)
+                leases.give_back(taken[0])
+        drained = 0
+        while leases.take(key.digest, frozen_clock.now, 0)[0] is not None:
+            drained += 1
+        return drained
+
+    known = leases._known[key.digest]
+    ready_r, ready_w = os.pipe()
+    out_r, out_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the host's table mapped, the key's state as it got it
+        try:
+            os.close(out_r)
+            leases._known[key.digest] = known
+            os.read(ready_r, 1)
+            os.write(out_w, str(churn_then_drain()).encode())
+        finally:
+            os._exit(0)
+    os.close(out_w)
+    os.write(ready_w, b"x")
+    mine = churn_then_drain()
+    os.waitpid(pid, 0)
+    theirs = int(os.read(out_r, 16) or b"-1")  # -1: the child failed
+    assert mine + theirs == granted
+
+
+def test_a_worker_that_only_uses_the_hosts_lease_pushes_its_usage(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    _, api = new_key(org)
+    lease_up(api)
+    leases._forked()  # a worker that granted nothing
+    started: list[bool] = []
+    monkeypatch.setattr(leases._pusher, "ensure_started", lambda: started.append(True))
+    assert api.get("me").status_code == 200  # its first: a round trip
+    assert not started
+    assert api.get("me").status_code == 200  # under the host's lease: usage to push
+    assert started
+
+
+def test_a_lease_is_not_used_in_the_next_second(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    _, api = new_key(org)
+    lease_up(api)
+    frozen_clock.advance(1)
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+
+
+def test_a_key_whose_slot_holds_another_keys_lease_gets_none(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    lease_up(api)
+    _, index = leases._slot_of(key.digest)
+    # Another digest with the same slot (same tag modulo the table size).
+    tag = int(key.digest[:16], 16) + leases.SLOTS
+    other_digest = f"{tag % 2**64:016x}" + key.digest[16:]
+    assert leases._slot_of(other_digest)[1] == index
+    entry, resolved, fingerprint = leases._known[key.digest]
+    leases._known[other_digest] = (entry, resolved, fingerprint)
+    assert leases.take(other_digest, frozen_clock.now, 64) == (None, 0)
+    # The slot still holds the key's lease, and the key still admits from it.
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == []
+
+
+def test_grants_of_the_same_second_and_state_add_up_in_one_lease(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any
+) -> None:
+    """Two workers that asked at once: the second grant adds its tokens to the lease the
+    first wrote instead of replacing it (replaced tokens would sit unused)."""
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    lease_up(api)
+    (index,) = leases._granted
+    before = leases._table().read(index)
+    resolved = leases._known[key.digest][1]
+    leases.grant(
+        digest=key.digest,
+        resolved=resolved,
+        limits=org.limits,
+        now=frozen_clock.now,
+        asked_at=time.monotonic(),
+        length_ms=LEASE_MS,
+        tokens=7,
+        minute_used=42,
+    )
+    after = leases._table().read(index)
+    assert after[leases._TOKENS_UNUSED] == before[leases._TOKENS_UNUSED] + 7
+    assert after[leases._SERIAL] == before[leases._SERIAL]
+    assert after[leases._MINUTE_USED] == 42
+    assert not leases._pending.returns
+
+
+def test_a_key_this_process_has_not_verified_touches_no_slot(
+    leases_on: RedisServer, frozen_clock: Any
+) -> None:
+    """Any string a client sends as a key reaches `take` before verification: it must not
+    take slots over or count demand."""
+    digest = key_digest("lk_test_" + "Z" * 38)
+    _, index = leases._slot_of(digest)
+    before = leases._table().read(index)
+    assert leases.take(digest, frozen_clock.now, 64) == (None, 0)
+    assert leases._table().read(index) == before
