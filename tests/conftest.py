@@ -14,6 +14,15 @@ from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 from tests.programs import PROGRAMS, REQUIRE_ALL_VARIABLE
 
 
+@pytest.fixture(scope="session", autouse=True)
+def lease_table_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The host's lease table (ADR 0090) of this test run: in the run's temporary folder,
+    not a new 2 MiB file in /dev/shm for every Redis server the tests start."""
+    from django.conf import settings
+
+    settings.LATCHKEY_LEASE_TABLE = str(tmp_path_factory.mktemp("leases") / "table")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say plainly how many tests a missing program skipped, and how to get it."""
     counts: dict[str, int] = {}

@@ -79,6 +79,8 @@ def setup_django(workdir: Path, redis_url: str, *, leases: bool) -> None:
             if leases
             else "0",
             "LATCHKEY_CATALOGUE": str(ROOT / "tools" / "bench_catalogue.toml"),
+            # The host's lease table in the throwaway folder, removed at the end.
+            "LATCHKEY_LEASE_TABLE": str(workdir / "leases"),
         }
     )
     sys.path.insert(0, str(ROOT))

@@ -87,6 +87,8 @@ class Server:
             "LATCHKEY_USAGE_FLUSH_SECONDS": "0",
             "CELERY_TASK_ALWAYS_EAGER": "true",
             "CELERY_BROKER_URL": "memory://",
+            # The host's lease table beside the database (removed with it).
+            "LATCHKEY_LEASE_TABLE": str(self.db_path.with_suffix(".leases")),
         }
         if self.redis_url:
             extra["REDIS_URL"] = self.redis_url
