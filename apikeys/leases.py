@@ -23,10 +23,11 @@ its trust run out.
 - **One table per host.** The leases live in a small file in shared memory (`/dev/shm`,
   one per host, Redis database and key prefix; `LATCHKEY_LEASE_TABLE` names another
   place), one slot per key, each slot guarded by a POSIX record lock (released by the
-  kernel if its holder dies). Only keys this process has verified touch it. A process uses a lease only with the key's state it got
-  from its own round trips, and only when that state is the one the lease was granted
-  with (the cache entry's fingerprint): a change made since (a limit, a scope, the
-  org's state) is never applied late by a worker that saw the old one.
+  kernel if its holder dies). Only keys this process has verified touch it. A process
+  uses a lease only with the key's state it got from its own round trips, and only when
+  that state is the one the lease was granted with (the cache entry's fingerprint): a
+  change made since (a limit, a scope, the org's state) is never applied late by a
+  worker that saw the old one.
 - **Revocation stays immediate.** While a lease may be held, a marker for the key and its
   org lives in Redis for the lease's length. An invalidation (revoke, rotation, delete,
   suspension, limit change: `keycache.invalidate_*`) reads how long the newest marker has
