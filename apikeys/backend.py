@@ -124,6 +124,8 @@ class LookedUpCount:
     verdict: int
     minute_used: int
     extra: int
+    # The lease epoch when the script ran (ADR 0091).
+    epoch: int = 0
 
 
 @dataclass
@@ -191,10 +193,18 @@ class Backend(Protocol):
     ) -> None: ...
 
     def invalidate_key(
-        self, entry: str, version_name: str, lease_marker: str, marker: bytes, ttl: int
+        self,
+        entry: str,
+        version_name: str,
+        lease_marker: str,
+        epoch: str,
+        marker: bytes,
+        ttl: int,
     ) -> int: ...
 
-    def invalidate_org(self, generation_name: str, lease_marker: str, marker: bytes) -> int: ...
+    def invalidate_org(
+        self, generation_name: str, lease_marker: str, epoch: str, marker: bytes
+    ) -> int: ...
 
     def count(
         self, w: Windows, record: RequestRecord, *, counting: bool, status_class: str
@@ -209,7 +219,7 @@ class Backend(Protocol):
         w: Windows,
         record: RequestRecord,
         now: float,
-        lease: tuple[int, int, str, str],
+        lease: tuple[int, int, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]: ...
 
     def refund(
@@ -302,15 +312,20 @@ def _fill_local(
 
 # --- rule: invalidation (and how long admission leases may still be held) ---------------
 
-# Both answer how long (ms) leases on what they changed may still be held by some process
-# (ADR 0065), from the lease marker and Redis' clock. Markers stay: the invalidation at
-# commit must find what the one made inside the transaction found.
+# Both answer how long (ms) leases on what they changed may still be held by some host
+# (ADR 0065), from the lease marker and Redis' clock, and when one may be, move the lease
+# epoch on (ADR 0091): no host admits under a lease of an older epoch once it has read the
+# new one. Markers stay: the invalidation at commit must find what the one made inside
+# the transaction found.
 _LEASE_LEFT_LUA = """
-local function lk_lease_left(name)
+local function lk_lease_left(name, epoch)
   local untl_ms = tonumber(redis.call('GET', name) or '0')
   local t = redis.call('TIME')
   local left = untl_ms - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-  if left > 0 then return left end
+  if left > 0 then
+    redis.call('INCR', epoch)
+    return left
+  end
   return 0
 end
 """
@@ -320,7 +335,7 @@ _INVALIDATE_KEY_LUA = (
     + """
 redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
 redis.call('DEL', KEYS[1])
-return lk_lease_left(KEYS[3])
+return lk_lease_left(KEYS[3], KEYS[4])
 """
 )
 
@@ -328,7 +343,7 @@ _INVALIDATE_ORG_LUA = (
     _LEASE_LEFT_LUA
     + """
 redis.call('SET', KEYS[1], ARGV[1])
-return lk_lease_left(KEYS[2])
+return lk_lease_left(KEYS[2], KEYS[3])
 """
 )
 
@@ -533,7 +548,7 @@ def _count_local(
 # stored in the entry's third line `<key id>|<burst>|<minute>|<month>|<accept until>`
 # (0: never, -1: no expiry). Anything else returns the lookup's answer alone.
 # KEYS: entry, version marker, burst, minute, month counters, usage hash, pending set,
-# recent list, the key's lease marker, the org's lease marker.
+# recent list, the key's lease marker, the org's lease marker, the lease epoch.
 # ARGV: generation prefix, key id, now, the record (4..14), lease tokens wanted (0 or 1:
 # none), lease length in ms.
 _LOOKUP_COUNT_LUA = (
@@ -590,7 +605,7 @@ if r[1] == 0 and c > 1 then
     if org ~= '' then lk_mark_lease(KEYS[10], untl_ms) end
   end
 end
-return {e, false, g, r[1], r[3], extra}
+return {e, false, g, r[1], r[3], extra, tonumber(redis.call('GET', KEYS[11]) or '0')}
 """
 )
 for _window, _divisor in LEASE_DIVISORS.items():
@@ -832,20 +847,29 @@ class RedisBackend:
         self._script(_FILL_LUA)(keys=keys, args=[version or b"", generation or b"", value, ttl])
 
     def invalidate_key(
-        self, entry: str, version_name: str, lease_marker: str, marker: bytes, ttl: int
+        self,
+        entry: str,
+        version_name: str,
+        lease_marker: str,
+        epoch: str,
+        marker: bytes,
+        ttl: int,
     ) -> int:
         return int(
             self._script(_INVALIDATE_KEY_LUA)(
-                keys=[self._raw(entry), self._raw(version_name), lease_marker], args=[marker, ttl]
+                keys=[self._raw(entry), self._raw(version_name), lease_marker, epoch],
+                args=[marker, ttl],
             )
         )
 
-    def invalidate_org(self, generation_name: str, lease_marker: str, marker: bytes) -> int:
+    def invalidate_org(
+        self, generation_name: str, lease_marker: str, epoch: str, marker: bytes
+    ) -> int:
         # No expiry: entries embed it for up to their TTL, and one small key per org that
         # ever changed is cheap. Lost to eviction it only makes entries stale.
         return int(
             self._script(_INVALIDATE_ORG_LUA)(
-                keys=[self._raw(generation_name), lease_marker], args=[marker]
+                keys=[self._raw(generation_name), lease_marker, epoch], args=[marker]
             )
         )
 
@@ -874,9 +898,9 @@ class RedisBackend:
         w: Windows,
         record: RequestRecord,
         now: float,
-        lease: tuple[int, int, str, str],
+        lease: tuple[int, int, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]:
-        tokens, length_ms, key_marker, org_marker = lease
+        tokens, length_ms, key_marker, org_marker, epoch = lease
         raw = self._raw
         reply = redisconn.run_script(
             self.conn,
@@ -892,13 +916,16 @@ class RedisBackend:
                 w.recent,
                 key_marker,
                 org_marker,
+                epoch,
             ],
             args=[raw(generation_prefix), key_pk, repr(now), *record.args(), tokens, length_ms],
         )
         looked_up = (reply[0], reply[1], reply[2])
         if len(reply) > 3:
             return (
-                LookedUpCount(reply[0], reply[2], int(reply[3]), int(reply[4]), int(reply[5])),
+                LookedUpCount(
+                    reply[0], reply[2], int(reply[3]), int(reply[4]), int(reply[5]), int(reply[6])
+                ),
                 looked_up,
             )
         return None, looked_up
@@ -1035,11 +1062,19 @@ class LocalBackend:
         _fill_local(entry, version_name, generation_name, version, generation, value, ttl)
 
     def invalidate_key(
-        self, entry: str, version_name: str, lease_marker: str, marker: bytes, ttl: int
+        self,
+        entry: str,
+        version_name: str,
+        lease_marker: str,
+        epoch: str,
+        marker: bytes,
+        ttl: int,
     ) -> int:
         return _invalidate_key_local(entry, version_name, marker, ttl)
 
-    def invalidate_org(self, generation_name: str, lease_marker: str, marker: bytes) -> int:
+    def invalidate_org(
+        self, generation_name: str, lease_marker: str, epoch: str, marker: bytes
+    ) -> int:
         return _invalidate_org_local(generation_name, marker)
 
     def count(
@@ -1056,7 +1091,7 @@ class LocalBackend:
         w: Windows,
         record: RequestRecord,
         now: float,
-        lease: tuple[int, int, str, str],
+        lease: tuple[int, int, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]:
         # No round trip to save: the caller looks up, then counts.
         return None, _lookup_local(entry, version, generation_prefix)

@@ -132,6 +132,13 @@ def org_lease_name(org_pk: int | str) -> str:
     return redisconn.rkey("lease", "o", org_pk)
 
 
+def lease_epoch_name() -> str:
+    """The lease epoch (ADR 0091): moved on by every invalidation of something a lease may
+    be held on; a host admits under a lease only while its newest reading of the epoch
+    (from any round trip, at most `LATCHKEY_KEY_LEASE_MS` old) is the lease's."""
+    return redisconn.rkey("lease", "epoch")
+
+
 # --- entries ----------------------------------------------------------------------------
 
 
@@ -281,6 +288,8 @@ class Counted:
     minute_used: int
     # Tokens counted beyond this request for the caller's admission lease (ADR 0065).
     extra: int = 0
+    # The lease epoch when the script ran (ADR 0091).
+    epoch: int = 0
 
 
 def resolve_and_count(
@@ -330,7 +339,13 @@ def resolve_and_count(
             ratelimit.windows(key_pk, org_pk, ratelimit.UNLIMITED, now),
             record,
             now,
-            (lease[0], lease[1], names[3], org_lease_name(org_pk if org_pk is not None else "-")),
+            (
+                lease[0],
+                lease[1],
+                names[3],
+                org_lease_name(org_pk if org_pk is not None else "-"),
+                lease_epoch_name(),
+            ),
         )
     except redisconn.REDIS_ERRORS as exc:
         return _resolve_from_db(digest, exc), None, exc
@@ -339,7 +354,11 @@ def resolve_and_count(
         if decoded is not None and decoded[1].digest == digest:
             _, key, org = decoded
             resolved = Resolved(key=key, org=org, from_cache=True, entry=counted.entry)
-            return resolved, Counted(counted.verdict, counted.minute_used, counted.extra), None
+            return (
+                resolved,
+                Counted(counted.verdict, counted.minute_used, counted.extra, counted.epoch),
+                None,
+            )
     resolved = _resolve_looked_up(store, digest, *looked_up)
     if resolved is not None and (resolved.key.pk, resolved.key.org_pk) != ids:
         _remember(digest, resolved)  # the script counted nothing for a stale id
@@ -483,14 +502,22 @@ def _apply(target: tuple[str, Any]) -> int:
     if kind == "key":
         digest = str(ident)
         names = _names(digest)
-        return store.invalidate_key(names[0], names[1], names[3], _marker(), MARKER_TTL)
+        return store.invalidate_key(
+            names[0], names[1], names[3], lease_epoch_name(), _marker(), MARKER_TTL
+        )
     org_pk = int(ident)
-    return store.invalidate_org(_org_generation_name(org_pk), org_lease_name(org_pk), _marker())
+    return store.invalidate_org(
+        _org_generation_name(org_pk), org_lease_name(org_pk), lease_epoch_name(), _marker()
+    )
 
 
-# `LATCHKEY_KEY_LEASE_MS`'s default (config/settings.py): what an invalidation that cannot
-# reach Redis waits for at least.
-LEASE_MS_DEFAULT = 1000
+# `LATCHKEY_KEY_LEASE_MS`'s default (config/settings.py): how long a host trusts its newest
+# reading of the lease epoch (ADR 0091), and so how long an invalidation waits at most
+# (at least this long, should this process run with leases off).
+LEASE_MS_DEFAULT = 200
+# A lease lives at most this long (within its second): what an invalidation that cannot
+# reach Redis, and so cannot move the epoch on, waits for.
+LEASE_LIFE_MS = 1000
 # Added to the wait for leases: covers a Redis clock running slightly slower than ours.
 LEASE_WAIT_MARGIN = 0.005
 
@@ -514,11 +541,16 @@ def _invalidate(target: tuple[str, Any], *, wait: bool) -> None:
         )
         _remember_pending(target)
         _retrier.add(target)
-        # Leases granted before the outage end within their length (at least the
-        # default's, should this process run with leases off). The cache entry itself
-        # is invalidated only when the retrier gets through (ADR 0061): a worker that
-        # still reaches Redis meanwhile may accept the key from it.
-        held_ms = max(int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0), LEASE_MS_DEFAULT)
+        # Leases granted before the outage end with their second: the epoch could not be
+        # moved on. The cache entry itself is invalidated only when the retrier gets
+        # through (ADR 0061): a worker that still reaches Redis meanwhile may accept the
+        # key from it.
+        held_ms = LEASE_LIFE_MS
+    else:
+        # A lease may still be held: the epoch was moved on, and every host stops
+        # trusting its older reading of it within `LATCHKEY_KEY_LEASE_MS` (ADR 0091).
+        trust_ms = max(int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0), LEASE_MS_DEFAULT)
+        held_ms = min(held_ms, trust_ms)
     if wait and held_ms > 0:
         _wait(held_ms / 1000 + LEASE_WAIT_MARGIN)
 

@@ -29,11 +29,12 @@ its trust run out.
   change made since (a limit, a scope, the org's state) is never applied late by a
   worker that saw the old one.
 - **Revocation stays immediate.** While a lease may be held, a marker for the key and its
-  org lives in Redis for the lease's length. An invalidation (revoke, rotation, delete,
-  suspension, limit change: `keycache.invalidate_*`) reads how long the newest marker has
-  left and returns only after that, so once it has returned no process accepts the key
-  under a lease granted before the change. A lease is trusted for 90 % of its length,
-  measured from before it was asked for: the margin covers clock-rate differences.
+  org lives in Redis for the lease's life (1 s). An invalidation (revoke, rotation,
+  delete, suspension, limit change: `keycache.invalidate_*`) that finds a marker running
+  moves the lease epoch on and returns only `LATCHKEY_KEY_LEASE_MS` later (ADR 0091). A
+  host uses a lease only while its newest reading of the epoch (from any round trip) is
+  younger than 90 % of that and not newer than the lease's, so once the invalidation has
+  returned no process accepts the key under a lease granted before the change.
 - **Usage is still counted.** Requests admitted under a lease are counted in the process
   that admitted them (per key and hour: count, status classes, client versions, last
   time and IP; and the key's recent requests) and pushed to Redis every half second,
@@ -90,13 +91,19 @@ MIN_ELAPSED = 0.1
 # id (-1: none), the lease's second, trusted until (time.monotonic(), one clock for every
 # process of a host), serial, the minute counter after the grant (tokens included),
 # tokens left, which windows are limited (bits: burst, minute, month), the key's demand on
-# this host (the second it counts, requests in it, requests in the one before), and until
-# when a worker is asking Redis for the host's next lease (others then do not).
-_SLOT = struct.Struct("<QQqqqdqqqqqiid")
+# this host (the second it counts, requests in it, requests in the one before), until
+# when a worker is asking Redis for the host's next lease (others then do not), and the
+# lease epoch it was granted in (ADR 0091).
+_SLOT = struct.Struct("<QQqqqdqqqqqiidq")
 SLOT_SIZE = 128
 SLOTS = 16384
-TABLE_SIZE = SLOT_SIZE * SLOTS
-_LAYOUT = "leases-v1"
+# After the slots, the host's newest reading of the lease epoch: a sequence number (odd
+# while it is being written), the epoch, and when (time.monotonic()) the round trip that
+# read it was sent.
+_HEADER_AT = SLOT_SIZE * SLOTS
+_HEADER, _SEQUENCE = struct.Struct("<qqd"), struct.Struct("<q")
+TABLE_SIZE = SLOT_SIZE * (SLOTS + 1)
+_LAYOUT = "leases-v2"
 _BURST, _MINUTE, _MONTH = 1, 2, 4
 # A request's token is taken by rewriting these fields alone, never the lease's second or
 # trust; a new lease is written with no tokens first and gets them last, so a process
@@ -121,7 +128,8 @@ ASKING_SECONDS = 0.05
     _CUR,
     _PREV,
     _ASKING,
-) = range(14)
+    _EPOCH,
+) = range(15)
 assert _SLOT.size <= SLOT_SIZE
 assert struct.calcsize("<QQqqqdqq") == _TOKENS_AT
 assert struct.calcsize("<QQqqqdqqqq") == _DEMAND_AT
@@ -187,6 +195,31 @@ class _Table:
             slot[_PREV],
             slot[_ASKING],
         )
+
+    def epoch_reading(self) -> tuple[int, float]:
+        """The host's newest reading of the lease epoch and when it was asked for; a
+        reading being written at that moment is read again (a sequence lock), and one
+        that keeps changing counts as none."""
+        for _ in range(100):
+            sequence, epoch, asked_at = _HEADER.unpack_from(self.map, _HEADER_AT)
+            if sequence % 2 == 0 and _SEQUENCE.unpack_from(self.map, _HEADER_AT)[0] == sequence:
+                return epoch, asked_at
+        return 0, 0.0
+
+    def observe(self, epoch: int, asked_at: float) -> None:
+        """(under `_lock`) Keep the newer of this reading and the host's."""
+        self.lock(SLOTS)
+        try:
+            sequence, held_epoch, held_at = _HEADER.unpack_from(self.map, _HEADER_AT)
+            if epoch <= held_epoch and asked_at <= held_at:
+                return
+            _SEQUENCE.pack_into(self.map, _HEADER_AT, sequence + 1)
+            _HEADER.pack_into(
+                self.map, _HEADER_AT, sequence + 1, max(epoch, held_epoch), max(asked_at, held_at)
+            )
+            _SEQUENCE.pack_into(self.map, _HEADER_AT, sequence + 2)
+        finally:
+            self.unlock(SLOTS)
 
     def clear(self) -> None:
         self.map[:] = bytes(TABLE_SIZE)
@@ -346,14 +379,18 @@ def know(digest: str, resolved: keycache.Resolved) -> None:
 
 def _fresh(tag: int, second: int) -> list[Any]:
     """A slot taken over for the key with `tag`: no lease, its demand starting now."""
-    return [tag, 0, 0, -1, 0, 0.0, 0, 0, 0, 0, second, 1, 0, 0.0]
+    return [tag, 0, 0, -1, 0, 0.0, 0, 0, 0, 0, second, 1, 0, 0.0, 0]
 
 
-def take(digest: str, now: float, tokens: int) -> tuple[tuple[Lease, int] | None, int]:
+def take(
+    digest: str, now: float, tokens: int, trust: float
+) -> tuple[tuple[Lease, int] | None, int]:
     """A token of the host's lease on `digest`, with the minute window's count to
     report; else None and how many tokens a lease should ask for (`tokens` at most; 0 or
     1: none). Counts the request in the key's demand on this host either way. A key this
-    process has not verified yet (unknown, or any string a client sends) touches nothing."""
+    process has not verified yet (unknown, or any string a client sends) touches nothing.
+    A lease is used only while the host's newest reading of the lease epoch is at most
+    `trust` seconds old and not newer than the lease's (ADR 0091)."""
     known = _known.get(digest)
     if known is None:
         return None, 0
@@ -377,7 +414,7 @@ def take(digest: str, now: float, tokens: int) -> tuple[tuple[Lease, int] | None
                 slot[_DEMAND_SECOND] = second
             slot[_CUR] += 1
             live = _live(slot, second, clock)
-            if live and slot[_VERSION] == known[2]:
+            if live and slot[_VERSION] == known[2] and _epoch_holds(table, slot, clock, trust):
                 slot[_TOKENS_UNUSED] -= 1
                 table.write_tokens(index, slot)
                 table.write_demand(index, slot)
@@ -396,7 +433,7 @@ def take(digest: str, now: float, tokens: int) -> tuple[tuple[Lease, int] | None
                 )
                 return (lease, slot[_MINUTE_USED] - slot[_TOKENS_UNUSED]), 0
             wanted = 0
-            if not live:  # (a live lease this process cannot use yet: no second one)
+            if not live:  # (a live lease this process cannot use now: no second one)
                 wanted = min(tokens, _wanted(slot[_PREV], slot[_CUR], now - second))
                 if wanted > 1:
                     if clock < slot[_ASKING]:
@@ -409,6 +446,24 @@ def take(digest: str, now: float, tokens: int) -> tuple[tuple[Lease, int] | None
             table.unlock(index)
 
 
+def _epoch_holds(table: _Table, slot: list[Any], clock: float, trust: float) -> bool:
+    """The host read the lease epoch less than `trust` seconds ago (counted from when it
+    asked), and the slot's lease is of that epoch or a later one."""
+    epoch, asked_at = table.epoch_reading()
+    return clock < asked_at + trust and slot[_EPOCH] >= epoch
+
+
+def observe(epoch: int, asked_at: float) -> None:
+    """A round trip sent at `asked_at` (`time.monotonic()`) read the lease `epoch`: the
+    host's reading is the newer of it and the one held."""
+    table = _table()
+    held_epoch, held_at = table.epoch_reading()
+    if epoch <= held_epoch and asked_at <= held_at:
+        return
+    with _lock:
+        table.observe(epoch, asked_at)
+
+
 def grant(
     *,
     digest: str,
@@ -419,6 +474,7 @@ def grant(
     length_ms: int,
     tokens: int,
     minute_used: int,
+    epoch: int,
 ) -> None:
     """Hold for the host the `tokens` the script counted beyond the request that asked
     (`asked_at`: `time.monotonic()` before the call). A lease of the same key, state and
@@ -456,6 +512,7 @@ def grant(
                 slot[_TOKENS_UNUSED] += tokens
                 slot[_MINUTE_USED] = max(slot[_MINUTE_USED], minute_used)
                 slot[_TRUST] = max(slot[_TRUST], trust)
+                slot[_EPOCH] = min(slot[_EPOCH], epoch)
             else:
                 _retire(slot)
                 if slot[_TAG] != tag:
@@ -469,6 +526,7 @@ def grant(
                 slot[_MINUTE_USED] = minute_used
                 slot[_TOKENS_UNUSED] = tokens
                 slot[_FLAGS] = flags
+                slot[_EPOCH] = epoch
             slot[_ASKING] = 0.0
             table.write(index, slot)
             _granted.add(index)

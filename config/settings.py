@@ -355,11 +355,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # counters into the database this often, and once more at exit; 0 turns it off.
 LATCHKEY_USAGE_FLUSH_SECONDS = env.float("LATCHKEY_USAGE_FLUSH_SECONDS", default=30.0)
 
-# Admission leases (ADR 0065, 0090): a key busy on this host is admitted by every worker
-# of the host from a block of already-counted tokens, without a Redis call per request,
-# within one second and for at most this many ms (revocations wait that long at most);
+# Admission leases (ADR 0065, 0090, 0091): a key busy on this host is admitted by every
+# worker of the host from a block of already-counted tokens, without a Redis call per
+# request, within one second, while the host's reading of the lease epoch is younger than
+# this many ms; an invalidation (revoke, suspension, limit change) waits this long at most.
 # 0 turns leases off.
-LATCHKEY_KEY_LEASE_MS = env.int("LATCHKEY_KEY_LEASE_MS", default=1000)
+LATCHKEY_KEY_LEASE_MS = env.int("LATCHKEY_KEY_LEASE_MS", default=200)
 # The largest block one lease takes (never more than a quarter of what a window has left).
 LATCHKEY_KEY_LEASE_TOKENS = env.int("LATCHKEY_KEY_LEASE_TOKENS", default=64)
 # The host's lease table: a file in /dev/shm by default (one per host, Redis database and

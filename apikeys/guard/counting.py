@@ -33,6 +33,8 @@ class Early:
     org_pk: int | None
     # Tokens counted beyond this request for an admission lease asked for.
     extra: int = 0
+    # The lease epoch the count was made in (ADR 0091); None when not counted in Redis.
+    epoch: int | None = None
     # What the wrapper that counted it needs (the lease it was admitted under).
     hold: Any = None
 
@@ -76,11 +78,12 @@ class Direct:
             return None, None
         org = resolved.org
         limits = org.limits if org is not None else ratelimit.UNLIMITED
+        epoch = None
         if counted is not None:
             result = ratelimit.counted_result(
                 resolved.key.pk, limits, now, counted.verdict, counted.minute_used, body, pushed
             )
-            extra = counted.extra
+            extra, epoch = counted.extra, counted.epoch
         elif error is not None:
             # Redis is down: verification went to the database; the limits fail open
             # without a second attempt on this request.
@@ -88,7 +91,9 @@ class Direct:
             result, extra = ratelimit.degraded_result(limits, now), 0
         else:
             return resolved, None
-        return resolved, Early(result, now, resolved.key.pk, org.pk if org else None, extra)
+        return resolved, Early(
+            result, now, resolved.key.pk, org.pk if org else None, extra, epoch=epoch
+        )
 
     def give_back(
         self, early: Early, *, status: int, meta: ratelimit.UsageMeta
@@ -114,24 +119,31 @@ class Direct:
 
 
 class Leasing:
-    """`Direct` with admission leases (ADR 0065, 0090)."""
+    """`Direct` with admission leases (ADR 0065, 0090, 0091)."""
 
-    def __init__(self, inner: Direct, tokens: int, length_ms: int) -> None:
+    def __init__(self, inner: Direct, tokens: int, trust_ms: int) -> None:
         self.inner = inner
-        self.wanted = (tokens, length_ms)
+        self.tokens = tokens
+        # A lease lives at most `LEASE_LIFE_MS` (within its second), while the host's
+        # reading of the lease epoch is younger than `trust_ms` (less a margin for
+        # clock rates).
+        self.life_ms = keycache.LEASE_LIFE_MS
+        self.trust = trust_ms / 1000 * leases.HOLDER_FRACTION
 
     def verify(
         self, digest: str, now: float, meta: Callable[[], ratelimit.UsageMeta]
     ) -> tuple[keycache.Resolved | None, Early | None]:
-        taken, wanted = leases.take(digest, now, self.wanted[0])
+        taken, wanted = leases.take(digest, now, self.tokens, self.trust)
         if taken is not None:
             lease, minute_used = taken
             result = ratelimit.leased_result(lease.limits, now, minute_used)
             return lease.resolved, Early(result, now, lease.key_pk, lease.org_pk, hold=lease)
         asked_at = time.monotonic()
-        resolved, early = self.inner.verify(digest, now, meta, (wanted, self.wanted[1]))
+        resolved, early = self.inner.verify(digest, now, meta, (wanted, self.life_ms))
         if resolved is None or early is None:
             return resolved, early
+        if early.epoch is not None:
+            leases.observe(early.epoch, asked_at)
         if resolved.from_cache:
             leases.know(digest, resolved)
         if not early.extra:
@@ -144,9 +156,10 @@ class Leasing:
             limits=org.limits if org is not None else ratelimit.UNLIMITED,
             now=now,
             asked_at=asked_at,
-            length_ms=self.wanted[1],
+            length_ms=self.life_ms,
             tokens=extra,
             minute_used=early.result.minute_used,
+            epoch=early.epoch or 0,
         )
         # The headers report the window without the lease's unused tokens.
         result = replace(early.result, minute_used=early.result.minute_used - extra)

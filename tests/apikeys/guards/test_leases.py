@@ -32,7 +32,8 @@ from tests.apikeys.api.conftest import ApiClient
 from tests.apikeys.guards.conftest import CommandLog, RedisServer, new_key, set_limits
 
 HIGH = 10**9
-LEASE_MS = 1000
+LEASE_MS = 200  # how long a host trusts its reading of the lease epoch
+TRUST = LEASE_MS / 1000 * leases.HOLDER_FRACTION
 
 
 @pytest.fixture
@@ -293,26 +294,68 @@ def test_revocation_waits_out_the_leases_and_is_then_in_force(
     lease_up(api)
     with django_capture_on_commit_callbacks(execute=True):
         apikey_revoke(key=key, actor=Actor.system())
-    # The invalidation at commit waited for what is left of the newest lease's marker.
-    assert len(waits) == 1 and 0.2 < waits[0] <= LEASE_MS / 1000 + keycache.LEASE_WAIT_MARGIN
+    # A lease may be held (its marker lives for a second): the invalidation at commit moved
+    # the lease epoch on and waited as long as a host trusts an older reading of it.
+    assert waits == [LEASE_MS / 1000 + keycache.LEASE_WAIT_MARGIN]
     refused = api.get("me")
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "api_key_revoked"
 
 
-def test_a_holder_trusts_its_lease_for_less_than_the_marker_lives(
+def test_a_lease_lives_no_longer_than_its_marker(
     leases_on: RedisServer, org: Organization, frozen_clock: Any
 ) -> None:
-    """What makes the wait enough: the marker outlives the host's trust in its lease."""
+    """What makes an invalidation move the epoch on: the marker outlives the lease."""
     set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
     key, api = new_key(org)
     lease_up(api)
     (index,) = leases._granted
-    trusted = leases._table().read(index)[leases._TRUST] - time.monotonic()
+    lives = leases._table().read(index)[leases._TRUST] - time.monotonic()
     marker = marker_left(keycache.key_lease_name(key.digest))
     org_marker = marker_left(keycache.org_lease_name(org.pk))
-    assert 0 < trusted < marker and trusted < org_marker
-    assert trusted <= LEASE_MS / 1000 * leases.HOLDER_FRACTION
+    assert 0 < lives < marker and lives < org_marker
+    assert lives <= keycache.LEASE_LIFE_MS / 1000 * leases.HOLDER_FRACTION
+
+
+def test_a_lease_is_used_only_while_the_hosts_reading_of_the_epoch_is_fresh(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    _, api = new_key(org)
+    lease_up(api)
+    epoch, asked_at = leases._table().epoch_reading()
+    assert 0 < time.monotonic() - asked_at < TRUST
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == []
+    # The reading grows old (no round trip on this host for longer than it is trusted).
+    table = leases._table()
+    table.map[leases._HEADER_AT : leases._HEADER_AT + leases._HEADER.size] = leases._HEADER.pack(
+        0, epoch, time.monotonic() - TRUST
+    )
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]  # which reads the epoch again...
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == []  # ...and the lease is usable again
+
+
+def test_an_invalidation_elsewhere_ends_the_hosts_leases_once_it_reads_the_new_epoch(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """Another host revoked some key that held a lease: the epoch moved on. This host's
+    leases, all of an older epoch, are not used once any round trip brought the new one
+    (and not at all once the old reading is too old: the invalidation waits that out)."""
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    _, api = new_key(org)
+    _, other = new_key(org, name="Other")
+    lease_up(api)
+    redis().incr(keycache.lease_epoch_name())
+    for _ in range(3):  # the other key's first requests: cold, org part, then counted
+        assert other.get("me").status_code == 200  # (a round trip that reads the epoch)
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names[:1] == ["EVALSHA"]
 
 
 def test_no_wait_when_no_lease_is_held(
@@ -343,14 +386,17 @@ def test_another_process_lease_is_waited_for(
     conn = redis()
     conn.set(keycache.key_lease_name(digest), redis_ms() + 3000)
     conn.set(keycache.org_lease_name(org.pk), redis_ms() + 2000)
+    epoch = int(conn.get(keycache.lease_epoch_name()) or 0)
     keycache._invalidate(("key", digest), wait=True)
     keycache._invalidate(("org", org.pk), wait=True)
-    assert 2.0 < waits[0] <= 3.0 + keycache.LEASE_WAIT_MARGIN
-    assert 1.0 < waits[1] <= 2.0 + keycache.LEASE_WAIT_MARGIN
+    # Each moved the epoch on and waited as long as a host trusts an older reading.
+    assert waits == [LEASE_MS / 1000 + keycache.LEASE_WAIT_MARGIN] * 2
+    assert int(conn.get(keycache.lease_epoch_name())) == epoch + 2
     # A marker whose time has passed means no wait.
     conn.set(keycache.org_lease_name(org.pk), redis_ms() - 10)
     keycache._invalidate(("org", org.pk), wait=True)
     assert len(waits) == 2
+    assert int(conn.get(keycache.lease_epoch_name())) == epoch + 2
 
 
 def test_a_suspension_ends_this_process_leases_at_once(
@@ -502,11 +548,11 @@ def test_two_processes_share_one_lease_without_losing_or_making_a_token(
 
     def churn_then_drain() -> int:
         for _ in range(3000):
-            taken, _ = leases.take(key.digest, frozen_clock.now, 0)
+            taken, _ = leases.take(key.digest, frozen_clock.now, 0, TRUST)
             if taken is not None:  # (none while the other drains)
                 leases.give_back(taken[0])
         drained = 0
-        while leases.take(key.digest, frozen_clock.now, 0)[0] is not None:
+        while leases.take(key.digest, frozen_clock.now, 0, TRUST)[0] is not None:
             drained += 1
         return drained
 
@@ -570,7 +616,7 @@ def test_a_key_whose_slot_holds_another_keys_lease_gets_none(
     assert leases._slot_of(other_digest)[1] == index
     entry, resolved, fingerprint = leases._known[key.digest]
     leases._known[other_digest] = (entry, resolved, fingerprint)
-    assert leases.take(other_digest, frozen_clock.now, 64) == (None, 0)
+    assert leases.take(other_digest, frozen_clock.now, 64, TRUST) == (None, 0)
     # The slot still holds the key's lease, and the key still admits from it.
     redis_commands.clear()
     assert api.get("me").status_code == 200
@@ -597,6 +643,7 @@ def test_grants_of_the_same_second_and_state_add_up_in_one_lease(
         length_ms=LEASE_MS,
         tokens=7,
         minute_used=42,
+        epoch=before[leases._EPOCH],
     )
     after = leases._table().read(index)
     assert after[leases._TOKENS_UNUSED] == before[leases._TOKENS_UNUSED] + 7
@@ -613,7 +660,7 @@ def test_a_key_this_process_has_not_verified_touches_no_slot(
     digest = key_digest("lk_test_" + "Z" * 38)
     _, index = leases._slot_of(digest)
     before = leases._table().read(index)
-    assert leases.take(digest, frozen_clock.now, 64) == (None, 0)
+    assert leases.take(digest, frozen_clock.now, 64, TRUST) == (None, 0)
     assert leases._table().read(index) == before
 
 
