@@ -125,7 +125,7 @@ class LookedUpCount:
     minute_used: int
     extra: int
     # The lease epoch when the script ran (ADR 0091).
-    epoch: int = 0
+    epoch: int | None = None
 
 
 @dataclass
@@ -197,13 +197,13 @@ class Backend(Protocol):
         entry: str,
         version_name: str,
         lease_marker: str,
-        epoch: str,
+        epoch: tuple[str, str],
         marker: bytes,
         ttl: int,
     ) -> int: ...
 
     def invalidate_org(
-        self, generation_name: str, lease_marker: str, epoch: str, marker: bytes
+        self, generation_name: str, lease_marker: str, epoch: tuple[str, str], marker: bytes
     ) -> int: ...
 
     def count(
@@ -219,7 +219,7 @@ class Backend(Protocol):
         w: Windows,
         record: RequestRecord,
         now: float,
-        lease: tuple[int, int, str, str, str],
+        lease: tuple[int, int, int, str, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]: ...
 
     def refund(
@@ -317,14 +317,21 @@ def _fill_local(
 # epoch on (ADR 0091): no host admits under a lease of an older epoch once it has read the
 # new one. Markers stay: the invalidation at commit must find what the one made inside
 # the transaction found.
+# The wait is the shorter of the marker's rest and the longest trust in a reading of the
+# epoch any granting host has declared (`lease:trust`, kept by the count script): it does
+# not depend on the invalidating process's own settings.
 _LEASE_LEFT_LUA = """
-local function lk_lease_left(name, epoch)
+local function lk_lease_left(name, epoch, trust)
   local untl_ms = tonumber(redis.call('GET', name) or '0')
   local t = redis.call('TIME')
-  local left = untl_ms - (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local left = untl_ms - now_ms
   if left > 0 then
-    redis.call('INCR', epoch)
-    return left
+    -- Moved on to Redis' time in ms at least: an epoch lost with Redis' data comes back
+    -- above every value hosts have read before.
+    local e = tonumber(redis.call('GET', epoch) or '0')
+    redis.call('SET', epoch, string.format('%d', math.max(e + 1, now_ms)))
+    return math.min(left, tonumber(redis.call('GET', trust) or left))
   end
   return 0
 end
@@ -335,7 +342,7 @@ _INVALIDATE_KEY_LUA = (
     + """
 redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
 redis.call('DEL', KEYS[1])
-return lk_lease_left(KEYS[3], KEYS[4])
+return lk_lease_left(KEYS[3], KEYS[4], KEYS[5])
 """
 )
 
@@ -343,7 +350,7 @@ _INVALIDATE_ORG_LUA = (
     _LEASE_LEFT_LUA
     + """
 redis.call('SET', KEYS[1], ARGV[1])
-return lk_lease_left(KEYS[2], KEYS[3])
+return lk_lease_left(KEYS[2], KEYS[3], KEYS[4])
 """
 )
 
@@ -548,9 +555,10 @@ def _count_local(
 # stored in the entry's third line `<key id>|<burst>|<minute>|<month>|<accept until>`
 # (0: never, -1: no expiry). Anything else returns the lookup's answer alone.
 # KEYS: entry, version marker, burst, minute, month counters, usage hash, pending set,
-# recent list, the key's lease marker, the org's lease marker, the lease epoch.
+# recent list, the key's lease marker, the org's lease marker, the lease epoch, the
+# longest trust in a reading of it (ms).
 # ARGV: generation prefix, key id, now, the record (4..14), lease tokens wanted (0 or 1:
-# none), lease length in ms.
+# none), lease length in ms, how long the host trusts a reading of the epoch (ms).
 _LOOKUP_COUNT_LUA = (
     GUARD_LUA_FUNCTION
     + """
@@ -603,9 +611,20 @@ if r[1] == 0 and c > 1 then
     local untl_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[16])
     lk_mark_lease(KEYS[9], untl_ms)
     if org ~= '' then lk_mark_lease(KEYS[10], untl_ms) end
+    if tonumber(ARGV[17]) > tonumber(redis.call('GET', KEYS[12]) or '0') then
+      redis.call('SET', KEYS[12], ARGV[17])
+    end
   end
 end
-return {e, false, g, r[1], r[3], extra, tonumber(redis.call('GET', KEYS[11]) or '0')}
+local ep = redis.call('GET', KEYS[11])
+if not ep then
+  -- None yet (or lost with Redis' data): start at Redis' time in ms, above any before.
+  local t = redis.call('TIME')
+  ep = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  redis.call('SET', KEYS[11], ep, 'NX')
+  ep = redis.call('GET', KEYS[11])
+end
+return {e, false, g, r[1], r[3], extra, tonumber(ep)}
 """
 )
 for _window, _divisor in LEASE_DIVISORS.items():
@@ -851,25 +870,25 @@ class RedisBackend:
         entry: str,
         version_name: str,
         lease_marker: str,
-        epoch: str,
+        epoch: tuple[str, str],
         marker: bytes,
         ttl: int,
     ) -> int:
         return int(
             self._script(_INVALIDATE_KEY_LUA)(
-                keys=[self._raw(entry), self._raw(version_name), lease_marker, epoch],
+                keys=[self._raw(entry), self._raw(version_name), lease_marker, *epoch],
                 args=[marker, ttl],
             )
         )
 
     def invalidate_org(
-        self, generation_name: str, lease_marker: str, epoch: str, marker: bytes
+        self, generation_name: str, lease_marker: str, epoch: tuple[str, str], marker: bytes
     ) -> int:
         # No expiry: entries embed it for up to their TTL, and one small key per org that
         # ever changed is cheap. Lost to eviction it only makes entries stale.
         return int(
             self._script(_INVALIDATE_ORG_LUA)(
-                keys=[self._raw(generation_name), lease_marker, epoch], args=[marker]
+                keys=[self._raw(generation_name), lease_marker, *epoch], args=[marker]
             )
         )
 
@@ -898,9 +917,9 @@ class RedisBackend:
         w: Windows,
         record: RequestRecord,
         now: float,
-        lease: tuple[int, int, str, str, str],
+        lease: tuple[int, int, int, str, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]:
-        tokens, length_ms, key_marker, org_marker, epoch = lease
+        tokens, length_ms, trust_ms, key_marker, org_marker, epoch, trust = lease
         raw = self._raw
         reply = redisconn.run_script(
             self.conn,
@@ -917,8 +936,17 @@ class RedisBackend:
                 key_marker,
                 org_marker,
                 epoch,
+                trust,
             ],
-            args=[raw(generation_prefix), key_pk, repr(now), *record.args(), tokens, length_ms],
+            args=[
+                raw(generation_prefix),
+                key_pk,
+                repr(now),
+                *record.args(),
+                tokens,
+                length_ms,
+                trust_ms,
+            ],
         )
         looked_up = (reply[0], reply[1], reply[2])
         if len(reply) > 3:
@@ -1066,14 +1094,14 @@ class LocalBackend:
         entry: str,
         version_name: str,
         lease_marker: str,
-        epoch: str,
+        epoch: tuple[str, str],
         marker: bytes,
         ttl: int,
     ) -> int:
         return _invalidate_key_local(entry, version_name, marker, ttl)
 
     def invalidate_org(
-        self, generation_name: str, lease_marker: str, epoch: str, marker: bytes
+        self, generation_name: str, lease_marker: str, epoch: tuple[str, str], marker: bytes
     ) -> int:
         return _invalidate_org_local(generation_name, marker)
 
@@ -1091,7 +1119,7 @@ class LocalBackend:
         w: Windows,
         record: RequestRecord,
         now: float,
-        lease: tuple[int, int, str, str, str],
+        lease: tuple[int, int, int, str, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]:
         # No round trip to save: the caller looks up, then counts.
         return None, _lookup_local(entry, version, generation_prefix)

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 
 from apikeys import backend as backend_module
@@ -132,11 +131,12 @@ def org_lease_name(org_pk: int | str) -> str:
     return redisconn.rkey("lease", "o", org_pk)
 
 
-def lease_epoch_name() -> str:
+def lease_epoch_names() -> tuple[str, str]:
     """The lease epoch (ADR 0091): moved on by every invalidation of something a lease may
     be held on; a host admits under a lease only while its newest reading of the epoch
-    (from any round trip, at most `LATCHKEY_KEY_LEASE_MS` old) is the lease's."""
-    return redisconn.rkey("lease", "epoch")
+    (from any round trip, at most `LATCHKEY_KEY_LEASE_MS` old) is the lease's. With it,
+    the longest such trust any host has declared: what an invalidation waits."""
+    return redisconn.rkey("lease", "epoch"), redisconn.rkey("lease", "trust")
 
 
 # --- entries ----------------------------------------------------------------------------
@@ -289,7 +289,7 @@ class Counted:
     # Tokens counted beyond this request for the caller's admission lease (ADR 0065).
     extra: int = 0
     # The lease epoch when the script ran (ADR 0091).
-    epoch: int = 0
+    epoch: int | None = None
 
 
 def resolve_and_count(
@@ -297,7 +297,7 @@ def resolve_and_count(
     *,
     now: float,
     record: RequestRecord,
-    lease: tuple[int, int] = (0, 0),
+    lease: tuple[int, int, int] = (0, 0, 0),
 ) -> tuple[Resolved | None, Counted | None, BaseException | None]:
     """`resolve`, and on a warm, current entry of an acceptable key also the rate-limit
     check-and-count of the request, in the same single round trip.
@@ -342,9 +342,10 @@ def resolve_and_count(
             (
                 lease[0],
                 lease[1],
+                lease[2],
                 names[3],
                 org_lease_name(org_pk if org_pk is not None else "-"),
-                lease_epoch_name(),
+                *lease_epoch_names(),
             ),
         )
     except redisconn.REDIS_ERRORS as exc:
@@ -503,18 +504,14 @@ def _apply(target: tuple[str, Any]) -> int:
         digest = str(ident)
         names = _names(digest)
         return store.invalidate_key(
-            names[0], names[1], names[3], lease_epoch_name(), _marker(), MARKER_TTL
+            names[0], names[1], names[3], lease_epoch_names(), _marker(), MARKER_TTL
         )
     org_pk = int(ident)
     return store.invalidate_org(
-        _org_generation_name(org_pk), org_lease_name(org_pk), lease_epoch_name(), _marker()
+        _org_generation_name(org_pk), org_lease_name(org_pk), lease_epoch_names(), _marker()
     )
 
 
-# `LATCHKEY_KEY_LEASE_MS`'s default (config/settings.py): how long a host trusts its newest
-# reading of the lease epoch (ADR 0091), and so how long an invalidation waits at most
-# (at least this long, should this process run with leases off).
-LEASE_MS_DEFAULT = 200
 # A lease lives at most this long (within its second): what an invalidation that cannot
 # reach Redis, and so cannot move the epoch on, waits for.
 LEASE_LIFE_MS = 1000
@@ -546,11 +543,8 @@ def _invalidate(target: tuple[str, Any], *, wait: bool) -> None:
         # through (ADR 0061): a worker that still reaches Redis meanwhile may accept the
         # key from it.
         held_ms = LEASE_LIFE_MS
-    else:
-        # A lease may still be held: the epoch was moved on, and every host stops
-        # trusting its older reading of it within `LATCHKEY_KEY_LEASE_MS` (ADR 0091).
-        trust_ms = max(int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0), LEASE_MS_DEFAULT)
-        held_ms = min(held_ms, trust_ms)
+    # (Else, when a lease may still be held, the script moved the epoch on and answered
+    # the longest trust any host declared in a reading of it: ADR 0091.)
     if wait and held_ms > 0:
         _wait(held_ms / 1000 + LEASE_WAIT_MARGIN)
 

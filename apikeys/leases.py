@@ -207,17 +207,22 @@ class _Table:
         return 0, 0.0
 
     def observe(self, epoch: int, asked_at: float) -> None:
-        """(under `_lock`) Keep the newer of this reading and the host's."""
+        """(under `_lock`) Keep the newer of this reading and the host's. The sequence is
+        made odd while the fields change and even after, whatever it was left at (a
+        writer killed midway leaves it odd: the next write mends it)."""
         self.lock(SLOTS)
         try:
             sequence, held_epoch, held_at = _HEADER.unpack_from(self.map, _HEADER_AT)
             if epoch <= held_epoch and asked_at <= held_at:
                 return
-            _SEQUENCE.pack_into(self.map, _HEADER_AT, sequence + 1)
-            _HEADER.pack_into(
-                self.map, _HEADER_AT, sequence + 1, max(epoch, held_epoch), max(asked_at, held_at)
-            )
-            _SEQUENCE.pack_into(self.map, _HEADER_AT, sequence + 2)
+            writing = sequence | 1
+            _SEQUENCE.pack_into(self.map, _HEADER_AT, writing)
+            try:
+                _HEADER.pack_into(
+                    self.map, _HEADER_AT, writing, max(epoch, held_epoch), max(asked_at, held_at)
+                )
+            finally:
+                _SEQUENCE.pack_into(self.map, _HEADER_AT, writing + 1)
         finally:
             self.unlock(SLOTS)
 
@@ -414,7 +419,13 @@ def take(
                 slot[_DEMAND_SECOND] = second
             slot[_CUR] += 1
             live = _live(slot, second, clock)
-            if live and slot[_VERSION] == known[2] and _epoch_holds(table, slot, clock, trust):
+            state = _epoch_state(table, slot, clock, trust) if live else 0
+            if state < 0:  # granted before an invalidation somewhere: it has ended
+                _retire(slot)
+                slot[_TRUST] = 0.0
+                table.write(index, slot)
+                live = False
+            if live and state > 0 and slot[_VERSION] == known[2]:
                 slot[_TOKENS_UNUSED] -= 1
                 table.write_tokens(index, slot)
                 table.write_demand(index, slot)
@@ -446,11 +457,20 @@ def take(
             table.unlock(index)
 
 
-def _epoch_holds(table: _Table, slot: list[Any], clock: float, trust: float) -> bool:
-    """The host read the lease epoch less than `trust` seconds ago (counted from when it
-    asked), and the slot's lease is of that epoch or a later one."""
+# A reading no more than this much newer than the host's is not written (the host's
+# stays trusted for a little less long: never less safe).
+OBSERVE_STEP = 0.01
+
+
+def _epoch_state(table: _Table, slot: list[Any], clock: float, trust: float) -> int:
+    """1: the host read the lease epoch less than `trust` seconds ago (counted from when
+    it asked) and the slot's lease is of that epoch or a later one; 0: the reading is too
+    old (a round trip reads it again); -1: the lease is of an older epoch (it has ended:
+    the epoch never goes back)."""
     epoch, asked_at = table.epoch_reading()
-    return clock < asked_at + trust and slot[_EPOCH] >= epoch
+    if not clock < asked_at + trust:
+        return 0
+    return 1 if slot[_EPOCH] >= epoch else -1
 
 
 def observe(epoch: int, asked_at: float) -> None:
@@ -458,7 +478,7 @@ def observe(epoch: int, asked_at: float) -> None:
     host's reading is the newer of it and the one held."""
     table = _table()
     held_epoch, held_at = table.epoch_reading()
-    if epoch <= held_epoch and asked_at <= held_at:
+    if epoch <= held_epoch and asked_at <= held_at + OBSERVE_STEP:
         return
     with _lock:
         table.observe(epoch, asked_at)
@@ -507,12 +527,12 @@ def grant(
                 and slot[_VERSION] == fingerprint
                 and slot[_KEY] == key_pk
                 and slot[_FLAGS] == flags
+                and slot[_EPOCH] == epoch
                 and _current(slot, second, clock)
             ):
                 slot[_TOKENS_UNUSED] += tokens
                 slot[_MINUTE_USED] = max(slot[_MINUTE_USED], minute_used)
                 slot[_TRUST] = max(slot[_TRUST], trust)
-                slot[_EPOCH] = min(slot[_EPOCH], epoch)
             else:
                 _retire(slot)
                 if slot[_TAG] != tag:

@@ -66,7 +66,7 @@ class Direct:
         digest: str,
         now: float,
         meta: Callable[[], ratelimit.UsageMeta],
-        lease: tuple[int, int] = (0, 0),
+        lease: tuple[int, int, int] = (0, 0, 0),
     ) -> tuple[keycache.Resolved | None, Early | None]:
         about = meta()
         body = about.recent_body(now)
@@ -128,6 +128,7 @@ class Leasing:
         # reading of the lease epoch is younger than `trust_ms` (less a margin for
         # clock rates).
         self.life_ms = keycache.LEASE_LIFE_MS
+        self.trust_ms = trust_ms
         self.trust = trust_ms / 1000 * leases.HOLDER_FRACTION
 
     def verify(
@@ -139,14 +140,16 @@ class Leasing:
             result = ratelimit.leased_result(lease.limits, now, minute_used)
             return lease.resolved, Early(result, now, lease.key_pk, lease.org_pk, hold=lease)
         asked_at = time.monotonic()
-        resolved, early = self.inner.verify(digest, now, meta, (wanted, self.life_ms))
+        resolved, early = self.inner.verify(
+            digest, now, meta, (wanted, self.life_ms, self.trust_ms)
+        )
         if resolved is None or early is None:
             return resolved, early
         if early.epoch is not None:
             leases.observe(early.epoch, asked_at)
         if resolved.from_cache:
             leases.know(digest, resolved)
-        if not early.extra:
+        if not early.extra or early.epoch is None:
             return resolved, early
         extra = early.extra
         org = resolved.org
@@ -159,7 +162,7 @@ class Leasing:
             length_ms=self.life_ms,
             tokens=extra,
             minute_used=early.result.minute_used,
-            epoch=early.epoch or 0,
+            epoch=early.epoch,
         )
         # The headers report the window without the lease's unused tokens.
         result = replace(early.result, minute_used=early.result.minute_used - extra)
