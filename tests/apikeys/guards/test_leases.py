@@ -87,6 +87,21 @@ def lease_up(api: ApiClient) -> list[int]:
     return seen
 
 
+def leased_key(org: Organization) -> tuple[ApiKey, ApiClient]:
+    """A key of `org`, given limits of 10^9, and leased up (`lease_up`)."""
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    lease_up(api)
+    return key, api
+
+
+def served_without_redis(api: ApiClient, redis_commands: CommandLog, count: int) -> bool:
+    """`count` requests of `api`'s key admitted with no Redis command at all."""
+    redis_commands.clear()
+    admitted = all(api.get("me").status_code == 200 for _ in range(count))
+    return admitted and redis_commands.names == []
+
+
 def test_a_high_limit_key_is_admitted_without_redis_calls_under_a_lease(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
@@ -145,10 +160,7 @@ def test_a_busy_growth_key_is_leased_a_quarter_of_its_burst(
     lease_up(api)
     # 45 left in the burst window: 11 tokens (the fifth request and 10 more).
     assert counters(key, org, frozen_clock.now) == [15, 15, 15]
-    redis_commands.clear()
-    for _ in range(10):
-        assert api.get("me").status_code == 200
-    assert redis_commands.names == []
+    assert served_without_redis(api, redis_commands, 10)
     assert api.get("me").status_code == 200
     assert redis_commands.names == ["EVALSHA"]
 
@@ -193,9 +205,7 @@ def test_a_lease_is_sized_by_the_keys_demand_on_the_host(
 def test_every_process_of_the_host_admits_from_one_lease(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, api = leased_key(org)
     leases._forked()  # what a worker forked from here starts with: the host's table alone
     redis_commands.clear()
     # Its first request asks Redis (it has not seen the key's state yet), and asks for
@@ -217,9 +227,7 @@ def test_a_process_that_saw_another_state_of_the_key_does_not_use_the_hosts_leas
 ) -> None:
     """A lease is used only with the key's state it was granted with: a worker holding an
     older state (other scopes, limits, the org's) asks Redis and gets the current one."""
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, api = leased_key(org)
     current = leases._known[key.digest][1]
     leases.know(key.digest, replace(current, entry=b"an older entry of the key"))
     redis_commands.clear()
@@ -291,9 +299,7 @@ def test_revocation_waits_out_the_leases_and_is_then_in_force(
 ) -> None:
     waits: list[float] = []
     monkeypatch.setattr(keycache, "_wait", waits.append)
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, api = leased_key(org)
     with django_capture_on_commit_callbacks(execute=True):
         apikey_revoke(key=key, actor=Actor.system())
     # A lease may be held (its marker lives for a second): the invalidation at commit moved
@@ -308,9 +314,7 @@ def test_a_lease_lives_no_longer_than_its_marker(
     leases_on: RedisServer, org: Organization, frozen_clock: Any
 ) -> None:
     """What makes an invalidation move the epoch on: the marker outlives the lease."""
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, _ = leased_key(org)
     (index,) = leases._granted
     lives = leases._table().read(index)[leases._TRUST] - time.monotonic()
     marker = marker_left(keycache.key_lease_name(key.digest))
@@ -322,9 +326,7 @@ def test_a_lease_lives_no_longer_than_its_marker(
 def test_a_lease_is_used_only_while_the_hosts_reading_of_the_epoch_is_fresh(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    _, api = new_key(org)
-    lease_up(api)
+    _, api = leased_key(org)
     epoch, asked_at = leases._table().epoch_reading()
     assert 0 < time.monotonic() - asked_at < TRUST
     redis_commands.clear()
@@ -359,10 +361,7 @@ def test_an_invalidation_elsewhere_ends_the_hosts_leases_once_it_reads_the_new_e
     assert api.get("me").status_code == 200
     assert redis_commands.names == ["EVALSHA"]
     # That round trip was granted a lease of the new epoch: the key is leased again.
-    redis_commands.clear()
-    for _ in range(3):
-        assert api.get("me").status_code == 200
-    assert redis_commands.names == []
+    assert served_without_redis(api, redis_commands, 3)
 
 
 def test_an_epoch_lost_with_redis_data_comes_back_above_the_old_one(
@@ -370,9 +369,7 @@ def test_an_epoch_lost_with_redis_data_comes_back_above_the_old_one(
 ) -> None:
     """Redis restarted without its data (or a failover lost the newest writes): the epoch
     starts again at Redis' time in ms, above what hosts read before, so leases resume."""
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    _, api = new_key(org)
-    lease_up(api)
+    _, api = leased_key(org)
     name = keycache.lease_epoch_names()[0]
     before = int(redis().get(name))
     redis().delete(name)
@@ -383,10 +380,7 @@ def test_an_epoch_lost_with_redis_data_comes_back_above_the_old_one(
     for _ in range(3):
         assert api.get("me").status_code == 200
     assert int(redis().get(name)) > before
-    redis_commands.clear()
-    for _ in range(3):
-        assert api.get("me").status_code == 200
-    assert redis_commands.names == []
+    assert served_without_redis(api, redis_commands, 3)
 
 
 def test_a_reading_left_half_written_is_mended_by_the_next_one(
@@ -394,9 +388,7 @@ def test_a_reading_left_half_written_is_mended_by_the_next_one(
 ) -> None:
     """A worker killed while writing the host's reading leaves its sequence odd: readers
     trust nothing (the host's leases wait), and the next round trip's reading mends it."""
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    _, api = new_key(org)
-    lease_up(api)
+    _, api = leased_key(org)
     table = leases._table()
     epoch, _ = table.epoch_reading()
     sequence = leases._SEQUENCE.unpack_from(table.map, leases._HEADER_AT)[0]
@@ -461,9 +453,7 @@ def test_a_suspension_ends_this_process_leases_at_once(
 ) -> None:
     from platform_admin.services import org_suspend
 
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    _, api = new_key(org)
-    lease_up(api)
+    _, api = leased_key(org)
     org_suspend(org=org, actor=Actor.for_user(staff_user), reason="Unpaid invoices")
     refused = api.get("me")
     assert refused.status_code == 403
@@ -473,9 +463,7 @@ def test_a_suspension_ends_this_process_leases_at_once(
 def test_leased_requests_are_counted_in_usage_and_recent_requests(
     leases_on: RedisServer, org: Organization, other_org: Organization, frozen_clock: Any
 ) -> None:
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, api = leased_key(org)
     for _ in range(5):
         assert api.get("me", headers={"X-Client-Version": "sdk-2.1"}).status_code == 200
     for _ in range(2):
@@ -503,9 +491,7 @@ def test_redis_down_under_a_lease_gives_no_500_and_loses_no_leased_usage(
     frozen_clock: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, api = leased_key(org)
     leases_on.stop()
     try:
         with caplog.at_level(logging.ERROR, logger="apikeys.guards"):
@@ -532,9 +518,7 @@ def test_a_push_whose_reply_was_lost_is_applied_once(
     so unused tokens are not given back twice (which would admit more than the limit)."""
     from redis.exceptions import TimeoutError as RedisTimeout
 
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, api = leased_key(org)
     for _ in range(4):
         assert api.get("me").status_code == 200
     real_send = leases._send
@@ -559,9 +543,7 @@ def test_a_push_whose_reply_was_lost_is_applied_once(
 def test_a_worker_leaving_gives_back_what_its_leases_hold(
     leases_on: RedisServer, org: Organization, frozen_clock: Any
 ) -> None:
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, api = leased_key(org)
     assert api.get("me").status_code == 200
     assert counters(key, org, frozen_clock.now) == [35, 35, 35]
     usage.fold_process()  # gunicorn's worker_exit
@@ -576,9 +558,7 @@ def test_leased_requests_after_a_fold_start_a_pending_hash_of_their_own(
 ) -> None:
     """The fold claims the hour's hash; a push that then creates it again must put it in
     the pending set (and give it an expiry), or those requests would never be folded."""
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, api = leased_key(org)
     usage.fold()
     for _ in range(4):
         assert api.get("me").status_code == 200
@@ -596,9 +576,7 @@ def test_two_processes_share_one_lease_without_losing_or_making_a_token(
     """A forked process and this one take and give back tokens of the same lease at the
     same time; the slot's record locks make every change count: the tokens left are
     exactly those of the grant, and draining it from both yields each token once."""
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, _ = leased_key(org)
     (index,) = leases._granted
     granted = leases._table().read(index)[leases._TOKENS_UNUSED]
     assert granted == 30
@@ -636,9 +614,7 @@ def test_two_processes_share_one_lease_without_losing_or_making_a_token(
 def test_a_worker_that_only_uses_the_hosts_lease_pushes_its_usage(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    _, api = new_key(org)
-    lease_up(api)
+    _, api = leased_key(org)
     leases._forked()  # a worker that granted nothing
     started: list[bool] = []
     monkeypatch.setattr(leases._pusher, "ensure_started", lambda: started.append(True))
@@ -651,9 +627,7 @@ def test_a_worker_that_only_uses_the_hosts_lease_pushes_its_usage(
 def test_a_lease_is_not_used_in_the_next_second(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    _, api = new_key(org)
-    lease_up(api)
+    _, api = leased_key(org)
     frozen_clock.advance(1)
     redis_commands.clear()
     assert api.get("me").status_code == 200
@@ -663,9 +637,7 @@ def test_a_lease_is_not_used_in_the_next_second(
 def test_a_key_whose_slot_holds_another_keys_lease_gets_none(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, api = leased_key(org)
     _, index = leases._slot_of(key.digest)
     # Another digest with the same slot (same tag modulo the table size).
     tag = int(key.digest[:16], 16) + leases.SLOTS
@@ -685,9 +657,7 @@ def test_grants_of_the_same_second_and_state_add_up_in_one_lease(
 ) -> None:
     """Two workers that asked at once: the second grant adds its tokens to the lease the
     first wrote instead of replacing it (replaced tokens would sit unused)."""
-    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
-    key, api = new_key(org)
-    lease_up(api)
+    key, _ = leased_key(org)
     (index,) = leases._granted
     before = leases._table().read(index)
     resolved = leases._known[key.digest][1]
