@@ -219,7 +219,7 @@ class Backend(Protocol):
         w: Windows,
         record: RequestRecord,
         now: float,
-        lease: tuple[int, int, int, str, str, str, str],
+        lease: tuple[int, int, int, int, str, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]: ...
 
     def refund(
@@ -329,9 +329,9 @@ local function lk_lease_left(name, epoch, trust)
   if left > 0 then
     -- Moved on to Redis' time in ms at least: an epoch lost with Redis' data comes back
     -- above every value hosts have read before.
-    local e = tonumber(redis.call('GET', epoch) or '0')
+    local e = tonumber(redis.call('GET', epoch) or '0') or 0
     redis.call('SET', epoch, string.format('%d', math.max(e + 1, now_ms)))
-    return math.min(left, tonumber(redis.call('GET', trust) or left))
+    return math.min(left, tonumber(redis.call('GET', trust) or '') or left)
   end
   return 0
 end
@@ -558,7 +558,8 @@ def _count_local(
 # recent list, the key's lease marker, the org's lease marker, the lease epoch, the
 # longest trust in a reading of it (ms).
 # ARGV: generation prefix, key id, now, the record (4..14), lease tokens wanted (0 or 1:
-# none), lease length in ms, how long the host trusts a reading of the epoch (ms).
+# none), lease length in ms, how long the host trusts a reading of the epoch (ms), the
+# newest epoch the host has read.
 _LOOKUP_COUNT_LUA = (
     GUARD_LUA_FUNCTION
     + """
@@ -611,20 +612,27 @@ if r[1] == 0 and c > 1 then
     local untl_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[16])
     lk_mark_lease(KEYS[9], untl_ms)
     if org ~= '' then lk_mark_lease(KEYS[10], untl_ms) end
-    if tonumber(ARGV[17]) > tonumber(redis.call('GET', KEYS[12]) or '0') then
-      redis.call('SET', KEYS[12], ARGV[17])
+    -- The longest trust a granting host declares, kept as long as its leases may live.
+    local tr = tonumber(ARGV[17]) or 0
+    if tr >= (tonumber(redis.call('GET', KEYS[12]) or '0') or 0) then
+      redis.call('SET', KEYS[12], string.format('%d', tr), 'PX', tonumber(ARGV[16]) + 100)
     end
   end
 end
-local ep = redis.call('GET', KEYS[11])
-if not ep then
-  -- None yet (or lost with Redis' data): start at Redis' time in ms, above any before.
+-- The epoch: none yet (or lost with Redis' data) starts at Redis' time in ms; one older
+-- than the calling host has read (Redis came back with older data) is raised to it.
+-- Either only ends leases sooner.
+local ep = tonumber(redis.call('GET', KEYS[11]) or '') or 0
+local seen = tonumber(ARGV[18]) or 0
+if ep == 0 then
   local t = redis.call('TIME')
-  ep = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-  redis.call('SET', KEYS[11], ep, 'NX')
-  ep = redis.call('GET', KEYS[11])
+  ep = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-return {e, false, g, r[1], r[3], extra, tonumber(ep)}
+if seen > ep then ep = seen end
+if ep ~= (tonumber(redis.call('GET', KEYS[11]) or '') or 0) then
+  redis.call('SET', KEYS[11], string.format('%d', ep))
+end
+return {e, false, g, r[1], r[3], extra, ep}
 """
 )
 for _window, _divisor in LEASE_DIVISORS.items():
@@ -917,9 +925,9 @@ class RedisBackend:
         w: Windows,
         record: RequestRecord,
         now: float,
-        lease: tuple[int, int, int, str, str, str, str],
+        lease: tuple[int, int, int, int, str, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]:
-        tokens, length_ms, trust_ms, key_marker, org_marker, epoch, trust = lease
+        tokens, length_ms, trust_ms, seen, key_marker, org_marker, epoch, trust = lease
         raw = self._raw
         reply = redisconn.run_script(
             self.conn,
@@ -946,6 +954,7 @@ class RedisBackend:
                 tokens,
                 length_ms,
                 trust_ms,
+                seen,
             ],
         )
         looked_up = (reply[0], reply[1], reply[2])
@@ -1119,7 +1128,7 @@ class LocalBackend:
         w: Windows,
         record: RequestRecord,
         now: float,
-        lease: tuple[int, int, int, str, str, str, str],
+        lease: tuple[int, int, int, int, str, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]:
         # No round trip to save: the caller looks up, then counts.
         return None, _lookup_local(entry, version, generation_prefix)

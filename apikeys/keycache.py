@@ -297,7 +297,7 @@ def resolve_and_count(
     *,
     now: float,
     record: RequestRecord,
-    lease: tuple[int, int, int] = (0, 0, 0),
+    lease: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> tuple[Resolved | None, Counted | None, BaseException | None]:
     """`resolve`, and on a warm, current entry of an acceptable key also the rate-limit
     check-and-count of the request, in the same single round trip.
@@ -343,6 +343,7 @@ def resolve_and_count(
                 lease[0],
                 lease[1],
                 lease[2],
+                lease[3],
                 names[3],
                 org_lease_name(org_pk if org_pk is not None else "-"),
                 *lease_epoch_names(),

@@ -92,9 +92,10 @@ MIN_ELAPSED = 0.1
 # process of a host), serial, the minute counter after the grant (tokens included),
 # tokens left, which windows are limited (bits: burst, minute, month), the key's demand on
 # this host (the second it counts, requests in it, requests in the one before), until
-# when a worker is asking Redis for the host's next lease (others then do not), and the
-# lease epoch it was granted in (ADR 0091).
-_SLOT = struct.Struct("<QQqqqdqqqqqiidq")
+# when a worker is asking Redis for the host's next lease (others then do not), the
+# lease epoch it was granted in, and how long (s) the granting worker trusts a reading of
+# the epoch (ADR 0091: a worker with a longer setting uses the shorter).
+_SLOT = struct.Struct("<QQqqqdqqqqqiidqd")
 SLOT_SIZE = 128
 SLOTS = 16384
 # After the slots, the host's newest reading of the lease epoch: a sequence number (odd
@@ -129,7 +130,8 @@ ASKING_SECONDS = 0.05
     _PREV,
     _ASKING,
     _EPOCH,
-) = range(15)
+    _DECLARED,
+) = range(16)
 assert _SLOT.size <= SLOT_SIZE
 assert struct.calcsize("<QQqqqdqq") == _TOKENS_AT
 assert struct.calcsize("<QQqqqdqqqq") == _DEMAND_AT
@@ -384,7 +386,7 @@ def know(digest: str, resolved: keycache.Resolved) -> None:
 
 def _fresh(tag: int, second: int) -> list[Any]:
     """A slot taken over for the key with `tag`: no lease, its demand starting now."""
-    return [tag, 0, 0, -1, 0, 0.0, 0, 0, 0, 0, second, 1, 0, 0.0, 0]
+    return [tag, 0, 0, -1, 0, 0.0, 0, 0, 0, 0, second, 1, 0, 0.0, 0, 0.0]
 
 
 def take(
@@ -468,9 +470,16 @@ def _epoch_state(table: _Table, slot: list[Any], clock: float, trust: float) -> 
     old (a round trip reads it again); -1: the lease is of an older epoch (it has ended:
     the epoch never goes back)."""
     epoch, asked_at = table.epoch_reading()
+    if slot[_DECLARED] > 0:
+        trust = min(trust, slot[_DECLARED])
     if not clock < asked_at + trust:
         return 0
     return 1 if slot[_EPOCH] >= epoch else -1
+
+
+def epoch_seen() -> int:
+    """The newest lease epoch this host has read (0: none)."""
+    return _table().epoch_reading()[0]
 
 
 def observe(epoch: int, asked_at: float) -> None:
@@ -494,7 +503,8 @@ def grant(
     length_ms: int,
     tokens: int,
     minute_used: int,
-    epoch: int,
+    epoch: int | None,
+    epoch_trust: float,
 ) -> None:
     """Hold for the host the `tokens` the script counted beyond the request that asked
     (`asked_at`: `time.monotonic()` before the call). A lease of the same key, state and
@@ -518,8 +528,16 @@ def grant(
         try:
             slot = table.read(index)
             clock = time.monotonic()
-            if not fingerprint or (slot[_TAG] != tag and _live(slot, second, clock)):
-                # Not the state this process knows, or the slot is another key's: hold nothing.
+            if (
+                not fingerprint
+                or epoch is None
+                or epoch < table.epoch_reading()[0]
+                or (slot[_TAG] != tag and _live(slot, second, clock))
+                or (slot[_TAG] == tag and _current(slot, second, clock) and slot[_EPOCH] > epoch)
+            ):
+                # Not the state this process knows, an epoch already ended (a reply that
+                # came late), or the slot is another key's or holds a newer lease: hold
+                # nothing.
                 _add_return(key_pk, org_pk, second, flags, tokens)
                 return
             if (
@@ -533,6 +551,7 @@ def grant(
                 slot[_TOKENS_UNUSED] += tokens
                 slot[_MINUTE_USED] = max(slot[_MINUTE_USED], minute_used)
                 slot[_TRUST] = max(slot[_TRUST], trust)
+                slot[_DECLARED] = min(slot[_DECLARED], epoch_trust)
             else:
                 _retire(slot)
                 if slot[_TAG] != tag:
@@ -547,6 +566,7 @@ def grant(
                 slot[_TOKENS_UNUSED] = tokens
                 slot[_FLAGS] = flags
                 slot[_EPOCH] = epoch
+                slot[_DECLARED] = epoch_trust
             slot[_ASKING] = 0.0
             table.write(index, slot)
             _granted.add(index)

@@ -66,7 +66,7 @@ class Direct:
         digest: str,
         now: float,
         meta: Callable[[], ratelimit.UsageMeta],
-        lease: tuple[int, int, int] = (0, 0, 0),
+        lease: tuple[int, int, int, int] = (0, 0, 0, 0),
     ) -> tuple[keycache.Resolved | None, Early | None]:
         about = meta()
         body = about.recent_body(now)
@@ -128,8 +128,8 @@ class Leasing:
         # reading of the lease epoch is younger than `trust_ms` (less a margin for
         # clock rates).
         self.life_ms = keycache.LEASE_LIFE_MS
-        self.trust_ms = trust_ms
-        self.trust = trust_ms / 1000 * leases.HOLDER_FRACTION
+        self.trust_ms = min(trust_ms, self.life_ms)
+        self.trust = self.trust_ms / 1000 * leases.HOLDER_FRACTION
 
     def verify(
         self, digest: str, now: float, meta: Callable[[], ratelimit.UsageMeta]
@@ -141,7 +141,7 @@ class Leasing:
             return lease.resolved, Early(result, now, lease.key_pk, lease.org_pk, hold=lease)
         asked_at = time.monotonic()
         resolved, early = self.inner.verify(
-            digest, now, meta, (wanted, self.life_ms, self.trust_ms)
+            digest, now, meta, (wanted, self.life_ms, self.trust_ms, leases.epoch_seen())
         )
         if resolved is None or early is None:
             return resolved, early
@@ -149,7 +149,7 @@ class Leasing:
             leases.observe(early.epoch, asked_at)
         if resolved.from_cache:
             leases.know(digest, resolved)
-        if not early.extra or early.epoch is None:
+        if not early.extra:
             return resolved, early
         extra = early.extra
         org = resolved.org
@@ -163,6 +163,7 @@ class Leasing:
             tokens=extra,
             minute_used=early.result.minute_used,
             epoch=early.epoch,
+            epoch_trust=self.trust,
         )
         # The headers report the window without the lease's unused tokens.
         result = replace(early.result, minute_used=early.result.minute_used - extra)

@@ -364,22 +364,31 @@ def test_an_invalidation_elsewhere_ends_the_hosts_leases_once_it_reads_the_new_e
     assert served_without_redis(api, redis_commands, 3)
 
 
+@pytest.mark.parametrize("lost", ["deleted", "older"])
 def test_an_epoch_lost_with_redis_data_comes_back_above_the_old_one(
-    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    lost: str,
 ) -> None:
-    """Redis restarted without its data (or a failover lost the newest writes): the epoch
-    starts again at Redis' time in ms, above what hosts read before, so leases resume."""
+    """Redis restarted without its data, or with older data (a snapshot, a failover that
+    lost the newest writes): the epoch comes back at least as high as what the hosts
+    read before, so their leases resume instead of ending as soon as granted."""
     _, api = leased_key(org)
     name = keycache.lease_epoch_names()[0]
     before = int(redis().get(name))
-    redis().delete(name)
+    if lost == "deleted":
+        redis().delete(name)
+    else:
+        redis().set(name, before - 5)
     time.sleep(0.002)
     leases._table().map[leases._HEADER_AT : leases._HEADER_AT + leases._HEADER.size] = (
         leases._HEADER.pack(0, before, 0.0)  # the reading grew old meanwhile
     )
     for _ in range(3):
         assert api.get("me").status_code == 200
-    assert int(redis().get(name)) > before
+    assert int(redis().get(name)) >= before
     assert served_without_redis(api, redis_commands, 3)
 
 
@@ -671,6 +680,7 @@ def test_grants_of_the_same_second_and_state_add_up_in_one_lease(
         tokens=7,
         minute_used=42,
         epoch=before[leases._EPOCH],
+        epoch_trust=TRUST,
     )
     after = leases._table().read(index)
     assert after[leases._TOKENS_UNUSED] == before[leases._TOKENS_UNUSED] + 7
@@ -698,3 +708,55 @@ def test_the_default_table_is_named_by_a_hash_keyed_with_the_secret_key(settings
     assert first.startswith("/dev/shm/latchkey-")
     settings.SECRET_KEY = "another secret key of fifty characters or more, for this test"
     assert leases.table_path() != first
+
+
+def test_a_lease_is_trusted_no_longer_than_its_granting_worker_declared(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any
+) -> None:
+    """Workers of one host with different settings (a reload that raised the setting): a
+    lease granted by a worker that trusts readings for 0.9 s is not used on an older
+    reading by one that would trust it for 5 s (invalidations wait what was declared)."""
+    key, _ = leased_key(org)
+    table = leases._table()
+    epoch, _ = table.epoch_reading()
+
+    def reading_aged(seconds: float) -> None:
+        table.map[leases._HEADER_AT : leases._HEADER_AT + leases._HEADER.size] = (
+            leases._HEADER.pack(0, epoch, time.monotonic() - seconds)
+        )
+
+    reading_aged(TRUST / 2)
+    assert leases.take(key.digest, frozen_clock.now, 0, 5.0)[0] is not None
+    reading_aged(TRUST + 0.05)
+    assert leases.take(key.digest, frozen_clock.now, 0, 5.0)[0] is None
+
+
+def test_the_declared_trust_lives_only_as_long_as_the_leases_it_covers(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any
+) -> None:
+    leased_key(org)
+    trust_name = keycache.lease_epoch_names()[1]
+    assert int(redis().get(trust_name)) == LEASE_MS
+    assert 0 < redis().pttl(trust_name) <= keycache.LEASE_LIFE_MS + 100
+
+
+def test_a_late_grant_of_an_older_epoch_does_not_replace_a_newer_lease(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any
+) -> None:
+    key, _ = leased_key(org)
+    (index,) = leases._granted
+    before = leases._table().read(index)
+    leases.grant(
+        digest=key.digest,
+        resolved=leases._known[key.digest][1],
+        limits=org.limits,
+        now=frozen_clock.now,
+        asked_at=time.monotonic(),
+        length_ms=keycache.LEASE_LIFE_MS,
+        tokens=7,
+        minute_used=42,
+        epoch=before[leases._EPOCH] - 1,
+        epoch_trust=TRUST,
+    )
+    assert leases._table().read(index) == before
+    assert sum(leases._pending.returns.values()) == 7  # handed back
