@@ -44,7 +44,6 @@ from typing import Any
 
 from django.db import transaction
 
-from apikeys import backend as backend_module
 from apikeys import held, ratelimit, redisconn
 from apikeys.backend import Backend, RequestRecord, backend
 from orgs.models import OrgStatus
@@ -53,7 +52,6 @@ from orgs.plans import Limits
 logger = logging.getLogger("apikeys.keycache")
 
 ENTRY_TTL = 300
-LEASE_DIVISORS = backend_module.LEASE_DIVISORS
 # Longer than any database read of a filler can take: see `_fill`.
 MARKER_TTL = 900
 

@@ -14,7 +14,7 @@ its trust run out.
   host (its requests in the last second, or so far in this one) predicts for the rest of
   the second, half as much again, at most `LATCHKEY_KEY_LEASE_TOKENS`; the script gives
   at most a quarter of what is left in the burst window, a sixteenth of the minute
-  window and a 256th of the monthly quota (`keycache.LEASE_DIVISORS`). Tokens
+  window and a 256th of the monthly quota (`backend.LEASE_DIVISORS`). Tokens
   only idle in one host's lease can hold back another host's requests, never this
   host's own (they are taken first), so that bound is what several hosts may see
   refused early, for the rest of one second. A lease lives in one burst window (one
