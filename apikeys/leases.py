@@ -83,6 +83,12 @@ PUSH_INTERVAL = 0.5
 DEMAND_MARGIN = 1.5
 # A rate is not read from less of a second than this.
 MIN_ELAPSED = 0.1
+# While this process admits under leases, its pusher reads the lease epoch again once the
+# host's reading is older than this fraction of the trust in it, so that leases are not
+# left unused (and their keys sent on round trips) only because no trip read it lately.
+REFRESH_FRACTION = 0.5
+# ... and for this long after its last leased request.
+REFRESH_WHILE_USED = 1.0
 
 # --- the host's table ----------------------------------------------------------------
 #
@@ -409,6 +415,7 @@ def take(
         try:
             slot = table.read(index)
             clock = time.monotonic()
+            _watch.used, _watch.trust = clock, trust
             if slot[_TAG] != tag:
                 if _live(slot, second, clock):
                     return None, 0  # another key's lease holds the slot
@@ -475,6 +482,55 @@ def _epoch_state(table: _Table, slot: list[Any], clock: float, trust: float) -> 
     if not clock < asked_at + trust:
         return 0
     return 1 if slot[_EPOCH] >= epoch else -1
+
+
+class _Watch:
+    """When this process last looked for a lease to admit under (`time.monotonic()`), and
+    the trust it placed in the host's reading of the epoch then (s)."""
+
+    used = 0.0
+    trust = 0.0
+
+
+_watch = _Watch()
+
+
+def refresh_epoch() -> bool:
+    """Read the lease epoch again when this process admits under leases and the host's
+    reading is older than `REFRESH_FRACTION` of the trust in it (the pusher's thread;
+    any worker of the host may, the first one does). The same rule as a round trip's
+    reading: counted from when it was asked, kept only if not older than the host's (an
+    epoch lost with Redis' data is left to the count script, which raises it). True when
+    the host's reading was renewed."""
+    clock = time.monotonic()
+    trust = _watch.trust
+    if trust <= 0 or clock - _watch.used > REFRESH_WHILE_USED:
+        return False
+    table = _table()
+    held_epoch, held_at = table.epoch_reading()
+    if clock < held_at + trust * REFRESH_FRACTION:
+        return False
+    conn = redisconn.client()
+    if conn is None:
+        return False
+    asked_at = time.monotonic()
+    try:
+        value = conn.get(keycache.lease_epoch_names()[0])
+        epoch = int(value) if value is not None else 0
+    except Exception:  # Redis unreachable, or not a number: the next round trip reads it
+        return False
+    if epoch <= 0 or epoch < held_epoch:
+        return False
+    observe(epoch, asked_at)
+    return True
+
+
+def tick(clock: float) -> float:
+    """How long the pusher sleeps between looks: often enough to renew the host's reading
+    of the epoch in time while this process admits under leases, else `PUSH_INTERVAL`."""
+    if _watch.trust > 0 and clock - _watch.used < REFRESH_WHILE_USED:
+        return min(PUSH_INTERVAL, max(0.005, _watch.trust * REFRESH_FRACTION / 2))
+    return PUSH_INTERVAL
 
 
 def epoch_seen() -> int:
@@ -854,6 +910,7 @@ def discard() -> None:
         _known.clear()
         _granted.clear()
         _pending = _Pending()
+        _watch.used = _watch.trust = 0.0
         if redisconn.enabled():
             _table().clear()
     with _push_lock:
@@ -871,6 +928,7 @@ def _forked() -> None:
     _granted.clear()
     _unsent.clear()
     _pending = _Pending()
+    _watch.used = _watch.trust = 0.0
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -896,8 +954,13 @@ class _Pusher:
             atexit.register(release_all)
 
     def _run(self) -> None:
+        next_push = time.monotonic() + PUSH_INTERVAL
         while True:
-            time.sleep(PUSH_INTERVAL)
+            time.sleep(max(0.0, min(tick(time.monotonic()), next_push - time.monotonic())))
+            refresh_epoch()
+            if time.monotonic() < next_push:
+                continue
+            next_push = time.monotonic() + PUSH_INTERVAL
             try:
                 push()
             except Exception:

@@ -760,3 +760,90 @@ def test_a_late_grant_of_an_older_epoch_does_not_replace_a_newer_lease(
     )
     assert leases._table().read(index) == before
     assert sum(leases._pending.returns.values()) == 7  # handed back
+
+
+def age_reading(seconds: float) -> int:
+    """Make the host's reading of the epoch `seconds` old; returns its epoch."""
+    table = leases._table()
+    epoch, _ = table.epoch_reading()
+    table.map[leases._HEADER_AT : leases._HEADER_AT + leases._HEADER.size] = leases._HEADER.pack(
+        0, epoch, time.monotonic() - seconds
+    )
+    return epoch
+
+
+def test_the_pusher_renews_the_hosts_reading_so_leases_need_no_round_trip(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """While this process admits under leases, its pusher reads the epoch again once the
+    host's reading is half as old as it is trusted: a busy key's lease is not left unused
+    (its requests sent on round trips) only because no trip read the epoch lately."""
+    _, api = leased_key(org)
+    assert api.get("me").status_code == 200
+    age_reading(TRUST * leases.REFRESH_FRACTION / 2)  # young enough: nothing to do
+    redis_commands.clear()
+    assert not leases.refresh_epoch()
+    assert redis_commands.names == []
+    epoch = age_reading(TRUST)  # as old as it is trusted: the lease would not be used
+    before = time.monotonic()
+    assert leases.refresh_epoch()
+    assert redis_commands.names == ["GET"]  # one read of the epoch, no script
+    held_epoch, asked_at = leases._table().epoch_reading()
+    assert held_epoch == epoch and asked_at >= before  # counted from when it was asked
+    assert served_without_redis(api, redis_commands, 3)
+
+
+def test_a_renewed_reading_brings_an_invalidation_made_elsewhere(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """The pusher's reading is a reading like a round trip's: an epoch moved on by
+    another host's invalidation ends this host's older leases at once."""
+    _, api = leased_key(org)
+    redis().incr(keycache.lease_epoch_names()[0])
+    age_reading(TRUST * 0.6)
+    assert leases.refresh_epoch()
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]  # the old lease has ended; leased again
+    assert served_without_redis(api, redis_commands, 3)
+
+
+@pytest.mark.parametrize("found", ["deleted", "older", "not a number"])
+def test_the_pusher_keeps_no_reading_of_an_epoch_older_than_the_hosts(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    found: str,
+) -> None:
+    """An epoch lost with Redis' data (or older, or garbage) renews nothing: the next
+    round trip's script raises it, as before."""
+    _, api = leased_key(org)
+    name = keycache.lease_epoch_names()[0]
+    held = int(redis().get(name))
+    if found == "deleted":
+        redis().delete(name)
+    else:
+        redis().set(name, held - 5 if found == "older" else "x")
+    age_reading(TRUST)
+    assert not leases.refresh_epoch()
+    assert leases._table().epoch_reading()[1] < time.monotonic() - TRUST * 0.9
+    assert api.get("me").status_code == 200  # a round trip, which mends the epoch
+    assert int(redis().get(name)) >= held
+
+
+def test_the_pusher_reads_the_epoch_only_while_this_process_uses_leases(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    leased_key(org)
+    now = time.monotonic()
+    # While leases are in use it looks four times in the time a reading is trusted...
+    assert leases.tick(now) == pytest.approx(TRUST * leases.REFRESH_FRACTION / 2)
+    # ...and a quiet process looks only when it pushes, and reads nothing.
+    later = now + leases.REFRESH_WHILE_USED + 0.1
+    assert leases.tick(later) == leases.PUSH_INTERVAL
+    leases._watch.used = time.monotonic() - leases.REFRESH_WHILE_USED - 0.1
+    age_reading(TRUST)
+    redis_commands.clear()
+    assert not leases.refresh_epoch()
+    assert redis_commands.names == []
