@@ -32,9 +32,10 @@ its trust run out.
   org lives in Redis for the lease's life (1 s). An invalidation (revoke, rotation,
   delete, suspension, limit change: `keycache.invalidate_*`) that finds a marker running
   moves the lease epoch on and returns only `LATCHKEY_KEY_LEASE_MS` later (ADR 0091). A
-  host uses a lease only while its newest reading of the epoch (from any round trip) is
-  younger than 90 % of that and not newer than the lease's, so once the invalidation has
-  returned no process accepts the key under a lease granted before the change.
+  host uses a lease only while its newest reading of the epoch (from any round trip, or
+  from the pusher, which renews it while leases are in use) is younger than 90 % of that
+  and not newer than the lease's, so once the invalidation has returned no process
+  accepts the key under a lease granted before the change.
 - **Usage is still counted.** Requests admitted under a lease are counted in the process
   that admitted them (per key and hour: count, status classes, client versions, last
   time and IP; and the key's recent requests) and pushed to Redis every half second,
@@ -415,7 +416,6 @@ def take(
         try:
             slot = table.read(index)
             clock = time.monotonic()
-            _watch.used, _watch.trust = clock, trust
             if slot[_TAG] != tag:
                 if _live(slot, second, clock):
                     return None, 0  # another key's lease holds the slot
@@ -428,6 +428,8 @@ def take(
                 slot[_DEMAND_SECOND] = second
             slot[_CUR] += 1
             live = _live(slot, second, clock)
+            if live:
+                _watch.used, _watch.trust = clock, trust
             state = _epoch_state(table, slot, clock, trust) if live else 0
             if state < 0:  # granted before an invalidation somewhere: it has ended
                 _retire(slot)
@@ -485,26 +487,55 @@ def _epoch_state(table: _Table, slot: list[Any], clock: float, trust: float) -> 
 
 
 class _Watch:
-    """When this process last looked for a lease to admit under (`time.monotonic()`), and
-    the trust it placed in the host's reading of the epoch then (s)."""
+    """When this process last found a current lease to admit under (`time.monotonic()`),
+    the trust it placed in the host's reading of the epoch then (s), and until when a
+    failed reading is not tried again."""
 
     used = 0.0
     trust = 0.0
+    failed_until = 0.0
 
 
 _watch = _Watch()
+# A reading trusted for less than this is not renewed by the pusher (its ticks would be
+# too close together); round trips keep reading it.
+REFRESH_MIN_TRUST = 0.02
+# After a failed reading (Redis unreachable, refused) the pusher waits this long.
+REFRESH_BACKOFF = 1.0
+
+# The epoch as the count script reads it (`backend._LOOKUP_COUNT_LUA`): none yet (or lost
+# with Redis' data) starts at Redis' time in ms, one older than the host has read is
+# raised to it. It always writes the epoch back, so it is refused by a node that takes no
+# writes (a replica, a primary demoted by a failover, a primary short of replicas): the
+# reading comes from the node the count scripts and invalidations write to, never from a
+# stale one. KEYS[1]: the epoch. ARGV[1]: the newest epoch the host has read.
+_READ_EPOCH = redisconn.FastScript(
+    """
+local ep = tonumber(redis.call('GET', KEYS[1]) or '') or 0
+if ep == 0 then
+  local t = redis.call('TIME')
+  ep = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local seen = tonumber(ARGV[1]) or 0
+if seen > ep then ep = seen end
+redis.call('SET', KEYS[1], string.format('%d', ep))
+return ep
+"""
+)
 
 
 def refresh_epoch() -> bool:
     """Read the lease epoch again when this process admits under leases and the host's
     reading is older than `REFRESH_FRACTION` of the trust in it (the pusher's thread;
-    any worker of the host may, the first one does). The same rule as a round trip's
-    reading: counted from when it was asked, kept only if not older than the host's (an
-    epoch lost with Redis' data is left to the count script, which raises it). True when
-    the host's reading was renewed."""
+    any worker of the host may, the first one does). A reading like a round trip's: by
+    a script on this thread's own connection that writes (so only the primary answers
+    it), counted from when it was asked, kept only if not older than the host's. True
+    when the host's reading was renewed."""
     clock = time.monotonic()
     trust = _watch.trust
-    if trust <= 0 or clock - _watch.used > REFRESH_WHILE_USED:
+    if trust < REFRESH_MIN_TRUST or clock - _watch.used > REFRESH_WHILE_USED:
+        return False
+    if clock < _watch.failed_until:
         return False
     table = _table()
     held_epoch, held_at = table.epoch_reading()
@@ -515,9 +546,12 @@ def refresh_epoch() -> bool:
         return False
     asked_at = time.monotonic()
     try:
-        value = conn.get(keycache.lease_epoch_names()[0])
-        epoch = int(value) if value is not None else 0
-    except Exception:  # Redis unreachable, or not a number: the next round trip reads it
+        epoch = int(
+            redisconn.run_script(conn, _READ_EPOCH, [keycache.lease_epoch_names()[0]], [held_epoch])
+        )
+    except Exception as exc:  # the next round trip reads it; this thread waits a while
+        _watch.failed_until = time.monotonic() + REFRESH_BACKOFF
+        redisconn.error_log.error("lease-epoch", "Redis unreachable: lease epoch not read", exc)
         return False
     if epoch <= 0 or epoch < held_epoch:
         return False
@@ -526,10 +560,12 @@ def refresh_epoch() -> bool:
 
 
 def tick(clock: float) -> float:
-    """How long the pusher sleeps between looks: often enough to renew the host's reading
-    of the epoch in time while this process admits under leases, else `PUSH_INTERVAL`."""
-    if _watch.trust > 0 and clock - _watch.used < REFRESH_WHILE_USED:
-        return min(PUSH_INTERVAL, max(0.005, _watch.trust * REFRESH_FRACTION / 2))
+    """How long the pusher sleeps between looks: a quarter of the trust while this
+    process admits under leases (the reading is renewed once half as old as trusted),
+    else `PUSH_INTERVAL`."""
+    trust = _watch.trust
+    if trust >= REFRESH_MIN_TRUST and clock - _watch.used < REFRESH_WHILE_USED:
+        return min(PUSH_INTERVAL, trust * REFRESH_FRACTION / 2)
     return PUSH_INTERVAL
 
 
@@ -910,7 +946,7 @@ def discard() -> None:
         _known.clear()
         _granted.clear()
         _pending = _Pending()
-        _watch.used = _watch.trust = 0.0
+        _watch.used = _watch.trust = _watch.failed_until = 0.0
         if redisconn.enabled():
             _table().clear()
     with _push_lock:
@@ -928,7 +964,7 @@ def _forked() -> None:
     _granted.clear()
     _unsent.clear()
     _pending = _Pending()
-    _watch.used = _watch.trust = 0.0
+    _watch.used = _watch.trust = _watch.failed_until = 0.0
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -957,7 +993,10 @@ class _Pusher:
         next_push = time.monotonic() + PUSH_INTERVAL
         while True:
             time.sleep(max(0.0, min(tick(time.monotonic()), next_push - time.monotonic())))
-            refresh_epoch()
+            try:
+                refresh_epoch()
+            except Exception as exc:  # never the end of this thread: it pushes usage too
+                redisconn.error_log.error("lease-epoch", "Reading the lease epoch failed", exc)
             if time.monotonic() < next_push:
                 continue
             next_push = time.monotonic() + PUSH_INTERVAL

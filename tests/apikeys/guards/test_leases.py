@@ -773,7 +773,11 @@ def age_reading(seconds: float) -> int:
 
 
 def test_the_pusher_renews_the_hosts_reading_so_leases_need_no_round_trip(
-    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """While this process admits under leases, its pusher reads the epoch again once the
     host's reading is half as old as it is trusted: a busy key's lease is not left unused
@@ -785,11 +789,21 @@ def test_the_pusher_renews_the_hosts_reading_so_leases_need_no_round_trip(
     assert not leases.refresh_epoch()
     assert redis_commands.names == []
     epoch = age_reading(TRUST)  # as old as it is trusted: the lease would not be used
-    before = time.monotonic()
+    sent: list[float] = []
+    run_script = redisconn.run_script
+
+    def slow_script(*args: Any, **kwargs: Any) -> Any:
+        sent.append(time.monotonic())
+        time.sleep(0.02)
+        return run_script(*args, **kwargs)
+
+    monkeypatch.setattr(redisconn, "run_script", slow_script)
     assert leases.refresh_epoch()
-    assert redis_commands.names == ["GET"]  # one read of the epoch, no script
+    # One short script on this thread's own connection (loaded first if Redis lacks it).
+    assert set(redis_commands.names) == {"EVALSHA"} | ({"SCRIPT"} & set(redis_commands.names))
     held_epoch, asked_at = leases._table().epoch_reading()
-    assert held_epoch == epoch and asked_at >= before  # counted from when it was asked
+    # The reading counts from before it was sent, not from when the answer came.
+    assert held_epoch == epoch and asked_at <= sent[0]
     assert served_without_redis(api, redis_commands, 3)
 
 
@@ -799,6 +813,7 @@ def test_a_renewed_reading_brings_an_invalidation_made_elsewhere(
     """The pusher's reading is a reading like a round trip's: an epoch moved on by
     another host's invalidation ends this host's older leases at once."""
     _, api = leased_key(org)
+    assert served_without_redis(api, redis_commands, 1)
     redis().incr(keycache.lease_epoch_names()[0])
     age_reading(TRUST * 0.6)
     assert leases.refresh_epoch()
@@ -809,16 +824,19 @@ def test_a_renewed_reading_brings_an_invalidation_made_elsewhere(
 
 
 @pytest.mark.parametrize("found", ["deleted", "older", "not a number"])
-def test_the_pusher_keeps_no_reading_of_an_epoch_older_than_the_hosts(
+def test_the_pushers_reading_mends_an_epoch_lost_with_redis_data(
     leases_on: RedisServer,
     org: Organization,
     frozen_clock: Any,
     redis_commands: CommandLog,
     found: str,
 ) -> None:
-    """An epoch lost with Redis' data (or older, or garbage) renews nothing: the next
-    round trip's script raises it, as before."""
+    """An epoch lost with Redis' data (or older, or garbage) comes back at least as high
+    as the host's reading, as the count script brings it back: an older one is raised to
+    it and the lease goes on; one started afresh (at Redis' time) ends the host's leases,
+    and the key's next round trip leases it again."""
     _, api = leased_key(org)
+    assert served_without_redis(api, redis_commands, 1)
     name = keycache.lease_epoch_names()[0]
     held = int(redis().get(name))
     if found == "deleted":
@@ -826,16 +844,64 @@ def test_the_pusher_keeps_no_reading_of_an_epoch_older_than_the_hosts(
     else:
         redis().set(name, held - 5 if found == "older" else "x")
     age_reading(TRUST)
-    assert not leases.refresh_epoch()
-    assert leases._table().epoch_reading()[1] < time.monotonic() - TRUST * 0.9
-    assert api.get("me").status_code == 200  # a round trip, which mends the epoch
+    assert leases.refresh_epoch()
     assert int(redis().get(name)) >= held
+    assert leases._table().epoch_reading()[0] >= held
+    if found != "older":
+        redis_commands.clear()
+        assert api.get("me").status_code == 200
+        assert redis_commands.names == ["EVALSHA"]
+    assert served_without_redis(api, redis_commands, 3)
+
+
+def test_a_node_that_takes_no_writes_renews_no_reading(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica, or a primary demoted by a failover, may still answer reads with an old
+    epoch. The pusher reads by a script that writes, so such a node refuses it (here: a
+    primary short of replicas, which refuses writes the same way); nothing is renewed,
+    the error is logged, and the pusher leaves it for a while."""
+    monkeypatch.setattr(redisconn.error_log, "_last", {})  # not held back by earlier logs
+    _, api = leased_key(org)
+    assert served_without_redis(api, redis_commands, 1)
+    age_reading(TRUST)
+    conn = redis()
+    conn.config_set("min-replicas-to-write", 1)
+    try:
+        with caplog.at_level(logging.ERROR, logger="apikeys.guards"):
+            assert not leases.refresh_epoch()
+        assert "lease epoch not read" in caplog.text
+        assert leases._table().epoch_reading()[1] < time.monotonic() - TRUST * 0.9
+        redis_commands.clear()
+        assert not leases.refresh_epoch()  # backing off: not even tried
+        assert redis_commands.names == []
+    finally:
+        conn.config_set("min-replicas-to-write", 0)
+    leases._watch.failed_until = 0.0
+    assert leases.refresh_epoch()
 
 
 def test_the_pusher_reads_the_epoch_only_while_this_process_uses_leases(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
-    leased_key(org)
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    with override_settings(LATCHKEY_KEY_LEASE_TOKENS=1):  # leases too small to grant
+        for _ in range(6):  # known and counted in the host's table, never leased
+            assert api.get("me").status_code == 200
+    assert leases._table().read(leases._slot_of(key.digest)[1])[leases._CUR] >= 2
+    assert leases.tick(time.monotonic()) == leases.PUSH_INTERVAL
+    age_reading(TRUST)
+    redis_commands.clear()
+    assert not leases.refresh_epoch()
+    assert redis_commands.names == []
+    lease_up(api)
+    assert served_without_redis(api, redis_commands, 1)
     now = time.monotonic()
     # While leases are in use it looks four times in the time a reading is trusted...
     assert leases.tick(now) == pytest.approx(TRUST * leases.REFRESH_FRACTION / 2)
@@ -847,3 +913,43 @@ def test_the_pusher_reads_the_epoch_only_while_this_process_uses_leases(
     redis_commands.clear()
     assert not leases.refresh_epoch()
     assert redis_commands.names == []
+
+
+def test_a_trust_too_short_to_renew_is_left_to_round_trips(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    _, api = leased_key(org)
+    assert served_without_redis(api, redis_commands, 1)
+    leases._watch.trust = leases.REFRESH_MIN_TRUST / 2
+    assert leases.tick(time.monotonic()) == leases.PUSH_INTERVAL
+    age_reading(1.0)
+    redis_commands.clear()
+    assert not leases.refresh_epoch()
+    assert redis_commands.names == []
+
+
+class _Stop(BaseException):
+    pass
+
+
+def test_the_pusher_goes_on_pushing_whatever_the_reading_of_the_epoch_raises(
+    leases_on: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pushes: list[float] = []
+
+    def failing_refresh() -> bool:
+        raise OSError("a lock the kernel refused")
+
+    def counted_push() -> None:
+        pushes.append(time.monotonic())
+        if len(pushes) == 2:
+            raise _Stop
+
+    monkeypatch.setattr(redisconn.error_log, "_last", {})
+    monkeypatch.setattr(leases, "PUSH_INTERVAL", 0.02)
+    monkeypatch.setattr(leases, "refresh_epoch", failing_refresh)
+    monkeypatch.setattr(leases, "push", counted_push)
+    with caplog.at_level(logging.ERROR, logger="apikeys.guards"), pytest.raises(_Stop):
+        leases._Pusher()._run()
+    assert len(pushes) == 2
+    assert "Reading the lease epoch failed" in caplog.text
