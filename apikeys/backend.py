@@ -622,14 +622,15 @@ end
 -- The epoch: none yet (or lost with Redis' data) starts at Redis' time in ms; one older
 -- than the calling host has read (Redis came back with older data) is raised to it.
 -- Either only ends leases sooner.
-local ep = tonumber(redis.call('GET', KEYS[11]) or '') or 0
+local held = tonumber(redis.call('GET', KEYS[11]) or '') or 0
+local ep = held
 local seen = tonumber(ARGV[18]) or 0
 if ep == 0 then
   local t = redis.call('TIME')
   ep = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 if seen > ep then ep = seen end
-if ep ~= (tonumber(redis.call('GET', KEYS[11]) or '') or 0) then
+if ep ~= held then
   redis.call('SET', KEYS[11], string.format('%d', ep))
 end
 return {e, false, g, r[1], r[3], extra, ep}
