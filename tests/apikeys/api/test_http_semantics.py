@@ -37,6 +37,16 @@ def _url(path: str, org: Organization, make_api_key: KeyMaker) -> str:
     return path.format(member=member.public_id, key=key.public_id)
 
 
+def _plain_get(path: str, org: Organization, make_api_key: KeyMaker) -> tuple[ApiClient, str, Any]:
+    """A full-access client, the endpoint's URL, and its answer to a plain GET."""
+    url = _url(path, org, make_api_key)
+    _, secret = make_api_key(org, name="Full access")
+    client = ApiClient(secret)
+    plain = client.get(url)
+    assert plain.status_code == 200, plain.content[:300]
+    return client, url, plain
+
+
 def _headers(response: Any) -> dict[str, str]:
     return {
         name.lower(): value for name, value in response.items() if name.lower() not in PER_REQUEST
@@ -47,11 +57,7 @@ def _headers(response: Any) -> dict[str, str]:
 def test_a_get_answers_the_same_json_whatever_format_is_asked_for(
     path: str, org: Organization, make_api_key: KeyMaker
 ) -> None:
-    url = _url(path, org, make_api_key)
-    _, secret = make_api_key(org, name="Full access")
-    client = ApiClient(secret)
-    plain = client.get(url)
-    assert plain.status_code == 200, plain.content[:300]
+    client, url, plain = _plain_get(path, org, make_api_key)
     assert plain["Content-Type"] == "application/json"
     assert "Vary" not in plain
     assert b"\n" not in plain.content  # compact
@@ -66,10 +72,7 @@ def test_a_get_answers_the_same_json_whatever_format_is_asked_for(
 def test_head_answers_gets_headers_without_a_body(
     path: str, org: Organization, make_api_key: KeyMaker
 ) -> None:
-    url = _url(path, org, make_api_key)
-    _, secret = make_api_key(org, name="Full access")
-    client = ApiClient(secret)
-    got = client.get(url)
+    client, url, got = _plain_get(path, org, make_api_key)
     head = client.request("HEAD", url)
     assert head.status_code == 200
     assert head.content == b""
