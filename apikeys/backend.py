@@ -337,6 +337,27 @@ local function lk_lease_left(name, epoch, trust)
 end
 """
 
+# The lease epoch as a host reads it: none yet (or lost with Redis' data) starts at Redis'
+# time in ms; one older than the host has read (`seen`: Redis came back with older data)
+# is raised to it. Either only ends leases sooner. Written back when it changed, or
+# always (`always`: a reading that must be refused by a node that takes no writes).
+EPOCH_LUA_FUNCTION = """
+local function lk_epoch(name, seen, always)
+  local held = tonumber(redis.call('GET', name) or '') or 0
+  local ep = held
+  if ep == 0 then
+    local t = redis.call('TIME')
+    ep = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  local s = tonumber(seen) or 0
+  if s > ep then ep = s end
+  if always or ep ~= held then
+    redis.call('SET', name, string.format('%d', ep))
+  end
+  return ep
+end
+"""
+
 _INVALIDATE_KEY_LUA = (
     _LEASE_LEFT_LUA
     + """
@@ -562,6 +583,7 @@ def _count_local(
 # newest epoch the host has read.
 _LOOKUP_COUNT_LUA = (
     GUARD_LUA_FUNCTION
+    + EPOCH_LUA_FUNCTION
     + """
 local function lk_mark_lease(name, untl_ms)
   if untl_ms > tonumber(redis.call('GET', name) or '0') then
@@ -619,21 +641,8 @@ if r[1] == 0 and c > 1 then
     end
   end
 end
--- The epoch: none yet (or lost with Redis' data) starts at Redis' time in ms; one older
--- than the calling host has read (Redis came back with older data) is raised to it.
--- Either only ends leases sooner.
-local held = tonumber(redis.call('GET', KEYS[11]) or '') or 0
-local ep = held
-local seen = tonumber(ARGV[18]) or 0
-if ep == 0 then
-  local t = redis.call('TIME')
-  ep = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-if seen > ep then ep = seen end
-if ep ~= held then
-  redis.call('SET', KEYS[11], string.format('%d', ep))
-end
-return {e, false, g, r[1], r[3], extra, ep}
+-- The epoch as this host reads it (`lk_epoch`).
+return {e, false, g, r[1], r[3], extra, lk_epoch(KEYS[11], ARGV[18], false)}
 """
 )
 for _window, _divisor in LEASE_DIVISORS.items():

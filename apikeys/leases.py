@@ -503,24 +503,13 @@ REFRESH_MIN_TRUST = 0.02
 # After a failed reading (Redis unreachable, refused) the pusher waits this long.
 REFRESH_BACKOFF = 1.0
 
-# The epoch as the count script reads it (`backend._LOOKUP_COUNT_LUA`): none yet (or lost
-# with Redis' data) starts at Redis' time in ms, one older than the host has read is
-# raised to it. It always writes the epoch back, so it is refused by a node that takes no
-# writes (a replica, a primary demoted by a failover, a primary short of replicas): the
-# reading comes from the node the count scripts and invalidations write to, never from a
-# stale one. KEYS[1]: the epoch. ARGV[1]: the newest epoch the host has read.
+# The epoch read as the count script reads it (`backend.EPOCH_LUA_FUNCTION`), and always
+# written back, so it is refused by a node that takes no writes (a replica, a primary
+# demoted by a failover, a primary short of replicas): the reading comes from the node the
+# count scripts and invalidations write to, never from a stale one. KEYS[1]: the epoch.
+# ARGV[1]: the newest epoch the host has read.
 _READ_EPOCH = redisconn.FastScript(
-    """
-local ep = tonumber(redis.call('GET', KEYS[1]) or '') or 0
-if ep == 0 then
-  local t = redis.call('TIME')
-  ep = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local seen = tonumber(ARGV[1]) or 0
-if seen > ep then ep = seen end
-redis.call('SET', KEYS[1], string.format('%d', ep))
-return ep
-"""
+    backend.EPOCH_LUA_FUNCTION + "return lk_epoch(KEYS[1], ARGV[1], true)\n"
 )
 
 
