@@ -77,8 +77,9 @@ class ApiKeyPrincipal:
     def is_system(self) -> bool:
         return self.org_id is None
 
-    def failure_code(self, now: datetime) -> str | None:
-        """Why this key is refused at `now`, or None when it is accepted.
+    def failure_code(self, now: datetime | None = None) -> str | None:
+        """Why this key is refused at `now` (default: the current time, read only for a
+        key that expires), or None when it is accepted.
 
         Time-based states are decided here, not at lookup, so a cached principal turns
         expired at the right moment.
@@ -87,7 +88,7 @@ class ApiKeyPrincipal:
             return "invalid_api_key"
         if self.revoked_at is not None:
             return "api_key_revoked"
-        if self.expires_at is not None and self.expires_at <= now:
+        if self.expires_at is not None and self.expires_at <= (now or timezone.now()):
             return "api_key_expired"
         if not self.is_system and self.org_status != OrgStatus.ACTIVE:
             return "org_suspended"
@@ -234,9 +235,7 @@ def authenticate_key(raw: str, *, now: datetime | None = None) -> ApiKeyPrincipa
     if parse_key(raw) is None:
         raise ApiError("invalid_api_key")
     principal = resolve_api_key(raw)
-    failure = (
-        "invalid_api_key" if principal is None else principal.failure_code(now or timezone.now())
-    )
+    failure = "invalid_api_key" if principal is None else principal.failure_code(now)
     if failure is not None:
         raise ApiError(failure)
     assert principal is not None

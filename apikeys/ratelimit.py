@@ -52,9 +52,11 @@ MINUTE_WINDOW = 60
 _ADMIT, _BURST, _MINUTE, _QUOTA = ADMIT, BURST, MINUTE, QUOTA
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LimitResult:
-    """The verdict and the figures the response headers report."""
+    """The verdict and the figures the response headers report. Treated as immutable
+    (copies are made with `dataclasses.replace`); not frozen only because a frozen
+    dataclass costs a `object.__setattr__` per field on every request."""
 
     allowed: bool
     code: str  # "", RATE_LIMITED or QUOTA_EXCEEDED
@@ -111,9 +113,10 @@ def _policy(burst: int, per_minute: int) -> str:
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class UsageMeta:
-    """What the usage counters record about a request besides its count."""
+    """What the usage counters record about a request besides its count. Treated as
+    immutable (not frozen for the cost, as `LimitResult`)."""
 
     ip: str = ""
     client_version: str = ""

@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from django.http import HttpRequest
-from django.utils import timezone
 
 from apikeys import keycache, networks_report, ratelimit, usage
 from apikeys.authentication import (
@@ -45,7 +44,7 @@ from apikeys.authentication import (
 from apikeys.catalogue import current
 from apikeys.errors import ApiError, spec_for
 from apikeys.guard.counting import Early, counting
-from apikeys.keys import key_digest, parse_key
+from apikeys.keys import key_digest, well_formed
 from apikeys.networks import allows
 from apikeys.scopes import has_scope
 from config.net import client_ip
@@ -65,9 +64,10 @@ class Door(Protocol):
         (the gateway: no route matches)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Facts:
-    """What the pipeline is asked about one request."""
+    """What the pipeline is asked about one request. Treated as immutable (not frozen
+    for the cost, as `ratelimit.LimitResult`)."""
 
     request: HttpRequest  # headers, client IP and request id are read from it
     door: Door
@@ -139,13 +139,13 @@ def _admit(facts: Facts, admission: Admission) -> None:
     if raw is None:
         raise missing_key_error()
     # 2. verification
-    if parse_key(raw) is None:
+    if not well_formed(raw):
         raise ApiError("invalid_api_key")
     digest = key_digest(raw)
     principal = principal_for(_verify_and_count(facts, admission, digest), digest)
     if principal is None:
         raise ApiError("invalid_api_key")
-    failure = principal.failure_code(timezone.now())
+    failure = principal.failure_code()
     if failure is not None:
         raise ApiError(failure)
     admission.principal = principal

@@ -19,6 +19,7 @@ from apikeys.keys import (
     generate_secret,
     key_digest,
     parse_key,
+    well_formed,
 )
 
 ENVS = st.sampled_from(["live", "test", "sys"])
@@ -93,6 +94,8 @@ def test_generated_keys_always_parse(env: str) -> None:
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=60), st.none(), st.integers()))
 def test_parse_never_raises_and_accepts_only_well_formed_keys(raw: object) -> None:
     parsed = parse_key(raw)
+    # The guard's check without the parts says the same.
+    assert well_formed(raw) == (parsed is not None)
     if parsed is not None:
         assert isinstance(raw, str)
         assert parsed.raw == raw
@@ -113,6 +116,7 @@ def test_parse_accepts_exactly_the_right_checksum(env: str, body: str, tail: str
         assert parse_key(good + tail) is None
     candidate = base + (tail + "000000")[:6]
     assert (parse_key(candidate) is not None) == (candidate == good)
+    assert well_formed(candidate) == (candidate == good)
 
 
 MUTATION_ALPHABET = BASE62 + "_-.:/ \u0660\uff10\u00e9!" + string.punctuation
@@ -150,6 +154,8 @@ def test_digest_is_hmac_sha256_with_the_pepper() -> None:
         assert len(key_digest(raw)) == 64
         with override_settings(API_KEY_PEPPER="q" * 40):
             assert key_digest(raw) != expected
+            assert key_digest(raw) == hmac.new(b"q" * 40, raw.encode(), hashlib.sha256).hexdigest()
+        assert key_digest(raw) == expected  # the keyed HMAC follows the pepper back
     assert key_digest(raw) != hashlib.sha256(raw.encode()).hexdigest()
 
 
