@@ -16,7 +16,8 @@ its trust run out.
   at most a quarter of what is left in the burst window, a sixteenth of the minute
   window and a 256th of the monthly quota (`backend.LEASE_DIVISORS`). Tokens
   only idle in one host's lease can hold back another host's requests, never this
-  host's own (they are taken first), so that bound is what several hosts may see
+  host's own (they are taken first; a worker's batch of a big lease, ADR 0092, holds at
+  most 7 back from the host's other workers), so that bound is what several hosts may see
   refused early, for the rest of one second. A lease lives in one burst window (one
   second) and at most `LATCHKEY_KEY_LEASE_MS`; tokens it did not use go back to the
   minute and monthly windows (the monthly quota counts admitted requests only).
@@ -142,6 +143,13 @@ ASKING_SECONDS = 0.05
 assert _SLOT.size <= SLOT_SIZE
 assert struct.calcsize("<QQqqqdqq") == _TOKENS_AT
 assert struct.calcsize("<QQqqqdqqqq") == _DEMAND_AT
+# Read without the slot's lock by a process admitting from its batch (`_from_batch`):
+# the lease's trust and serial (adjacent), and its declared trust.
+_TRUST_SERIAL_AT, _TRUST_SERIAL = 40, struct.Struct("<dq")
+_DECLARED_AT, _DECLARED_FIELD = 112, struct.Struct("<d")
+_TRUST_FIELD = struct.Struct("<d")
+assert struct.calcsize("<QQqqq") == _TRUST_SERIAL_AT
+assert struct.calcsize("<QQqqqdqqqqqiidq") == _DECLARED_AT
 
 
 class _Table:
@@ -186,11 +194,16 @@ class _Table:
         return list(_SLOT.unpack_from(self.map, index * SLOT_SIZE))
 
     def write(self, index: int, slot: list[Any]) -> None:
-        """Write a whole slot: its tokens go in last."""
+        """Write a whole slot: its tokens, then its trust go in last, so that a reader
+        without the lock (`_from_batch`) that sees a trust sees the serial it goes with."""
         at = index * SLOT_SIZE
         _TOKENS_FIELD.pack_into(self.map, at + _TOKENS_AT, 0)
-        _SLOT.pack_into(self.map, at, *slot[:_TOKENS_UNUSED], 0, *slot[_TOKENS_UNUSED + 1 :])
+        _TRUST_FIELD.pack_into(self.map, at + _TRUST_SERIAL_AT, 0.0)
+        fields = list(slot)
+        fields[_TOKENS_UNUSED], fields[_TRUST] = 0, 0.0
+        _SLOT.pack_into(self.map, at, *fields)
         _TOKENS_FIELD.pack_into(self.map, at + _TOKENS_AT, slot[_TOKENS_UNUSED])
+        _TRUST_FIELD.pack_into(self.map, at + _TRUST_SERIAL_AT, slot[_TRUST])
 
     def write_tokens(self, index: int, slot: list[Any]) -> None:
         _TOKENS_FIELD.pack_into(self.map, index * SLOT_SIZE + _TOKENS_AT, slot[_TOKENS_UNUSED])
@@ -371,6 +384,38 @@ _KNOWN_MAX = 65536
 # Slots whose leases this process granted: it gives back what they leave unused.
 _granted: set[int] = set()
 
+# A process takes a big lease's tokens from the host's slot a few at a time (a batch)
+# and admits the key's next requests from its batch under `_lock` alone: no record lock,
+# no write to the table (ADR 0092). At most `BATCH_MAX` at a time, including the
+# request's own token, ...
+BATCH_MAX = 8
+# ... and only from a lease that keeps at least this many after it (a lease this small is
+# a burst-limited key's or a quiet one's: tokens idle in one worker's batch would send
+# the host's other workers to Redis, where a full window refuses them).
+BATCH_LEAVES = 2 * BATCH_MAX
+_BATCHES_MAX = 4096
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Tokens of the host's lease on a key that this process took in one go."""
+
+    lease: Lease
+    tokens: int
+    # The slot's lease when they were taken: trusted until (time.monotonic()), its epoch,
+    # its declared trust (s) and the key's state it was granted with (fingerprint).
+    trust: float
+    epoch: int
+    declared: float
+    version: int
+    # The minute window's count less the host's unused tokens when taken (its own
+    # included): a request reports it less the batch's tokens left.
+    minute_used: int
+
+
+# digest -> this process's batch of the host's lease on that key.
+_batches: dict[str, _Batch] = {}
+
 
 def _fingerprint(entry: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(entry, digest_size=8).digest(), "little") or 1
@@ -408,14 +453,22 @@ def take(
     known = _known.get(digest)
     if known is None:
         return None, 0
-    tag, index = _slot_of(digest)
     second = int(now)
     table = _table()
     with _lock:
+        batch = _batches.get(digest)
+        if batch is not None:
+            taken = _from_batch(table, batch, known[2], second, trust)
+            if taken is not None:
+                return taken, 0
+            del _batches[digest]
+        tag, index = _slot_of(digest)
         table.lock(index)
         try:
             slot = table.read(index)
             clock = time.monotonic()
+            if batch is not None:
+                _settle(table, index, slot, tag, batch, clock)
             if slot[_TAG] != tag:
                 if _live(slot, second, clock):
                     return None, 0  # another key's lease holds the slot
@@ -437,7 +490,15 @@ def take(
                 table.write(index, slot)
                 live = False
             if live and state > 0 and slot[_VERSION] == known[2]:
-                slot[_TOKENS_UNUSED] -= 1
+                # This request's token and, from a lease with some left, a batch of the
+                # next ones for this process.
+                take_now = 1
+                if slot[_TOKENS_UNUSED] > BATCH_LEAVES and len(_batches) < _BATCHES_MAX:
+                    take_now = min(BATCH_MAX, slot[_TOKENS_UNUSED] - BATCH_LEAVES)
+                slot[_TOKENS_UNUSED] -= take_now
+                # The batch's requests count in the key's demand on the host from now on;
+                # what it leaves unused is taken back off when it is settled.
+                slot[_CUR] += take_now - 1
                 table.write_tokens(index, slot)
                 table.write_demand(index, slot)
                 resolved = known[1]
@@ -453,7 +514,18 @@ def take(
                     serial=slot[_SERIAL],
                     flags=slot[_FLAGS],
                 )
-                return (lease, slot[_MINUTE_USED] - slot[_TOKENS_UNUSED]), 0
+                minute_used = slot[_MINUTE_USED] - slot[_TOKENS_UNUSED]
+                if take_now > 1:
+                    _batches[digest] = _Batch(
+                        lease=lease,
+                        tokens=take_now - 1,
+                        trust=slot[_TRUST],
+                        epoch=slot[_EPOCH],
+                        declared=slot[_DECLARED],
+                        version=slot[_VERSION],
+                        minute_used=minute_used,
+                    )
+                return (lease, minute_used - (take_now - 1)), 0
             wanted = 0
             if not live:  # (a live lease this process cannot use now: no second one)
                 wanted = min(tokens, _wanted(slot[_PREV], slot[_CUR], now - second))
@@ -466,6 +538,93 @@ def take(
             return None, wanted
         finally:
             table.unlock(index)
+
+
+def _from_batch(
+    table: _Table, batch: _Batch, version: int, second: int, trust: float
+) -> tuple[Lease, int] | None:
+    """(under `_lock`) A token of this process's batch, with the minute window's count to
+    report; None when the batch cannot admit (spent, another second, no longer trusted,
+    granted with another state of the key than this process knows, ended on this host,
+    or the host's reading of the lease epoch too old or newer than the lease's: the
+    checks `take` makes on the slot)."""
+    lease = batch.lease
+    if batch.tokens <= 0 or lease.second != second or batch.version != version:
+        return None
+    clock = time.monotonic()
+    if not clock < batch.trust:
+        return None
+    at = lease.index * SLOT_SIZE
+    # The slot still holds this lease, trusted (`forget` ends it for the whole host).
+    slot_trust, serial = _TRUST_SERIAL.unpack_from(table.map, at + _TRUST_SERIAL_AT)
+    if serial != lease.serial or not clock < slot_trust:
+        return None
+    declared = _DECLARED_FIELD.unpack_from(table.map, at + _DECLARED_AT)[0]
+    if batch.declared > 0:
+        trust = min(trust, batch.declared)
+    if declared > 0:
+        trust = min(trust, declared)
+    epoch, asked_at = table.epoch_reading()
+    if not clock < asked_at + trust or batch.epoch < epoch:
+        return None
+    batch.tokens -= 1
+    _watch.used, _watch.trust = clock, trust
+    return lease, batch.minute_used - batch.tokens
+
+
+def _settle(
+    table: _Table,
+    index: int,
+    slot: list[Any],
+    tag: int,
+    batch: _Batch,
+    clock: float,
+    *,
+    leaving: bool = False,
+) -> None:
+    """(under `_lock` and the slot's lock) A batch this process no longer admits from:
+    its unused tokens leave the key's demand on the host (counted when it was taken) and
+    go back to the lease while that is current (this process then tracks the slot, as
+    `give_back` does), else to their windows. A process leaving (`leaving`) gives them to
+    their windows at once: the lease's granter may be leaving too."""
+    lease = batch.lease
+    unused, batch.tokens = batch.tokens, 0
+    if unused <= 0:
+        return
+    mine = slot[_TAG] == tag
+    if mine:
+        if slot[_DEMAND_SECOND] == lease.second:
+            slot[_CUR] = max(0, slot[_CUR] - unused)
+        elif slot[_DEMAND_SECOND] == lease.second + 1:
+            slot[_PREV] = max(0, slot[_PREV] - unused)
+        table.write_demand(index, slot)
+    if (
+        not leaving
+        and mine
+        and slot[_SERIAL] == lease.serial
+        and _current(slot, lease.second, clock)
+    ):
+        slot[_TOKENS_UNUSED] += unused
+        table.write_tokens(index, slot)
+        _granted.add(index)  # this process sees them given back when the lease ends
+    else:
+        _add_return(lease.key_pk, lease.org_pk, lease.second, lease.flags, unused)
+
+
+def _drop_batches(matches: Any, *, leaving: bool = False) -> None:
+    """(under `_lock`) Give up the batches `matches(batch)` picks (`_settle`)."""
+    table = _table()
+    for digest, batch in list(_batches.items()):
+        if matches(batch):
+            del _batches[digest]
+            tag, index = _slot_of(digest)
+            table.lock(index)
+            try:
+                _settle(
+                    table, index, table.read(index), tag, batch, time.monotonic(), leaving=leaving
+                )
+            finally:
+                table.unlock(index)
 
 
 # A reading no more than this much newer than the host's is not written (the host's
@@ -661,6 +820,10 @@ def give_back(lease: Lease) -> None:
     unused."""
     table = _table()
     with _lock:
+        batch = _batches.get(lease.digest)
+        if batch is not None and batch.lease is lease:
+            batch.tokens += 1  # checked like the others before it admits again
+            return
         table.lock(lease.index)
         try:
             slot = table.read(lease.index)
@@ -821,6 +984,9 @@ def push() -> None:
     with _push_lock:
         global _pending
         with _lock:
+            if _batches:
+                second, clock = int(ratelimit.clock()), time.monotonic()
+                _drop_batches(lambda batch: batch.lease.second != second or clock >= batch.trust)
             if _granted:
                 _sweep(list(_granted), ended_only=True)
             batch, _pending = _pending, _Pending()
@@ -891,6 +1057,7 @@ def forget(*, digest: str | None = None, org_pk: int | None = None) -> None:
     if digest is not None:
         tag, index = _slot_of(digest)
         with _lock:
+            _drop_batches(lambda batch: batch.lease.digest == digest)
             _end(table, index, lambda slot: slot[_TAG] == tag)
     if org_pk is not None:
         # The scan reads without locks (a torn read only adds a candidate); each slot that
@@ -901,6 +1068,7 @@ def forget(*, digest: str | None = None, org_pk: int | None = None) -> None:
             if _SLOT.unpack_from(table.map, index * SLOT_SIZE)[_ORG] == org_pk
         ]
         with _lock:
+            _drop_batches(lambda batch: batch.lease.org_pk == org_pk)
             for index in candidates:
                 _end(table, index, lambda slot: slot[_ORG] == org_pk)
 
@@ -922,6 +1090,7 @@ def release_all() -> None:
     """Give back what the leases this process granted leave unused, and push (a worker
     leaving, tests). The host's other processes ask for new ones."""
     with _lock:
+        _drop_batches(lambda batch: True, leaving=True)
         if _granted:
             _sweep(list(_granted), ended_only=False)
     push()
@@ -934,6 +1103,7 @@ def discard() -> None:
     with _lock:
         _known.clear()
         _granted.clear()
+        _batches.clear()
         _pending = _Pending()
         _watch.used = _watch.trust = _watch.failed_until = 0.0
         if redisconn.enabled():
@@ -951,6 +1121,7 @@ def _forked() -> None:
     _pid = os.getpid()
     _known.clear()
     _granted.clear()
+    _batches.clear()
     _unsent.clear()
     _pending = _Pending()
     _watch.used = _watch.trust = _watch.failed_until = 0.0

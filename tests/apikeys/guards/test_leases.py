@@ -36,6 +36,9 @@ HIGH = 10**9
 # so that a slow machine does not see the readings of these tests grow old mid-test).
 LEASE_MS = 1000
 TRUST = LEASE_MS / 1000 * leases.HOLDER_FRACTION
+# Tokens a worker takes at its first request under the 30-token lease `lease_up` makes:
+# its own and a batch of the next ones (ADR 0092).
+TAKEN = min(leases.BATCH_MAX, 30 - leases.BATCH_LEAVES)
 
 
 @pytest.fixture
@@ -161,6 +164,8 @@ def test_a_busy_growth_key_is_leased_a_quarter_of_its_burst(
     # 45 left in the burst window: 11 tokens (the fifth request and 10 more).
     assert counters(key, org, frozen_clock.now) == [15, 15, 15]
     assert served_without_redis(api, redis_commands, 10)
+    # A lease this small leaves no worker a batch: its tokens stay the host's (ADR 0092).
+    assert not leases._batches
     assert api.get("me").status_code == 200
     assert redis_commands.names == ["EVALSHA"]
 
@@ -219,7 +224,9 @@ def test_every_process_of_the_host_admits_from_one_lease(
     # The headers count what the lease knows: its own admissions since it was granted.
     assert seen == [HIGH - 6 - i for i in range(5)]
     leases.release_all()
-    assert counters(key, org, frozen_clock.now) == [36, 36, 36]  # its grant, not this one's
+    # The lease is its granter's and stays; what this worker's batch left (it took
+    # `TAKEN` at its first leased request) goes back to the windows.
+    assert counters(key, org, frozen_clock.now) == [36 - (TAKEN - 5)] * 3
 
 
 def test_a_process_that_saw_another_state_of_the_key_does_not_use_the_hosts_lease(
@@ -950,3 +957,283 @@ def test_the_pusher_goes_on_pushing_whatever_the_reading_of_the_epoch_raises(
         leases._Pusher()._run()
     assert len(pushes) == 2
     assert "Reading the lease epoch failed" in caplog.text
+
+
+# --- a worker's batch of the host's lease -----------------------------------------------
+
+
+def batched_key(org: Organization, redis_commands: CommandLog) -> tuple[ApiKey, ApiClient]:
+    """`leased_key`, then one request under the host's lease, which takes its token and a
+    batch of the lease's next ones for this process (`TAKEN` in all, leaving the lease at
+    least `BATCH_LEAVES` of its 30)."""
+    key, api = leased_key(org)
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == []
+    assert leases._batches[key.digest].tokens == TAKEN - 1
+    return key, api
+
+
+class LockCount:
+    """Counts the record locks this process takes on the host's table."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.taken = 0
+        original = leases._Table.lock
+
+        def counted(table: Any, index: int) -> None:
+            self.taken += 1
+            original(table, index)
+
+        monkeypatch.setattr(leases._Table, "lock", counted)
+
+
+def test_a_batch_admits_with_no_lock_and_no_write_to_the_hosts_table(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key, api = batched_key(org, redis_commands)
+    index = leases._slot_of(key.digest)[1]
+    slot_before = leases._table().read(index)
+    assert slot_before[leases._TOKENS_UNUSED] == 30 - TAKEN
+    locks = LockCount(monkeypatch)
+    seen = [remaining(api.get("me")) for _ in range(TAKEN - 1)]
+    assert redis_commands.names == []
+    assert locks.taken == 0
+    assert leases._table().read(index) == slot_before
+    # The headers go on counting down, as from the slot.
+    assert seen == [HIGH - 7 - i for i in range(TAKEN - 1)]
+    # Spent: the next request takes the lock again.
+    assert api.get("me").status_code == 200
+    assert locks.taken == 1
+    leases.release_all()
+    assert counters(key, org, frozen_clock.now) == [6 + TAKEN] * 3
+
+
+def test_the_keys_demand_counts_a_batchs_requests_not_its_unused_tokens(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, api = leased_key(org)
+    index = leases._slot_of(key.digest)[1]
+    counted = leases._table().read(index)[leases._CUR]
+    # The batch's tokens count as demand from when it is taken (the next lease is sized
+    # with them)...
+    assert api.get("me").status_code == 200
+    assert leases._table().read(index)[leases._CUR] == counted + TAKEN
+    assert api.get("me").status_code == 200
+    assert api.get("me").status_code == 200
+    # ...and what it left unused no longer once it is settled (here by the next second).
+    frozen_clock.advance(1)
+    assert api.get("me").status_code == 200
+    slot = leases._table().read(index)
+    assert slot[leases._PREV] == counted + 3
+    assert slot[leases._CUR] == 1
+
+
+def test_a_worker_leaving_gives_its_batch_back_to_the_windows_and_leaves_the_lease(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """Its tokens go straight to their windows (the lease's granter may be leaving too,
+    and could not give back what came back to the slot after it left); the host's lease
+    is another worker's and stays."""
+    key, _ = batched_key(org, redis_commands)
+    index = leases._slot_of(key.digest)[1]
+    before = leases._table().read(index)[leases._TOKENS_UNUSED]
+    leases._granted.clear()  # another worker granted the lease; this one leaves
+    leases.release_all()
+    assert not leases._batches
+    assert leases._table().read(index)[leases._TOKENS_UNUSED] == before
+    assert counters(key, org, frozen_clock.now) == [35 - (TAKEN - 1)] * 3
+
+
+def test_an_invalidation_on_this_host_ends_the_batches_of_every_worker(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """Another worker of the host ends the lease (`forget`, as its invalidation does): this
+    worker's batch, taken from that lease, admits no more."""
+    key, api = batched_key(org, redis_commands)
+    batch = leases._batches[key.digest]
+    # The other worker's `forget`: the slot's lease ends; this process's batch is not its.
+    leases._batches.clear()
+    leases.forget(digest=key.digest)
+    leases._batches[key.digest] = batch
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+    # Its tokens went back to their windows with the lease's: the windows count exactly
+    # the admitted requests, and the new lease's tokens once given back.
+    assert key.digest not in leases._batches or leases._batches[key.digest] is not batch
+    leases.release_all()
+    assert counters(key, org, frozen_clock.now) == [7, 7, 7]
+
+
+def test_a_batch_is_used_only_while_the_hosts_reading_of_the_epoch_is_fresh(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    _, api = batched_key(org, redis_commands)
+    age_reading(TRUST)
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+
+
+def test_a_batch_of_an_older_epoch_than_the_hosts_reading_is_not_used(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    _, api = batched_key(org, redis_commands)
+    epoch, _ = leases._table().epoch_reading()
+    leases.observe(epoch + 1, time.monotonic())  # a round trip elsewhere read a newer one
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+
+
+def test_a_batch_is_trusted_no_longer_than_the_lease_declares(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """A worker with a shorter setting added to the lease since the batch was taken: the
+    batch trusts the reading no longer than that worker declared."""
+    key, _ = batched_key(org, redis_commands)
+    index = leases._slot_of(key.digest)[1]
+    table = leases._table()
+    table.lock(index)
+    slot = table.read(index)
+    slot[leases._DECLARED] = 0.05
+    table.write(index, slot)
+    table.unlock(index)
+    age_reading(0.1)
+    assert leases.take(key.digest, frozen_clock.now, 0, TRUST)[0] is None
+
+
+def test_a_batch_is_not_used_in_the_next_second_and_its_tokens_go_back(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, api = batched_key(org, redis_commands)
+    second = frozen_clock.now
+    frozen_clock.advance(1)
+    leases.push()  # the pusher gives back what a batch of an ended second holds
+    assert not leases._batches
+    leases.release_all()
+    # The minute and month windows count exactly the six admitted requests.
+    assert counters(key, org, second)[1:] == [6, 6]
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+
+
+def test_a_batch_admits_nothing_in_the_next_second(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, api = batched_key(org, redis_commands)
+    frozen_clock.advance(1)
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+    assert leases._batches.get(key.digest) is None
+
+
+def test_a_batch_taken_with_another_state_of_the_key_is_not_used(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, _ = batched_key(org, redis_commands)
+    entry, resolved, fingerprint = leases._known[key.digest]
+    leases._known[key.digest] = (entry, resolved, fingerprint + 1)
+    assert leases.take(key.digest, frozen_clock.now, 0, TRUST)[0] is None
+
+
+def test_a_request_refused_under_a_batch_gives_its_token_back_to_the_batch(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, api = batched_key(org, redis_commands)
+    refused = api.get("me", headers={"X-Org-Id": "someone-else"})
+    assert refused.status_code == 403
+    assert leases._batches[key.digest].tokens == TAKEN - 1
+    assert redis_commands.names == []
+    leases.release_all()
+    assert counters(key, org, frozen_clock.now) == [6, 6, 6]
+
+
+def test_a_suspension_ends_this_process_batches_at_once(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    staff_user: Any,
+) -> None:
+    from platform_admin.services import org_suspend
+
+    key, api = batched_key(org, redis_commands)
+    org_suspend(org=org, actor=Actor.for_user(staff_user), reason="Unpaid invoices")
+    assert key.digest not in leases._batches
+    refused = api.get("me")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "org_suspended"
+
+
+def test_a_batch_whose_slot_another_key_took_is_not_used(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, _ = batched_key(org, redis_commands)
+    tag, index = leases._slot_of(key.digest)
+    table = leases._table()
+    table.lock(index)
+    table.write(index, leases._fresh(tag + 1, int(frozen_clock.now)))
+    table.unlock(index)
+    assert leases.take(key.digest, frozen_clock.now, 0, TRUST)[0] is None
+    # The batch's tokens went back to their windows (the lease they came from is gone).
+    leases.release_all()
+    assert counters(key, org, frozen_clock.now)[1:] == [35 - (TAKEN - 1)] * 2
+
+
+def test_threads_of_one_process_take_each_token_of_a_batch_once(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """gthread workers run several threads: draining the key's lease and batches from four
+    of them at once yields exactly the tokens the lease holds."""
+    import threading
+
+    key, _ = batched_key(org, redis_commands)
+    index = leases._slot_of(key.digest)[1]
+    held = leases._table().read(index)[leases._TOKENS_UNUSED] + leases._batches[key.digest].tokens
+    taken: list[int] = []
+
+    def drain() -> None:
+        mine = 0
+        while leases.take(key.digest, frozen_clock.now, 0, TRUST)[0] is not None:
+            mine += 1
+        taken.append(mine)
+
+    threads = [threading.Thread(target=drain) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(taken) == held
+
+
+def test_a_forked_worker_starts_without_its_parents_batches(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    batched_key(org, redis_commands)
+    leases._forked()
+    assert not leases._batches
+
+
+def test_a_token_given_back_after_its_batch_was_settled_goes_back_to_the_lease(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """As any leased request's: to the lease it came from (whose granter gives back what
+    is left when it ends), not to a batch that no longer holds it."""
+    key, _ = batched_key(org, redis_commands)
+    taken, _ = leases.take(key.digest, frozen_clock.now, 0, TRUST)
+    assert taken is not None
+    lease = taken[0]
+    index = leases._slot_of(key.digest)[1]
+    frozen_clock.advance(1)
+    leases.push()  # the batch of the ended second is settled
+    assert not leases._batches
+    before = leases._table().read(index)[leases._TOKENS_UNUSED]
+    leases.give_back(lease)  # the request it admitted was refused after all
+    assert leases._table().read(index)[leases._TOKENS_UNUSED] == before + 1
+    assert index in leases._granted
