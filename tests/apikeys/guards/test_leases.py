@@ -461,13 +461,20 @@ def test_another_process_lease_is_waited_for(
     assert int(conn.get(epoch_name)) == moved
 
 
-def test_a_suspension_ends_this_process_leases_at_once(
-    leases_on: RedisServer, org: Organization, frozen_clock: Any, staff_user: Any
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_suspension_ends_this_process_leases_and_batches_at_once(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    staff_user: Any,
+    batched: bool,
 ) -> None:
     from platform_admin.services import org_suspend
 
-    _, api = leased_key(org)
+    key, api = batched_key(org, redis_commands) if batched else leased_key(org)
     org_suspend(org=org, actor=Actor.for_user(staff_user), reason="Unpaid invoices")
+    assert key.digest not in leases._batches
     refused = api.get("me")
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "org_suspended"
@@ -1070,24 +1077,35 @@ def test_an_invalidation_on_this_host_ends_the_batches_of_every_worker(
     assert counters(key, org, frozen_clock.now) == [7, 7, 7]
 
 
-def test_a_batch_is_used_only_while_the_hosts_reading_of_the_epoch_is_fresh(
-    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
-) -> None:
-    _, api = batched_key(org, redis_commands)
+def _reading_too_old(clock: Any) -> None:
     age_reading(TRUST)
-    assert api.get("me").status_code == 200
-    assert redis_commands.names == ["EVALSHA"]
 
 
-def test_a_batch_of_an_older_epoch_than_the_hosts_reading_is_not_used(
-    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
-) -> None:
-    _, api = batched_key(org, redis_commands)
+def _newer_epoch_read(clock: Any) -> None:
     epoch, _ = leases._table().epoch_reading()
     leases.observe(epoch + 1, time.monotonic())  # a round trip elsewhere read a newer one
+
+
+def _next_second(clock: Any) -> None:
+    clock.advance(1)
+
+
+@pytest.mark.parametrize("change", [_reading_too_old, _newer_epoch_read, _next_second])
+def test_a_batch_admits_nothing_once_its_lease_could_not(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    change: Any,
+) -> None:
+    """The host's reading of the epoch too old, or newer than the lease's; the lease's
+    second over: the next request is a round trip, and the batch is given up."""
+    key, api = batched_key(org, redis_commands)
+    change(frozen_clock)
     redis_commands.clear()
     assert api.get("me").status_code == 200
     assert redis_commands.names == ["EVALSHA"]
+    assert key.digest not in leases._batches
 
 
 def test_a_batch_is_trusted_no_longer_than_the_lease_declares(
@@ -1107,30 +1125,17 @@ def test_a_batch_is_trusted_no_longer_than_the_lease_declares(
     assert leases.take(key.digest, frozen_clock.now, 0, TRUST)[0] is None
 
 
-def test_a_batch_is_not_used_in_the_next_second_and_its_tokens_go_back(
+def test_the_pusher_gives_back_what_a_batch_of_an_ended_second_holds(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
-    key, api = batched_key(org, redis_commands)
+    key, _ = batched_key(org, redis_commands)
     second = frozen_clock.now
     frozen_clock.advance(1)
-    leases.push()  # the pusher gives back what a batch of an ended second holds
+    leases.push()
     assert not leases._batches
     leases.release_all()
     # The minute and month windows count exactly the six admitted requests.
     assert counters(key, org, second)[1:] == [6, 6]
-    redis_commands.clear()
-    assert api.get("me").status_code == 200
-    assert redis_commands.names == ["EVALSHA"]
-
-
-def test_a_batch_admits_nothing_in_the_next_second(
-    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
-) -> None:
-    key, api = batched_key(org, redis_commands)
-    frozen_clock.advance(1)
-    assert api.get("me").status_code == 200
-    assert redis_commands.names == ["EVALSHA"]
-    assert leases._batches.get(key.digest) is None
 
 
 def test_a_batch_taken_with_another_state_of_the_key_is_not_used(
@@ -1152,23 +1157,6 @@ def test_a_request_refused_under_a_batch_gives_its_token_back_to_the_batch(
     assert redis_commands.names == []
     leases.release_all()
     assert counters(key, org, frozen_clock.now) == [6, 6, 6]
-
-
-def test_a_suspension_ends_this_process_batches_at_once(
-    leases_on: RedisServer,
-    org: Organization,
-    frozen_clock: Any,
-    redis_commands: CommandLog,
-    staff_user: Any,
-) -> None:
-    from platform_admin.services import org_suspend
-
-    key, api = batched_key(org, redis_commands)
-    org_suspend(org=org, actor=Actor.for_user(staff_user), reason="Unpaid invoices")
-    assert key.digest not in leases._batches
-    refused = api.get("me")
-    assert refused.status_code == 403
-    assert refused.json()["error"]["code"] == "org_suspended"
 
 
 def test_a_batch_whose_slot_another_key_took_is_not_used(
