@@ -29,6 +29,11 @@ its trust run out.
   that state is the one the lease was granted with (the cache entry's fingerprint): a
   change made since (a limit, a scope, the org's state) is never applied late by a
   worker that saw the old one.
+- **A worker's batch** (ADR 0092). From a lease with more than `BATCH_LEAVES` tokens
+  left, a worker takes up to `BATCH_MAX` at once and admits the key's next requests from
+  them without the slot's record lock, under the same checks (its second, the key's
+  state, the lease still in the slot and trusted, the epoch); what it leaves unused goes
+  back to the lease, or to the windows, once.
 - **Revocation stays immediate.** While a lease may be held, a marker for the key and its
   org lives in Redis for the lease's life (1 s). An invalidation (revoke, rotation,
   delete, suspension, limit change: `keycache.invalidate_*`) that finds a marker running
