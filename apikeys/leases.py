@@ -565,15 +565,16 @@ def _from_batch(
     if serial != lease.serial or not clock < slot_trust:
         return None
     declared = _DECLARED_FIELD.unpack_from(table.map, at + _DECLARED_AT)[0]
+    trusted = trust
     if batch.declared > 0:
-        trust = min(trust, batch.declared)
+        trusted = min(trusted, batch.declared)
     if declared > 0:
-        trust = min(trust, declared)
+        trusted = min(trusted, declared)
     epoch, asked_at = table.epoch_reading()
-    if not clock < asked_at + trust or batch.epoch < epoch:
+    if not clock < asked_at + trusted or batch.epoch < epoch:
         return None
     batch.tokens -= 1
-    _watch.used, _watch.trust = clock, trust
+    _watch.used, _watch.trust = clock, trust  # as `take` records it
     return lease, batch.minute_used - batch.tokens
 
 

@@ -1225,3 +1225,15 @@ def test_a_token_given_back_after_its_batch_was_settled_goes_back_to_the_lease(
     leases.give_back(lease)  # the request it admitted was refused after all
     assert leases._table().read(index)[leases._TOKENS_UNUSED] == before + 1
     assert index in leases._granted
+
+
+def test_requests_from_a_batch_keep_the_pusher_renewing_the_hosts_reading(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    _, api = batched_key(org, redis_commands)
+    leases._watch.used = leases._watch.trust = 0.0  # as if no lease had been used for long
+    assert not leases.refresh_epoch()
+    assert api.get("me").status_code == 200  # from the batch
+    assert redis_commands.names == []
+    age_reading(TRUST * leases.REFRESH_FRACTION + 0.01)
+    assert leases.refresh_epoch()
