@@ -151,8 +151,8 @@ assert struct.calcsize("<QQqqqdqqqq") == _DEMAND_AT
 # Read without the slot's lock by a process admitting from its batch (`_from_batch`):
 # the lease's trust and serial (adjacent), and its declared trust.
 _TRUST_SERIAL_AT, _TRUST_SERIAL = 40, struct.Struct("<dq")
-_DECLARED_AT, _DECLARED_FIELD = 112, struct.Struct("<d")
-_TRUST_FIELD = struct.Struct("<d")
+_DECLARED_AT = 112
+_FLOAT = struct.Struct("<d")
 assert struct.calcsize("<QQqqq") == _TRUST_SERIAL_AT
 assert struct.calcsize("<QQqqqdqqqqqiidq") == _DECLARED_AT
 
@@ -203,12 +203,12 @@ class _Table:
         without the lock (`_from_batch`) that sees a trust sees the serial it goes with."""
         at = index * SLOT_SIZE
         _TOKENS_FIELD.pack_into(self.map, at + _TOKENS_AT, 0)
-        _TRUST_FIELD.pack_into(self.map, at + _TRUST_SERIAL_AT, 0.0)
+        _FLOAT.pack_into(self.map, at + _TRUST_SERIAL_AT, 0.0)
         fields = list(slot)
         fields[_TOKENS_UNUSED], fields[_TRUST] = 0, 0.0
         _SLOT.pack_into(self.map, at, *fields)
         _TOKENS_FIELD.pack_into(self.map, at + _TOKENS_AT, slot[_TOKENS_UNUSED])
-        _TRUST_FIELD.pack_into(self.map, at + _TRUST_SERIAL_AT, slot[_TRUST])
+        _FLOAT.pack_into(self.map, at + _TRUST_SERIAL_AT, slot[_TRUST])
 
     def write_tokens(self, index: int, slot: list[Any]) -> None:
         _TOKENS_FIELD.pack_into(self.map, index * SLOT_SIZE + _TOKENS_AT, slot[_TOKENS_UNUSED])
@@ -407,11 +407,9 @@ class _Batch:
 
     lease: Lease
     tokens: int
-    # The slot's lease when they were taken: trusted until (time.monotonic()), its epoch,
-    # its declared trust (s) and the key's state it was granted with (fingerprint).
-    trust: float
+    # The slot's lease when they were taken: its epoch and the key's state it was granted
+    # with (fingerprint). Its trust and declared trust are read from the slot each time.
     epoch: int
-    declared: float
     version: int
     # The minute window's count less the host's unused tokens when taken (its own
     # included): a request reports it less the batch's tokens left.
@@ -524,9 +522,7 @@ def take(
                     _batches[digest] = _Batch(
                         lease=lease,
                         tokens=take_now - 1,
-                        trust=slot[_TRUST],
                         epoch=slot[_EPOCH],
-                        declared=slot[_DECLARED],
                         version=slot[_VERSION],
                         minute_used=minute_used,
                     )
@@ -557,21 +553,15 @@ def _from_batch(
     if batch.tokens <= 0 or lease.second != second or batch.version != version:
         return None
     clock = time.monotonic()
-    if not clock < batch.trust:
-        return None
     at = lease.index * SLOT_SIZE
-    # The slot still holds this lease, trusted (`forget` ends it for the whole host).
+    # The slot still holds this lease (its serial), trusted (its trust only grows while it
+    # does, and `forget` ends it for the whole host), with the trust its granting workers
+    # declared (only ever lowered while it does).
     slot_trust, serial = _TRUST_SERIAL.unpack_from(table.map, at + _TRUST_SERIAL_AT)
     if serial != lease.serial or not clock < slot_trust:
         return None
-    declared = _DECLARED_FIELD.unpack_from(table.map, at + _DECLARED_AT)[0]
-    trusted = trust
-    if batch.declared > 0:
-        trusted = min(trusted, batch.declared)
-    if declared > 0:
-        trusted = min(trusted, declared)
-    epoch, asked_at = table.epoch_reading()
-    if not clock < asked_at + trusted or batch.epoch < epoch:
+    declared = _FLOAT.unpack_from(table.map, at + _DECLARED_AT)[0]
+    if _lease_epoch_state(table, batch.epoch, declared, clock, trust) <= 0:
         return None
     batch.tokens -= 1
     _watch.used, _watch.trust = clock, trust  # as `take` records it
@@ -639,16 +629,24 @@ OBSERVE_STEP = 0.01
 
 
 def _epoch_state(table: _Table, slot: list[Any], clock: float, trust: float) -> int:
-    """1: the host read the lease epoch less than `trust` seconds ago (counted from when
-    it asked) and the slot's lease is of that epoch or a later one; 0: the reading is too
-    old (a round trip reads it again); -1: the lease is of an older epoch (it has ended:
-    the epoch never goes back)."""
+    """1: the host read the lease epoch less than `trust` seconds ago (at most the trust
+    the lease's granting workers declared; counted from when it asked) and the slot's
+    lease is of that epoch or a later one; 0: the reading is too old (a round trip reads
+    it again); -1: the lease is of an older epoch (it has ended: the epoch never goes
+    back)."""
+    return _lease_epoch_state(table, slot[_EPOCH], slot[_DECLARED], clock, trust)
+
+
+def _lease_epoch_state(
+    table: _Table, lease_epoch: int, declared: float, clock: float, trust: float
+) -> int:
+    """`_epoch_state` of a lease of `lease_epoch` whose slot declares `declared`."""
     epoch, asked_at = table.epoch_reading()
-    if slot[_DECLARED] > 0:
-        trust = min(trust, slot[_DECLARED])
+    if declared > 0:
+        trust = min(trust, declared)
     if not clock < asked_at + trust:
         return 0
-    return 1 if slot[_EPOCH] >= epoch else -1
+    return 1 if lease_epoch >= epoch else -1
 
 
 class _Watch:
@@ -991,8 +989,8 @@ def push() -> None:
         global _pending
         with _lock:
             if _batches:
-                second, clock = int(ratelimit.clock()), time.monotonic()
-                _drop_batches(lambda batch: batch.lease.second != second or clock >= batch.trust)
+                second = int(ratelimit.clock())
+                _drop_batches(lambda batch: batch.lease.second != second)
             if _granted:
                 _sweep(list(_granted), ended_only=True)
             batch, _pending = _pending, _Pending()
