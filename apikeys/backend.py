@@ -222,6 +222,21 @@ class Backend(Protocol):
         lease: tuple[int, int, int, int, str, str, str, str],
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]: ...
 
+    def lease_ahead(
+        self,
+        asks: list[AheadAsk],
+        *,
+        generation_prefix: str,
+        now: float,
+        month_expiry: int,
+        lease: tuple[int, int, int, str, str],
+    ) -> tuple[int, list[tuple[bytes | None, int, int]]]:
+        """Leases for the host on several keys at once, no request counted (ADR 0093):
+        the lease epoch read and, per key, its entry, the tokens counted and the minute
+        window's count. `lease`: length and declared trust (ms), the newest epoch the
+        host has read, the epoch's and the trust's names."""
+        ...
+
     def refund(
         self,
         w: Windows,
@@ -570,6 +585,80 @@ def _count_local(
 
 # --- rule: look the key up and count the request in one round trip ----------------------
 
+# Lua shared by the verification-and-count script and the lease-ahead script (ADR 0093).
+# `lk_entry_limits`: a cache entry's org generation (false: none) and, when the entry is
+# complete (key and org part), current (its generation is the org's), of key `kid` and
+# acceptable at `now`, its org and limits from its third line
+# `<key id>|<burst>|<minute>|<month>|<accept until>` (0: never, -1: no expiry); else no
+# limits. `lk_lease`: a lease of `c` tokens (`keep` of them the asking request's own,
+# already counted) for a host, at most a share of what each limited window has left after
+# b, m, q; counted (a new counter gets its expiry), with the key's and org's lease markers
+# and the longest trust a granting host declares. Answers the tokens counted beyond `keep`
+# (0: none) and the minute window's count.
+LEASE_LUA_FUNCTIONS = """
+local function lk_entry_limits(e, gprefix, kid, now)
+  local nl = string.find(e, '\\n', 1, true)
+  if not nl then return false end
+  local org = string.sub(e, 1, nl - 1)
+  local g = false
+  if nl > 1 then g = redis.call('GET', gprefix .. org) end
+  local untl = 0
+  local k, bl, ml, ql
+  local nl2 = string.find(e, '\\n', nl + 1, true)
+  if nl2 and (nl == 1 or string.sub(e, nl + 1, nl2 - 1) == (g or '')) then
+    local nl3 = string.find(e, '\\n', nl2 + 1, true)
+    if nl3 then
+      k, bl, ml, ql, untl = string.match(string.sub(e, nl2 + 1, nl3 - 1),
+        '^(%d+)|(%d+)|(%d+)|(%d+)|(%-?[%d.e+]+)$')
+      untl = tonumber(untl) or 0
+    end
+  end
+  if k ~= kid or untl == 0 or (untl > 0 and tonumber(now) >= untl) then return g end
+  if org == '' then ql = '0' end
+  return g, org, tonumber(bl), tonumber(ml), tonumber(ql)
+end
+local function lk_mark_lease(name, untl_ms)
+  if untl_ms > tonumber(redis.call('GET', name) or '0') then
+    redis.call('SET', name, string.format('%d', untl_ms))
+  end
+end
+local function lk_count_ahead(name, n, limited, expire, at)
+  if not limited then return 0 end
+  local v = redis.call('INCRBY', name, n)
+  if v == n then
+    if at then redis.call('EXPIREAT', name, expire) else redis.call('EXPIRE', name, expire) end
+  end
+  return v
+end
+local function lk_lease(kb, km, kq, bl, ml, ql, b, m, q, c, keep, key_marker, org_marker,
+    org, length_ms, trust_ms, trust_name, month_expiry)
+  c = tonumber(c) or 0
+  if c <= keep then return 0, m end
+  if bl > 0 then c = math.min(c, math.floor((bl - b) / BURST_DIVISOR)) end
+  if ml > 0 then c = math.min(c, math.floor((ml - m) / MINUTE_DIVISOR)) end
+  if ql > 0 then c = math.min(c, math.floor((ql - q) / MONTH_DIVISOR)) end
+  if c <= keep then return 0, m end
+  local n = c - keep
+  lk_count_ahead(kb, n, bl > 0, 2, false)
+  if ml > 0 then m = lk_count_ahead(km, n, true, 120, false) end
+  lk_count_ahead(kq, n, ql > 0, tonumber(month_expiry), true)
+  -- The markers hold until when (ms, Redis' clock) a lease may be held; no expiry, so
+  -- no eviction policy allowed for this deployment drops them (`lk_mark_lease`).
+  local t = redis.call('TIME')
+  local untl_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(length_ms)
+  lk_mark_lease(key_marker, untl_ms)
+  if org ~= '' then lk_mark_lease(org_marker, untl_ms) end
+  -- The longest trust a granting host declares, kept as long as its leases may live.
+  local tr = tonumber(trust_ms) or 0
+  if tr >= (tonumber(redis.call('GET', trust_name) or '0') or 0) then
+    redis.call('SET', trust_name, string.format('%d', tr), 'PX', tonumber(length_ms) + 100)
+  end
+  return n, m
+end
+"""
+for _window, _divisor in LEASE_DIVISORS.items():
+    LEASE_LUA_FUNCTIONS = LEASE_LUA_FUNCTIONS.replace(f"{_window.upper()}_DIVISOR", str(_divisor))
+
 # The warm path of a guarded request (ADR 0064): the lookup, and when the entry is
 # complete (key and org part), current (its generation is the org's), of the expected key
 # (ARGV[2]) and acceptable at ARGV[3], the check and count of `lk_limits` with the limits
@@ -584,71 +673,80 @@ def _count_local(
 _LOOKUP_COUNT_LUA = (
     GUARD_LUA_FUNCTION
     + EPOCH_LUA_FUNCTION
+    + LEASE_LUA_FUNCTIONS
     + """
-local function lk_mark_lease(name, untl_ms)
-  if untl_ms > tonumber(redis.call('GET', name) or '0') then
-    redis.call('SET', name, string.format('%d', untl_ms))
-  end
-end
 local e = redis.call('GET', KEYS[1])
 if not e then return {false, redis.call('GET', KEYS[2]), false} end
-local nl = string.find(e, '\\n', 1, true)
-if not nl then return {e, redis.call('GET', KEYS[2]), false} end
-local org = string.sub(e, 1, nl - 1)
-local g = false
-if nl > 1 then g = redis.call('GET', ARGV[1] .. org) end
-local untl = 0
-local kid, bl, ml, ql
-local nl2 = string.find(e, '\\n', nl + 1, true)
-if nl2 and (nl == 1 or string.sub(e, nl + 1, nl2 - 1) == (g or '')) then
-  local nl3 = string.find(e, '\\n', nl2 + 1, true)
-  if nl3 then
-    kid, bl, ml, ql, untl = string.match(string.sub(e, nl2 + 1, nl3 - 1),
-      '^(%d+)|(%d+)|(%d+)|(%d+)|(%-?[%d.e+]+)$')
-    untl = tonumber(untl) or 0
-  end
-end
-if kid ~= ARGV[2] or untl == 0 or (untl > 0 and tonumber(ARGV[3]) >= untl) then
-  return {e, redis.call('GET', KEYS[2]), g}
-end
-if org == '' then ql = '0' end
-bl, ml, ql = tonumber(bl), tonumber(ml), tonumber(ql)
+local g, org, bl, ml, ql = lk_entry_limits(e, ARGV[1], ARGV[2], ARGV[3])
+if not bl then return {e, redis.call('GET', KEYS[2]), g} end
 local r = lk_limits(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
   bl, ml, ql, true, '', 4)
 -- An admission lease (ADR 0065, 0090): when every limited window has room, count a block
 -- of tokens at once for the calling host to admit locally until the lease ends.
 local extra = 0
-local c = tonumber(ARGV[15])
-if r[1] == 0 and c > 1 then
-  if bl > 0 then c = math.min(c, math.floor((bl - r[2]) / BURST_DIVISOR)) end
-  if ml > 0 then c = math.min(c, math.floor((ml - r[3]) / MINUTE_DIVISOR)) end
-  if ql > 0 then c = math.min(c, math.floor((ql - r[4]) / MONTH_DIVISOR)) end
-  if c > 1 then
-    extra = c - 1
-    if bl > 0 then redis.call('INCRBY', KEYS[3], extra) end
-    if ml > 0 then r[3] = redis.call('INCRBY', KEYS[4], extra) end
-    if ql > 0 then redis.call('INCRBY', KEYS[5], extra) end
-    -- The markers hold until when (ms, Redis' clock) a lease may be held; no expiry, so
-    -- no eviction policy allowed for this deployment drops them (`lk_mark_lease`).
-    local t = redis.call('TIME')
-    local untl_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[16])
-    lk_mark_lease(KEYS[9], untl_ms)
-    if org ~= '' then lk_mark_lease(KEYS[10], untl_ms) end
-    -- The longest trust a granting host declares, kept as long as its leases may live.
-    local tr = tonumber(ARGV[17]) or 0
-    if tr >= (tonumber(redis.call('GET', KEYS[12]) or '0') or 0) then
-      redis.call('SET', KEYS[12], string.format('%d', tr), 'PX', tonumber(ARGV[16]) + 100)
-    end
-  end
+if r[1] == 0 then
+  extra, r[3] = lk_lease(KEYS[3], KEYS[4], KEYS[5], bl, ml, ql, r[2], r[3], r[4],
+    tonumber(ARGV[15]), 1, KEYS[9], KEYS[10], org, ARGV[16], ARGV[17], KEYS[12], ARGV[4])
 end
 -- The epoch as this host reads it (`lk_epoch`).
 return {e, false, g, r[1], r[3], extra, lk_epoch(KEYS[11], ARGV[18], false)}
 """
 )
-for _window, _divisor in LEASE_DIVISORS.items():
-    _LOOKUP_COUNT_LUA = _LOOKUP_COUNT_LUA.replace(f"{_window.upper()}_DIVISOR", str(_divisor))
-
 _LOOKUP_COUNT = redisconn.FastScript(_LOOKUP_COUNT_LUA)
+
+
+# --- rule: leases asked for ahead of requests (ADR 0093) ----------------------------------
+
+# A host's leases for the second that just began, on keys that were busy on it in the
+# second before, asked for in one call: per key, when its entry is current and acceptable
+# (as the verification-and-count script checks it), a lease of at most the tokens wanted
+# and a share of what each window has left (`lk_lease`); nothing is counted for a request.
+# KEYS: the lease epoch, the longest trust in a reading of it (ms); then per key
+# (AHEAD_KEYS each): entry, burst, minute, month counters, the key's and the org's lease
+# markers.
+# ARGV: lease length in ms, how long the host trusts a reading of the epoch (ms), the
+# newest epoch the host has read, generation prefix, now, the month counter's expiry; then
+# per key (AHEAD_ARGS each): key id, tokens wanted.
+# Answers the epoch as the host reads it and, per key, {entry (false: none), tokens
+# counted, the minute window's count}.
+AHEAD_KEYS, AHEAD_ARGS = 6, 2
+_LEASE_AHEAD_LUA = (
+    EPOCH_LUA_FUNCTION
+    + LEASE_LUA_FUNCTIONS
+    + """
+local out = {}
+for i = 0, (#KEYS - 2) / AHEAD_KEYS - 1 do
+  local k, a = 2 + i * AHEAD_KEYS, 6 + i * AHEAD_ARGS
+  local e = redis.call('GET', KEYS[k + 1])
+  local got, m = 0, 0
+  if e then
+    local _, org, bl, ml, ql = lk_entry_limits(e, ARGV[4], ARGV[a + 1], ARGV[5])
+    if bl then
+      local now = redis.call('MGET', KEYS[k + 2], KEYS[k + 3], KEYS[k + 4])
+      m = tonumber(now[2] or '0')
+      got, m = lk_lease(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], bl, ml, ql,
+        tonumber(now[1] or '0'), m, tonumber(now[3] or '0'), ARGV[a + 2], 0,
+        KEYS[k + 5], KEYS[k + 6], org, ARGV[1], ARGV[2], KEYS[2], ARGV[6])
+    end
+  end
+  out[i + 1] = {e or false, got, m}
+end
+return {lk_epoch(KEYS[1], ARGV[3], false), out}
+""".replace("AHEAD_KEYS", str(AHEAD_KEYS)).replace("AHEAD_ARGS", str(AHEAD_ARGS))
+)
+_LEASE_AHEAD = redisconn.FastScript(_LEASE_AHEAD_LUA)
+
+
+@dataclass(frozen=True, slots=True)
+class AheadAsk:
+    """One key's lease asked for ahead (`Backend.lease_ahead`)."""
+
+    entry: str  # the verification cache's name of its entry
+    key_pk: int
+    counters: tuple[str, str, str]  # burst, minute, month counters of the second
+    key_marker: str
+    org_marker: str
+    tokens: int
 
 
 # --- rule: refund what a request counted early took --------------------------------------
@@ -977,6 +1075,31 @@ class RedisBackend:
             )
         return None, looked_up
 
+    def lease_ahead(
+        self,
+        asks: list[AheadAsk],
+        *,
+        generation_prefix: str,
+        now: float,
+        month_expiry: int,
+        lease: tuple[int, int, int, str, str],
+    ) -> tuple[int, list[tuple[bytes | None, int, int]]]:
+        length_ms, trust_ms, seen, epoch, trust = lease
+        keys: list[Any] = [epoch, trust]
+        args: list[Any] = [
+            length_ms,
+            trust_ms,
+            seen,
+            self._raw(generation_prefix),
+            repr(now),
+            month_expiry,
+        ]
+        for ask in asks:
+            keys += [self._raw(ask.entry), *ask.counters, ask.key_marker, ask.org_marker]
+            args += [ask.key_pk, ask.tokens]
+        reply = redisconn.run_script(self.conn, _LEASE_AHEAD, keys=keys, args=args)
+        return int(reply[0]), [(e or None, int(got), int(m)) for e, got, m in reply[1]]
+
     def refund(
         self,
         w: Windows,
@@ -1142,6 +1265,18 @@ class LocalBackend:
     ) -> tuple[LookedUpCount | None, tuple[Any, bytes | None, bytes | None]]:
         # No round trip to save: the caller looks up, then counts.
         return None, _lookup_local(entry, version, generation_prefix)
+
+    def lease_ahead(
+        self,
+        asks: list[AheadAsk],
+        *,
+        generation_prefix: str,
+        now: float,
+        month_expiry: int,
+        lease: tuple[int, int, int, str, str],
+    ) -> tuple[int, list[tuple[bytes | None, int, int]]]:
+        # No lease without a shared store.
+        return 0, [(None, 0, 0) for _ in asks]
 
     def refund(
         self,

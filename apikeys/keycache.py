@@ -406,6 +406,13 @@ def _names(digest: str) -> tuple[str, str, str, str]:
     return found
 
 
+def lease_names(digest: str) -> tuple[str, str, str]:
+    """What a lease asked for ahead of requests needs (ADR 0093): the key's entry, the
+    org-generation prefix and the key's lease marker."""
+    names = _names(digest)
+    return names[0], names[2], names[3]
+
+
 def _resolve_from_db(digest: str, exc: BaseException) -> Resolved | None:
     _mark_outage()
     redisconn.error_log.error(

@@ -34,6 +34,12 @@ its trust run out.
   them without the slot's record lock, under the same checks (its second, the key's
   state, the lease still in the slot and trusted, the epoch); what it leaves unused goes
   back to the lease, or to the windows, once.
+- **Asked for ahead** (ADR 0093). As each second begins, the process that granted a
+  key's last lease asks for the new second's lease of every such key that was busy on the
+  host in the second before, in one call: the key's requests find a lease instead of
+  making the second's round trip. The same checks as a round trip's lease (the key's
+  entry, its state as this process knows it, the epoch); a key that went quiet is
+  dropped. A lease is trusted to the end of its second (its markers live `MARKER_MS`).
 - **Revocation stays immediate.** While a lease may be held, a marker for the key and its
   org lives in Redis for the lease's life (1 s). An invalidation (revoke, rotation,
   delete, suspension, limit change: `keycache.invalidate_*`) that finds a marker running
@@ -83,8 +89,11 @@ from orgs.plans import Limits
 
 logger = logging.getLogger("apikeys.guards")
 
-# A lease is trusted for this fraction of the length Redis keeps its marker.
+# A lease is trusted for this fraction of the length Redis keeps its marker ...
 HOLDER_FRACTION = 0.9
+# ... which is long enough for the lease to be trusted to the end of its second, whenever
+# in it the lease was asked for (it ends with its second all the same: ADR 0093).
+MARKER_MS = math.ceil(keycache.LEASE_LIFE_MS / HOLDER_FRACTION)
 PUSH_INTERVAL = 0.5
 # A lease asks for this many times what the host's recent rate predicts.
 DEMAND_MARGIN = 1.5
@@ -419,6 +428,33 @@ class _Batch:
 # digest -> this process's batch of the host's lease on that key.
 _batches: dict[str, _Batch] = {}
 
+# A key that keeps busy on the host has its next second's lease asked for as that second
+# begins, by the process that granted the last one, for all such keys in one call (ADR
+# 0093): its requests then find a lease instead of making the second's round trip.
+# Only a key with at least this many requests on the host in the second before, ...
+AHEAD_MIN_DEMAND = 2
+# ... at most this many keys a process, ...
+AHEAD_MAX = 4096
+# ... in calls of at most this many keys; the pusher asks this long after the second
+# begins.
+AHEAD_CHUNK = 256
+AHEAD_DELAY = 0.002
+
+
+@dataclass(slots=True)
+class _Ahead:
+    """What a lease asked for ahead needs, as the process's last grant on the key had it."""
+
+    digest: str
+    most: int  # tokens a lease may ask for
+    length_ms: int
+    trust_ms: int  # the trust in a reading of the epoch told to Redis
+    epoch_trust: float  # ... and held in the slot (s)
+
+
+# slot -> the key whose next lease this process asks for ahead.
+_ahead: dict[int, _Ahead] = {}
+
 
 def _fingerprint(entry: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(entry, digest_size=8).digest(), "little") or 1
@@ -749,18 +785,18 @@ def grant(
     minute_used: int,
     epoch: int | None,
     epoch_trust: float,
-) -> None:
+    ahead: tuple[int, int] | None = None,
+) -> bool:
     """Hold for the host the `tokens` the script counted beyond the request that asked
     (`asked_at`: `time.monotonic()` before the call). A lease of the same key, state and
-    second already held (another worker asked at the same time) gets them added."""
+    second already held (another worker asked at the same time) gets them added.
+    `ahead` (the most tokens a lease may ask for, and the trust in ms the script was
+    told): this process asks for the key's next lease ahead of its requests
+    (`lease_ahead`) while the key stays busy on the host."""
     org = resolved.org
     org_pk = org.pk if org is not None else None
     key_pk = resolved.key.pk
-    flags = (
-        (_BURST if limits.burst > 0 else 0)
-        | (_MINUTE if limits.per_minute > 0 else 0)
-        | (_MONTH if limits.monthly > 0 and org_pk is not None else 0)
-    )
+    flags = _flags(limits, org)
     tag, index = _slot_of(digest)
     second = int(now)
     known = _known.get(digest)
@@ -783,7 +819,7 @@ def grant(
                 # came late), or the slot is another key's or holds a newer lease: hold
                 # nothing.
                 _add_return(key_pk, org_pk, second, flags, tokens)
-                return
+                return False
             if (
                 slot[_TAG] == tag
                 and slot[_VERSION] == fingerprint
@@ -814,9 +850,139 @@ def grant(
             slot[_ASKING] = 0.0
             table.write(index, slot)
             _granted.add(index)
+            if ahead is not None and len(_ahead) < AHEAD_MAX:
+                _ahead[index] = _Ahead(digest, ahead[0], length_ms, ahead[1], epoch_trust)
         finally:
             table.unlock(index)
     _pusher.ensure_started()
+    return True
+
+
+def lease_ahead() -> int:
+    """Ask for the host's leases of the second that began on the keys whose last lease
+    this process granted and that were busy on the host in the second before (at least
+    `AHEAD_MIN_DEMAND` requests), in one call per `AHEAD_CHUNK` keys (ADR 0093). Each is
+    sized by that demand and checked as a round trip's lease is: granted only with the
+    key's state this process knows, in an epoch not older than the host's reading. The
+    pusher's thread calls it as each second begins. Answers the leases granted."""
+    if not _ahead:
+        return 0
+    now = ratelimit.clock()
+    second = int(now)
+    table = _table()
+    asks: list[tuple[_Ahead, tuple[bytes, keycache.Resolved, int], int]] = []
+    with _lock:
+        items = list(_ahead.items())
+        _ahead.clear()
+        for index, ahead in items:
+            known = _known.get(ahead.digest)
+            if known is None:
+                continue
+            tag = _slot_of(ahead.digest)[0]
+            table.lock(index)
+            try:
+                slot = table.read(index)
+                clock = time.monotonic()
+                if (
+                    slot[_TAG] != tag
+                    or slot[_VERSION] != known[2]
+                    or _current(slot, second, clock)
+                    or clock < slot[_ASKING]
+                ):
+                    continue  # another key's slot, another state, a lease or an ask already
+                if slot[_DEMAND_SECOND] == second - 1:
+                    previous, current = slot[_CUR], 0
+                elif slot[_DEMAND_SECOND] == second:
+                    previous, current = slot[_PREV], slot[_CUR]
+                else:
+                    continue
+                if previous < AHEAD_MIN_DEMAND:
+                    continue
+                wanted = min(ahead.most, _wanted(previous, current, now - second))
+                if wanted < 2:
+                    continue
+                slot[_ASKING] = clock + ASKING_SECONDS
+                table.write_demand(index, slot)
+            finally:
+                table.unlock(index)
+            asks.append((ahead, known, wanted))
+    granted = 0
+    for start in range(0, len(asks), AHEAD_CHUNK):
+        granted += _ask_ahead(asks[start : start + AHEAD_CHUNK], now)
+    return granted
+
+
+def _ask_ahead(
+    asks: list[tuple[_Ahead, tuple[bytes, keycache.Resolved, int], int]], now: float
+) -> int:
+    """One call of `lease_ahead`: the leases granted."""
+    first = asks[0][0]
+    asked: list[backend.AheadAsk] = []
+    prefix = ""
+    for ahead, known, wanted in asks:
+        resolved = known[1]
+        org_pk = resolved.org.pk if resolved.org is not None else None
+        entry, prefix, key_marker = keycache.lease_names(ahead.digest)
+        asked.append(
+            backend.AheadAsk(
+                entry=entry,
+                key_pk=resolved.key.pk,
+                counters=ratelimit.counter_keys(resolved.key.pk, org_pk, now),
+                key_marker=key_marker,
+                org_marker=keycache.org_lease_name(org_pk if org_pk is not None else "-"),
+                tokens=wanted,
+            )
+        )
+    asked_at = time.monotonic()
+    epoch, replies = backend.backend().lease_ahead(
+        asked,
+        generation_prefix=prefix,
+        now=now,
+        month_expiry=ratelimit.month_expiry(now),
+        lease=(first.length_ms, first.trust_ms, epoch_seen(), *keycache.lease_epoch_names()),
+    )
+    observe(epoch, asked_at)
+    granted = 0
+    for (ahead, known, _), (found, tokens, minute_used) in zip(asks, replies, strict=True):
+        if tokens <= 0:
+            continue
+        resolved = known[1]
+        org = resolved.org
+        if found != known[0]:
+            # The key's state changed since this process saw it: the tokens go back, and
+            # the key's next round trip learns the new state.
+            with _lock:
+                _add_return(
+                    resolved.key.pk,
+                    org.pk if org is not None else None,
+                    int(now),
+                    _flags(org.limits if org is not None else ratelimit.UNLIMITED, org),
+                    tokens,
+                )
+            continue
+        granted += grant(
+            digest=ahead.digest,
+            resolved=resolved,
+            limits=org.limits if org is not None else ratelimit.UNLIMITED,
+            now=now,
+            asked_at=asked_at,
+            length_ms=ahead.length_ms,
+            tokens=tokens,
+            minute_used=minute_used,
+            epoch=epoch,
+            epoch_trust=ahead.epoch_trust,
+            ahead=(ahead.most, ahead.trust_ms),
+        )
+    return granted
+
+
+def _flags(limits: Limits, org: Any) -> int:
+    """Which of a key's windows are limited (`_BURST`, `_MINUTE`, `_MONTH`)."""
+    return (
+        (_BURST if limits.burst > 0 else 0)
+        | (_MINUTE if limits.per_minute > 0 else 0)
+        | (_MONTH if limits.monthly > 0 and org is not None else 0)
+    )
 
 
 def give_back(lease: Lease) -> None:
@@ -1108,6 +1274,7 @@ def discard() -> None:
         _known.clear()
         _granted.clear()
         _batches.clear()
+        _ahead.clear()
         _pending = _Pending()
         _watch.used = _watch.trust = _watch.failed_until = 0.0
         if redisconn.enabled():
@@ -1126,6 +1293,7 @@ def _forked() -> None:
     _known.clear()
     _granted.clear()
     _batches.clear()
+    _ahead.clear()
     _unsent.clear()
     _pending = _Pending()
     _watch.used = _watch.trust = _watch.failed_until = 0.0
@@ -1155,8 +1323,19 @@ class _Pusher:
 
     def _run(self) -> None:
         next_push = time.monotonic() + PUSH_INTERVAL
+        ahead_second = 0
         while True:
-            time.sleep(max(0.0, min(tick(time.monotonic()), next_push - time.monotonic())))
+            wait = min(tick(time.monotonic()), next_push - time.monotonic())
+            if _ahead:  # wake as the next second begins
+                wall = ratelimit.clock()
+                wait = min(wait, math.floor(wall) + 1 + AHEAD_DELAY - wall)
+            time.sleep(max(0.0, wait))
+            if _ahead and int(ratelimit.clock()) != ahead_second:
+                ahead_second = int(ratelimit.clock())
+                try:
+                    lease_ahead()
+                except Exception as exc:  # the keys' round trips ask instead
+                    redisconn.error_log.error("leases", "Leases not asked for ahead", exc)
             try:
                 refresh_epoch()
             except Exception as exc:  # never the end of this thread: it pushes usage too

@@ -150,6 +150,11 @@ def next_month_start(now: float) -> int:
     return _month(now)[1]
 
 
+def month_expiry(now: float) -> int:
+    """When the monthly counter of `now`'s month expires: a day after the month ends."""
+    return _month(now)[1] + 86400
+
+
 def month_label(now: float) -> str:
     return _month(now)[0]
 
@@ -326,7 +331,7 @@ def log_fail_open(exc: BaseException) -> None:
 def request_record(now: float, meta: UsageMeta, body: str, pushed: int) -> RequestRecord:
     """What the request at `now` adds to usage, for the check-and-count rule."""
     return RequestRecord(
-        month_expiry=_month(now)[1] + 86400,
+        month_expiry=month_expiry(now),
         at=now,
         ip=meta.ip or "",
         version=usage.clean_version(meta.client_version),

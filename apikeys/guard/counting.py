@@ -124,11 +124,11 @@ class Leasing:
     def __init__(self, inner: Direct, tokens: int, trust_ms: int) -> None:
         self.inner = inner
         self.tokens = tokens
-        # A lease lives at most `LEASE_LIFE_MS` (within its second), while the host's
-        # reading of the lease epoch is younger than `trust_ms` (less a margin for
-        # clock rates).
-        self.life_ms = keycache.LEASE_LIFE_MS
-        self.trust_ms = min(trust_ms, self.life_ms)
+        # A lease lives at most `LEASE_LIFE_MS` (within its second; its marker
+        # `leases.MARKER_MS`), while the host's reading of the lease epoch is younger
+        # than `trust_ms` (less a margin for clock rates).
+        self.life_ms = leases.MARKER_MS
+        self.trust_ms = min(trust_ms, keycache.LEASE_LIFE_MS)
         self.trust = self.trust_ms / 1000 * leases.HOLDER_FRACTION
 
     def verify(
@@ -164,6 +164,7 @@ class Leasing:
             minute_used=early.result.minute_used,
             epoch=early.epoch,
             epoch_trust=self.trust,
+            ahead=(self.tokens, self.trust_ms),
         )
         # The headers report the window without the lease's unused tokens.
         result = replace(early.result, minute_used=early.result.minute_used - extra)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.test import override_settings
 
 from apikeys import keycache, leases, ratelimit, redisconn, usage
@@ -327,7 +328,9 @@ def test_a_lease_lives_no_longer_than_its_marker(
     marker = marker_left(keycache.key_lease_name(key.digest))
     org_marker = marker_left(keycache.org_lease_name(org.pk))
     assert 0 < lives < marker and lives < org_marker
-    assert lives <= keycache.LEASE_LIFE_MS / 1000 * leases.HOLDER_FRACTION
+    assert lives <= leases.MARKER_MS / 1000 * leases.HOLDER_FRACTION
+    # Trusted to the end of its second, whenever in it it was asked for (ADR 0093).
+    assert lives > keycache.LEASE_LIFE_MS / 1000 * leases.HOLDER_FRACTION
 
 
 def test_a_lease_is_used_only_while_the_hosts_reading_of_the_epoch_is_fresh(
@@ -748,7 +751,7 @@ def test_the_declared_trust_lives_only_as_long_as_the_leases_it_covers(
     leased_key(org)
     trust_name = keycache.lease_epoch_names()[1]
     assert int(redis().get(trust_name)) == LEASE_MS
-    assert 0 < redis().pttl(trust_name) <= keycache.LEASE_LIFE_MS + 100
+    assert 0 < redis().pttl(trust_name) <= leases.MARKER_MS + 100
 
 
 def test_a_late_grant_of_an_older_epoch_does_not_replace_a_newer_lease(
@@ -1204,8 +1207,9 @@ def test_a_forked_worker_starts_without_its_parents_batches(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
     batched_key(org, redis_commands)
+    assert leases._ahead
     leases._forked()
-    assert not leases._batches
+    assert not leases._batches and not leases._ahead
 
 
 def test_a_token_given_back_after_its_batch_was_settled_goes_back_to_the_lease(
@@ -1237,3 +1241,119 @@ def test_requests_from_a_batch_keep_the_pusher_renewing_the_hosts_reading(
     assert redis_commands.names == []
     age_reading(TRUST * leases.REFRESH_FRACTION + 0.01)
     assert leases.refresh_epoch()
+
+
+# --- leases asked for ahead (ADR 0093) ----------------------------------------------------
+
+
+def growth_key_busy(org: Organization, redis_commands: CommandLog) -> tuple[ApiKey, ApiClient]:
+    """A Growth-limited key (600 a minute, a burst of 50) leased up and then sent its
+    lease's other 10 requests: 12 requests in the host's table in this second, all
+    tokens used (the windows count 15)."""
+    set_limits(org, per_minute=600, burst=50, monthly=2_000_000)
+    key, api = new_key(org)
+    lease_up(api)
+    assert served_without_redis(api, redis_commands, 10)
+    return key, api
+
+
+def test_a_key_busy_last_second_is_leased_ahead_and_makes_no_round_trip(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, api = growth_key_busy(org, redis_commands)
+    frozen_clock.advance(1)
+    redis_commands.clear()
+    assert leases.lease_ahead() == 1
+    # One script for the process's keys (loaded first on its first call). Asked for
+    # 1 + 1.5 x 12 = 19 tokens; given a quarter of the empty burst window (12), counted
+    # in every window, no request counted.
+    assert set(redis_commands.names) <= {"EVALSHA", "SCRIPT"}
+    assert counters(key, org, frozen_clock.now) == [12, 27, 27]
+    burst_counter = ratelimit.counter_keys(key.pk, org.pk, frozen_clock.now)[0]
+    assert 0 < redis().ttl(burst_counter) <= 2
+    assert served_without_redis(api, redis_commands, 12)
+    # Spent: the next request makes its round trip.
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+    leases.release_all()
+    assert counters(key, org, frozen_clock.now)[0] == 13
+
+
+@pytest.mark.parametrize(
+    ("seconds", "demand"),
+    [
+        (2, None),  # no request at all in the second before
+        (1, leases.AHEAD_MIN_DEMAND - 1),  # too few in it
+    ],
+)
+def test_a_key_not_busy_last_second_is_not_leased_ahead(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    seconds: int,
+    demand: int | None,
+) -> None:
+    key, _ = growth_key_busy(org, redis_commands)
+    if demand is not None:
+        (index,) = leases._granted
+        table = leases._table()
+        slot = table.read(index)
+        slot[leases._CUR] = demand
+        table.write_demand(index, slot)
+    frozen_clock.advance(seconds)
+    redis_commands.clear()
+    assert leases.lease_ahead() == 0
+    assert redis_commands.names == []
+    assert counters(key, org, frozen_clock.now) == [0, 15, 15]
+    # Forgotten: asked for ahead again only once a round trip grants it a lease again.
+    assert not leases._ahead
+
+
+def test_a_lease_ahead_takes_at_most_a_share_of_what_the_burst_window_has_left(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, _ = growth_key_busy(org, redis_commands)
+    frozen_clock.advance(1)
+    burst_counter = ratelimit.counter_keys(key.pk, org.pk, frozen_clock.now)[0]
+    redis().set(burst_counter, 40)  # another host's requests: 10 left, a quarter is 2
+    assert leases.lease_ahead() == 1
+    assert counters(key, org, frozen_clock.now)[0] == 42
+
+
+def test_no_lease_ahead_for_a_revoked_key(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    monkeypatch.setattr(keycache, "_wait", lambda seconds: None)
+    key, api = growth_key_busy(org, redis_commands)
+    with django_capture_on_commit_callbacks(execute=True):
+        apikey_revoke(key=key, actor=Actor.system())
+    frozen_clock.advance(1)
+    assert leases.lease_ahead() == 0
+    assert counters(key, org, frozen_clock.now) == [0, 15, 15]
+    assert api.get("me").status_code == 401
+
+
+def test_a_lease_ahead_on_a_state_of_the_key_this_process_has_not_seen_is_given_back(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """Another process refilled the key's entry after a change (here its burst limit):
+    the tokens counted for it go back, and the key's next round trip learns the state."""
+    key, api = growth_key_busy(org, redis_commands)
+    name = cache.make_key(keycache.cache_key(key.digest))
+    entry = redis().get(name)
+    assert b"|50|600|" in entry
+    redis().set(name, entry.replace(b"|50|600|", b"|60|600|"))
+    frozen_clock.advance(1)
+    assert leases.lease_ahead() == 0
+    assert sum(leases._pending.returns.values()) == 15  # a quarter of the new 60
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
+    leases.release_all()
+    assert counters(key, org, frozen_clock.now)[0] == 1
