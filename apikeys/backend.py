@@ -230,11 +230,12 @@ class Backend(Protocol):
         now: float,
         month_expiry: int,
         lease: tuple[int, int, int, str, str],
-    ) -> tuple[int, list[tuple[bytes | None, int, int]]]:
+    ) -> tuple[int, list[tuple[bytes | None, int, int, int]]]:
         """Leases for the host on several keys at once, no request counted (ADR 0093):
-        the lease epoch read and, per key, its entry, the tokens counted and the minute
-        window's count. `lease`: length and declared trust (ms), the newest epoch the
-        host has read, the epoch's and the trust's names."""
+        the lease epoch read and, per key, its entry, the tokens counted, the minute
+        window's count and the windows counted in (bits as `leases` flags). `lease`:
+        length and declared trust (ms), the newest epoch the host has read, the epoch's
+        and the trust's names."""
         ...
 
     def refund(
@@ -707,8 +708,10 @@ _LOOKUP_COUNT = redisconn.FastScript(_LOOKUP_COUNT_LUA)
 # ARGV: lease length in ms, how long the host trusts a reading of the epoch (ms), the
 # newest epoch the host has read, generation prefix, now, the month counter's expiry; then
 # per key (AHEAD_ARGS each): key id, tokens wanted.
-# Answers the epoch as the host reads it and, per key, {entry (false: none), tokens
-# counted, the minute window's count}.
+# Answers the epoch as the host reads it (always written back, as the pusher's reading:
+# a node that takes no writes refuses the call) and, per key, {entry (false: none),
+# tokens counted, the minute window's count, which windows they were counted in (bits:
+# burst 1, minute 2, month 4)}.
 AHEAD_KEYS, AHEAD_ARGS = 6, 2
 _LEASE_AHEAD_LUA = (
     EPOCH_LUA_FUNCTION
@@ -718,7 +721,7 @@ local out = {}
 for i = 0, (#KEYS - 2) / AHEAD_KEYS - 1 do
   local k, a = 2 + i * AHEAD_KEYS, 6 + i * AHEAD_ARGS
   local e = redis.call('GET', KEYS[k + 1])
-  local got, m = 0, 0
+  local got, m, w = 0, 0, 0
   if e then
     local _, org, bl, ml, ql = lk_entry_limits(e, ARGV[4], ARGV[a + 1], ARGV[5])
     if bl then
@@ -727,11 +730,14 @@ for i = 0, (#KEYS - 2) / AHEAD_KEYS - 1 do
       got, m = lk_lease(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], bl, ml, ql,
         tonumber(now[1] or '0'), m, tonumber(now[3] or '0'), ARGV[a + 2], 0,
         KEYS[k + 5], KEYS[k + 6], org, ARGV[1], ARGV[2], KEYS[2], ARGV[6])
+      if bl > 0 then w = w + 1 end
+      if ml > 0 then w = w + 2 end
+      if ql > 0 then w = w + 4 end
     end
   end
-  out[i + 1] = {e or false, got, m}
+  out[i + 1] = {e or false, got, m, w}
 end
-return {lk_epoch(KEYS[1], ARGV[3], false), out}
+return {lk_epoch(KEYS[1], ARGV[3], true), out}
 """.replace("AHEAD_KEYS", str(AHEAD_KEYS)).replace("AHEAD_ARGS", str(AHEAD_ARGS))
 )
 _LEASE_AHEAD = redisconn.FastScript(_LEASE_AHEAD_LUA)
@@ -1083,7 +1089,7 @@ class RedisBackend:
         now: float,
         month_expiry: int,
         lease: tuple[int, int, int, str, str],
-    ) -> tuple[int, list[tuple[bytes | None, int, int]]]:
+    ) -> tuple[int, list[tuple[bytes | None, int, int, int]]]:
         length_ms, trust_ms, seen, epoch, trust = lease
         keys: list[Any] = [epoch, trust]
         args: list[Any] = [
@@ -1098,7 +1104,7 @@ class RedisBackend:
             keys += [self._raw(ask.entry), *ask.counters, ask.key_marker, ask.org_marker]
             args += [ask.key_pk, ask.tokens]
         reply = redisconn.run_script(self.conn, _LEASE_AHEAD, keys=keys, args=args)
-        return int(reply[0]), [(e or None, int(got), int(m)) for e, got, m in reply[1]]
+        return int(reply[0]), [(e or None, int(got), int(m), int(w)) for e, got, m, w in reply[1]]
 
     def refund(
         self,
@@ -1274,9 +1280,9 @@ class LocalBackend:
         now: float,
         month_expiry: int,
         lease: tuple[int, int, int, str, str],
-    ) -> tuple[int, list[tuple[bytes | None, int, int]]]:
+    ) -> tuple[int, list[tuple[bytes | None, int, int, int]]]:
         # No lease without a shared store.
-        return 0, [(None, 0, 0) for _ in asks]
+        return 0, [(None, 0, 0, 0) for _ in asks]
 
     def refund(
         self,

@@ -439,6 +439,8 @@ AHEAD_MAX = 4096
 # begins.
 AHEAD_CHUNK = 256
 AHEAD_DELAY = 0.002
+# A pusher that wakes later than this into a second leaves that second to round trips.
+AHEAD_WINDOW = 0.1
 
 
 @dataclass(slots=True)
@@ -814,10 +816,11 @@ def grant(
                 or epoch < table.epoch_reading()[0]
                 or (slot[_TAG] != tag and _live(slot, second, clock))
                 or (slot[_TAG] == tag and _current(slot, second, clock) and slot[_EPOCH] > epoch)
+                or (slot[_TAG] == tag and slot[_SECOND] > second)
             ):
                 # Not the state this process knows, an epoch already ended (a reply that
-                # came late), or the slot is another key's or holds a newer lease: hold
-                # nothing.
+                # came late), or the slot is another key's or holds a newer lease (of a
+                # newer epoch or a later second): hold nothing.
                 _add_return(key_pk, org_pk, second, flags, tokens)
                 return False
             if (
@@ -863,8 +866,10 @@ def lease_ahead() -> int:
     this process granted and that were busy on the host in the second before (at least
     `AHEAD_MIN_DEMAND` requests), in one call per `AHEAD_CHUNK` keys (ADR 0093). Each is
     sized by that demand and checked as a round trip's lease is: granted only with the
-    key's state this process knows, in an epoch not older than the host's reading. The
-    pusher's thread calls it as each second begins. Answers the leases granted."""
+    key's state this process knows, in an epoch not older than the host's reading. A key
+    that already has the second's lease, or whose lease another worker is asking for, is
+    kept for the next second; a quiet one is forgotten. The pusher's thread calls it as
+    each second begins. Answers the leases granted."""
     if not _ahead:
         return 0
     now = ratelimit.clock()
@@ -872,43 +877,46 @@ def lease_ahead() -> int:
     table = _table()
     asks: list[tuple[_Ahead, tuple[bytes, keycache.Resolved, int], int]] = []
     with _lock:
-        items = list(_ahead.items())
-        _ahead.clear()
-        for index, ahead in items:
+        for index, ahead in list(_ahead.items()):
             known = _known.get(ahead.digest)
-            if known is None:
-                continue
             tag = _slot_of(ahead.digest)[0]
             table.lock(index)
             try:
                 slot = table.read(index)
                 clock = time.monotonic()
-                if (
-                    slot[_TAG] != tag
-                    or slot[_VERSION] != known[2]
-                    or _current(slot, second, clock)
-                    or clock < slot[_ASKING]
-                ):
-                    continue  # another key's slot, another state, a lease or an ask already
+                if known is None or slot[_TAG] != tag or slot[_VERSION] != known[2]:
+                    del _ahead[index]  # another key's slot, or a state this process lost
+                    continue
+                if _current(slot, second, clock) or clock < slot[_ASKING]:
+                    continue  # the second's lease is there, or being asked for
                 if slot[_DEMAND_SECOND] == second - 1:
                     previous, current = slot[_CUR], 0
                 elif slot[_DEMAND_SECOND] == second:
                     previous, current = slot[_PREV], slot[_CUR]
                 else:
-                    continue
-                if previous < AHEAD_MIN_DEMAND:
-                    continue
+                    previous, current = 0, 0
                 wanted = min(ahead.most, _wanted(previous, current, now - second))
-                if wanted < 2:
+                if previous < AHEAD_MIN_DEMAND or wanted < 2:
+                    del _ahead[index]  # quiet: a round trip's lease brings it back
                     continue
+                del _ahead[index]  # back with the lease granted
                 slot[_ASKING] = clock + ASKING_SECONDS
                 table.write_demand(index, slot)
             finally:
                 table.unlock(index)
             asks.append((ahead, known, wanted))
+    # One call per chunk of keys asked for with the same lease length and trust.
+    asks.sort(key=lambda ask: (ask[0].length_ms, ask[0].trust_ms))
     granted = 0
-    for start in range(0, len(asks), AHEAD_CHUNK):
-        granted += _ask_ahead(asks[start : start + AHEAD_CHUNK], now)
+    while asks:
+        first = asks[0][0]
+        chunk = [
+            ask
+            for ask in asks[:AHEAD_CHUNK]
+            if (ask[0].length_ms, ask[0].trust_ms) == (first.length_ms, first.trust_ms)
+        ]
+        del asks[: len(chunk)]
+        granted += _ask_ahead(chunk, now)
     return granted
 
 
@@ -942,37 +950,45 @@ def _ask_ahead(
         lease=(first.length_ms, first.trust_ms, epoch_seen(), *keycache.lease_epoch_names()),
     )
     observe(epoch, asked_at)
+    pending = [(ask, reply) for ask, reply in zip(asks, replies, strict=True) if reply[1] > 0]
+    changed: list[tuple[tuple[bytes, keycache.Resolved, int], int, int]] = []
     granted = 0
-    for (ahead, known, _), (found, tokens, minute_used) in zip(asks, replies, strict=True):
-        if tokens <= 0:
-            continue
-        resolved = known[1]
-        org = resolved.org
-        if found != known[0]:
-            # The key's state changed since this process saw it: the tokens go back, and
-            # the key's next round trip learns the new state.
-            with _lock:
+    try:
+        while pending:
+            (ahead, known, _), (found, tokens, minute_used, counted_in) = pending.pop()
+            if found != known[0]:
+                changed.append((known, tokens, counted_in))
+                continue
+            org = known[1].org
+            # Held, or given back by `grant` itself.
+            granted += grant(
+                digest=ahead.digest,
+                resolved=known[1],
+                limits=org.limits if org is not None else ratelimit.UNLIMITED,
+                now=now,
+                asked_at=asked_at,
+                length_ms=ahead.length_ms,
+                tokens=tokens,
+                minute_used=minute_used,
+                epoch=epoch,
+                epoch_trust=ahead.epoch_trust,
+                ahead=(ahead.most, ahead.trust_ms),
+            )
+    finally:
+        # The key's state changed since this process saw it (its next round trip learns
+        # the new one), or this loop was cut short: the tokens go back to the windows the
+        # script counted them in.
+        changed += [(known, reply[1], reply[3]) for (_, known, _), reply in pending]
+        with _lock:
+            for known, tokens, counted_in in changed:
+                org = known[1].org
                 _add_return(
-                    resolved.key.pk,
+                    known[1].key.pk,
                     org.pk if org is not None else None,
                     int(now),
-                    _flags(org.limits if org is not None else ratelimit.UNLIMITED, org),
+                    counted_in,
                     tokens,
                 )
-            continue
-        granted += grant(
-            digest=ahead.digest,
-            resolved=resolved,
-            limits=org.limits if org is not None else ratelimit.UNLIMITED,
-            now=now,
-            asked_at=asked_at,
-            length_ms=ahead.length_ms,
-            tokens=tokens,
-            minute_used=minute_used,
-            epoch=epoch,
-            epoch_trust=ahead.epoch_trust,
-            ahead=(ahead.most, ahead.trust_ms),
-        )
     return granted
 
 
@@ -1330,8 +1346,9 @@ class _Pusher:
                 wall = ratelimit.clock()
                 wait = min(wait, math.floor(wall) + 1 + AHEAD_DELAY - wall)
             time.sleep(max(0.0, wait))
-            if _ahead and int(ratelimit.clock()) != ahead_second:
-                ahead_second = int(ratelimit.clock())
+            wall = ratelimit.clock()
+            if _ahead and int(wall) != ahead_second and wall % 1 < AHEAD_WINDOW:
+                ahead_second = int(wall)
                 try:
                     lease_ahead()
                 except Exception as exc:  # the keys' round trips ask instead

@@ -1342,18 +1342,96 @@ def test_no_lease_ahead_for_a_revoked_key(
 def test_a_lease_ahead_on_a_state_of_the_key_this_process_has_not_seen_is_given_back(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
-    """Another process refilled the key's entry after a change (here its burst limit):
-    the tokens counted for it go back, and the key's next round trip learns the state."""
+    """Another process refilled the key's entry after a change (here: no burst limit any
+    more): the tokens go back to the windows the script counted them in, and the key's
+    next round trip learns the state."""
     key, api = growth_key_busy(org, redis_commands)
     name = cache.make_key(keycache.cache_key(key.digest))
     entry = redis().get(name)
     assert b"|50|600|" in entry
-    redis().set(name, entry.replace(b"|50|600|", b"|60|600|"))
+    redis().set(name, entry.replace(b"|50|600|", b"|0|600|"))
     frozen_clock.advance(1)
+    burst_counter = ratelimit.counter_keys(key.pk, org.pk, frozen_clock.now)[0]
+    redis().set(burst_counter, 5)  # another host's requests, before the change
     assert leases.lease_ahead() == 0
-    assert sum(leases._pending.returns.values()) == 15  # a quarter of the new 60
+    # 1 + 1.5 x 12 = 19 tokens, in the minute and month windows only.
+    assert sum(leases._pending.returns.values()) == 19
+    assert counters(key, org, frozen_clock.now) == [5, 34, 34]
     redis_commands.clear()
     assert api.get("me").status_code == 200
     assert redis_commands.names == ["EVALSHA"]
     leases.release_all()
-    assert counters(key, org, frozen_clock.now)[0] == 1
+    assert counters(key, org, frozen_clock.now) == [5, 16, 16]
+
+
+def test_one_call_asks_ahead_for_every_busy_key_of_the_process(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    first, _ = growth_key_busy(org, redis_commands)
+    second, _ = growth_key_busy(org, redis_commands)
+    frozen_clock.advance(1)
+    redis_commands.clear()
+    assert leases.lease_ahead() == 2
+    assert redis_commands.names.count("EVALSHA") == 1
+    # Each key's own windows (the org's month counts both).
+    assert counters(first, org, frozen_clock.now)[:2] == [12, 27]
+    assert counters(second, org, frozen_clock.now) == [12, 27, 54]
+
+
+def test_a_key_with_the_seconds_lease_already_is_asked_for_the_next_one(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """The pusher may look while the key's lease of this second is still there: the key is
+    kept, and asked for ahead as the next second begins."""
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    lease_up(api)  # 30 tokens left in this second's lease
+    assert leases.lease_ahead() == 0
+    assert [ahead.digest for ahead in leases._ahead.values()] == [key.digest]
+    frozen_clock.advance(1)
+    assert leases.lease_ahead() == 1
+
+
+def test_a_late_reply_does_not_replace_the_lease_of_a_later_second(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, _ = growth_key_busy(org, redis_commands)
+    frozen_clock.advance(1)
+    assert leases.lease_ahead() == 1
+    (index,) = leases._ahead
+    before = leases._table().read(index)
+    held = leases.grant(
+        digest=key.digest,
+        resolved=leases._known[key.digest][1],
+        limits=org.limits,
+        now=frozen_clock.now - 1,
+        asked_at=time.monotonic(),
+        length_ms=leases.MARKER_MS,
+        tokens=3,
+        minute_used=20,
+        epoch=before[leases._EPOCH],
+        epoch_trust=TRUST,
+    )
+    assert not held
+    assert leases._table().read(index) == before
+    assert sum(leases._pending.returns.values()) == 3
+
+
+def test_a_node_that_takes_no_writes_leases_nothing_ahead_and_renews_no_reading(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """Even a call that counts nothing (here: a full burst window) writes the epoch back,
+    so a node that takes no writes (a primary short of replicas refuses them the same
+    way as a replica) refuses it: no old reading is renewed from it."""
+    key, _ = growth_key_busy(org, redis_commands)
+    frozen_clock.advance(1)
+    redis().set(ratelimit.counter_keys(key.pk, org.pk, frozen_clock.now)[0], 50)
+    age_reading(TRUST)
+    conn = redis()
+    conn.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(redisconn.REDIS_ERRORS):
+            leases.lease_ahead()
+    finally:
+        conn.config_set("min-replicas-to-write", 0)
+    assert leases._table().epoch_reading()[1] < time.monotonic() - TRUST * 0.9
