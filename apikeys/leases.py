@@ -920,6 +920,19 @@ def lease_ahead() -> int:
     return granted
 
 
+def ahead_wait(wall: float) -> float:
+    """How long (s) from `wall` (epoch seconds) until the pusher asks ahead:
+    `AHEAD_DELAY` after the next second begins."""
+    return math.floor(wall) + 1 + AHEAD_DELAY - wall
+
+
+def ahead_due(wall: float, last: int) -> bool:
+    """Whether the pusher, awake at `wall`, asks ahead (`lease_ahead`) now: there are keys
+    to ask for, it has not asked in this second (`last`), and the second is less than
+    `AHEAD_WINDOW` old (later, the second is left to round trips)."""
+    return bool(_ahead) and int(wall) != last and wall % 1 < AHEAD_WINDOW
+
+
 def _ask_ahead(
     asks: list[tuple[_Ahead, tuple[bytes, keycache.Resolved, int], int]], now: float
 ) -> int:
@@ -1343,11 +1356,10 @@ class _Pusher:
         while True:
             wait = min(tick(time.monotonic()), next_push - time.monotonic())
             if _ahead:  # wake as the next second begins
-                wall = ratelimit.clock()
-                wait = min(wait, math.floor(wall) + 1 + AHEAD_DELAY - wall)
+                wait = min(wait, ahead_wait(ratelimit.clock()))
             time.sleep(max(0.0, wait))
             wall = ratelimit.clock()
-            if _ahead and int(wall) != ahead_second and wall % 1 < AHEAD_WINDOW:
+            if ahead_due(wall, ahead_second):
                 ahead_second = int(wall)
                 try:
                     lease_ahead()

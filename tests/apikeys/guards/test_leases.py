@@ -1435,3 +1435,14 @@ def test_a_node_that_takes_no_writes_leases_nothing_ahead_and_renews_no_reading(
     finally:
         conn.config_set("min-replicas-to-write", 0)
     assert leases._table().epoch_reading()[1] < time.monotonic() - TRUST * 0.9
+
+
+def test_the_pusher_asks_ahead_once_early_in_each_second(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    assert leases.ahead_wait(100.5) == pytest.approx(0.5 + leases.AHEAD_DELAY)
+    assert not leases.ahead_due(100.01, 99)  # no key to ask for
+    growth_key_busy(org, redis_commands)
+    assert leases.ahead_due(100.01, 99)
+    assert not leases.ahead_due(100.01, 100)  # asked in this second already
+    assert not leases.ahead_due(100.0 + leases.AHEAD_WINDOW + 0.01, 99)  # too late in it
