@@ -41,7 +41,7 @@ its trust run out.
   entry, its state as this process knows it, the epoch); a key that went quiet is
   dropped. A lease is trusted to the end of its second (its markers live `MARKER_MS`).
 - **Revocation stays immediate.** While a lease may be held, a marker for the key and its
-  org lives in Redis for the lease's life (1 s). An invalidation (revoke, rotation,
+  org lives in Redis (`MARKER_MS`, a little over 1 s). An invalidation (revoke, rotation,
   delete, suspension, limit change: `keycache.invalidate_*`) that finds a marker running
   moves the lease epoch on and returns only `LATCHKEY_KEY_LEASE_MS` later (ADR 0091). A
   host uses a lease only while its newest reading of the epoch (from any round trip, or
