@@ -443,19 +443,20 @@ AHEAD_DELAY = 0.002
 AHEAD_WINDOW = 0.1
 
 
-@dataclass(slots=True)
-class _Ahead:
-    """What a lease asked for ahead needs, as the process's last grant on the key had it."""
+@dataclass(frozen=True, slots=True)
+class _AheadLease:
+    """The lease settings of this process's newest grant (the settings in force), which
+    its leases asked for ahead use too; replaced whole, never changed."""
 
-    digest: str
-    most: int  # tokens a lease may ask for
-    length_ms: int
-    trust_ms: int  # the trust in a reading of the epoch told to Redis
-    epoch_trust: float  # ... and held in the slot (s)
+    most: int = 0  # tokens a lease may ask for
+    length_ms: int = 0
+    trust_ms: int = 0  # the trust in a reading of the epoch told to Redis
+    epoch_trust: float = 0.0  # ... and held in the slot (s)
 
 
-# slot -> the key whose next lease this process asks for ahead.
-_ahead: dict[int, _Ahead] = {}
+_ahead_lease = _AheadLease()
+# slot -> the digest of the key whose next lease this process asks for ahead.
+_ahead: dict[int, str] = {}
 
 
 def _fingerprint(entry: bytes) -> int:
@@ -795,6 +796,7 @@ def grant(
     `ahead` (the most tokens a lease may ask for, and the trust in ms the script was
     told): this process asks for the key's next lease ahead of its requests
     (`lease_ahead`) while the key stays busy on the host."""
+    global _ahead_lease
     org = resolved.org
     org_pk = org.pk if org is not None else None
     key_pk = resolved.key.pk
@@ -854,7 +856,10 @@ def grant(
             table.write(index, slot)
             _granted.add(index)
             if ahead is not None and len(_ahead) < AHEAD_MAX:
-                _ahead[index] = _Ahead(digest, ahead[0], length_ms, ahead[1], epoch_trust)
+                _ahead[index] = digest
+                chosen = _AheadLease(ahead[0], length_ms, ahead[1], epoch_trust)
+                if chosen != _ahead_lease:
+                    _ahead_lease = chosen
         finally:
             table.unlock(index)
     _pusher.ensure_started()
@@ -875,11 +880,12 @@ def lease_ahead() -> int:
     now = ratelimit.clock()
     second = int(now)
     table = _table()
-    asks: list[tuple[_Ahead, tuple[bytes, keycache.Resolved, int], int]] = []
+    asks: list[tuple[str, tuple[bytes, keycache.Resolved, int], int]] = []
     with _lock:
-        for index, ahead in list(_ahead.items()):
-            known = _known.get(ahead.digest)
-            tag = _slot_of(ahead.digest)[0]
+        most = _ahead_lease.most
+        for index, digest in list(_ahead.items()):
+            known = _known.get(digest)
+            tag = _slot_of(digest)[0]
             table.lock(index)
             try:
                 slot = table.read(index)
@@ -895,7 +901,7 @@ def lease_ahead() -> int:
                     previous, current = slot[_PREV], slot[_CUR]
                 else:
                     previous, current = 0, 0
-                wanted = min(ahead.most, _wanted(previous, current, now - second))
+                wanted = min(most, _wanted(previous, current, now - second))
                 if previous < AHEAD_MIN_DEMAND or wanted < 2:
                     del _ahead[index]  # quiet: a round trip's lease brings it back
                     continue
@@ -904,19 +910,10 @@ def lease_ahead() -> int:
                 table.write_demand(index, slot)
             finally:
                 table.unlock(index)
-            asks.append((ahead, known, wanted))
-    # One call per chunk of keys asked for with the same lease length and trust.
-    asks.sort(key=lambda ask: (ask[0].length_ms, ask[0].trust_ms))
+            asks.append((digest, known, wanted))
     granted = 0
-    while asks:
-        first = asks[0][0]
-        chunk = [
-            ask
-            for ask in asks[:AHEAD_CHUNK]
-            if (ask[0].length_ms, ask[0].trust_ms) == (first.length_ms, first.trust_ms)
-        ]
-        del asks[: len(chunk)]
-        granted += _ask_ahead(chunk, now)
+    for start in range(0, len(asks), AHEAD_CHUNK):
+        granted += _ask_ahead(asks[start : start + AHEAD_CHUNK], now)
     return granted
 
 
@@ -934,16 +931,16 @@ def ahead_due(wall: float, last: int) -> bool:
 
 
 def _ask_ahead(
-    asks: list[tuple[_Ahead, tuple[bytes, keycache.Resolved, int], int]], now: float
+    asks: list[tuple[str, tuple[bytes, keycache.Resolved, int], int]], now: float
 ) -> int:
     """One call of `lease_ahead`: the leases granted."""
-    first = asks[0][0]
+    chosen = _ahead_lease
     asked: list[backend.AheadAsk] = []
     prefix = ""
-    for ahead, known, wanted in asks:
+    for digest, known, wanted in asks:
         resolved = known[1]
         org_pk = resolved.org.pk if resolved.org is not None else None
-        entry, prefix, key_marker = keycache.lease_names(ahead.digest)
+        entry, prefix, key_marker = keycache.lease_names(digest)
         asked.append(
             backend.AheadAsk(
                 entry=entry,
@@ -960,7 +957,12 @@ def _ask_ahead(
         generation_prefix=prefix,
         now=now,
         month_expiry=ratelimit.month_expiry(now),
-        lease=(first.length_ms, first.trust_ms, epoch_seen(), *keycache.lease_epoch_names()),
+        lease=(
+            chosen.length_ms,
+            chosen.trust_ms,
+            epoch_seen(),
+            *keycache.lease_epoch_names(),
+        ),
     )
     observe(epoch, asked_at)
     pending = [(ask, reply) for ask, reply in zip(asks, replies, strict=True) if reply[1] > 0]
@@ -968,24 +970,24 @@ def _ask_ahead(
     granted = 0
     try:
         while pending:
-            (ahead, known, _), (found, tokens, minute_used, counted_in) = pending.pop()
+            (digest, known, _), (found, tokens, minute_used, counted_in) = pending.pop()
             if found != known[0]:
                 changed.append((known, tokens, counted_in))
                 continue
             org = known[1].org
             # Held, or given back by `grant` itself.
             granted += grant(
-                digest=ahead.digest,
+                digest=digest,
                 resolved=known[1],
                 limits=org.limits if org is not None else ratelimit.UNLIMITED,
                 now=now,
                 asked_at=asked_at,
-                length_ms=ahead.length_ms,
+                length_ms=chosen.length_ms,
                 tokens=tokens,
                 minute_used=minute_used,
                 epoch=epoch,
-                epoch_trust=ahead.epoch_trust,
-                ahead=(ahead.most, ahead.trust_ms),
+                epoch_trust=chosen.epoch_trust,
+                ahead=(chosen.most, chosen.trust_ms),
             )
     finally:
         # The key's state changed since this process saw it (its next round trip learns

@@ -1387,7 +1387,7 @@ def test_a_key_with_the_seconds_lease_already_is_asked_for_the_next_one(
     key, api = new_key(org)
     lease_up(api)  # 30 tokens left in this second's lease
     assert leases.lease_ahead() == 0
-    assert [ahead.digest for ahead in leases._ahead.values()] == [key.digest]
+    assert list(leases._ahead.values()) == [key.digest]
     frozen_clock.advance(1)
     assert leases.lease_ahead() == 1
 
