@@ -33,7 +33,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -283,6 +283,11 @@ def _write(deltas: list[UsageDelta], *, batch: str | None) -> int:
 
     With `batch`, a `UsageFoldBatch` row with that id is inserted first: if it exists
     the batch was already written and nothing is added again.
+
+    A fixed number of queries for every `WRITE_CHUNK` key-hours, however many keys
+    (ADR 0094): their missing rows are inserted in one statement (a row another fold
+    inserted meanwhile is left alone), read and locked in one, written back in one, and
+    the keys' last use moved forward in one.
     """
     from apikeys.models import ApiKey, KeyUsageHour, UsageFoldBatch
 
@@ -300,32 +305,19 @@ def _write(deltas: list[UsageDelta], *, batch: str | None) -> int:
             existing = set(
                 ApiKey.objects.filter(pk__in={k for k, _ in merged}).values_list("pk", flat=True)
             )
+            kept = {
+                (key_pk, hour): delta
+                for (key_pk, hour), delta in sorted(merged.items())
+                if key_pk in existing
+            }
+            if not kept:
+                return 0
+            names = list(kept)
             written = 0
-            for (key_pk, hour), delta in sorted(merged.items()):
-                if key_pk not in existing:
-                    continue
-                at = datetime.fromtimestamp(hour, tz=UTC)
-                row, _ = KeyUsageHour.objects.select_for_update().get_or_create(
-                    api_key_id=key_pk, hour=at, defaults={"org_id": delta.org_pk}
-                )
-                row.count_2xx += delta.count_2xx
-                row.count_4xx += delta.count_4xx
-                row.count_5xx += delta.count_5xx
-                versions = set(row.client_versions) | delta.versions
-                row.client_versions = sorted(versions)[:MAX_VERSIONS]
-                if delta.scopes:
-                    scopes = dict(row.scopes or {})
-                    for scope, count in delta.scopes.items():
-                        scopes[scope] = int(scopes.get(scope, 0)) + count
-                    row.scopes = scopes
-                row.ip_reported += delta.ip_reported
-                if delta.last_at:
-                    last = datetime.fromtimestamp(delta.last_at, tz=UTC)
-                    if row.last_used_at is None or last > row.last_used_at:
-                        row.last_used_at, row.last_used_ip = last, delta.last_ip or None
-                row.save()
-                written += delta.requests
-            _touch_keys(ApiKey, merged.values())
+            for start in range(0, len(names), WRITE_CHUNK):
+                chunk = {name: kept[name] for name in names[start : start + WRITE_CHUNK]}
+                written += _write_rows(KeyUsageHour, chunk)
+                _touch_keys(ApiKey, chunk.values())
     except IntegrityError:
         if batch is None:
             raise
@@ -334,21 +326,116 @@ def _write(deltas: list[UsageDelta], *, batch: str | None) -> int:
     return written
 
 
-def _touch_keys(api_key_model: Any, deltas: Iterable[UsageDelta]) -> None:
-    """Move `last_used_at`/`last_used_ip` of each key forward (never backward)."""
-    from django.db.models import Q
+# Rows written per statement: a fixed number of queries per this many key-hours.
+WRITE_CHUNK = 500
 
+
+def _write_rows(model: Any, deltas: dict[tuple[int, int], UsageDelta]) -> int:
+    """(in the fold's transaction) Add `deltas` (by key id and hour, keys that exist) to
+    their rows in three statements; returns the requests written."""
+    hours = {hour: datetime.fromtimestamp(hour, tz=UTC) for _, hour in deltas}
+    model.objects.bulk_create(
+        [
+            model(api_key_id=key_pk, hour=hours[hour], org_id=delta.org_pk)
+            for (key_pk, hour), delta in deltas.items()
+        ],
+        ignore_conflicts=True,
+    )
+    rows = {
+        (row.api_key_id, int(row.hour.timestamp())): row
+        for row in model.objects.select_for_update()
+        .filter(api_key_id__in={k for k, _ in deltas}, hour__in=hours.values())
+        .order_by("api_key_id", "hour")
+    }
+    for name, delta in deltas.items():
+        _add(rows[name], delta)
+    _update_each(model, _ROW_FIELDS, [rows[name] for name in deltas])
+    return sum(delta.requests for delta in deltas.values())
+
+
+def _update_each(model: Any, fields: Sequence[str], rows: list[Any], where: str = "") -> None:
+    """Write `fields` of each of `rows` (model instances) by primary key in one
+    `executemany` (one batch of a single statement, not a statement built per row:
+    Django's `bulk_update` compiles a CASE per row and field, which cost more than the
+    queries it saved). `where` adds a condition on the first field's old value, given
+    that field's new value again."""
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    opts = model._meta
+    columns = [opts.get_field(name) for name in fields]
+    # Only quoted names of this model and a fixed condition are formatted in; every value
+    # is a parameter.
+    sql = "UPDATE {} SET {} WHERE {} = %s{}".format(  # noqa: S608
+        quote(opts.db_table),
+        ", ".join(f"{quote(column.column)} = %s" for column in columns),
+        quote(opts.pk.column),
+        where.format(column=quote(columns[0].column)),
+    )
+    params = []
+    for row in rows:
+        values = [
+            column.get_db_prep_save(getattr(row, column.attname), connection) for column in columns
+        ]
+        params.append([*values, row.pk, *([values[0]] if where else [])])
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+_ROW_FIELDS = (
+    "count_2xx",
+    "count_4xx",
+    "count_5xx",
+    "client_versions",
+    "scopes",
+    "ip_reported",
+    "last_used_at",
+    "last_used_ip",
+)
+
+
+def _add(row: Any, delta: UsageDelta) -> None:
+    """Add `delta` to a `KeyUsageHour` row (not saved)."""
+    row.count_2xx += delta.count_2xx
+    row.count_4xx += delta.count_4xx
+    row.count_5xx += delta.count_5xx
+    row.client_versions = sorted(set(row.client_versions) | delta.versions)[:MAX_VERSIONS]
+    if delta.scopes:
+        scopes = dict(row.scopes or {})
+        for scope, count in delta.scopes.items():
+            scopes[scope] = int(scopes.get(scope, 0)) + count
+        row.scopes = scopes
+    row.ip_reported += delta.ip_reported
+    if delta.last_at:
+        last = datetime.fromtimestamp(delta.last_at, tz=UTC)
+        if row.last_used_at is None or last > row.last_used_at:
+            row.last_used_at, row.last_used_ip = last, delta.last_ip or None
+
+
+def _touch_keys(api_key_model: Any, deltas: Iterable[UsageDelta]) -> None:
+    """Move `last_used_at`/`last_used_ip` of each key forward (never backward), in one
+    batch: a key's new values apply only where its stored time is older."""
     latest: dict[int, UsageDelta] = {}
     for delta in deltas:
         if delta.last_at and (
             delta.key_pk not in latest or delta.last_at > latest[delta.key_pk].last_at
         ):
             latest[delta.key_pk] = delta
-    for key_pk, delta in latest.items():
-        last = datetime.fromtimestamp(delta.last_at, tz=UTC)
-        api_key_model.objects.filter(pk=key_pk).filter(
-            Q(last_used_at__isnull=True) | Q(last_used_at__lt=last)
-        ).update(last_used_at=last, last_used_ip=delta.last_ip or None)
+    keys = [
+        api_key_model(
+            pk=key_pk,
+            last_used_at=datetime.fromtimestamp(delta.last_at, tz=UTC),
+            last_used_ip=delta.last_ip or None,
+        )
+        for key_pk, delta in sorted(latest.items())
+    ]
+    if keys:
+        _update_each(
+            api_key_model,
+            ("last_used_at", "last_used_ip"),
+            keys,
+            where=" AND ({column} IS NULL OR {column} < %s)",
+        )
 
 
 _fold_lock = threading.Lock()

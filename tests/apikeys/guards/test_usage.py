@@ -160,6 +160,67 @@ def test_last_used_never_moves_backwards(backend: str, org: Organization) -> Non
     assert key.last_used_ip == "192.0.2.1"
 
 
+def test_a_fold_runs_as_many_queries_for_forty_keys_as_for_two(
+    backend: str, org: Organization
+) -> None:
+    """Writing usage costs a fixed number of statements per `WRITE_CHUNK` key-hours, not
+    a few per key: a fold of 200 busy keys fits in its interval."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def fold_queries(keys: list[ApiKey]) -> int:
+        for key in keys:
+            count(key, T0 + 1)
+            count(key, T0 + 3600, status=404)  # the next hour: a second row per key
+        with CaptureQueriesContext(connection) as queries:
+            assert usage.fold() == 2 * len(keys)
+        return len(queries)
+
+    few = [make_key(org) for _ in range(2)]
+    many = [make_key(org) for _ in range(40)]
+    assert fold_queries(few) == fold_queries(many)
+    assert KeyUsageHour.objects.filter(api_key__in=many, count_2xx=1).count() == 40
+    assert KeyUsageHour.objects.filter(api_key__in=many, count_4xx=1).count() == 40
+
+
+def test_a_fold_larger_than_a_chunk_writes_every_row(
+    backend: str, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(usage, "WRITE_CHUNK", 3)
+    keys = [make_key(org) for _ in range(7)]
+    for n, key in enumerate(keys):
+        count(key, T0 + n, ip=f"192.0.2.{n + 1}")
+    assert usage.fold() == 7
+    for n, key in enumerate(keys):
+        key.refresh_from_db()
+        assert key.last_used_ip == f"192.0.2.{n + 1}"
+        assert KeyUsageHour.objects.get(api_key=key).count_2xx == 1
+
+
+def test_one_fold_moves_each_keys_last_use_forward_only(backend: str, org: Organization) -> None:
+    ahead, behind = make_key(org), make_key(org)
+    count(ahead, T0 + 100, ip="192.0.2.1")
+    count(behind, T0 + 10, ip="192.0.2.2")
+    usage.fold()
+    count(ahead, T0 + 50, ip="192.0.2.3")  # older than what is stored: ignored
+    count(behind, T0 + 60, ip="192.0.2.4")  # newer: moves
+    usage.fold()
+    ahead.refresh_from_db()
+    behind.refresh_from_db()
+    assert (ahead.last_used_at, ahead.last_used_ip) == (
+        datetime.fromtimestamp(T0 + 100, tz=UTC),
+        "192.0.2.1",
+    )
+    assert (behind.last_used_at, behind.last_used_ip) == (
+        datetime.fromtimestamp(T0 + 60, tz=UTC),
+        "192.0.2.4",
+    )
+    rows = {row.api_key_id: row for row in KeyUsageHour.objects.all()}
+    assert rows[ahead.pk].last_used_ip == "192.0.2.1"
+    assert rows[behind.pk].last_used_ip == "192.0.2.4"
+    assert rows[ahead.pk].count_2xx == rows[behind.pk].count_2xx == 2
+
+
 def test_counters_of_another_process_are_folded(use_redis: RedisServer, org: Organization) -> None:
     """On Redis the counters are shared: what any process counted is folded by any other."""
     key = make_key(org)
