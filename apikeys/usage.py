@@ -282,12 +282,15 @@ def _write(deltas: list[UsageDelta], *, batch: str | None) -> int:
     """Add `deltas` to the database in one transaction; returns the requests written.
 
     With `batch`, a `UsageFoldBatch` row with that id is inserted first: if it exists
-    the batch was already written and nothing is added again.
+    the batch was already written and nothing is added again. Any other error (a key
+    deleted while the fold ran fails the foreign key at commit) is raised: the batch is
+    kept and folded again, never taken for written.
 
     A fixed number of queries for every `WRITE_CHUNK` key-hours, however many keys
-    (ADR 0094): their missing rows are inserted in one statement (a row another fold
-    inserted meanwhile is left alone), read and locked in one, written back in one, and
-    the keys' last use moved forward in one.
+    (ADR 0094). Two folds at once take their locks in one order: first every missing
+    row is inserted, in key and hour order (a row another fold inserted meanwhile is
+    left alone); then each chunk's rows are read and locked in that order and written
+    back; last, the keys' last use moves forward, in key order.
     """
     from apikeys.models import ApiKey, KeyUsageHour, UsageFoldBatch
 
@@ -298,54 +301,64 @@ def _write(deltas: list[UsageDelta], *, batch: str | None) -> int:
             merged[(delta.key_pk, delta.hour)] = delta
         else:
             mine.merge(delta)
-    try:
-        with transaction.atomic():
-            if batch is not None:
-                UsageFoldBatch.objects.create(batch_id=batch)
-            existing = set(
-                ApiKey.objects.filter(pk__in={k for k, _ in merged}).values_list("pk", flat=True)
-            )
-            kept = {
-                (key_pk, hour): delta
-                for (key_pk, hour), delta in sorted(merged.items())
-                if key_pk in existing
-            }
-            if not kept:
+    with transaction.atomic():
+        if batch is not None:
+            try:
+                with transaction.atomic():
+                    UsageFoldBatch.objects.create(batch_id=batch)
+            except IntegrityError:
+                logger.info("Usage batch %s was already folded; skipped.", batch)
                 return 0
-            names = list(kept)
-            written = 0
-            for start in range(0, len(names), WRITE_CHUNK):
-                chunk = {name: kept[name] for name in names[start : start + WRITE_CHUNK]}
-                written += _write_rows(KeyUsageHour, chunk)
-                _touch_keys(ApiKey, chunk.values())
-    except IntegrityError:
-        if batch is None:
-            raise
-        logger.info("Usage batch %s was already folded; skipped.", batch)
-        return 0
+        existing = set(
+            ApiKey.objects.filter(pk__in={k for k, _ in merged}).values_list("pk", flat=True)
+        )
+        kept = {
+            (key_pk, hour): delta
+            for (key_pk, hour), delta in sorted(merged.items())
+            if key_pk in existing
+        }
+        if not kept:
+            return 0
+        KeyUsageHour.objects.bulk_create(
+            [
+                KeyUsageHour(
+                    api_key_id=key_pk,
+                    hour=datetime.fromtimestamp(hour, tz=UTC),
+                    org_id=delta.org_pk,
+                )
+                for (key_pk, hour), delta in kept.items()
+            ],
+            batch_size=WRITE_CHUNK,
+            ignore_conflicts=True,
+        )
+        names = list(kept)
+        written = 0
+        for start in range(0, len(names), WRITE_CHUNK):
+            chunk = {name: kept[name] for name in names[start : start + WRITE_CHUNK]}
+            written += _add_to_rows(KeyUsageHour, chunk)
+        _touch_keys(ApiKey, kept.values())
     return written
 
 
-# Rows written per statement: a fixed number of queries per this many key-hours.
+# Key-hours per statement: a fixed number of queries per this many.
 WRITE_CHUNK = 500
 
 
-def _write_rows(model: Any, deltas: dict[tuple[int, int], UsageDelta]) -> int:
-    """(in the fold's transaction) Add `deltas` (by key id and hour, keys that exist) to
-    their rows in three statements; returns the requests written."""
-    hours = {hour: datetime.fromtimestamp(hour, tz=UTC) for _, hour in deltas}
-    model.objects.bulk_create(
-        [
-            model(api_key_id=key_pk, hour=hours[hour], org_id=delta.org_pk)
-            for (key_pk, hour), delta in deltas.items()
-        ],
-        ignore_conflicts=True,
-    )
+def _add_to_rows(model: Any, deltas: dict[tuple[int, int], UsageDelta]) -> int:
+    """(in the fold's transaction, its rows inserted) Add `deltas` (by key id and hour,
+    in that order) to their rows: one statement locks exactly those rows, one writes
+    them back. Returns the requests written."""
+    from django.db.models import Q
+
+    keys_by_hour: dict[int, list[int]] = {}
+    for key_pk, hour in deltas:
+        keys_by_hour.setdefault(hour, []).append(key_pk)
+    exact = Q()
+    for hour, keys in keys_by_hour.items():
+        exact |= Q(hour=datetime.fromtimestamp(hour, tz=UTC), api_key_id__in=keys)
     rows = {
         (row.api_key_id, int(row.hour.timestamp())): row
-        for row in model.objects.select_for_update()
-        .filter(api_key_id__in={k for k, _ in deltas}, hour__in=hours.values())
-        .order_by("api_key_id", "hour")
+        for row in model.objects.select_for_update().filter(exact).order_by("api_key_id", "hour")
     }
     for name, delta in deltas.items():
         _add(rows[name], delta)

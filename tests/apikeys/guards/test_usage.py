@@ -164,7 +164,8 @@ def test_a_fold_runs_as_many_queries_for_forty_keys_as_for_two(
     backend: str, org: Organization
 ) -> None:
     """Writing usage costs a fixed number of statements per `WRITE_CHUNK` key-hours, not
-    a few per key: a fold of 200 busy keys fits in its interval."""
+    a few per key: a fold of 200 busy keys fits in its interval. Both when the rows are
+    new and when the fold adds to rows already there."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -178,9 +179,10 @@ def test_a_fold_runs_as_many_queries_for_forty_keys_as_for_two(
 
     few = [make_key(org) for _ in range(2)]
     many = [make_key(org) for _ in range(40)]
-    assert fold_queries(few) == fold_queries(many)
-    assert KeyUsageHour.objects.filter(api_key__in=many, count_2xx=1).count() == 40
-    assert KeyUsageHour.objects.filter(api_key__in=many, count_4xx=1).count() == 40
+    assert fold_queries(few) == fold_queries(many)  # new rows
+    assert fold_queries(few) == fold_queries(many)  # rows already there
+    assert KeyUsageHour.objects.filter(api_key__in=many, count_2xx=2).count() == 40
+    assert KeyUsageHour.objects.filter(api_key__in=many, count_4xx=2).count() == 40
 
 
 def test_a_fold_larger_than_a_chunk_writes_every_row(
@@ -188,13 +190,47 @@ def test_a_fold_larger_than_a_chunk_writes_every_row(
 ) -> None:
     monkeypatch.setattr(usage, "WRITE_CHUNK", 3)
     keys = [make_key(org) for _ in range(7)]
-    for n, key in enumerate(keys):
-        count(key, T0 + n, ip=f"192.0.2.{n + 1}")
-    assert usage.fold() == 7
+    for n, key in enumerate(keys):  # two hours a key: keys straddle the chunks
+        count(key, T0 - 10 + n, ip=f"192.0.2.{n + 1}")
+        count(key, T0 + n, ip=f"192.0.2.{n + 1}", status=500)
+    assert usage.fold() == 14
     for n, key in enumerate(keys):
         key.refresh_from_db()
         assert key.last_used_ip == f"192.0.2.{n + 1}"
-        assert KeyUsageHour.objects.get(api_key=key).count_2xx == 1
+        rows = list(KeyUsageHour.objects.filter(api_key=key).order_by("hour"))
+        assert [(r.count_2xx, r.count_5xx) for r in rows] == [(1, 0), (0, 1)]
+
+
+@pytest.mark.django_db(transaction=True)  # the foreign key is checked at a real commit
+def test_a_key_deleted_while_the_fold_writes_leaves_the_batch_to_fold_again(
+    backend: str, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key deleted by another transaction after the fold read which keys exist fails
+    the foreign key at the fold's commit. The batch is not taken for written (its other
+    keys' usage would be lost): it is folded again, without the deleted key. Here the
+    delete runs inside the fold's transaction, then again for real."""
+    from django.db import IntegrityError
+
+    gone, kept = make_key(org), make_key(org)
+    count(gone, T0 + 1)
+    count(kept, T0 + 2)
+    insert = KeyUsageHour.objects.bulk_create
+
+    def deleted_first(*args: Any, **kwargs: Any) -> Any:
+        ApiKey.objects.filter(pk=gone.pk).delete()
+        return insert(*args, **kwargs)
+
+    monkeypatch.setattr(KeyUsageHour.objects, "bulk_create", deleted_first)
+    with pytest.raises(IntegrityError):
+        usage.fold()
+    monkeypatch.setattr(KeyUsageHour.objects, "bulk_create", insert)
+    assert not KeyUsageHour.objects.exists()
+    # The delete of another transaction, committed (the fold's own was rolled back).
+    ApiKey.objects.filter(pk=gone.pk).delete()
+    monkeypatch.setattr(backend_module, "ABANDONED_AFTER", 0)  # on Redis: retried at once
+    assert usage.fold() == 1
+    assert KeyUsageHour.objects.get().api_key_id == kept.pk
+    assert usage.fold() == 0
 
 
 def test_one_fold_moves_each_keys_last_use_forward_only(backend: str, org: Organization) -> None:
