@@ -547,7 +547,7 @@ def test_a_push_whose_reply_was_lost_is_applied_once(
     real_send = leases._send
     calls: list[str] = []
 
-    def lost_reply(conn: Any, batch_id: str, payload: str) -> None:
+    def lost_reply(conn: Any, batch_id: str, payload: list[str | int]) -> None:
         calls.append(batch_id)
         real_send(conn, batch_id, payload)
         if len(calls) == 1:
