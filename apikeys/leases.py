@@ -82,6 +82,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
+from redis.exceptions import DataError
 
 from apikeys import backend, held, keycache, ratelimit, redisconn, usage
 from orgs.plans import Limits
@@ -1217,6 +1218,13 @@ def push() -> None:
             batch_id, payload = _unsent[0]
             try:
                 _send(conn, batch_id, payload)
+            except DataError:
+                # Arguments the client cannot encode never will be: a batch kept for
+                # them would hold back every later one. Never expected (every argument is
+                # a str or an int); said loudly.
+                logger.exception("A leased-usage batch could not be encoded; dropped.")
+                _unsent.pop(0)
+                continue
             except Exception as exc:  # kept for the next push, whatever went wrong
                 redisconn.error_log.error(
                     "leases", "Redis unreachable: leased requests' usage kept for later", exc

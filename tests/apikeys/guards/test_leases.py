@@ -563,6 +563,81 @@ def test_a_push_whose_reply_was_lost_is_applied_once(
     assert int(redis().hget(usage.redis_hash_key(key.pk, org.pk, hour), "n")) == 9
 
 
+def test_one_push_writes_every_entry_list_and_return_of_its_batch(
+    leases_on: RedisServer, frozen_clock: Any
+) -> None:
+    """The push script reads its flat arguments in order (ADR 0095): entries with and
+    without versions, scopes or an IP, several lists, and token returns, one of them to
+    a counter that has expired (nothing is taken back, nothing is made)."""
+    from collections import deque
+
+    conn = redis()
+    now = frozen_clock.now
+    hour, second = usage.hour_start(now), int(now)
+    batch = leases._Pending()
+    bare = usage.UsageDelta(901, 7, hour, requests=3, count_4xx=1, count_5xx=1)
+    bare.last_at, bare.last_ip = now - 2, ""
+    full = usage.UsageDelta(902, None, hour, requests=2)
+    full.last_at, full.last_ip = now - 1, "192.0.2.1"
+    full.versions = {"sdk-1", "sdk-2"}
+    full.scopes = {"payments:read": 2, "payments:write": 1}
+    batch.usage = {(901, 7, hour): bare, (902, None, hour): full}
+
+    def meta(n: int) -> ratelimit.UsageMeta:
+        return ratelimit.UsageMeta(ip="192.0.2.1", method="GET", path=f"/p{n}", request_id=f"r{n}")
+
+    batch.recent = {
+        901: deque([(200, now - 3, meta(1)), (404, now - 2, meta(2))]),
+        902: deque([(500, now - 1, meta(3))]),
+    }
+    burst, minute, month = ratelimit.counter_keys(903, 7, now)
+    conn.set(burst, 10, ex=60)
+    conn.set(month, 20, ex=60)  # the minute counter has expired
+    batch.returns = {(903, 7, second, True, True, True): 4}
+    payload = leases._payload(batch)
+    leases._send(conn, "one-push", payload)
+
+    def fields(key_pk: int, org_pk: int | None) -> dict[str, str]:
+        raw = conn.hgetall(usage.redis_hash_key(key_pk, org_pk, hour))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    assert fields(901, 7) == {"n": "3", "c4": "1", "c5": "1", "at": repr(now - 2), "ip": ""}
+    assert fields(902, None) == {
+        "n": "2",
+        "at": repr(now - 1),
+        "ip": "192.0.2.1",
+        "v:sdk-1": "1",
+        "v:sdk-2": "1",
+        "nv": "2",
+        "s:payments:read": "2",
+        "s:payments:write": "1",
+    }
+    pending = {m.decode() for m in conn.smembers(usage.redis_pending_key())}
+    assert {usage.redis_hash_key(901, 7, hour), usage.redis_hash_key(902, None, hour)} <= pending
+    assert [r["path"] for r in usage.recent_requests(key_pk=901)] == ["/p2", "/p1"]
+    assert [r["status"] for r in usage.recent_requests(key_pk=901)] == [404, 200]
+    assert [r["status"] for r in usage.recent_requests(key_pk=902)] == [500]
+    assert conn.ttl(usage.recent_redis_key(902)) > 0
+    assert (conn.get(burst), conn.exists(minute), conn.get(month)) == (b"6", 0, b"16")
+    leases._send(conn, "one-push", payload)  # the same batch again: applied once
+    assert fields(901, 7)["n"] == "3"
+    assert conn.get(month) == b"16"
+
+
+def test_a_batch_the_client_cannot_encode_is_dropped_not_kept_before_the_others(
+    leases_on: RedisServer, frozen_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = redis()
+    good = leases._Pending()
+    good.usage = {(904, 7, 0): usage.UsageDelta(904, 7, 0, requests=1)}
+    leases._unsent.extend([("bad", [None]), ("good", leases._payload(good))])  # type: ignore[list-item]
+    with caplog.at_level(logging.ERROR, logger="apikeys.guards"):
+        leases.push()
+    assert not leases._unsent
+    assert conn.hget(usage.redis_hash_key(904, 7, 0), "n") == b"1"
+    assert "could not be encoded" in caplog.text
+
+
 def test_a_worker_leaving_gives_back_what_its_leases_hold(
     leases_on: RedisServer, org: Organization, frozen_clock: Any
 ) -> None:
