@@ -362,35 +362,47 @@ def _add_to_rows(model: Any, deltas: dict[tuple[int, int], UsageDelta]) -> int:
     }
     for name, delta in deltas.items():
         _add(rows[name], delta)
-    _update_each(model, _ROW_FIELDS, [rows[name] for name in deltas])
+    _update_each(
+        model,
+        _ROW_FIELDS,
+        [(rows[name].pk, [getattr(rows[name], field) for field in _ROW_FIELDS]) for name in deltas],
+    )
     return sum(delta.requests for delta in deltas.values())
 
 
-def _update_each(model: Any, fields: Sequence[str], rows: list[Any], where: str = "") -> None:
-    """Write `fields` of each of `rows` (model instances) by primary key in one
-    `executemany` (one batch of a single statement, not a statement built per row:
-    Django's `bulk_update` compiles a CASE per row and field, which cost more than the
-    queries it saved). `where` adds a condition on the first field's old value, given
-    that field's new value again."""
+def _update_each(
+    model: Any,
+    fields: Sequence[str],
+    rows: Sequence[tuple[int, Sequence[Any]]],
+    *,
+    only_if_newer: bool = False,
+) -> None:
+    """Write `fields` of each of `rows` (primary key, the fields' values in that order) in
+    one `executemany`: one batch of a single statement, not a statement built per row
+    (Django's `bulk_update` compiles a CASE per row and field, which cost more than the
+    queries it saved). Each value is prepared by its field, as `save` prepares it.
+    `only_if_newer`: a row is written only where the first field's stored value is NULL
+    or older than the new one (a time that only moves forward)."""
     from django.db import connection
 
     quote = connection.ops.quote_name
     opts = model._meta
     columns = [opts.get_field(name) for name in fields]
-    # Only quoted names of this model and a fixed condition are formatted in; every value
-    # is a parameter.
+    first = quote(columns[0].column)
+    # Only quoted names of this model are formatted in; every value is a parameter.
     sql = "UPDATE {} SET {} WHERE {} = %s{}".format(  # noqa: S608
         quote(opts.db_table),
         ", ".join(f"{quote(column.column)} = %s" for column in columns),
         quote(opts.pk.column),
-        where.format(column=quote(columns[0].column)),
+        f" AND ({first} IS NULL OR {first} < %s)" if only_if_newer else "",
     )
     params = []
-    for row in rows:
+    for pk, row in rows:
         values = [
-            column.get_db_prep_save(getattr(row, column.attname), connection) for column in columns
+            column.get_db_prep_save(value, connection)
+            for column, value in zip(columns, row, strict=True)
         ]
-        params.append([*values, row.pk, *([values[0]] if where else [])])
+        params.append([*values, pk, *(values[:1] if only_if_newer else [])])
     with connection.cursor() as cursor:
         cursor.executemany(sql, params)
 
@@ -435,20 +447,11 @@ def _touch_keys(api_key_model: Any, deltas: Iterable[UsageDelta]) -> None:
         ):
             latest[delta.key_pk] = delta
     keys = [
-        api_key_model(
-            pk=key_pk,
-            last_used_at=datetime.fromtimestamp(delta.last_at, tz=UTC),
-            last_used_ip=delta.last_ip or None,
-        )
+        (key_pk, [datetime.fromtimestamp(delta.last_at, tz=UTC), delta.last_ip or None])
         for key_pk, delta in sorted(latest.items())
     ]
     if keys:
-        _update_each(
-            api_key_model,
-            ("last_used_at", "last_used_ip"),
-            keys,
-            where=" AND ({column} IS NULL OR {column} < %s)",
-        )
+        _update_each(api_key_model, ("last_used_at", "last_used_ip"), keys, only_if_newer=True)
 
 
 _fold_lock = threading.Lock()
