@@ -50,6 +50,25 @@ CLASS_5XX = "c5"
 IP_REPORTED = "ipr"
 # A recent-requests list is trimmed back to its cap once it is this much over.
 RECENT_SLACK = 20
+# A recent-requests list's expiry (its TTL, a week) is renewed once it has run down by
+# this many seconds (at most half the TTL), not on every write: a key's list lives its
+# TTL after its last request, less at most this. An `EXPIRE` is a write Redis propagates
+# to its AOF and replicas; the `TTL` that decides costs a read.
+RECENT_RENEW = 3600
+
+# Lua shared by every script that adds to a recent list: trim it back to its cap once it
+# is RECENT_SLACK over (readers look no further than that, and most writes need no
+# LTRIM), and give it its expiry when it has none or renew it once it has run down by
+# RECENT_RENEW. `length` is what LPUSH answered.
+RECENT_LUA_FUNCTION = """
+local function lk_keep_recent(name, length, cap, ttl)
+  if length > cap + RECENT_SLACK then redis.call('LTRIM', name, 0, cap - 1) end
+  -- (TTL answers -1 for a list without an expiry: renewed too.)
+  if redis.call('TTL', name) <= ttl - math.min(RECENT_RENEW, math.floor(ttl / 2)) then
+    redis.call('EXPIRE', name, ttl)
+  end
+end
+""".replace("RECENT_SLACK", str(RECENT_SLACK)).replace("RECENT_RENEW", str(RECENT_RENEW))
 # A lease takes at most this share of what is left in each window (ADR 0090): a quarter
 # of the burst window (tokens idle in it die with its second), a sixteenth of the minute
 # window, a 256th of the monthly quota (a refusal there reads "come back next month").
@@ -412,7 +431,9 @@ def _invalidate_org_local(generation_name: str, marker: bytes) -> int:
 # recent TTL, the scopes needed (space-separated). Only when every limited window has
 # room are the counters incremented, so a refused request takes nothing; the usage hash
 # (with a count per scope) and the recent list record it either way.
-GUARD_LUA_FUNCTION = """
+GUARD_LUA_FUNCTION = (
+    RECENT_LUA_FUNCTION
+    + """
 local function lk_limits(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
   local b, m, q = 0, 0, 0
   if bl > 0 or ml > 0 or ql > 0 then
@@ -467,17 +488,13 @@ local function lk_limits(kb, km, kq, kh, kp, kr, bl, ml, ql, counting, cls, o)
   if body ~= '' then
     local st = ARGV[o + 7]
     if verdict ~= 0 then st = '429' end
-    -- Trimmed back to the cap once it is RECENT_SLACK over: readers look no further
-    -- than that, and most pushes need no LTRIM.
-    local cap = tonumber(ARGV[o + 8])
-    if redis.call('LPUSH', kr, st .. ' ' .. body) > cap + RECENT_SLACK then
-      redis.call('LTRIM', kr, 0, cap - 1)
-    end
-    redis.call('EXPIRE', kr, tonumber(ARGV[o + 9]))
+    lk_keep_recent(kr, redis.call('LPUSH', kr, st .. ' ' .. body), tonumber(ARGV[o + 8]),
+      tonumber(ARGV[o + 9]))
   end
   return {verdict, b, m, q}
 end
-""".replace("RECENT_SLACK", str(RECENT_SLACK))
+"""
+)
 
 # KEYS: burst, minute, month counters, usage hash, pending set, recent list.
 # ARGV: burst, minute, month limits, counting ('1'/'0'), status class, the record.

@@ -1126,10 +1126,12 @@ def _sweep(indexes: list[int], *, ended_only: bool) -> None:
 #   name and requests;
 # - how many recent lists, then per list: its name, how many elements, the elements
 #   oldest first.
-_PUSH_LUA = """
+_PUSH_LUA = (
+    backend.RECENT_LUA_FUNCTION
+    + """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 86400) then return 0 end
 local pending, hash_ttl = ARGV[1], ARGV[2]
-local version_cap, cap, recent_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local version_cap, cap, recent_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local i = 7
 for _ = 1, tonumber(ARGV[6]) do
   local tokens = tonumber(ARGV[i + 3])
@@ -1178,15 +1180,12 @@ local lists = tonumber(ARGV[i])
 i = i + 1
 for _ = 1, lists do
   local l, n = ARGV[i], tonumber(ARGV[i + 1])
-  -- Trimmed back to the cap once it is RECENT_SLACK over (readers look no further).
-  if redis.call('LPUSH', l, unpack(ARGV, i + 2, i + 1 + n)) > cap + RECENT_SLACK then
-    redis.call('LTRIM', l, 0, cap - 1)
-  end
-  redis.call('EXPIRE', l, recent_ttl)
+  lk_keep_recent(l, redis.call('LPUSH', l, unpack(ARGV, i + 2, i + 1 + n)), cap, recent_ttl)
   i = i + 2 + n
 end
 return 1
-""".replace("RECENT_SLACK", str(backend.RECENT_SLACK))
+"""
+)
 
 _push_lock = threading.Lock()
 # Batches not known to have reached Redis, oldest first: (id, the script's arguments).

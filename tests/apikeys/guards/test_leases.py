@@ -23,7 +23,7 @@ import pytest
 from django.core.cache import cache
 from django.test import override_settings
 
-from apikeys import keycache, leases, ratelimit, redisconn, usage
+from apikeys import backend, keycache, leases, ratelimit, redisconn, usage
 from apikeys.keys import key_digest
 from apikeys.models import ApiKey, KeyUsageHour
 from apikeys.services import apikey_revoke
@@ -622,6 +622,35 @@ def test_one_push_writes_every_entry_list_and_return_of_its_batch(
     leases._send(conn, "one-push", payload)  # the same batch again: applied once
     assert fields(901, 7)["n"] == "3"
     assert conn.get(month) == b"16"
+
+
+def test_a_push_renews_a_recent_lists_expiry_only_once_it_has_run_down(
+    leases_on: RedisServer, frozen_clock: Any
+) -> None:
+    """As a round trip does (`lk_keep_recent`): a new list gets `RECENT_TTL`, a list that
+    has run down by less than `RECENT_RENEW` keeps its expiry, one that has run down by
+    more gets `RECENT_TTL` again."""
+    from collections import deque
+
+    conn = redis()
+    name = usage.recent_redis_key(905)
+    meta = ratelimit.UsageMeta(ip="192.0.2.1", method="GET", path="/p", request_id="r")
+
+    def push(batch_id: str) -> None:
+        batch = leases._Pending()
+        batch.recent = {905: deque([(200, frozen_clock.now, meta)])}
+        leases._send(conn, batch_id, leases._payload(batch))
+
+    push("first")
+    assert usage.RECENT_TTL - 5 <= conn.ttl(name) <= usage.RECENT_TTL
+    almost = usage.RECENT_TTL - backend.RECENT_RENEW + 60
+    conn.expire(name, almost)
+    push("second")
+    assert almost - 5 <= conn.ttl(name) <= almost
+    conn.expire(name, almost - 120)
+    push("third")
+    assert usage.RECENT_TTL - 5 <= conn.ttl(name) <= usage.RECENT_TTL
+    assert conn.llen(name) == 3
 
 
 def test_a_batch_the_client_cannot_encode_is_dropped_not_kept_before_the_others(

@@ -341,3 +341,38 @@ def test_fold_markers_are_purged_after_a_week(db: None) -> None:
     UsageFoldBatch.objects.create(batch_id="b" * 32)
     assert usage.purge_fold_markers() == 1
     assert list(UsageFoldBatch.objects.values_list("batch_id", flat=True)) == ["b" * 32]
+
+
+def test_a_recent_list_gets_its_expiry_and_renews_it_once_it_has_run_down(
+    use_redis: RedisServer, org: Organization
+) -> None:
+    """A key's recent-requests list lives a week after its last request: a new list gets
+    the week, a write renews it only once it has run down by `RECENT_RENEW` (a read, not a
+    write to propagate, on most requests), and a list without an expiry gets one."""
+    key = make_key(org)
+    conn = redisconn.client()
+    assert conn is not None
+    name = usage.recent_redis_key(key.pk)
+
+    def request(now: float) -> None:
+        assert check_limits(
+            key_pk=key.pk,
+            org_pk=key.org_id,
+            limits=UNLIMITED,
+            meta=UsageMeta(ip="203.0.113.9", method="GET", path="/v1/items"),
+            now=now,
+        ).allowed
+
+    request(T0)
+    assert usage.RECENT_TTL - 5 <= conn.ttl(name) <= usage.RECENT_TTL
+    almost = usage.RECENT_TTL - backend_module.RECENT_RENEW + 60
+    conn.expire(name, almost)  # run down by less than RECENT_RENEW: kept as it is
+    request(T0 + 1)
+    assert almost - 5 <= conn.ttl(name) <= almost
+    conn.expire(name, almost - 120)  # run down by more: renewed
+    request(T0 + 2)
+    assert usage.RECENT_TTL - 5 <= conn.ttl(name) <= usage.RECENT_TTL
+    conn.persist(name)
+    request(T0 + 3)
+    assert usage.RECENT_TTL - 5 <= conn.ttl(name) <= usage.RECENT_TTL
+    assert len(usage.recent_requests(key_pk=key.pk)) == 4
