@@ -1177,11 +1177,18 @@ class RedisBackend:
         total = 0
         now = time.time()
         batches = redisconn.rkey("u", "batches")
+        # An abandoned batch that cannot be written (again) must not hold back what was
+        # counted since: it stays claimed for the next fold, the pending counters are
+        # claimed and folded all the same, and its error is raised at the end.
+        failed: Exception | None = None
         for batch_raw, value in self.conn.hgetall(batches).items():
             batch = batch_raw.decode()
             claimed_at, *originals = value.decode().split(" ")
             if now - int(claimed_at) >= ABANDONED_AFTER:
-                total += self._fold_batch(batch, originals, write)
+                try:
+                    total += self._fold_batch(batch, originals, write)
+                except Exception as exc:
+                    failed = failed or exc
         while True:
             batch = uuid.uuid4().hex
             claimed = self._script(_CLAIM_LUA)(
@@ -1194,6 +1201,8 @@ class RedisBackend:
             total += self._fold_batch(batch, originals, write)
             if len(originals) < CLAIM_CHUNK:
                 break
+        if failed is not None:
+            raise failed
         return total
 
     def _fold_batch(

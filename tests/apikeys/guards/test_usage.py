@@ -376,3 +376,38 @@ def test_a_recent_list_gets_its_expiry_and_renews_it_once_it_has_run_down(
     request(T0 + 3)
     assert usage.RECENT_TTL - 5 <= conn.ttl(name) <= usage.RECENT_TTL
     assert len(usage.recent_requests(key_pk=key.pk)) == 4
+
+
+def test_an_abandoned_batch_that_keeps_failing_does_not_hold_back_the_counters_behind_it(
+    use_redis: RedisServer, org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claimed batch whose write fails again is left for the next fold; what was counted
+    since is claimed and folded all the same, and the failure is still raised."""
+    stuck, fresh = make_key(org), make_key(org)
+    count(stuck, T0 + 1)
+    real_write = usage._write
+
+    def crash(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(usage, "_write", crash)
+    with pytest.raises(RuntimeError):
+        usage.fold()
+    monkeypatch.setattr(backend_module, "ABANDONED_AFTER", 0)
+
+    def fails_for_stuck(deltas: list[Any], *, batch: str | None) -> int:
+        if any(delta.key_pk == stuck.pk for delta in deltas):
+            raise RuntimeError("this batch cannot be written")
+        return real_write(deltas, batch=batch)
+
+    monkeypatch.setattr(usage, "_write", fails_for_stuck)
+    count(fresh, T0 + 2)
+    with pytest.raises(RuntimeError, match="cannot be written"):
+        usage.fold()
+    assert KeyUsageHour.objects.get(api_key=fresh).count_2xx == 1
+    assert not KeyUsageHour.objects.filter(api_key=stuck).exists()
+    monkeypatch.setattr(usage, "_write", real_write)
+    assert usage.fold() == 1  # the stuck batch, once it can be written
+    assert KeyUsageHour.objects.get(api_key=stuck).count_2xx == 1
+    conn = redisconn.client()
+    assert conn is not None and not conn.hgetall(usage._redis_batches_key())
