@@ -28,6 +28,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -40,6 +41,8 @@ from typing import Any, Protocol
 from django.core.cache import cache
 
 from apikeys import redisconn
+
+logger = logging.getLogger("apikeys.usage")
 
 # Verdicts of the check-and-count rule.
 ADMIT, BURST, MINUTE, QUOTA = 0, 1, 2, 3
@@ -1179,7 +1182,8 @@ class RedisBackend:
         batches = redisconn.rkey("u", "batches")
         # An abandoned batch that cannot be written (again) must not hold back what was
         # counted since: it stays claimed for the next fold, the pending counters are
-        # claimed and folded all the same, and its error is raised at the end.
+        # claimed and folded all the same, and its error is raised at the end (each
+        # failed batch is logged).
         failed: Exception | None = None
         for batch_raw, value in self.conn.hgetall(batches).items():
             batch = batch_raw.decode()
@@ -1188,6 +1192,9 @@ class RedisBackend:
                 try:
                     total += self._fold_batch(batch, originals, write)
                 except Exception as exc:
+                    logger.exception(
+                        "Usage batch %s could not be folded; it is tried again.", batch
+                    )
                     failed = failed or exc
         while True:
             batch = uuid.uuid4().hex

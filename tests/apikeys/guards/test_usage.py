@@ -379,7 +379,10 @@ def test_a_recent_list_gets_its_expiry_and_renews_it_once_it_has_run_down(
 
 
 def test_an_abandoned_batch_that_keeps_failing_does_not_hold_back_the_counters_behind_it(
-    use_redis: RedisServer, org: Organization, monkeypatch: pytest.MonkeyPatch
+    use_redis: RedisServer,
+    org: Organization,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A claimed batch whose write fails again is left for the next fold; what was counted
     since is claimed and folded all the same, and the failure is still raised."""
@@ -404,6 +407,7 @@ def test_an_abandoned_batch_that_keeps_failing_does_not_hold_back_the_counters_b
     count(fresh, T0 + 2)
     with pytest.raises(RuntimeError, match="cannot be written"):
         usage.fold()
+    assert "could not be folded" in caplog.text
     assert KeyUsageHour.objects.get(api_key=fresh).count_2xx == 1
     assert not KeyUsageHour.objects.filter(api_key=stuck).exists()
     monkeypatch.setattr(usage, "_write", real_write)
