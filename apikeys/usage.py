@@ -360,12 +360,11 @@ def _add_to_rows(model: Any, deltas: dict[tuple[int, int], UsageDelta]) -> int:
         (row.api_key_id, int(row.hour.timestamp())): row
         for row in model.objects.select_for_update().filter(exact).order_by("api_key_id", "hour")
     }
-    for name, delta in deltas.items():
-        _add(rows[name], delta)
+    ordered = [rows[name] for name in deltas]
+    for row, delta in zip(ordered, deltas.values(), strict=True):
+        _add(row, delta)
     _update_each(
-        model,
-        _ROW_FIELDS,
-        [(rows[name].pk, [getattr(rows[name], field) for field in _ROW_FIELDS]) for name in deltas],
+        model, _ROW_FIELDS, [(row.pk, [getattr(row, f) for f in _ROW_FIELDS]) for row in ordered]
     )
     return sum(delta.requests for delta in deltas.values())
 
