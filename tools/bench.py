@@ -10,8 +10,10 @@
    each request from the next of BENCH_TENANT_KEYS keys of Growth-plan orgs (two keys an
    org, none refused: the many-tenant shape) and the gateway door, BENCH_ROUNDS x
    BENCH_SECONDS each. Prints requests/second, p50/p99 latency and the server's CPU time
-   per request (from /proc, per process group) per run, and each ratio to ping (target
-   >= 0.9), as the ratio of the means and as the median of the per-round ratios.
+   per request (from /proc, per process group) per run, the context switches of the
+   Python processes and the Redis commands per request (two counts that do not move with
+   the machine's speed), and each ratio to ping (target >= 0.9), as the ratio of the
+   means and as the median of the per-round ratios.
 4. `manage.py bench_verify`: key verification time with 1,000 and 1,000,000 keys in
    PostgreSQL (BENCH_SKIP_VERIFY=1 skips it).
 The figures are also written to var/stack/bench.json.
@@ -221,6 +223,50 @@ def cpu_used(before: dict[int, tuple[str, float]]) -> dict[str, float]:
     return used
 
 
+def switch_snapshot() -> int:
+    """Context switches (voluntary and not) so far of every thread of the stack's Python
+    processes (gunicorn and Celery). Per request they show how often the scheduler moved a
+    request's work off a core: on two shared cores that, more than the Python a request
+    runs, is what makes the same code run at different speeds from one run to the next."""
+    total = 0
+    for pid, name in _stack_processes().items():
+        if _group(name) != "python":
+            continue
+        try:
+            threads = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                status = (thread / "status").read_text()
+            except OSError:
+                continue
+            total += sum(
+                int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line
+            )
+    return total
+
+
+def redis_commands() -> int:
+    """Commands Redis has run so far (`INFO commandstats`; those inside scripts included):
+    per request, a count of the work each shape asks of Redis that does not move with the
+    machine's speed. 0 when Redis cannot be asked."""
+    import redis
+
+    url = stack_env().get("REDIS_URL", "")
+    if not url:
+        return 0
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+    except (redis.RedisError, OSError):
+        return 0
+    return sum(int(figures["calls"]) for figures in stats.values())
+
+
 def machine_times() -> tuple[int, int]:
     """(idle, total) jiffies of all CPUs of the machine (/proc/stat): whether the two
     cores were saturated during a run, or something kept them waiting."""
@@ -267,12 +313,14 @@ def wrk(
         command += ["-s", script]
     command.append(f"http://127.0.0.1:{port()}{path}")
     before = cpu_snapshot()
+    switches_before, commands_before = switch_snapshot(), redis_commands()
     idle_before, total_before = machine_times()
     wrk_before = os.times()
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout  # noqa: S603
     wrk_after = os.times()
     idle_after, total_after = machine_times()
     used = cpu_used(before)
+    switches, commands = switch_snapshot() - switches_before, redis_commands() - commands_before
     total = re.search(r"(\d+) requests in", output)
     requests = float(total.group(1)) if total else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
@@ -290,6 +338,8 @@ def wrk(
     return {
         **per_request,
         "cpu_wrk_us": round(wrk_cpu / requests * 1e6, 1) if requests else 0.0,
+        "switches_per_request": round(switches / requests, 2) if requests else 0.0,
+        "redis_commands_per_request": round(commands / requests, 2) if requests else 0.0,
         "rps": rps,
         "idle_pct": round(100 * (idle_after - idle_before) / max(1, total_after - total_before), 1),
         "p50_ms": p50,
@@ -330,7 +380,9 @@ def main() -> None:
                     f"p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:7.2f} ms  "
                     f"cpu/request: python {result.get('cpu_python_us', 0):6.0f} us, "
                     f"redis {result.get('cpu_redis_us', 0):4.0f} us, "
-                    f"wrk {result['cpu_wrk_us']:4.0f} us, idle {result['idle_pct']:4.1f}%"
+                    f"wrk {result['cpu_wrk_us']:4.0f} us, idle {result['idle_pct']:4.1f}%, "
+                    f"switches {result['switches_per_request']:4.1f}, "
+                    f"redis commands {result['redis_commands_per_request']:4.1f}"
                     + (f"  NON-2XX {int(result['non_2xx'])}" if result["non_2xx"] else "")
                 )
         summary = {
@@ -341,7 +393,14 @@ def main() -> None:
                 "non_2xx": int(sum(r["non_2xx"] for r in results)),
                 **{
                     field: round(statistics.median(r.get(field, 0.0) for r in results), 1)
-                    for field in ("cpu_python_us", "cpu_redis_us", "cpu_postgres_us", "cpu_wrk_us")
+                    for field in (
+                        "cpu_python_us",
+                        "cpu_redis_us",
+                        "cpu_postgres_us",
+                        "cpu_wrk_us",
+                        "switches_per_request",
+                        "redis_commands_per_request",
+                    )
                 },
             }
             for name, results in runs.items()
@@ -390,7 +449,9 @@ def main() -> None:
             print(
                 f"{path}  {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:.2f} ms  "
                 f"p99 {figures['p99_ms']:.2f} ms  server CPU/request: python "
-                f"{figures['cpu_python_us']:.0f} us, redis {figures['cpu_redis_us']:.0f} us"
+                f"{figures['cpu_python_us']:.0f} us, redis {figures['cpu_redis_us']:.0f} us; "
+                f"per request: {figures['switches_per_request']:.1f} context switches, "
+                f"{figures['redis_commands_per_request']:.1f} Redis commands"
             )
         for label, value, median in (
             ("me/ping", ratio, paired("me")),

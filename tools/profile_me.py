@@ -11,6 +11,7 @@ loopback port and uses a throwaway SQLite file, so it touches nothing else.
     .venv/bin/python tools/profile_me.py --count-redis   # Redis commands per `me`
     .venv/bin/python tools/profile_me.py --no-leases     # one Redis trip per request
     .venv/bin/python tools/profile_me.py --profile tenants   # cProfile of the 200-key shape
+    .venv/bin/python tools/profile_me.py --calls         # Python calls per request
 
 The benchmark org has custom limits of 10^9 per minute, burst and month: every window is
 checked and counted as for a limited org (0 would mean "unlimited", which skips them).
@@ -191,6 +192,19 @@ def per_request_us(
     return wall, cpu, redis_cpu
 
 
+def calls_per_request(app: Any, templates: list[dict[str, Any]], count: int) -> float:
+    """Python function calls (builtins included) per request, counted by cProfile: the
+    Python a request runs, as a count that does not move with the machine's speed."""
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for number in range(count):
+        call(app, templates[number % len(templates)])
+    profiler.disable()
+    return sum(entry.callcount for entry in profiler.getstats()) / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=2000)
@@ -199,6 +213,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--count-redis", action="store_true")
     parser.add_argument("--no-leases", action="store_true")
+    parser.add_argument("--calls", action="store_true")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="latchkey-profile-"))
@@ -244,6 +259,19 @@ def main() -> None:
             print(f"Redis round trips for one warm `me`: {len(seen)}")
             for line in seen:
                 print("  ", line.replace("\r\n", " "))
+            return
+
+        if args.calls:
+            counted = {
+                name: calls_per_request(app, templates, args.count)
+                for name, templates in targets.items()
+            }
+            for name, calls in counted.items():
+                print(f"{name:7} {calls:7.1f} Python calls per request")
+            print(f"guard (me - ping): {counted['me'] - counted['ping']:.1f} calls per request")
+            from apikeys import leases
+
+            leases.release_all()
             return
 
         if args.profile:
