@@ -1254,7 +1254,7 @@ def _payload(batch: _Pending) -> list[str | int]:
     args.append(len(batch.usage))
     for delta in batch.usage.values():
         args += (
-            usage.redis_hash_key(delta.key_pk, delta.org_pk, delta.hour),
+            ratelimit.usage_hash_name(delta.key_pk, delta.org_pk, delta.hour),
             delta.requests,
             delta.count_4xx,
             delta.count_5xx,

@@ -179,24 +179,33 @@ def _month(now: float) -> tuple[str, int]:
 
 
 def counter_keys(key_pk: int, org_pk: int | None, now: float) -> tuple[str, str, str]:
+    """The names of the key's burst, minute and monthly counters at `now`."""
+    return _counter_names(_window_heads(key_pk, org_pk), now)
+
+
+def _counter_names(heads: tuple[str, ...], now: float) -> tuple[str, str, str]:
     second = int(now)
-    minute = second // MINUTE_WINDOW
     return (
-        redisconn.rkey("rl", "b", key_pk, second),
-        redisconn.rkey("rl", "m", key_pk, minute),
-        redisconn.rkey("rl", "q", org_pk if org_pk is not None else "-", month_label(now)),
+        heads[0] + str(second),
+        heads[1] + str(second // MINUTE_WINDOW),
+        heads[2] + month_label(now),
     )
+
+
+def usage_hash_name(key_pk: int, org_pk: int | None, hour: int) -> str:
+    """`usage.redis_hash_key`, from the key's cached heads."""
+    return _window_heads(key_pk, org_pk)[3] + str(hour)
 
 
 def windows(key_pk: int, org_pk: int | None, limits: Limits, now: float) -> Windows:
     """The names of a request's counters and records at `now`, and its limits (the
     monthly quota counts org keys only)."""
-    second = int(now)
     heads = _window_heads(key_pk, org_pk)
+    burst, minute, month = _counter_names(heads, now)
     return Windows(
-        burst=heads[0] + str(second),
-        minute=heads[1] + str(second // MINUTE_WINDOW),
-        month=heads[2] + month_label(now),
+        burst=burst,
+        minute=minute,
+        month=month,
         usage=heads[3] + str(usage.hour_start(now)),
         pending=heads[4],
         recent=heads[5],
