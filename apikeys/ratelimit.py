@@ -222,16 +222,21 @@ _heads_generation = -1
 def _window_heads(key_pk: int, org_pk: int | None) -> tuple[str, str, str, str, str, str]:
     """The parts of a key's names that do not change with time (once per key and
     settings): the names of `counter_keys` and `usage` up to their time part."""
-    global _heads_generation
-    if _heads_generation != redisconn.settings_generation():
-        _heads.clear()
-        _heads_generation = redisconn.settings_generation()
-    found = _heads.get((key_pk, org_pk))
+    # A new dict per settings generation, and names stored through this call's own
+    # reference: a thread that built names under the old prefix (the pusher's, while a
+    # setting changes) stores them in the old generation's dict, never in the new one's.
+    global _heads, _heads_generation
+    generation = redisconn.settings_generation()
+    heads = _heads
+    if _heads_generation != generation:
+        heads = _heads = {}
+        _heads_generation = generation
+    found = heads.get((key_pk, org_pk))
     if found is None:
         org = org_pk if org_pk is not None else "-"
-        if len(_heads) >= 65536:
-            _heads.clear()
-        found = _heads[(key_pk, org_pk)] = (
+        if len(heads) >= 65536:
+            heads.clear()
+        found = heads[(key_pk, org_pk)] = (
             redisconn.rkey("rl", "b", key_pk, ""),
             redisconn.rkey("rl", "m", key_pk, ""),
             redisconn.rkey("rl", "q", org, ""),

@@ -8,10 +8,11 @@ import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from apikeys import ratelimit
+from apikeys import ratelimit, usage
 from apikeys.ratelimit import QUOTA_EXCEEDED, RATE_LIMITED, UsageMeta, check_limits
 from orgs.plans import PLAN_LIMITS, Limits, Plan
 from tests.apikeys.guards.conftest import RedisServer, child_env, project_root
@@ -24,6 +25,28 @@ T0 = datetime(2030, 1, 15, 12, 0, 0, tzinfo=UTC).timestamp()
 
 def hit(limits: Limits, now: float, key: int = 1, org: int | None = 1) -> ratelimit.LimitResult:
     return check_limits(key_pk=key, org_pk=org, limits=limits, meta=META, now=now)
+
+
+def test_counter_and_usage_hash_names_follow_the_prefix_key_org_and_time(settings: Any) -> None:
+    """The names the push and the leases asked ahead build from the key's cached heads
+    are the ones the request path counts in, also after the prefix changes."""
+    now = T0 + 61.5
+    for prefix in ("lk", "other"):
+        default = {**settings.CACHES["default"], "KEY_PREFIX": prefix}
+        settings.CACHES = {**settings.CACHES, "default": default}
+        for org, org_part in ((None, "-"), (7, "7"), (0, "0")):
+            assert ratelimit.counter_keys(5, org, now) == (
+                f"{prefix}:g:rl:b:5:{int(now)}",
+                f"{prefix}:g:rl:m:5:{int(now) // 60}",
+                f"{prefix}:g:rl:q:{org_part}:203001",
+            )
+            windows = ratelimit.windows(5, org, STARTER, now)
+            assert (windows.burst, windows.minute, windows.month) == ratelimit.counter_keys(
+                5, org, now
+            )
+            hour = usage.hour_start(now)
+            assert ratelimit.usage_hash_name(5, org, hour) == usage.redis_hash_key(5, org, hour)
+            assert ratelimit.usage_hash_name(5, org, hour) == f"{prefix}:g:u:5:{org_part}:{hour}"
 
 
 def test_burst_admits_the_limit_per_second_then_refuses_with_retry_after(backend: str) -> None:
