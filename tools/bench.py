@@ -10,10 +10,10 @@
    each request from the next of BENCH_TENANT_KEYS keys of Growth-plan orgs (two keys an
    org, none refused: the many-tenant shape) and the gateway door, BENCH_ROUNDS x
    BENCH_SECONDS each. Prints requests/second, p50/p99 latency and the server's CPU time
-   per request (from /proc, per process group) per run, the context switches of the
-   Python processes and the Redis commands per request (two counts that do not move with
-   the machine's speed), and each ratio to ping (target >= 0.9), as the ratio of the
-   means and as the median of the per-round ratios.
+   per request (from /proc, per process group) per run, the Python threads' waits and
+   preemptions (context switches) and the Redis commands (a count of work that does not
+   move with the machine's speed), each per request, and each ratio to ping (target
+   >= 0.9), as the ratio of the means and as the median of the per-round ratios.
 4. `manage.py bench_verify`: key verification time with 1,000 and 1,000,000 keys in
    PostgreSQL (BENCH_SKIP_VERIFY=1 skips it).
 The figures are also written to var/stack/bench.json.
@@ -195,7 +195,11 @@ def _group(name: str) -> str:
         return "redis"
     if name.startswith("postgres"):
         return "postgres"
-    if "gunicorn" in name or name in ("python", "latchkey") or name.startswith("python"):
+    if (
+        "gunicorn" in name
+        or name in ("python", "latchkey")
+        or name.startswith(("python", "celery"))
+    ):
         return "python"
     return "other"
 
@@ -223,12 +227,14 @@ def cpu_used(before: dict[int, tuple[str, float]]) -> dict[str, float]:
     return used
 
 
-def switch_snapshot() -> int:
-    """Context switches (voluntary and not) so far of every thread of the stack's Python
-    processes (gunicorn and Celery). Per request they show how often the scheduler moved a
-    request's work off a core: on two shared cores that, more than the Python a request
-    runs, is what makes the same code run at different speeds from one run to the next."""
-    total = 0
+def switch_snapshot() -> dict[tuple[int, int, str], tuple[int, int]]:
+    """(voluntary, involuntary) context switches so far of every thread of the stack's
+    Python processes (gunicorn and Celery), by process, thread and the thread's start
+    time (a thread id the kernel reuses is another thread). Per request they show how
+    often the threads waited (for the GIL, a socket, a lock) and how often the scheduler
+    took a core from them: on two shared cores that, more than the Python a request runs,
+    is what makes the same code run at different speeds from one run to the next."""
+    found: dict[tuple[int, int, str], tuple[int, int]] = {}
     for pid, name in _stack_processes().items():
         if _group(name) != "python":
             continue
@@ -238,32 +244,52 @@ def switch_snapshot() -> int:
             continue
         for thread in threads:
             try:
+                stat = (thread / "stat").read_text()
                 status = (thread / "status").read_text()
             except OSError:
                 continue
-            total += sum(
-                int(line.split()[1]) for line in status.splitlines() if "ctxt_switches:" in line
+            started = stat[stat.rindex(")") + 2 :].split()[19]
+            counts = {
+                line.split(":")[0]: int(line.split()[1])
+                for line in status.splitlines()
+                if "ctxt_switches:" in line
+            }
+            found[(pid, int(thread.name), started)] = (
+                counts.get("voluntary_ctxt_switches", 0),
+                counts.get("nonvoluntary_ctxt_switches", 0),
             )
-    return total
+    return found
 
 
-def redis_commands() -> int:
+def switches_since(before: dict[tuple[int, int, str], tuple[int, int]]) -> tuple[int, int]:
+    """(voluntary, involuntary) switches since `before`, of the threads alive now: a
+    thread that ended takes its count with it, one that started counts from zero."""
+    voluntary = involuntary = 0
+    for thread, (now_voluntary, now_involuntary) in switch_snapshot().items():
+        then_voluntary, then_involuntary = before.get(thread, (0, 0))
+        voluntary += max(0, now_voluntary - then_voluntary)
+        involuntary += max(0, now_involuntary - then_involuntary)
+    return voluntary, involuntary
+
+
+def redis_commands() -> int | None:
     """Commands Redis has run so far (`INFO commandstats`; those inside scripts included):
     per request, a count of the work each shape asks of Redis that does not move with the
-    machine's speed. 0 when Redis cannot be asked."""
+    machine's speed (time-driven work, the usage pushes and Celery's, is spread over the
+    run's requests). None when Redis cannot be asked."""
     import redis
 
     url = stack_env().get("REDIS_URL", "")
     if not url:
-        return 0
+        return None
     try:
         client = redis.Redis.from_url(url, socket_timeout=2)
         try:
             stats = client.info("commandstats")
         finally:
             client.close()
-    except (redis.RedisError, OSError):
-        return 0
+    except (redis.RedisError, OSError, ValueError):
+        return None
     return sum(int(figures["calls"]) for figures in stats.values())
 
 
@@ -320,7 +346,13 @@ def wrk(
     wrk_after = os.times()
     idle_after, total_after = machine_times()
     used = cpu_used(before)
-    switches, commands = switch_snapshot() - switches_before, redis_commands() - commands_before
+    voluntary, involuntary = switches_since(switches_before)
+    commands_after = redis_commands()
+    commands = (
+        None
+        if commands_before is None or commands_after is None
+        else commands_after - commands_before
+    )
     total = re.search(r"(\d+) requests in", output)
     requests = float(total.group(1)) if total else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
@@ -338,8 +370,13 @@ def wrk(
     return {
         **per_request,
         "cpu_wrk_us": round(wrk_cpu / requests * 1e6, 1) if requests else 0.0,
-        "switches_per_request": round(switches / requests, 2) if requests else 0.0,
-        "redis_commands_per_request": round(commands / requests, 2) if requests else 0.0,
+        "waits_per_request": round(voluntary / requests, 2) if requests else 0.0,
+        "preemptions_per_request": round(involuntary / requests, 2) if requests else 0.0,
+        **(
+            {"redis_commands_per_request": round(commands / requests, 2)}
+            if commands is not None and requests
+            else {}
+        ),
         "rps": rps,
         "idle_pct": round(100 * (idle_after - idle_before) / max(1, total_after - total_before), 1),
         "p50_ms": p50,
@@ -381,8 +418,9 @@ def main() -> None:
                     f"cpu/request: python {result.get('cpu_python_us', 0):6.0f} us, "
                     f"redis {result.get('cpu_redis_us', 0):4.0f} us, "
                     f"wrk {result['cpu_wrk_us']:4.0f} us, idle {result['idle_pct']:4.1f}%, "
-                    f"switches {result['switches_per_request']:4.1f}, "
-                    f"redis commands {result['redis_commands_per_request']:4.1f}"
+                    f"waits {result['waits_per_request']:4.2f}, "
+                    f"preempted {result['preemptions_per_request']:4.2f}, "
+                    f"redis commands {result.get('redis_commands_per_request', -1):5.2f}"
                     + (f"  NON-2XX {int(result['non_2xx'])}" if result["non_2xx"] else "")
                 )
         summary = {
@@ -393,12 +431,13 @@ def main() -> None:
                 "non_2xx": int(sum(r["non_2xx"] for r in results)),
                 **{
                     field: round(statistics.median(r.get(field, 0.0) for r in results), 1)
+                    for field in ("cpu_python_us", "cpu_redis_us", "cpu_postgres_us", "cpu_wrk_us")
+                },
+                **{
+                    field: round(statistics.median(r.get(field, -1.0) for r in results), 2)
                     for field in (
-                        "cpu_python_us",
-                        "cpu_redis_us",
-                        "cpu_postgres_us",
-                        "cpu_wrk_us",
-                        "switches_per_request",
+                        "waits_per_request",
+                        "preemptions_per_request",
                         "redis_commands_per_request",
                     )
                 },
@@ -450,8 +489,9 @@ def main() -> None:
                 f"{path}  {figures['rps']:8.0f} req/s  p50 {figures['p50_ms']:.2f} ms  "
                 f"p99 {figures['p99_ms']:.2f} ms  server CPU/request: python "
                 f"{figures['cpu_python_us']:.0f} us, redis {figures['cpu_redis_us']:.0f} us; "
-                f"per request: {figures['switches_per_request']:.1f} context switches, "
-                f"{figures['redis_commands_per_request']:.1f} Redis commands"
+                f"per request: {figures['waits_per_request']:.2f} waits and "
+                f"{figures['preemptions_per_request']:.2f} preemptions of the Python threads, "
+                f"{figures['redis_commands_per_request']:.2f} Redis commands"
             )
         for label, value, median in (
             ("me/ping", ratio, paired("me")),

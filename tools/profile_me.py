@@ -193,8 +193,10 @@ def per_request_us(
 
 
 def calls_per_request(app: Any, templates: list[dict[str, Any]], count: int) -> float:
-    """Python function calls (builtins included) per request, counted by cProfile: the
-    Python a request runs, as a count that does not move with the machine's speed."""
+    """Python function calls (builtins included) per request, counted by cProfile in the
+    calling thread (not the pusher's): the Python a request runs, as a count that does not
+    move with the machine's speed. With leases on it depends on how many requests made a
+    round trip, which the rate of each key decides."""
     import cProfile
 
     profiler = cProfile.Profile()
