@@ -386,6 +386,11 @@ def wrk(
     }
 
 
+def _count(value: float) -> str:
+    """A per-request count as printed; a negative one (not read) as "unknown"."""
+    return f"{value:5.2f}" if value >= 0 else "unknown"
+
+
 def main() -> None:
     binary = ensure_wrk()
     stack = start_stack()
@@ -420,7 +425,7 @@ def main() -> None:
                     f"wrk {result['cpu_wrk_us']:4.0f} us, idle {result['idle_pct']:4.1f}%, "
                     f"waits {result['waits_per_request']:4.2f}, "
                     f"preempted {result['preemptions_per_request']:4.2f}, "
-                    f"redis commands {result.get('redis_commands_per_request', -1):5.2f}"
+                    f"redis commands {_count(result.get('redis_commands_per_request', -1.0))}"
                     + (f"  NON-2XX {int(result['non_2xx'])}" if result["non_2xx"] else "")
                 )
         summary = {
@@ -491,7 +496,7 @@ def main() -> None:
                 f"{figures['cpu_python_us']:.0f} us, redis {figures['cpu_redis_us']:.0f} us; "
                 f"per request: {figures['waits_per_request']:.2f} waits and "
                 f"{figures['preemptions_per_request']:.2f} preemptions of the Python threads, "
-                f"{figures['redis_commands_per_request']:.2f} Redis commands"
+                f"{_count(figures['redis_commands_per_request'])} Redis commands"
             )
         for label, value, median in (
             ("me/ping", ratio, paired("me")),
