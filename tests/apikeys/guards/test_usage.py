@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from django.db import connection
 
 from apikeys import backend as backend_module
 from apikeys import redisconn, usage
+from apikeys.backend import UsageDelta
 from apikeys.models import ApiKey, KeyUsageHour, UsageFoldBatch
 from apikeys.ratelimit import UsageMeta, check_limits
 from orgs.models import Organization
@@ -231,6 +235,83 @@ def test_a_key_deleted_while_the_fold_writes_leaves_the_batch_to_fold_again(
     assert usage.fold() == 1
     assert KeyUsageHour.objects.get().api_key_id == kept.pk
     assert usage.fold() == 0
+
+
+@pytest.mark.django_db(transaction=True)  # two threads, two connections, real commits
+def test_two_folds_of_the_same_rows_at_once_wait_for_each_other_and_never_deadlock(
+    org: Organization, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ADR 0094: every fold locks its rows in key and hour order, whatever order its
+    batch lists them in. Fold A locks the first key's row and stops before writing it;
+    fold B, given the keys the other way round, must then wait for that row before it
+    locks any other. A fold that locked the second key's row first would deadlock with A
+    once A goes on (PostgreSQL then aborts one of them)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks: checked by the suite's PostgreSQL run")
+    monkeypatch.setattr(usage, "WRITE_CHUNK", 1)  # one row a chunk: A can stop between two
+    first, second = make_key(org), make_key(org)
+    hour = int(usage.hour_start(T0))
+    for key in (first, second):  # rows already there: the folds meet at their row locks
+        KeyUsageHour.objects.create(
+            api_key=key, org=org, hour=datetime.fromtimestamp(hour, tz=UTC), count_2xx=5
+        )
+
+    def batch(*keys: ApiKey) -> list[UsageDelta]:
+        return [
+            UsageDelta(key.pk, org.pk, hour, requests=1, last_at=T0, last_ip="192.0.2.1")
+            for key in keys
+        ]
+
+    real_update = usage._update_each
+    a_holds_a_row, a_may_go_on = threading.Event(), threading.Event()
+
+    def stopping(model: Any, *args: Any, **kwargs: Any) -> None:
+        if (
+            model is KeyUsageHour
+            and threading.current_thread().name == "fold-a"
+            and not a_holds_a_row.is_set()
+        ):
+            a_holds_a_row.set()
+            a_may_go_on.wait(30)
+        real_update(model, *args, **kwargs)
+
+    monkeypatch.setattr(usage, "_update_each", stopping)
+    errors: list[BaseException] = []
+
+    def fold(*keys: ApiKey) -> None:
+        try:
+            usage._write(batch(*keys), batch=None)
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    fold_a = threading.Thread(target=fold, args=(first, second), name="fold-a")
+    fold_b = threading.Thread(target=fold, args=(second, first), name="fold-b")
+    fold_a.start()
+    assert a_holds_a_row.wait(30)
+    fold_b.start()
+    # A goes on once B waits for a lock (A's row), as it must before locking any other.
+    with connection.cursor() as cursor:
+        for _ in range(300):
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("fold B never waited for fold A's row")
+    a_may_go_on.set()
+    fold_a.join(30)
+    fold_b.join(30)
+    assert not fold_a.is_alive() and not fold_b.is_alive()
+    assert errors == []
+    assert sorted(KeyUsageHour.objects.values_list("api_key_id", "count_2xx")) == [
+        (first.pk, 7),
+        (second.pk, 7),
+    ]
 
 
 def test_one_fold_moves_each_keys_last_use_forward_only(backend: str, org: Organization) -> None:
