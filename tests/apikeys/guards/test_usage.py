@@ -289,23 +289,26 @@ def test_two_folds_of_the_same_rows_at_once_wait_for_each_other_and_never_deadlo
     fold_a = threading.Thread(target=fold, args=(first, second), name="fold-a")
     fold_b = threading.Thread(target=fold, args=(second, first), name="fold-b")
     fold_a.start()
-    assert a_holds_a_row.wait(30)
-    fold_b.start()
-    # A goes on once B waits for a lock (A's row), as it must before locking any other.
-    with connection.cursor() as cursor:
-        for _ in range(300):
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            )
-            if cursor.fetchone()[0]:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("fold B never waited for fold A's row")
-    a_may_go_on.set()
-    fold_a.join(30)
-    fold_b.join(30)
+    try:
+        assert a_holds_a_row.wait(30)
+        fold_b.start()
+        # A goes on once B waits for a lock (A's row), as it must before locking any other.
+        with connection.cursor() as cursor:
+            for _ in range(300):
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                if cursor.fetchone()[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("fold B never waited for fold A's row")
+    finally:  # never leave A holding its lock past the test
+        a_may_go_on.set()
+        fold_a.join(30)
+        if fold_b.ident is not None:
+            fold_b.join(30)
     assert not fold_a.is_alive() and not fold_b.is_alive()
     assert errors == []
     assert sorted(KeyUsageHour.objects.values_list("api_key_id", "count_2xx")) == [
