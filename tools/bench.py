@@ -48,6 +48,8 @@ WARM_SECONDS = int(os.environ.get("BENCH_WARM_SECONDS", "5"))
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 TENANT_KEYS = int(os.environ.get("BENCH_TENANT_KEYS", "200"))
 TARGET = 0.9
+# A per-request count that could not be read (Redis did not answer).
+UNKNOWN = -1.0
 
 
 def log(message: str) -> None:
@@ -150,6 +152,11 @@ def manage(*args: str) -> str:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _stat_fields(stat: str) -> list[str]:
+    """The fields of a `/proc/.../stat` line after the command name (field 3 on)."""
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def _stack_processes() -> dict[int, str]:
     """pid -> command name of every process of the stack: all descendants of the stack
     script (its pid is in var/stack/stack.pid) and of the stack's PostgreSQL server (which
@@ -168,7 +175,7 @@ def _stack_processes() -> dict[int, str]:
         except OSError:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
+        fields = _stat_fields(stat)
         pid = int(entry.name)
         parents[pid] = int(fields[1])
         names[pid] = name
@@ -212,7 +219,7 @@ def cpu_snapshot() -> dict[int, tuple[str, float]]:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
+        fields = _stat_fields(stat)
         result[pid] = (name, (int(fields[11]) + int(fields[12])) / TICK)
     return result
 
@@ -248,7 +255,7 @@ def switch_snapshot() -> dict[tuple[int, int, str], tuple[int, int]]:
                 status = (thread / "status").read_text()
             except OSError:
                 continue
-            started = stat[stat.rindex(")") + 2 :].split()[19]
+            started = _stat_fields(stat)[19]
             counts = {
                 line.split(":")[0]: int(line.split()[1])
                 for line in status.splitlines()
@@ -372,10 +379,8 @@ def wrk(
         "cpu_wrk_us": round(wrk_cpu / requests * 1e6, 1) if requests else 0.0,
         "waits_per_request": round(voluntary / requests, 2) if requests else 0.0,
         "preemptions_per_request": round(involuntary / requests, 2) if requests else 0.0,
-        **(
-            {"redis_commands_per_request": round(commands / requests, 2)}
-            if commands is not None and requests
-            else {}
+        "redis_commands_per_request": (
+            round(commands / requests, 2) if commands is not None and requests else UNKNOWN
         ),
         "rps": rps,
         "idle_pct": round(100 * (idle_after - idle_before) / max(1, total_after - total_before), 1),
@@ -387,8 +392,14 @@ def wrk(
 
 
 def _count(value: float) -> str:
-    """A per-request count as printed; a negative one (not read) as "unknown"."""
-    return f"{value:5.2f}" if value >= 0 else "unknown"
+    """A per-request count as printed."""
+    return f"{value:5.2f}" if value != UNKNOWN else "unknown"
+
+
+def _median_known(values: list[float]) -> float:
+    """The median of the runs' counts that were read; `UNKNOWN` when none was."""
+    known = [value for value in values if value != UNKNOWN]
+    return round(statistics.median(known), 2) if known else UNKNOWN
 
 
 def main() -> None:
@@ -425,7 +436,7 @@ def main() -> None:
                     f"wrk {result['cpu_wrk_us']:4.0f} us, idle {result['idle_pct']:4.1f}%, "
                     f"waits {result['waits_per_request']:4.2f}, "
                     f"preempted {result['preemptions_per_request']:4.2f}, "
-                    f"redis commands {_count(result.get('redis_commands_per_request', -1.0))}"
+                    f"redis commands {_count(result['redis_commands_per_request'])}"
                     + (f"  NON-2XX {int(result['non_2xx'])}" if result["non_2xx"] else "")
                 )
         summary = {
@@ -439,7 +450,7 @@ def main() -> None:
                     for field in ("cpu_python_us", "cpu_redis_us", "cpu_postgres_us", "cpu_wrk_us")
                 },
                 **{
-                    field: round(statistics.median(r.get(field, -1.0) for r in results), 2)
+                    field: _median_known([r[field] for r in results])
                     for field in (
                         "waits_per_request",
                         "preemptions_per_request",
