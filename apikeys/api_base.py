@@ -133,6 +133,9 @@ class ApiView(APIView):
     # Method → action of `resource`, where it is not read (safe methods) or write.
     actions: ClassVar[dict[str, str]] = {}
 
+    # This request's admission (`admission`), set by `admit_request`.
+    _admission: Admission | None = None
+
     # For OpenAPI and DRF's interface; the pipeline verifies keys and checks scopes.
     authentication_classes = [ApiKeyAuthentication]
     permission_classes: list[Any] = []
@@ -253,7 +256,7 @@ class ApiView(APIView):
                 scopes=self.counted_scopes(),
             )
         )
-        notes(request).admission = admission
+        notes(django_request).admission = self._admission = admission
         principal = admission.principal
         if principal is not None:
             request.user, request.auth = ApiKeyUser(principal), principal  # type: ignore[assignment]
@@ -264,12 +267,13 @@ class ApiView(APIView):
 
     def counted_request(self, request: Request) -> tuple[str, str]:
         """(method, path) usage records for this request."""
-        return request.method or "GET", request._request.path
+        django_request = request._request  # DRF proxies `method` through a __getattr__
+        return django_request.method or "GET", django_request.path
 
     def counted_scopes(self) -> str:
         """The scopes usage records for this request, space-separated (before the key is
         known: nothing here may refuse)."""
-        return self.required_scope_for(self.request.method or "GET") or ""
+        return self.required_scope_for(self.request._request.method or "GET") or ""
 
     # ---- the Door the pipeline asks (steps 3b and 3e) ------------------------------------
 
@@ -288,11 +292,11 @@ class ApiView(APIView):
         raise ApiError("insufficient_scope", message, required_scope=scope)
 
     def required_scopes(self) -> tuple[str, ...]:
-        scope = self.required_scope_for(self.request.method or "GET")
+        scope = self.required_scope_for(self.request._request.method or "GET")
         return () if scope is None else (scope,)
 
     def run_handler(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        method = (request.method or "GET").lower()
+        method = (request._request.method or "GET").lower()
         if method in self.http_method_names and self.implements(method):
             handler: Callable[..., Response] = getattr(self, method)
         else:
@@ -352,12 +356,7 @@ class ApiView(APIView):
         if admission is None:
             return
         settle(admission, response.status_code)
-        # Straight into the response's header store: these names and values are ASCII
-        # made by the pipeline (what `response[name] = value` would check, at a cost on
-        # every request).
-        store = response.headers._store
-        for name, value in admission.headers().items():
-            store[name.lower()] = (name, value)
+        admission.write_headers(response.headers._store)
 
     # ---- what handlers use -----------------------------------------------------------------
 
@@ -369,8 +368,9 @@ class ApiView(APIView):
 
     @property
     def admission(self) -> Admission | None:
-        """The pipeline's admission of this request (None before step 3 or when public)."""
-        return notes(self.request).admission
+        """The pipeline's admission of this request (None before step 3 or when public);
+        also in the request's notes (`apikeys.guard.notes`)."""
+        return self._admission
 
     @property
     def external_actor_id(self) -> str:

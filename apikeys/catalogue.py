@@ -714,6 +714,8 @@ _state: tuple[Catalogue | None, CatalogueError | None] | None = None
 def current() -> Catalogue:
     """The process's catalogue (read once); raises CatalogueError for a malformed file."""
     state = _state
+    if state is not None and state[1] is None:  # the common case, first (every request)
+        return state[0]  # type: ignore[return-value]
     if state is None:
         reload()
         state = _state

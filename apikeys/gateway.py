@@ -121,7 +121,7 @@ class GatewayAuthApi(OrgApiView):
                     scopes=self.route.scope if self.route is not None else "",
                 )
             )
-            notes(request).admission = admission
+            notes(request).admission = self._admission = admission
             if admission.error is not None:
                 raise admission.error
             principal = admission.principal
@@ -140,8 +140,7 @@ class GatewayAuthApi(OrgApiView):
         store = response.headers._store
         store["cache-control"] = ("Cache-Control", "no-store")
         if admission is not None:
-            for name, value in admission.headers().items():
-                store[name.lower()] = (name, value)
+            admission.write_headers(store)
         return response
 
     def _denial(self, request: Any, exc: Exception) -> HttpResponseBase:

@@ -129,6 +129,9 @@ def key_digest(raw: str) -> str:
     made, keyed = _pepper.keyed
     if keyed is None or made != pepper:
         keyed = hmac.new(pepper.encode(), digestmod=hashlib.sha256)
+        # OpenSSL's HMAC object under the standard library's wrapper, where there is one:
+        # its `copy` is one C call, the wrapper's a dozen lines of Python (same digest).
+        keyed = getattr(keyed, "_hmac", None) or keyed
         _pepper.keyed = (pepper, keyed)
     keyed = keyed.copy()
     keyed.update(raw.encode("utf-8", "surrogatepass"))

@@ -463,6 +463,11 @@ def _fingerprint(entry: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(entry, digest_size=8).digest(), "little") or 1
 
 
+def knows(digest: str) -> bool:
+    """Whether this process has resolved the key with `digest` in a round trip (`know`)."""
+    return digest in _known
+
+
 def know(digest: str, resolved: keycache.Resolved) -> None:
     """Remember the key's state from a round trip this process made."""
     entry = resolved.entry
@@ -1043,8 +1048,9 @@ def record(
 ) -> None:
     """Count a request admitted under `lease` for usage and the key's recent requests."""
     hour = usage.hour_start(now)
-    version = usage.clean_version(meta.client_version)
-    _pusher.ensure_started()
+    version = usage.clean_version(meta.client_version) if meta.client_version else ""
+    if _pusher._pid != _pid:
+        _pusher.ensure_started()
     with _lock:
         name = (lease.key_pk, lease.org_pk, hour)
         delta = _pending.usage.get(name)
@@ -1187,6 +1193,7 @@ return 1
 """
 )
 
+_PUSH = redisconn.FastScript(_PUSH_LUA)
 _push_lock = threading.Lock()
 # Batches not known to have reached Redis, oldest first: (id, the script's arguments).
 _unsent: list[tuple[str, list[str | int]]] = []
@@ -1217,10 +1224,10 @@ def push() -> None:
             batch_id, payload = _unsent[0]
             try:
                 _send(conn, batch_id, payload)
-            except DataError:
-                # Arguments the client cannot encode never will be: a batch kept for
-                # them would hold back every later one. Never expected (every argument is
-                # a str or an int); said loudly.
+            except (DataError, UnicodeError):
+                # Arguments that cannot be encoded never will be: a batch kept for them
+                # would hold back every later one. Never expected (every argument is an
+                # int or a str of ASCII made here); said loudly.
                 logger.exception("A leased-usage batch could not be encoded; dropped.")
                 _unsent.pop(0)
                 continue
@@ -1233,7 +1240,9 @@ def push() -> None:
 
 
 def _send(conn: Any, batch_id: str, payload: list[str | int]) -> None:
-    redisconn.registered(conn, _PUSH_LUA)(keys=[redisconn.rkey("push", batch_id)], args=payload)
+    # On the pusher thread's own connection, packed in one go (`redisconn.run_script`):
+    # redis-py's command path cost about as much as building the payload.
+    redisconn.run_script(conn, _PUSH, [redisconn.rkey("push", batch_id)], list(payload))
 
 
 def _payload(batch: _Pending) -> list[str | int]:

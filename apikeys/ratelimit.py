@@ -80,19 +80,28 @@ class LimitResult:
 
         Windows without a limit (0) are left out: there is nothing to count down.
         """
-        result: dict[str, str] = {}
+        store: dict[str, tuple[str, str]] = {}
+        self.write_headers(store)
+        return dict(store.values())
+
+    def write_headers(self, store: dict[str, tuple[str, str]]) -> None:
+        """`headers()` written straight into a response's header store (Django's
+        `ResponseHeaders._store`: lower-cased name -> (name, value)). The names and values
+        are ASCII made here, which `response[name] = value` would check again at a cost on
+        every request."""
         if self.per_minute:
-            remaining = self.minute_remaining
-            result["X-RateLimit-Limit"] = str(self.per_minute)
-            result["X-RateLimit-Remaining"] = str(remaining)
-            result["X-RateLimit-Reset"] = str(self.minute_reset)
-            result["RateLimit"] = f'"minute";r={remaining};t={self.reset_in}'
+            remaining = self.per_minute - self.minute_used
+            if remaining < 0:
+                remaining = 0
+            store["x-ratelimit-limit"] = ("X-RateLimit-Limit", str(self.per_minute))
+            store["x-ratelimit-remaining"] = ("X-RateLimit-Remaining", str(remaining))
+            store["x-ratelimit-reset"] = ("X-RateLimit-Reset", str(self.minute_reset))
+            store["ratelimit"] = ("RateLimit", f'"minute";r={remaining};t={self.reset_in}')
         policy = _policy(self.burst, self.per_minute)
         if policy:
-            result["RateLimit-Policy"] = policy
+            store["ratelimit-policy"] = ("RateLimit-Policy", policy)
         if not self.allowed:
-            result["Retry-After"] = str(self.retry_after)
-        return result
+            store["retry-after"] = ("Retry-After", str(self.retry_after))
 
 
 _policies: dict[tuple[int, int], str] = {}
@@ -327,8 +336,23 @@ def check_limits(
 
 def leased_result(limits: Limits, now: float, minute_used: int) -> LimitResult:
     """Admitted under an admission lease (ADR 0065): `minute_used` is the minute window's
-    count as this process knows it, its own unused tokens left out."""
-    return _result(_ADMIT, limits, minute_used, now)
+    count as this process knows it, its own unused tokens left out. `_result` for an
+    admitted request, in fewer steps (every leased request): the minute ends at
+    `minute_end`, and `ceil(minute_end - now)` is `minute_end - int(now)` (at least 1; for a
+    clock past its first minute the float subtraction is exact, so the two agree)."""
+    second = int(now)
+    minute_end = second - second % MINUTE_WINDOW + MINUTE_WINDOW
+    return LimitResult(
+        True,
+        "",
+        0,
+        limits.burst,
+        limits.per_minute,
+        limits.monthly,
+        minute_used,
+        minute_end,
+        minute_end - second,
+    )
 
 
 def degraded_result(limits: Limits, now: float) -> LimitResult:

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import DataError, NoScriptError, RedisError
 
 logger = logging.getLogger("apikeys.guards")
 
@@ -158,13 +158,20 @@ _lane = _Lane()
 
 
 def _encode(value: object) -> bytes:
+    """An argument as redis-py encodes it (UTF-8; numbers as text); anything else is
+    redis-py's `DataError`, never its `str()`."""
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
         return value.encode()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
     if isinstance(value, float):
         return repr(value).encode()
-    return str(value).encode()
+    raise DataError(
+        f"Invalid input of type: {type(value).__name__!r}. Convert to a bytes, string, int "
+        "or float first."
+    )
 
 
 def pack(*parts: object) -> bytes:

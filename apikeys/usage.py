@@ -206,20 +206,21 @@ def recent_redis_key(key_pk: int) -> str:
 def recent_body(
     *, at: float, method: str, path: str, ip: str, client_version: str, request_id: str
 ) -> str:
-    """The JSON part of a recent-request element (everything but the status)."""
-    return _RECENT_ENCODER.encode(
-        [
-            round(at, 6),
-            method[:10],
-            path.split("?", 1)[0][:MAX_RECENT_PATH],
-            ip[:64],
-            clean_version(client_version),
-            request_id[:128],
-        ]
+    """The JSON part of a recent-request element (everything but the status): the compact
+    JSON array `[at, method, path, ip, client version, request id]`, written piece by
+    piece with the encoder's own parts (a float's `repr`, the standard library's ASCII
+    string quoting), byte for byte what `json.dumps(..., separators=(",", ":"))` writes,
+    in about half the time (the lease pusher encodes one for each request it pushes)."""
+    return (
+        f"[{round(at, 6)!r},{_quote(method[:10])},"
+        f"{_quote(path.split('?', 1)[0][:MAX_RECENT_PATH])},{_quote(ip[:64])},"
+        f"{_quote(clean_version(client_version) if client_version else '')},"
+        f"{_quote(request_id[:128])}]"
     )
 
 
-_RECENT_ENCODER = json.JSONEncoder(separators=(",", ":"))
+# JSON's quoting of a string with every non-ASCII character escaped (`ensure_ascii`).
+_quote = json.encoder.encode_basestring_ascii
 
 
 def local_recent_push(*, key_pk: int, status: int, body: str) -> list[Any]:

@@ -47,6 +47,10 @@ class Counting(Protocol):
         the request counted (`Early`); None when the limits step must count it. `meta`
         is asked for only when needed."""
 
+    def knows(self, digest: str) -> bool:
+        """Whether this process has resolved the key with `digest` in a round trip of its
+        own (then the key is a stored key, well formed)."""
+
     def give_back(
         self, early: Early, *, status: int, meta: ratelimit.UsageMeta
     ) -> ratelimit.LimitResult:
@@ -60,6 +64,9 @@ class Counting(Protocol):
 
 class Direct:
     """One round trip: verification and check-and-count together (ADR 0064)."""
+
+    def knows(self, digest: str) -> bool:
+        return False
 
     def verify(
         self,
@@ -130,6 +137,9 @@ class Leasing:
         self.life_ms = leases.MARKER_MS
         self.trust_ms = min(trust_ms, keycache.LEASE_LIFE_MS)
         self.trust = self.trust_ms / 1000 * leases.HOLDER_FRACTION
+
+    def knows(self, digest: str) -> bool:
+        return leases.knows(digest)
 
     def verify(
         self, digest: str, now: float, meta: Callable[[], ratelimit.UsageMeta]

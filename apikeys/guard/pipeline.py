@@ -4,7 +4,8 @@ It reads top to bottom, in the order docs/api.md ("Authentication") fixes:
 
 1. credentials    the key from the catalogue's key headers (or given: the verify API);
                   none → 401 `missing_api_key`
-2. verification   format and checksum, then the verification cache (`apikeys.keycache`);
+2. verification   format and checksum (not again for a key this process has verified in
+                  a round trip, ADR 0097), then the verification cache (`apikeys.keycache`);
                   on a warm cache the same Redis round trip also checks and counts the
                   rate limits (ADR 0064), or an admission lease of this process admits it
                   with no trip at all (ADR 0065). Deleted, revoked, expired keys and
@@ -44,7 +45,7 @@ from apikeys.authentication import (
 from apikeys.catalogue import current
 from apikeys.errors import ApiError, spec_for
 from apikeys.guard.counting import Early, counting
-from apikeys.keys import key_digest, well_formed
+from apikeys.keys import MAX_KEY_LENGTH, key_digest, well_formed
 from apikeys.networks import allows
 from apikeys.scopes import has_scope
 from config.net import client_ip
@@ -118,6 +119,12 @@ class Admission:
         """The rate-limit headers of the response (none before the key was known)."""
         return self.limits.headers() if self.limits is not None else {}
 
+    def write_headers(self, store: dict[str, tuple[str, str]]) -> None:
+        """`headers()` written straight into a response's header store
+        (`ratelimit.LimitResult.write_headers`)."""
+        if self.limits is not None:
+            self.limits.write_headers(store)
+
 
 def admit(facts: Facts) -> Admission:
     """Run steps 1-5 for the request of `facts`; never raises for a refusal."""
@@ -138,10 +145,13 @@ def _admit(facts: Facts, admission: Admission) -> None:
     raw = facts.key if facts.key is not None else credentials_from_headers(facts.request)
     if raw is None:
         raise missing_key_error()
-    # 2. verification
-    if not well_formed(raw):
+    # 2. verification. A key this process has verified in a round trip is well formed
+    # (its digest is a stored key's): the format and checksum are checked for any other.
+    if not isinstance(raw, str) or len(raw) > MAX_KEY_LENGTH:
         raise ApiError("invalid_api_key")
     digest = key_digest(raw)
+    if not counting().knows(digest) and not well_formed(raw):
+        raise ApiError("invalid_api_key")
     principal = principal_for(_verify_and_count(facts, admission, digest), digest)
     if principal is None:
         raise ApiError("invalid_api_key")
@@ -262,22 +272,24 @@ def _printable_ascii(value: str) -> bool:
 def _client_headers(request: HttpRequest) -> tuple[str, str]:
     """(client version, actor id), validated."""
     meta = request.META
-    values: list[str] = []
-    for header, name in current().client_headers:
-        value = meta.get(name)
-        if value is None:
-            value = ""
-        else:
-            value = value.strip()
-            if len(value) > MAX_CLIENT_HEADER_LENGTH or not _printable_ascii(value):
-                raise ApiError(
-                    "validation_error",
-                    f"{header} must be at most {MAX_CLIENT_HEADER_LENGTH} printable ASCII "
-                    "characters.",
-                    param=header,
-                )
-        values.append(value)
-    return values[0], values[1]
+    (version_header, version_name), (actor_header, actor_name) = current().client_headers
+    version, actor = meta.get(version_name), meta.get(actor_name)
+    if version is None and actor is None:  # most requests send neither
+        return "", ""
+    return _client_header(version_header, version), _client_header(actor_header, actor)
+
+
+def _client_header(header: str, value: str | None) -> str:
+    if value is None:
+        return ""
+    value = value.strip()
+    if len(value) > MAX_CLIENT_HEADER_LENGTH or not _printable_ascii(value):
+        raise ApiError(
+            "validation_error",
+            f"{header} must be at most {MAX_CLIENT_HEADER_LENGTH} printable ASCII characters.",
+            param=header,
+        )
+    return value
 
 
 def _usage_meta(facts: Facts, admission: Admission) -> ratelimit.UsageMeta:

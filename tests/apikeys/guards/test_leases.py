@@ -1550,3 +1550,39 @@ def test_the_pusher_asks_ahead_once_early_in_each_second(
     assert leases.ahead_due(100.01, 99)
     assert not leases.ahead_due(100.01, 100)  # asked in this second already
     assert not leases.ahead_due(100.0 + leases.AHEAD_WINDOW + 0.01, 99)  # too late in it
+
+
+def test_a_key_this_process_verified_skips_the_format_check_and_any_other_key_gets_it(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_commands: CommandLog,
+) -> None:
+    """The format and checksum prove nothing more about a key whose digest this process
+    has seen resolved to a stored key; every other string still gets them, before any
+    lookup."""
+    from apikeys.guard import pipeline
+
+    _, api = leased_key(org)
+    assert api.secret is not None
+    checked: list[str] = []
+    real = pipeline.well_formed
+
+    def watched(raw: object) -> bool:
+        checked.append(str(raw))
+        return real(raw)
+
+    monkeypatch.setattr(pipeline, "well_formed", watched)
+    assert api.get("me").status_code == 200
+    assert checked == []
+    last = api.secret[-1]
+    typo = api.secret[:-1] + ("B" if last == "A" else "A")
+    refused = new_key(org)[1]
+    refused.headers["Authorization"] = f"Bearer {typo}"
+    redis_commands.clear()
+    response = refused.get("me")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert checked == [typo]
+    assert redis_commands.names == []  # refused by the checksum, before any lookup

@@ -226,3 +226,24 @@ def test_two_processes_together_admit_no_more_than_the_starter_minute(
 ) -> None:
     counts = _run_children(use_redis, "lkg2m", repr(T0 + 0.5), "60", "0", "50")
     assert sum(counts) == 60
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        1_700_000_000.0,  # a whole second, on a minute's start
+        1_700_000_040.0,
+        1_700_000_059.0,  # the minute's last whole second
+        1_700_000_059.999999,
+        1_700_000_000.000001,
+        1_700_000_017.25,
+        1_767_225_599.5,  # the last second of a year
+    ],
+)
+def test_a_leased_result_reports_what_the_general_rule_reports(now: float) -> None:
+    limits = Limits(per_minute=600, burst=20, monthly=10**6)
+    lean = ratelimit.leased_result(limits, now, 42)
+    general = ratelimit._result(ratelimit._ADMIT, limits, 42, now)
+    assert lean == general
+    assert lean.headers() == general.headers()
+    assert 1 <= lean.reset_in <= 60

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime
@@ -499,3 +500,42 @@ def test_an_abandoned_batch_that_keeps_failing_does_not_hold_back_the_counters_b
     assert KeyUsageHour.objects.get(api_key=stuck).count_2xx == 1
     conn = redisconn.client()
     assert conn is not None and not conn.hgetall(usage._redis_batches_key())
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"at": 1_700_000_000.123456789, "method": "GET", "path": "/api/v1/me?page=2"},
+        {"at": 0.0, "method": "POST", "path": '/é"\\\n\u2028/𝄞', "ip": "::1"},
+        {"at": 1e-7, "method": "", "path": "", "ip": "", "request_id": ""},
+        {"at": 1_767_225_599.9999995, "method": "DELETE" * 3, "path": "/" + "a" * 3000},
+        {"client_version": " sdk/1.2 ", "request_id": "r\u00e9q\x00\x1f"},
+        {"client_version": "not a version", "ip": "x" * 100, "request_id": "q" * 200},
+    ],
+)
+def test_a_recent_requests_body_is_the_json_the_encoder_writes(fields: dict[str, Any]) -> None:
+    """Written by hand for speed, it must stay byte for byte the standard JSON of the
+    same truncated fields: readers parse it with `json.loads`."""
+    values: dict[str, Any] = {
+        "at": 1_700_000_000.5,
+        "method": "GET",
+        "path": "/v1/payments/pay_1/refund",
+        "ip": "203.0.113.9",
+        "client_version": "",
+        "request_id": "req_1",
+    }
+    values.update(fields)
+    body = usage.recent_body(**values)
+    expected = json.dumps(
+        [
+            round(values["at"], 6),
+            values["method"][:10],
+            values["path"].split("?", 1)[0][: usage.MAX_RECENT_PATH],
+            values["ip"][:64],
+            usage.clean_version(values["client_version"]),
+            values["request_id"][:128],
+        ],
+        separators=(",", ":"),
+    )
+    assert body == expected
+    assert json.loads(body)[0] == round(values["at"], 6)
