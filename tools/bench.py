@@ -9,7 +9,8 @@
    the one key (key check, scope, rate limit and usage counting), `GET /api/v1/me` with
    each request from the next of BENCH_TENANT_KEYS keys of Growth-plan orgs (two keys an
    org, none refused: the many-tenant shape) and the gateway door, BENCH_ROUNDS x
-   BENCH_SECONDS each. Prints requests/second, p50/p99 latency and the server's CPU time
+   BENCH_SECONDS each, in the reverse order every other round, each after
+   BENCH_SETTLE_SECONDS idle. Prints requests/second, p50/p99 latency and the server's CPU time
    per request (from /proc, per process group) per run, the Python threads' waits and
    preemptions (context switches) and the Redis commands (a count of work that does not
    move with the machine's speed), each per request, and each ratio to ping (target
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "var" / "stack"
 PY = str(ROOT / ".venv" / "bin" / "python")
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 # The warm-up's connections: more than the stack's workers keep (5 x 7), so that every
 # worker serves each shape before it is measured. With 16, gunicorn's gthread workers
@@ -45,6 +46,10 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 # the 200-key shape's keys: a cold start measured as if it were the steady state.
 WARM_CONNECTIONS = int(os.environ.get("BENCH_WARM_CONNECTIONS", "48"))
 WARM_SECONDS = int(os.environ.get("BENCH_WARM_SECONDS", "5"))
+# Idle seconds before each measured run: what one shape leaves to do after its load stops
+# (usage pushed every half second, unused tokens given back, leases asked ahead) is done
+# before the next run's readings start, not charged to it.
+SETTLE_SECONDS = float(os.environ.get("BENCH_SETTLE_SECONDS", "1"))
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 TENANT_KEYS = int(os.environ.get("BENCH_TENANT_KEYS", "200"))
 TARGET = 0.9
@@ -425,7 +430,10 @@ def main() -> None:
             wrk(binary, path, WARM_SECONDS, auth, headers, script, WARM_CONNECTIONS)
         runs: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in doors}
         for round_no in range(1, ROUNDS + 1):
-            for name, path, auth, headers, script in doors:
+            # Every other round runs the shapes in the reverse order, so that a drift of
+            # the machine through a round weighs on no shape more than another.
+            for name, path, auth, headers, script in doors if round_no % 2 else doors[::-1]:
+                time.sleep(SETTLE_SECONDS)
                 result = wrk(binary, path, SECONDS, auth, headers, script)
                 runs[name].append(result)
                 log(
@@ -477,6 +485,7 @@ def main() -> None:
             "connections": CONNECTIONS,
             "seconds_per_run": SECONDS,
             "rounds": ROUNDS,
+            "settle_seconds": SETTLE_SECONDS,
             "cores": os.cpu_count(),
             "server": {
                 name: os.environ.get(name, "")
