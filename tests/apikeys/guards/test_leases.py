@@ -1586,3 +1586,34 @@ def test_a_key_this_process_verified_skips_the_format_check_and_any_other_key_ge
     assert response.json()["error"]["code"] == "invalid_api_key"
     assert checked == [typo]
     assert redis_commands.names == []  # refused by the checksum, before any lookup
+
+
+def test_a_push_larger_than_a_send_chunk_goes_in_pieces_and_is_applied_whole(
+    leases_on: RedisServer, frozen_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket's timeout bounds each piece sent, not a whole large push (as redis-py
+    sends a large command)."""
+    conn = redis()
+    big = leases._Pending()
+    for key_pk in range(1, 2401):
+        big.usage[(key_pk, 7, 0)] = usage.UsageDelta(
+            key_pk, 7, 0, requests=2, last_at=1.5, last_ip="203.0.113.9"
+        )
+    payload = leases._payload(big)
+    assert len(redisconn.pack(*payload)) > 2 * redisconn._SEND_CHUNK
+    connection_class = conn.connection_pool.connection_class
+    real = connection_class.send_packed_command
+    pieces: list[int] = []
+
+    def watched(self: Any, command: Any, check_health: bool = True) -> None:
+        pieces.extend(len(piece) for piece in command)
+        real(self, command, check_health)
+
+    monkeypatch.setattr(connection_class, "send_packed_command", watched)
+    leases._send(conn, "big-push", payload)
+    assert len(pieces) >= 3
+    assert max(pieces) <= redisconn._SEND_CHUNK
+    monkeypatch.setattr(connection_class, "send_packed_command", real)
+    for key_pk in (1, 1200, 2400):
+        assert conn.hget(usage.redis_hash_key(key_pk, 7, 0), "n") == b"2"
+    assert conn.scard(usage.redis_pending_key()) == 2400
