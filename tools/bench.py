@@ -1,7 +1,8 @@
 """`make bench`: throughput of a fully guarded endpoint against the baseline, on the stack.
 
-1. Reuses a running `make stack`, or starts one (tools/stack.sh, logs in var/stack/log/)
-   and stops it at the end.
+1. Reuses a running `make stack`, or starts one (tools/stack.sh, logs in var/stack/log/;
+   one gunicorn worker per core unless WEB_CONCURRENCY says otherwise) and stops it at
+   the end.
 2. `manage.py bench_setup`: the org `bench` with custom limits of 10^9 (every window is
    checked and counted; 0 would mean "unlimited", which the limiter skips) and a fresh key.
 3. Load from a second process, wrk (Debian's package), on loopback only: warm-up, then
@@ -111,6 +112,10 @@ def start_stack() -> subprocess.Popen[bytes] | None:
         env={
             **os.environ,
             "STACK_QUIET": "1",
+            # One worker per core: every run's 16 connections then land 8 + 8, where with
+            # more workers each run draws its own spread of them, and so its own speed
+            # (docs/performance.md, 2026-12-02, third session).
+            "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 2)),
             # A route for the gateway door (`/gateway/auth`, asked about GET /bench/...).
             "LATCHKEY_CATALOGUE": os.environ.get(
                 "LATCHKEY_CATALOGUE", str(ROOT / "tools" / "bench_catalogue.toml")
