@@ -90,9 +90,7 @@ class LimitResult:
         are ASCII made here, which `response[name] = value` would check again at a cost on
         every request."""
         if self.per_minute:
-            remaining = self.per_minute - self.minute_used
-            if remaining < 0:
-                remaining = 0
+            remaining = self.minute_remaining
             store["x-ratelimit-limit"] = ("X-RateLimit-Limit", str(self.per_minute))
             store["x-ratelimit-remaining"] = ("X-RateLimit-Remaining", str(remaining))
             store["x-ratelimit-reset"] = ("X-RateLimit-Reset", str(self.minute_reset))

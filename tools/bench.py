@@ -42,10 +42,11 @@ PY = str(ROOT / ".venv" / "bin" / "python")
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "6"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
-# The warm-up's connections: more than the stack's workers keep (5 x 7), so that every
-# worker serves each shape before it is measured. With 16, gunicorn's gthread workers
-# took 7 + 7 + 1 + 1 of them, and the rounds then met workers that had not yet verified
-# the 200-key shape's keys: a cold start measured as if it were the steady state.
+# The warm-up's connections: more than the stack's workers keep (7 each: 35 for five), so
+# that every worker serves each shape before it is measured. With 16 on five workers,
+# gunicorn's gthread workers took 7 + 7 + 1 + 1 of them, and the rounds then met workers
+# that had not yet verified the 200-key shape's keys: a cold start measured as if it were
+# the steady state.
 WARM_CONNECTIONS = int(os.environ.get("BENCH_WARM_CONNECTIONS", "48"))
 WARM_SECONDS = int(os.environ.get("BENCH_WARM_SECONDS", "5"))
 # Seconds of each shape's own load, unmeasured, before each measured run: what the shape
