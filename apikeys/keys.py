@@ -114,28 +114,55 @@ def well_formed(raw: object) -> bool:
     return hmac.compare_digest(raw[-CHECKSUM_LENGTH:], _checksum_of(raw[:-CHECKSUM_LENGTH]))
 
 
-class _Pepper:
-    """(pepper, the HMAC keyed with it): made once per pepper, copied per key."""
+try:  # CPython's own SHA-256 (3.11: `_sha256`, 3.12 on: `_sha2`); else OpenSSL's
+    from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover - Python 3.12 and later, or a build without it
+    try:
+        from _sha2 import sha256 as _sha256  # type: ignore[import-not-found,no-redef,unused-ignore]
+    except ImportError:
+        _sha256 = hashlib.sha256  # type: ignore[assignment,unused-ignore]
 
-    keyed: tuple[str, Any] = ("", None)
+_BLOCK = 64  # SHA-256's block size in bytes (RFC 2104's B)
+
+
+def _keyed(pepper: bytes) -> tuple[Any, Any]:
+    """RFC 2104's two hashes keyed with `pepper`: H(K xor ipad) and H(K xor opad), each
+    fed its block and copied per key (a key longer than a block is hashed first)."""
+    if len(pepper) > _BLOCK:
+        pepper = _sha256(pepper).digest()
+    padded = pepper.ljust(_BLOCK, b"\0")
+    return (
+        _sha256(bytes(byte ^ 0x36 for byte in padded)),
+        _sha256(bytes(byte ^ 0x5C for byte in padded)),
+    )
+
+
+class _Pepper:
+    """(pepper, its inner and outer hashes): made once per pepper, copied per key."""
+
+    keyed: tuple[str, Any, Any] = ("", None, None)
 
 
 _pepper = _Pepper()
 
 
 def key_digest(raw: str) -> str:
-    """HMAC-SHA256(API_KEY_PEPPER, key) in hex: the only form of a key that is stored."""
+    """HMAC-SHA256(API_KEY_PEPPER, key) in hex: the only form of a key that is stored.
+
+    The HMAC is built from its definition (RFC 2104) over CPython's own SHA-256, the same
+    digest as `hmac.new(pepper, key, "sha256")` (tested): copying two small hash states
+    costs a guarded request a third of what copying OpenSSL's HMAC context did (ADR 0098).
+    """
     pepper = str(settings.API_KEY_PEPPER)
-    made, keyed = _pepper.keyed
-    if keyed is None or made != pepper:
-        keyed = hmac.new(pepper.encode(), digestmod=hashlib.sha256)
-        # OpenSSL's HMAC object under the standard library's wrapper, where there is one:
-        # its `copy` is one C call, the wrapper's a dozen lines of Python (same digest).
-        keyed = getattr(keyed, "_hmac", None) or keyed
-        _pepper.keyed = (pepper, keyed)
-    keyed = keyed.copy()
-    keyed.update(raw.encode("utf-8", "surrogatepass"))
-    return str(keyed.hexdigest())
+    made, inner, outer = _pepper.keyed
+    if inner is None or made != pepper:
+        inner, outer = _keyed(pepper.encode())
+        _pepper.keyed = (pepper, inner, outer)
+    inner = inner.copy()
+    inner.update(raw.encode("utf-8", "surrogatepass"))
+    outer = outer.copy()
+    outer.update(inner.digest())
+    return str(outer.hexdigest())
 
 
 def display_form(raw: str) -> str:

@@ -361,8 +361,9 @@ LATCHKEY_USAGE_FLUSH_SECONDS = env.float("LATCHKEY_USAGE_FLUSH_SECONDS", default
 # this many ms; an invalidation (revoke, suspension, limit change) waits this long at most.
 # 0 turns leases off.
 LATCHKEY_KEY_LEASE_MS = env.int("LATCHKEY_KEY_LEASE_MS", default=200)
-# The largest block one lease takes (never more than a quarter of what a window has left).
-LATCHKEY_KEY_LEASE_TOKENS = env.int("LATCHKEY_KEY_LEASE_TOKENS", default=64)
+# The largest block one lease takes (ADR 0098; never more than a quarter of what the burst
+# window has left, a sixteenth of the minute window, a 256th of the month).
+LATCHKEY_KEY_LEASE_TOKENS = env.int("LATCHKEY_KEY_LEASE_TOKENS", default=256)
 # The host's lease table: a file in /dev/shm by default (one per host, Redis database and
 # key prefix); set a path to place it elsewhere.
 LATCHKEY_LEASE_TABLE = env.str("LATCHKEY_LEASE_TABLE", default="")

@@ -228,7 +228,7 @@ def counting() -> Counting:
     store), else `Direct()`; chosen once per settings."""
     if _chosen.generation != redisconn.settings_generation():
         length = int(getattr(settings, "LATCHKEY_KEY_LEASE_MS", 0) or 0)
-        tokens = int(getattr(settings, "LATCHKEY_KEY_LEASE_TOKENS", 64))
+        tokens = int(getattr(settings, "LATCHKEY_KEY_LEASE_TOKENS", 256))
         direct = Direct()
         _chosen.counting = (
             Leasing(direct, tokens, length) if length > 0 and backend().shared else direct

@@ -159,6 +159,29 @@ def test_digest_is_hmac_sha256_with_the_pepper() -> None:
     assert key_digest(raw) != hashlib.sha256(raw.encode()).hexdigest()
 
 
+@pytest.mark.parametrize(
+    "pepper",
+    ["", "k", "p" * 63, "p" * 64, "p" * 65, "p" * 300, "pépper-ünïcode-🔑" * 5],
+    ids=["empty", "one", "63", "64 (a block)", "65", "300 (hashed first)", "non-ascii"],
+)
+def test_digest_equals_the_standard_hmac_for_peppers_of_every_length(pepper: str) -> None:
+    """The digest is built from RFC 2104's definition: it must be the standard library's
+    HMAC-SHA256 bit for bit, below, at and above SHA-256's 64-byte block (a longer pepper
+    is hashed first), for any key string a client can send."""
+    raws = [
+        generate_secret("live"),
+        "",
+        "x" * 200,
+        "lk_live_é😀",
+        "surrogate-\udc80",
+    ]
+    with override_settings(API_KEY_PEPPER=pepper):
+        for raw in raws:
+            data = raw.encode("utf-8", "surrogatepass")
+            assert key_digest(raw) == hmac.new(pepper.encode(), data, hashlib.sha256).hexdigest()
+            assert key_digest(raw) == key_digest(raw)  # copies, never the keyed state itself
+
+
 def test_display_form_shows_prefix_env_and_four_plus_four() -> None:
     raw = generate_secret("live")
     body = raw[len("lk_live_") : len("lk_live_") + 32]

@@ -171,6 +171,35 @@ def test_a_busy_growth_key_is_leased_a_quarter_of_its_burst(
     assert redis_commands.names == ["EVALSHA"]
 
 
+def test_a_busy_key_is_leased_up_to_256_tokens_by_default(
+    use_redis: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+) -> None:
+    """The default largest lease (`LATCHKEY_KEY_LEASE_TOKENS`, ADR 0098): a key busy at
+    hundreds of requests a second makes one round trip per 256 requests on a host, not
+    one per 64."""
+    leases.discard()
+    monkeypatch.setattr(leases._pusher, "ensure_started", lambda: None)
+    try:
+        with override_settings(LATCHKEY_KEY_LEASE_MS=LEASE_MS):
+            set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+            key, api = new_key(org)
+            lease_up(api)
+            assert counters(key, org, frozen_clock.now) == [35, 35, 35]
+            assert served_without_redis(api, redis_commands, 30)
+            # 36 requests in the second's first tenth: 360 a second predicted, capped.
+            redis_commands.clear()
+            assert api.get("me").status_code == 200
+            assert redis_commands.names == ["EVALSHA"]
+            assert counters(key, org, frozen_clock.now) == [35 + 256] * 3
+            assert served_without_redis(api, redis_commands, 255)
+    finally:
+        leases.discard()
+
+
 def test_a_quiet_key_gets_no_lease(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
