@@ -151,7 +151,8 @@ def key_digest(raw: str) -> str:
 
     The HMAC is built from its definition (RFC 2104) over CPython's own SHA-256, the same
     digest as `hmac.new(pepper, key, "sha256")` (tested): copying two small hash states
-    costs a guarded request a third of what copying OpenSSL's HMAC context did (ADR 0098).
+    costs a guarded request less than half of what copying OpenSSL's HMAC context did
+    (ADR 0098).
     """
     pepper = str(settings.API_KEY_PEPPER)
     made, inner, outer = _pepper.keyed

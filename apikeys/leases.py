@@ -62,6 +62,7 @@ the one-trip path; the layers below reach it only through `apikeys.held`.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import fcntl
 import hashlib
 import hmac
@@ -69,9 +70,11 @@ import logging
 import math
 import mmap
 import os
+import platform
 import secrets
 import stat
 import struct
+import sys
 import tempfile
 import threading
 import time
@@ -166,6 +169,42 @@ assert struct.calcsize("<QQqqq") == _TRUST_SERIAL_AT
 assert struct.calcsize("<QQqqqdqqqqqiidq") == _DECLARED_AT
 
 
+def _libc() -> Any:
+    """libc through `ctypes.PyDLL`, whose calls keep the GIL (ADR 0099); None where the
+    structures `_FLOCK` and `_on_tmpfs` read may have another layout (only 64-bit Linux
+    on x86-64 and ARM is known here) or libc cannot be loaded."""
+    if (
+        sys.platform != "linux"
+        or platform.machine() not in ("x86_64", "aarch64")
+        or struct.calcsize("P") != 8
+    ):
+        return None
+    try:
+        libc = ctypes.PyDLL(None)
+        libc.fcntl, libc.fstatfs  # noqa: B018 - both must exist
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+# `struct flock` of 64-bit Linux: l_type, l_whence, l_start, l_len, l_pid, padding.
+_FLOCK = struct.Struct("hhqqi4x")
+_TMPFS_MAGIC = 0x01021994
+_c_libc = _libc()
+
+
+def _on_tmpfs(fd: int) -> bool:
+    """The file is in memory (tmpfs: `/dev/shm`), where a lock call never waits on a
+    device or a network: only there is the GIL kept through it. `struct statfs` of
+    64-bit Linux starts with the filesystem's type (a long)."""
+    if _c_libc is None:
+        return False
+    about = ctypes.create_string_buffer(256)
+    if _c_libc.fstatfs(fd, about) != 0:
+        return False
+    return bool(struct.unpack_from("q", about.raw)[0] == _TMPFS_MAGIC)
+
+
 class _Table:
     """The host's lease table: a file in shared memory, mapped by every process; or, when
     that cannot be used, a private one (anonymous memory, this process alone)."""
@@ -173,6 +212,7 @@ class _Table:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.fd = -1
+        self.keeps_gil = False
         if path is None:
             self.map = mmap.mmap(-1, TABLE_SIZE)
             return
@@ -191,18 +231,45 @@ class _Table:
             fcntl.lockf(fd, fcntl.LOCK_EX, SLOT_SIZE, 0)  # a filesystem without locks fails here
             fcntl.lockf(fd, fcntl.LOCK_UN, SLOT_SIZE, 0)
             self.map = mmap.mmap(fd, TABLE_SIZE)
+            # A free slot's lock is taken keeping the GIL where that cannot wait (ADR 0099).
+            self.keeps_gil = _on_tmpfs(fd)
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
 
     def lock(self, index: int) -> None:
-        if self.fd >= 0:
-            fcntl.lockf(self.fd, fcntl.LOCK_EX, SLOT_SIZE, index * SLOT_SIZE)
+        """The record lock on slot `index` (`SLOTS`: the header). On tmpfs, first tried
+        without waiting and without releasing the GIL (ADR 0099): `fcntl.lockf` releases
+        it for the system call, and a thread waiting for the GIL (the worker's main
+        thread, the pusher) then takes it, so a free lock cost the request a switch each
+        way. A slot another process holds is waited for as before, the GIL released."""
+        if self.fd < 0:
+            return
+        at = index * SLOT_SIZE
+        if (
+            self.keeps_gil
+            and _c_libc.fcntl(
+                self.fd, fcntl.F_SETLK, _FLOCK.pack(fcntl.F_WRLCK, 0, at, SLOT_SIZE, 0)
+            )
+            == 0
+        ):
+            return
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, SLOT_SIZE, at)
 
     def unlock(self, index: int) -> None:
-        if self.fd >= 0:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN, SLOT_SIZE, index * SLOT_SIZE)
+        if self.fd < 0:
+            return
+        at = index * SLOT_SIZE
+        if (
+            self.keeps_gil
+            and _c_libc.fcntl(
+                self.fd, fcntl.F_SETLK, _FLOCK.pack(fcntl.F_UNLCK, 0, at, SLOT_SIZE, 0)
+            )
+            == 0
+        ):
+            return
+        fcntl.lockf(self.fd, fcntl.LOCK_UN, SLOT_SIZE, at)  # raises what failed
 
     def read(self, index: int) -> list[Any]:
         return list(_SLOT.unpack_from(self.map, index * SLOT_SIZE))
