@@ -247,27 +247,21 @@ class _Table:
         if self.fd < 0:
             return
         at = index * SLOT_SIZE
-        if (
-            self.keeps_gil
-            and _c_libc.fcntl(
-                self.fd, fcntl.F_SETLK, _FLOCK.pack(fcntl.F_WRLCK, 0, at, SLOT_SIZE, 0)
-            )
-            == 0
-        ):
+        if self.keeps_gil and self._set_now(fcntl.F_WRLCK, at):
             return
         fcntl.lockf(self.fd, fcntl.LOCK_EX, SLOT_SIZE, at)
+
+    def _set_now(self, kind: int, at: int) -> bool:
+        """`F_SETLK` of `kind` on the slot at `at`, through libc keeping the GIL (it never
+        waits); False if it was not done (held elsewhere, or any other failure)."""
+        flock = _FLOCK.pack(kind, 0, at, SLOT_SIZE, 0)
+        return bool(_c_libc.fcntl(self.fd, fcntl.F_SETLK, flock) == 0)
 
     def unlock(self, index: int) -> None:
         if self.fd < 0:
             return
         at = index * SLOT_SIZE
-        if (
-            self.keeps_gil
-            and _c_libc.fcntl(
-                self.fd, fcntl.F_SETLK, _FLOCK.pack(fcntl.F_UNLCK, 0, at, SLOT_SIZE, 0)
-            )
-            == 0
-        ):
+        if self.keeps_gil and self._set_now(fcntl.F_UNLCK, at):
             return
         fcntl.lockf(self.fd, fcntl.LOCK_UN, SLOT_SIZE, at)  # raises what failed
 
