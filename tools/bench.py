@@ -13,10 +13,11 @@
    BENCH_SECONDS each, in the reverse order every other round, each after
    BENCH_LEAD_SECONDS of the same load unmeasured. Prints requests/second, p50/p99
    latency and the server's CPU time per request (from /proc, per process group) per
-   run, the Python threads' waits and preemptions (context switches) and the Redis
-   commands (a count of work that does not move with the machine's speed), each per
-   request, and each ratio to ping (target >= 0.9), as the ratio of the means and as the
-   median of the per-round ratios.
+   run, the machine's idle and steal shares (steal: time the hypervisor gave the
+   cores to something else), the Python threads' waits and preemptions (context
+   switches) and the Redis commands (a count of work that does not move with the
+   machine's speed), each per request, and each ratio to ping (target >= 0.9), as the
+   ratio of the means and as the median of the per-round ratios.
 4. `manage.py bench_verify`: key verification time with 1,000 and 1,000,000 keys in
    PostgreSQL (BENCH_SKIP_VERIFY=1 skips it).
 The figures are also written to var/stack/bench.json.
@@ -313,11 +314,12 @@ def redis_commands() -> int | None:
     return sum(int(figures["calls"]) for figures in stats.values())
 
 
-def machine_times() -> tuple[int, int]:
-    """(idle, total) jiffies of all CPUs of the machine (/proc/stat): whether the two
-    cores were saturated during a run, or something kept them waiting."""
+def machine_times() -> tuple[int, int, int]:
+    """(idle, steal, total) jiffies of all CPUs of the machine (/proc/stat): whether the
+    two cores were saturated during a run, or something kept them waiting; and how long
+    the hypervisor gave them to something else (a virtual machine's runs move with it)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return fields[3] + fields[4], sum(fields[:8])
+    return fields[3] + fields[4], fields[7], sum(fields[:8])
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -360,11 +362,11 @@ def wrk(
     command.append(f"http://127.0.0.1:{port()}{path}")
     before = cpu_snapshot()
     switches_before, commands_before = switch_snapshot(), redis_commands()
-    idle_before, total_before = machine_times()
+    idle_before, steal_before, total_before = machine_times()
     wrk_before = os.times()
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout  # noqa: S603
     wrk_after = os.times()
-    idle_after, total_after = machine_times()
+    idle_after, steal_after, total_after = machine_times()
     used = cpu_used(before)
     voluntary, involuntary = switches_since(switches_before)
     commands_after = redis_commands()
@@ -397,6 +399,9 @@ def wrk(
         ),
         "rps": rps,
         "idle_pct": round(100 * (idle_after - idle_before) / max(1, total_after - total_before), 1),
+        "steal_pct": round(
+            100 * (steal_after - steal_before) / max(1, total_after - total_before), 1
+        ),
         "p50_ms": p50,
         "p99_ms": p99,
         "non_2xx": float(bad.group(1)) if bad else 0.0,
@@ -451,6 +456,7 @@ def main() -> None:
                     f"cpu/request: python {result.get('cpu_python_us', 0):6.0f} us, "
                     f"redis {result.get('cpu_redis_us', 0):4.0f} us, "
                     f"wrk {result['cpu_wrk_us']:4.0f} us, idle {result['idle_pct']:4.1f}%, "
+                    f"steal {result['steal_pct']:4.1f}%, "
                     f"waits {result['waits_per_request']:4.2f}, "
                     f"preempted {result['preemptions_per_request']:4.2f}, "
                     f"redis commands {_count(result['redis_commands_per_request'])}"

@@ -57,22 +57,7 @@ def measure(out: str, count: int, shapes: list[str]) -> None:
         from django.core.wsgi import get_wsgi_application
 
         app = get_wsgi_application()
-        templates = {
-            "ping": [pm.environ_for("/api/v1/ping", None)],
-            "me": [pm.environ_for("/api/v1/me", key)],
-            "gateway": [
-                pm.environ_for(
-                    "/gateway/auth",
-                    key,
-                    HTTP_X_ORIGINAL_METHOD="GET",
-                    HTTP_X_ORIGINAL_URI="/bench/items/1",
-                )
-            ],
-        }
-        if "tenants" in shapes:
-            templates["tenants"] = [
-                pm.environ_for("/api/v1/me", secret) for secret in pm.make_tenant_keys(200)
-            ]
+        templates = pm.shapes(key, tenants=200 if "tenants" in shapes else 0)
         for name in shapes:
             for number in range(600):
                 pm.call(app, templates[name][number % len(templates[name])])
@@ -93,6 +78,7 @@ def measure(out: str, count: int, shapes: list[str]) -> None:
     finally:
         redis_process.terminate()
         shutil.rmtree(workdir, ignore_errors=True)
+        pm.lease_table(workdir).unlink(missing_ok=True)
 
 
 def main() -> None:

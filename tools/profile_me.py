@@ -13,11 +13,21 @@ loopback port and uses a throwaway SQLite file, so it touches nothing else.
     .venv/bin/python tools/profile_me.py --profile tenants   # cProfile of the 200-key shape
     .venv/bin/python tools/profile_me.py --calls         # Python calls per request
     .venv/bin/python tools/profile_me.py --stages        # each step of the guard, timed
+    .venv/bin/python tools/profile_me.py --paced 450     # CPU a request at a worker's rate
+    .venv/bin/python tools/profile_me.py --paced 450 --workers 2   # two workers, one host
 
 The benchmark org has custom limits of 10^9 per minute, burst and month: every window is
 checked and counted as for a limited org (0 would mean "unlimited", which skips them).
 `tenants` is `me` with each call from the next of `--tenants` keys (default 200) of half as
 many Growth-plan orgs, as `make bench`'s many-tenant shape.
+
+`--paced RATE` calls each shape at RATE requests a second (one worker's share of the
+stack's load; the calls sleep in between, as a worker waits for its next request) and
+reports the CPU a request of the calling thread, of the process's other threads (the
+lease pusher) and of Redis. Back to back, a request finds its caches warm and costs about
+half what it costs in the stack; paced, it costs about what it costs there, and the
+shapes' ratios come out in the range of `make bench`'s runs, in a minute and on one core.
+The lease table is kept in `/dev/shm` (when writable), as the stack keeps it.
 """
 
 from __future__ import annotations
@@ -64,6 +74,15 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
+def lease_table(workdir: Path) -> Path:
+    """Where the run keeps its lease table: in `/dev/shm` as the stack does (its slot
+    locks then keep the GIL, ADR 0099), else in the throwaway folder."""
+    shm = Path("/dev/shm")  # noqa: S108 - a name of this run's own, removed at the end
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm / f"latchkey-profile-{workdir.name}"
+    return workdir / "leases"
+
+
 def setup_django(workdir: Path, redis_url: str, *, leases: bool) -> None:
     os.environ.update(
         {
@@ -81,8 +100,8 @@ def setup_django(workdir: Path, redis_url: str, *, leases: bool) -> None:
             if leases
             else "0",
             "LATCHKEY_CATALOGUE": str(ROOT / "tools" / "bench_catalogue.toml"),
-            # The host's lease table in the throwaway folder, removed at the end.
-            "LATCHKEY_LEASE_TABLE": str(workdir / "leases"),
+            # The host's lease table, this run's own, removed at the end.
+            "LATCHKEY_LEASE_TABLE": str(lease_table(workdir)),
         }
     )
     sys.path.insert(0, str(ROOT))
@@ -156,6 +175,28 @@ def environ_for(path: str, key: str | None, **headers: str) -> dict[str, Any]:
         environ["HTTP_AUTHORIZATION"] = f"Bearer {key}"
     environ.update(headers)
     return environ
+
+
+def shapes(key: str, *, tenants: int) -> dict[str, list[dict[str, Any]]]:
+    """The requests of each shape: `ping`, `me` and the gateway door with `key`, and
+    (`tenants` > 0) `me` from each of that many new Growth-plan keys in turn."""
+    found = {
+        "ping": [environ_for("/api/v1/ping", None)],
+        "me": [environ_for("/api/v1/me", key)],
+        "gateway": [
+            environ_for(
+                "/gateway/auth",
+                key,
+                HTTP_X_ORIGINAL_METHOD="GET",
+                HTTP_X_ORIGINAL_URI="/bench/items/1",
+            )
+        ],
+    }
+    if tenants > 0:
+        found["tenants"] = [
+            environ_for("/api/v1/me", secret) for secret in make_tenant_keys(tenants)
+        ]
+    return found
 
 
 def call(app: Any, template: dict[str, Any]) -> tuple[str, bytes]:
@@ -274,6 +315,130 @@ def stages(app: Any, targets: dict[str, list[dict[str, Any]]], count: int) -> No
             setattr(owner, name, original)
 
 
+def finish() -> None:
+    """Push what the leases left while this run's Redis is still there, then forget them:
+    the lease pusher (a daemon thread) then has nothing to send to a Redis that is gone."""
+    from apikeys import leases
+
+    leases.release_all()
+    leases.discard()
+
+
+def paced(
+    app: Any,
+    targets: dict[str, list[dict[str, Any]]],
+    rate: float,
+    seconds: float,
+    rounds: int,
+    workers: int,
+    redis_pid: int,
+) -> None:
+    """CPU a request at `rate` requests a second in each of `workers` processes forked
+    from this one (the stack's workers: one lease table, one Redis; see the module's
+    docstring): the median over `rounds` of `seconds` each per shape, after 2 s of the
+    same load unmeasured. Every worker calls all of a shape's requests in turn, each from
+    its own place in the turn: each of the 200 keys reaches every worker, as the stack's
+    connections bring it."""
+    import gc
+    import json
+    import statistics
+
+    from django.db import connections
+
+    lead = 2.0
+    connections.close_all()  # each worker opens its own
+    start = time.time() + 1.0
+    windows = list(enumerate(name for _ in range(rounds) for name in targets))
+
+    def until(moment: float) -> None:
+        while (left := moment - time.time()) > 0:
+            time.sleep(min(left, 0.01))
+
+    def work(worker: int, out: int) -> None:
+        gc.collect()
+        gc.freeze()
+        rows = []
+        for number, name in windows:
+            templates = targets[name]
+            at = start + number * (lead + seconds)
+            for begin, length, kept in ((at, lead, False), (at + lead, seconds, True)):
+                until(begin)
+                thread, process = time.thread_time(), time.process_time()
+                started, count = time.perf_counter(), 0
+                while time.time() < begin + length:
+                    call(
+                        app,
+                        templates[(count + worker * len(templates) // workers) % len(templates)],
+                    )
+                    count += 1
+                    wait = started + count / rate - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                if kept:
+                    thread = time.thread_time() - thread
+                    rows.append((name, count, thread, time.process_time() - process - thread))
+        os.write(out, json.dumps(rows).encode())
+
+    children = []
+    for worker in range(workers):
+        reading, writing = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # a worker: measures, reports, leaves without the parent's cleanup
+            os.close(reading)
+            status = 0
+            try:
+                work(worker, writing)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                status = 1
+            finally:
+                os._exit(status)
+        os.close(writing)
+        children.append((pid, reading))
+    redis_cpu = []
+    for number, _ in windows:
+        until(start + number * (lead + seconds) + lead)
+        before = process_cpu(redis_pid)
+        until(start + (number + 1) * (lead + seconds))
+        redis_cpu.append(process_cpu(redis_pid) - before)
+    reports = []
+    for pid, reading in children:
+        with os.fdopen(reading, "rb") as stream:
+            reports.append(json.loads(stream.read() or b"[]"))
+        os.waitpid(pid, 0)
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
+    for index, (_, name) in enumerate(windows):
+        rows = [report[index] for report in reports if len(report) > index]
+        count = sum(row[1] for row in rows)
+        if count:
+            figures[name].append(
+                (
+                    sum(row[2] for row in rows) / count * 1e6,
+                    sum(row[3] for row in rows) / count * 1e6,
+                    redis_cpu[index] / count * 1e6,
+                )
+            )
+    total: dict[str, float] = {}
+    print(
+        f"CPU a request at {rate:.0f} requests a second in each of {workers} worker(s) "
+        f"(median of {rounds} rounds)"
+    )
+    for name, measured in figures.items():
+        if not measured:
+            raise SystemExit(f"{name}: no request measured (a worker failed)")
+        thread, others, redis = (statistics.median(row[i] for row in measured) for i in range(3))
+        total[name] = statistics.median(sum(row) for row in measured)
+        print(
+            f"{name:7} {total[name]:6.0f} us: request threads {thread:6.0f}, other threads "
+            f"{others:5.0f}, Redis {redis:4.0f}"
+        )
+    for name in targets:
+        if name != "ping":
+            print(f"ratio {name}/ping {total['ping'] / total[name]:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=2000)
@@ -284,6 +449,9 @@ def main() -> None:
     parser.add_argument("--no-leases", action="store_true")
     parser.add_argument("--calls", action="store_true")
     parser.add_argument("--stages", action="store_true")
+    parser.add_argument("--paced", type=float, metavar="RATE")
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="latchkey-profile-"))
@@ -294,19 +462,14 @@ def main() -> None:
         from django.core.wsgi import get_wsgi_application
 
         app = get_wsgi_application()
-        ping, me = environ_for("/api/v1/ping", None), environ_for("/api/v1/me", key)
-        gateway = environ_for(
-            "/gateway/auth",
-            key,
-            HTTP_X_ORIGINAL_METHOD="GET",
-            HTTP_X_ORIGINAL_URI="/bench/items/1",
-        )
-        tenants = [environ_for("/api/v1/me", secret) for secret in make_tenant_keys(args.tenants)]
-        targets = {"ping": [ping], "me": [me], "gateway": [gateway], "tenants": tenants}
-        for template in (ping, me, me, me, gateway, *tenants, *tenants):
+        targets = shapes(key, tenants=args.tenants)
+        me = targets["me"]
+        for template in (*targets["ping"], *me, *me, *me, *targets["gateway"], *targets["tenants"]):
             status, body = call(app, template)
             if not status.startswith("200"):
                 raise SystemExit(f"{template['PATH_INFO']}: {status} {body[:300]!r}")
+        for template in targets["tenants"]:
+            call(app, template)
         for _ in range(200):
             for name, templates in targets.items():
                 if name != "tenants":
@@ -324,18 +487,29 @@ def main() -> None:
                 return original(self, command, check_health)
 
             AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
-            call(app, me)
+            call(app, me[0])
             AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
             print(f"Redis round trips for one warm `me`: {len(seen)}")
             for line in seen:
                 print("  ", line.replace("\r\n", " "))
             return
 
+        if args.paced:
+            paced(
+                app,
+                targets,
+                args.paced,
+                args.seconds,
+                args.rounds,
+                args.workers,
+                redis_process.pid,
+            )
+            finish()
+            return
+
         if args.stages:
             stages(app, targets, args.count)
-            from apikeys import leases
-
-            leases.release_all()
+            finish()
             return
 
         if args.calls:
@@ -346,9 +520,7 @@ def main() -> None:
             for name, calls in counted.items():
                 print(f"{name:7} {calls:7.1f} Python calls per request")
             print(f"guard (me - ping): {counted['me'] - counted['ping']:.1f} calls per request")
-            from apikeys import leases
-
-            leases.release_all()
+            finish()
             return
 
         if args.profile:
@@ -365,9 +537,7 @@ def main() -> None:
             stats.sort_stats("cumulative").print_stats(45)
             stats.sort_stats("tottime").print_stats(30)
             stats.sort_stats("cumulative").print_stats("apikeys|rest_framework|config", 60)
-            from apikeys import leases
-
-            leases.release_all()  # pushed while Redis is still there
+            finish()
             return
 
         results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}
@@ -389,13 +559,12 @@ def main() -> None:
         print(f"gateway / me (CPU)      {cpu['gateway'] / cpu['me']:.3f}")
         tenants_cost = cpu["tenants"] + redis_cpu["tenants"]
         print(f"tenants / ping (CPU with Redis) {cpu['ping'] / tenants_cost:.3f}")
-        from apikeys import leases
-
-        leases.release_all()  # pushed while Redis is still there
+        finish()
     finally:
         redis_process.terminate()
         redis_process.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+        lease_table(workdir).unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
