@@ -23,11 +23,13 @@ many Growth-plan orgs, as `make bench`'s many-tenant shape.
 
 `--paced RATE` calls each shape at RATE requests a second (one worker's share of the
 stack's load; the calls sleep in between, as a worker waits for its next request) and
-reports the CPU a request of the calling thread, of the process's other threads (the
-lease pusher) and of Redis. Back to back, a request finds its caches warm and costs about
+reports the CPU a request of the calling threads, of the processes' other threads (the
+lease pushers) and of Redis. Back to back, a request finds its caches warm and costs about
 half what it costs in the stack; paced, it costs about what it costs there, and the
 shapes' ratios come out in the range of `make bench`'s runs, in a minute and on one core.
-The lease table is kept in `/dev/shm` (when writable), as the stack keeps it.
+The lease table is kept in `/dev/shm` (when writable), as the stack keeps it. The calls
+run in `--workers` processes forked from this one (default 1; 2 is the stack's two
+workers sharing one lease table and one Redis, each at RATE), every key reaching each.
 """
 
 from __future__ import annotations
