@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import platform
+import struct
 import sys
 import threading
 import time
@@ -772,8 +773,10 @@ def test_two_processes_share_one_lease_without_losing_or_making_a_token(
 
 
 @pytest.mark.skipif(
-    sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64"),
-    reason="the GIL-keeping lock is used on 64-bit Linux only",
+    sys.platform != "linux"
+    or platform.machine() not in ("x86_64", "aarch64")
+    or struct.calcsize("P") != 8,
+    reason="the GIL-keeping lock is used on 64-bit Linux with a 64-bit interpreter only",
 )
 def test_a_free_slot_is_locked_without_releasing_the_gil_and_a_held_one_is_waited_for(
     monkeypatch: pytest.MonkeyPatch,
