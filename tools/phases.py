@@ -18,8 +18,9 @@ kept busy:
 - `other`: the workers' other threads (the lease pusher);
 - redis-server, postgres, celery, wrk; `ALL` is their sum (at most the machine's cores).
 A tenth where `request` falls while `ALL` falls too is time the request threads waited
-with a core free. The figures are the run's averages per tenth, so a burst shows only if
-it comes at the same point of every second.
+with a core free. The sampling itself takes some of a core (printed with each run). The
+figures are the run's averages per tenth, so a burst shows only if it comes at the same
+point of every second.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # the stack's helpers, next to this file
 
 TENTHS = 10
-SAMPLE_SECONDS = 0.004
+SAMPLE_SECONDS = 0.01
 
 
 def _threads(pids: dict[int, str]) -> list[tuple[int, int, str]]:
@@ -100,9 +101,10 @@ def _group_of(
 
 def measure(
     shape: tuple[str, str | None, str], seconds: int
-) -> tuple[float, dict[str, list[float]]]:
-    """Run wrk on `shape` for `seconds` and answer its requests a second and, per group,
-    the cores it kept busy in each tenth of the second."""
+) -> tuple[float, float, dict[str, list[float]]]:
+    """Run wrk on `shape` for `seconds` and answer its requests a second, the share of a
+    core the sampling took, and per group the cores it kept busy in each tenth of the
+    second."""
     path, auth, script = shape
     result: dict[str, float] = {}
     load = threading.Thread(
@@ -114,7 +116,8 @@ def measure(
     busy: dict[tuple[int, int, str], list[float]] = defaultdict(lambda: [0.0] * TENTHS)
     span = [0.0] * TENTHS
     previous = {thread: _run_ns(thread[0], thread[1]) for thread in threads}
-    before = time.time()
+    before = started = time.time()
+    own = time.process_time()
     end = before + seconds - 2.0
     while time.time() < end:
         time.sleep(SAMPLE_SECONDS)
@@ -128,6 +131,8 @@ def measure(
                 busy[thread][tenth] += (current - last) / 1e9
             previous[thread] = current
         before = now
+    # The sampler's own share of a core (it shares the machine with what it measures).
+    sampler = (time.process_time() - own) / max(1e-9, time.time() - started)
     load.join()
     groups = _group_of(threads, busy)
     cores: dict[str, list[float]] = defaultdict(lambda: [0.0] * TENTHS)
@@ -135,7 +140,7 @@ def measure(
         for tenth in range(TENTHS):
             if span[tenth]:
                 cores[groups[thread]][tenth] += seconds_busy[tenth] / span[tenth]
-    return result.get("rps", 0.0), cores
+    return result.get("rps", 0.0), sampler, cores
 
 
 def main() -> None:
@@ -167,8 +172,11 @@ def main() -> None:
             bench.wrk(bench.ensure_wrk(), path, 5, auth, (), script, bench.WARM_CONNECTIONS)
         for round_no in range(1, options.rounds + 1):
             for name in chosen:
-                rps, cores = measure(shapes[name], options.seconds)
-                print(f"round {round_no} {name}: {rps:.0f} req/s; cores busy in each tenth")
+                rps, sampler, cores = measure(shapes[name], options.seconds)
+                print(
+                    f"round {round_no} {name}: {rps:.0f} req/s; cores busy in each tenth "
+                    f"(the sampling itself took {sampler:.2f} of a core)"
+                )
                 print(f"  {'tenth':12s}" + "".join(f"{tenth:>6d}" for tenth in range(TENTHS)))
                 for group, row in sorted(cores.items(), key=lambda item: -sum(item[1])):
                     if sum(row) / TENTHS >= 0.01:
