@@ -420,24 +420,31 @@ def _median_known(values: list[float]) -> float:
     return round(statistics.median(known), 2) if known else UNKNOWN
 
 
+def set_up_doors() -> tuple[tuple[str, str, str | None, tuple[str, ...], str], ...]:
+    """The benchmark's data on the running stack (`bench_setup`: one key with custom limits,
+    `TENANT_KEYS` keys of Growth orgs) and its shapes: name, path, key (None: none, or the
+    next tenant key by wrk's script), extra headers, wrk script."""
+    keys_file = STACK / "tenant-keys.txt"
+    key = (
+        manage("bench_setup", "--tenants", str(TENANT_KEYS), "--keys-file", str(keys_file))
+        .strip()
+        .splitlines()[-1]
+    )
+    os.environ["BENCH_KEYS_FILE"] = str(keys_file)
+    rotate = str(ROOT / "tools" / "bench_rotate.lua")
+    return (
+        ("ping", "/api/v1/ping", None, (), ""),
+        ("me", "/api/v1/me", key, (), ""),
+        ("tenants", "/api/v1/me", None, (), rotate),
+        ("gateway", "/gateway/auth", key, GATEWAY_HEADERS, ""),
+    )
+
+
 def main() -> None:
     binary = ensure_wrk()
     stack = start_stack()
     try:
-        keys_file = STACK / "tenant-keys.txt"
-        key = (
-            manage("bench_setup", "--tenants", str(TENANT_KEYS), "--keys-file", str(keys_file))
-            .strip()
-            .splitlines()[-1]
-        )
-        os.environ["BENCH_KEYS_FILE"] = str(keys_file)
-        rotate = str(ROOT / "tools" / "bench_rotate.lua")
-        doors: tuple[tuple[str, str, str | None, tuple[str, ...], str], ...] = (
-            ("ping", "/api/v1/ping", None, (), ""),
-            ("me", "/api/v1/me", key, (), ""),
-            ("tenants", "/api/v1/me", None, (), rotate),
-            ("gateway", "/gateway/auth", key, GATEWAY_HEADERS, ""),
-        )
+        doors = set_up_doors()
         log(f"warm-up ({WARM_CONNECTIONS} connections, {WARM_SECONDS} s a shape)")
         for _, path, auth, headers, script in doors:
             wrk(binary, path, WARM_SECONDS, auth, headers, script, WARM_CONNECTIONS)

@@ -4,7 +4,7 @@ pusher asks for the keys' leases as each second begins, ADR 0093, and pushes usa
 half second) apart from work spread over every request.
 
     .venv/bin/python tools/phases.py                  # me, then the 200-key shape
-    .venv/bin/python tools/phases.py --shapes ping,me,tenants --seconds 12 --rounds 2
+    .venv/bin/python tools/phases.py --shapes ping,me,tenants,gateway --seconds 12 --rounds 2
 
 It starts the stack as `make bench` does (or reuses a running one), warms each shape up,
 then runs wrk on each (16 connections, as the bench) and samples, every few milliseconds,
@@ -70,8 +70,8 @@ def _wrk_pids() -> dict[int, str]:
 
 
 def _worker(name: str) -> bool:
-    """A gunicorn process (named by its command, or by `proc_name` with setproctitle)."""
-    return "gunicorn" in name or name.startswith(("latchkey", "python"))
+    """A gunicorn process: the bench's Python group without Celery's."""
+    return bench._group(name) == "python" and not name.startswith("celery")
 
 
 def _group_of(
@@ -100,15 +100,17 @@ def _group_of(
 
 
 def measure(
-    shape: tuple[str, str | None, str], seconds: int
+    shape: tuple[str, str | None, tuple[str, ...], str], seconds: int
 ) -> tuple[float, float, dict[str, list[float]]]:
-    """Run wrk on `shape` for `seconds` and answer its requests a second, the share of a
-    core the sampling took, and per group the cores it kept busy in each tenth of the
-    second."""
-    path, auth, script = shape
+    """Run wrk on `shape` (path, key, headers, script: `bench.set_up_doors`) for `seconds`
+    and answer its requests a second, the share of a core the sampling took, and per group
+    the cores it kept busy in each tenth of the second."""
+    path, auth, headers, script = shape
     result: dict[str, float] = {}
     load = threading.Thread(
-        target=lambda: result.update(bench.wrk(bench.ensure_wrk(), path, seconds, auth, (), script))
+        target=lambda: result.update(
+            bench.wrk(bench.ensure_wrk(), path, seconds, auth, headers, script)
+        )
     )
     load.start()
     time.sleep(1.0)  # wrk started and its connections open
@@ -151,25 +153,14 @@ def main() -> None:
     options = parser.parse_args()
     stack = bench.start_stack()
     try:
-        keys_file = bench.STACK / "tenant-keys.txt"
-        key = (
-            bench.manage(
-                "bench_setup", "--tenants", str(bench.TENANT_KEYS), "--keys-file", str(keys_file)
-            )
-            .strip()
-            .splitlines()[-1]
-        )
-        os.environ["BENCH_KEYS_FILE"] = str(keys_file)
-        rotate = str(bench.ROOT / "tools" / "bench_rotate.lua")
-        shapes: dict[str, tuple[str, str | None, str]] = {
-            "ping": ("/api/v1/ping", None, ""),
-            "me": ("/api/v1/me", key, ""),
-            "tenants": ("/api/v1/me", None, rotate),
+        shapes = {
+            name: (path, auth, headers, script)
+            for name, path, auth, headers, script in bench.set_up_doors()
         }
         chosen = [name for name in options.shapes.split(",") if name in shapes]
         for name in chosen:
-            path, auth, script = shapes[name]
-            bench.wrk(bench.ensure_wrk(), path, 5, auth, (), script, bench.WARM_CONNECTIONS)
+            path, auth, headers, script = shapes[name]
+            bench.wrk(bench.ensure_wrk(), path, 5, auth, headers, script, bench.WARM_CONNECTIONS)
         for round_no in range(1, options.rounds + 1):
             for name in chosen:
                 rps, sampler, cores = measure(shapes[name], options.seconds)
