@@ -164,9 +164,12 @@ assert struct.calcsize("<QQqqqdqqqq") == _DEMAND_AT
 # the lease's trust and serial (adjacent), and its declared trust.
 _TRUST_SERIAL_AT, _TRUST_SERIAL = 40, struct.Struct("<dq")
 _DECLARED_AT = 112
+# ... and by the sweep of ended leases, for a hint (`_current_unlocked`): second and trust.
+_SECOND_AT, _SECOND_TRUST = 32, struct.Struct("<qd")
 _FLOAT = struct.Struct("<d")
 assert struct.calcsize("<QQqqq") == _TRUST_SERIAL_AT
 assert struct.calcsize("<QQqqqdqqqqqiidq") == _DECLARED_AT
+assert struct.calcsize("<QQqq") == _SECOND_AT
 
 
 def _libc() -> Any:
@@ -397,6 +400,13 @@ def _slot_of(digest: str) -> tuple[int, int]:
 def _current(slot: list[Any], second: int, clock: float) -> bool:
     """The slot's lease is in its second and trusted."""
     return slot[_SECOND] == second and clock < slot[_TRUST]
+
+
+def _current_unlocked(table: _Table, index: int, second: int, clock: float) -> bool:
+    """`_current` of slot `index`, read without its lock (a hint, never a decision to
+    admit): the lease's second and trust, which are adjacent."""
+    held, trust = _SECOND_TRUST.unpack_from(table.map, index * SLOT_SIZE + _SECOND_AT)
+    return bool(held == second and clock < trust)
 
 
 def _live(slot: list[Any], second: int, clock: float) -> bool:
@@ -1158,9 +1168,17 @@ def _add_return(key_pk: int, org_pk: int | None, second: int, flags: int, tokens
 
 def _sweep(indexes: list[int], *, ended_only: bool) -> None:
     """(under `_lock`) Give back what the leases in these slots leave unused: those that
-    have ended, or (`ended_only=False`) all of them."""
+    have ended, or (`ended_only=False`) all of them.
+
+    With `ended_only`, a slot whose lease is seen current without its lock is left alone:
+    it has nothing to give back yet, and stays tracked for the next sweep. A read torn by a
+    writer at that moment only defers the slot to that sweep, which reads it again; a
+    slot seen ended is read again under its lock."""
     table = _table()
     second = int(ratelimit.clock())
+    if ended_only:
+        clock = time.monotonic()
+        indexes = [index for index in indexes if not _current_unlocked(table, index, second, clock)]
     for index in indexes:
         table.lock(index)
         try:

@@ -1237,6 +1237,57 @@ def test_a_batch_admits_with_no_lock_and_no_write_to_the_hosts_table(
     assert counters(key, org, frozen_clock.now) == [6 + TAKEN] * 3
 
 
+def test_the_sweep_locks_no_slot_whose_lease_is_current_and_gives_back_an_ended_one(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A push's sweep of ended leases passes a current lease by without its record lock
+    (every worker pushes twice a second, over every key it leased), keeps tracking it, and
+    gives back what it left unused once its second is over."""
+    key, _ = leased_key(org)
+    index = leases._slot_of(key.digest)[1]
+    second = frozen_clock.now
+    locks = LockCount(monkeypatch)
+    leases.push()
+    assert locks.taken == 0
+    assert index in leases._granted
+    assert leases._table().read(index)[leases._TOKENS_UNUSED] == 30
+    frozen_clock.advance(1)
+    leases.push()
+    assert locks.taken == 1
+    assert index not in leases._granted
+    assert leases._table().read(index)[leases._TOKENS_UNUSED] == 0
+    # The minute and month windows count exactly the five admitted requests (the burst
+    # window of the second that ended has nothing to take back).
+    assert counters(key, org, second)[1:] == [5, 5]
+
+
+def test_a_slot_being_rewritten_is_swept_under_its_lock(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer rewrites a slot with its trust cleared first: a sweep reading it then (no
+    lock) sees no current lease and reads it again under the lock, never skips an ended
+    lease for a current one."""
+    key, _ = leased_key(org)
+    index = leases._slot_of(key.digest)[1]
+    at = index * leases.SLOT_SIZE + leases._TRUST_SERIAL_AT
+    table = leases._table()
+    trust = leases._FLOAT.unpack_from(table.map, at)[0]
+    leases._FLOAT.pack_into(table.map, at, 0.0)  # as `_Table.write` leaves it midway
+    assert not leases._current_unlocked(table, index, int(frozen_clock.now), time.monotonic())
+    leases._FLOAT.pack_into(table.map, at, trust)
+    assert leases._current_unlocked(table, index, int(frozen_clock.now), time.monotonic())
+    locks = LockCount(monkeypatch)
+    leases._FLOAT.pack_into(table.map, at, 0.0)
+    leases.push()
+    assert locks.taken == 1
+
+
 def test_the_keys_demand_counts_a_batchs_requests_not_its_unused_tokens(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
