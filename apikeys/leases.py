@@ -273,7 +273,9 @@ class _Table:
 
     def write(self, index: int, slot: list[Any]) -> None:
         """Write a whole slot: its tokens, then its trust go in last, so that a reader
-        without the lock (`_from_batch`) that sees a trust sees the serial it goes with."""
+        without the lock (`_from_batch`) that sees a trust sees the serial it goes with.
+        (The sweep's hint, `_current_unlocked`, reads without the lock too; it decides
+        nothing, so it needs no order.)"""
         at = index * SLOT_SIZE
         _TOKENS_FIELD.pack_into(self.map, at + _TOKENS_AT, 0)
         _FLOAT.pack_into(self.map, at + _TRUST_SERIAL_AT, 0.0)

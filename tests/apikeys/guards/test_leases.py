@@ -1270,9 +1270,10 @@ def test_a_slot_being_rewritten_is_swept_under_its_lock(
     frozen_clock: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A writer rewrites a slot with its trust cleared first: a sweep reading it then (no
-    lock) sees no current lease and reads it again under the lock, never skips an ended
-    lease for a current one."""
+    """A writer rewrites a slot with its trust cleared first (`_Table.write`): a sweep that
+    reads it then, without the lock, does not take it for a current lease; it reads it again
+    under the lock and acts on what it finds there (here: no trust, so the lease has
+    ended and its tokens go back)."""
     key, _ = leased_key(org)
     index = leases._slot_of(key.digest)[1]
     at = index * leases.SLOT_SIZE + leases._TRUST_SERIAL_AT
@@ -1286,6 +1287,9 @@ def test_a_slot_being_rewritten_is_swept_under_its_lock(
     leases._FLOAT.pack_into(table.map, at, 0.0)
     leases.push()
     assert locks.taken == 1
+    assert index not in leases._granted
+    assert table.read(index)[leases._TOKENS_UNUSED] == 0
+    assert counters(key, org, frozen_clock.now) == [5, 5, 5]
 
 
 def test_the_keys_demand_counts_a_batchs_requests_not_its_unused_tokens(
