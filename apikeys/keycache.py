@@ -518,9 +518,11 @@ def _apply(target: tuple[str, Any]) -> int:
     )
 
 
-# A lease lives at most this long (within its second): what an invalidation that cannot
-# reach Redis, and so cannot move the epoch on, waits for.
-LEASE_LIFE_MS = 1000
+# A lease lives at most this long from when it was asked for (to the end of its second;
+# one asked for ahead is asked for up to `leases.AHEAD_LEAD` before its second begins,
+# ADR 0100): what an invalidation that cannot reach Redis, and so cannot move the epoch
+# on, waits for.
+LEASE_LIFE_MS = 1050
 # Added to the wait for leases: covers a Redis clock running slightly slower than ours.
 LEASE_WAIT_MARGIN = 0.005
 

@@ -34,10 +34,11 @@ its trust run out.
   them without the slot's record lock, under the same checks (its second, the key's
   state, the lease still in the slot and trusted, the epoch); what it leaves unused goes
   back to the lease, or to the windows, once.
-- **Asked for ahead** (ADR 0093). As each second begins, the process that granted a
-  key's last lease asks for the new second's lease of every such key that was busy on the
-  host in the second before, in one call: the key's requests find a lease instead of
-  making the second's round trip. The same checks as a round trip's lease (the key's
+- **Asked for ahead** (ADR 0093, 0100). Just before each second begins, the process that
+  granted a key's last lease asks for the next second's lease of every such key that was
+  busy on the host in the second, in one call, and writes them into the table as that
+  second begins: the key's requests find a lease instead of making the second's round
+  trip. The same checks as a round trip's lease (the key's
   entry, its state as this process knows it, the epoch); a key that went quiet is
   dropped. A lease is trusted to the end of its second (its markers live `MARKER_MS`).
 - **Revocation stays immediate.** While a lease may be held, a marker for the key and its
@@ -50,9 +51,9 @@ its trust run out.
   accepts the key under a lease granted before the change.
 - **Usage is still counted.** Requests admitted under a lease are counted in the process
   that admitted them (per key and hour: count, status classes, client versions, last
-  time and IP; and the key's recent requests) and pushed to Redis every half second,
-  before a usage fold in this process, and at exit (gunicorn's `worker_exit`,
-  `atexit`): a graceful shutdown loses none.
+  time and IP; and the key's recent requests) and pushed to Redis every second (the
+  unused tokens of ended leases every half second), before a usage fold in this process,
+  and at exit (gunicorn's `worker_exit`, `atexit`): a graceful shutdown loses none.
 
 With leases off (`LATCHKEY_KEY_LEASE_MS=0`) or without Redis nothing here runs. The
 pipeline reaches this module only through `apikeys.guard.counting.Leasing`, a wrapper of
@@ -98,6 +99,10 @@ HOLDER_FRACTION = 0.9
 # in it the lease was asked for (it ends with its second all the same: ADR 0093).
 MARKER_MS = math.ceil(keycache.LEASE_LIFE_MS / HOLDER_FRACTION)
 PUSH_INTERVAL = 0.5
+# ... and the usage of leased requests with it every this long (ADR 0100): the unused
+# tokens of ended leases go back every `PUSH_INTERVAL`, and usage, which the fold moves
+# into the database every 30 s anyway, waits for every other push.
+USAGE_PUSH_INTERVAL = 1.0
 # A lease asks for this many times what the host's recent rate predicts.
 DEMAND_MARGIN = 1.5
 # A rate is not read from less of a second than this.
@@ -508,12 +513,17 @@ _batches: dict[str, _Batch] = {}
 AHEAD_MIN_DEMAND = 2
 # ... at most this many keys a process, ...
 AHEAD_MAX = 4096
-# ... in calls of at most this many keys; the pusher asks this long after the second
-# begins.
+# ... in calls of at most this many keys. The pusher asks this long before the second
+# begins and writes the leases into the host's table as it begins (ADR 0100): the
+# second's first requests find them there, instead of making round trips that wait in
+# Redis behind the calls asking for them.
 AHEAD_CHUNK = 256
-AHEAD_DELAY = 0.002
+AHEAD_LEAD = 0.03
 # A pusher that wakes later than this into a second leaves that second to round trips.
 AHEAD_WINDOW = 0.1
+# A lease is trusted for `LEASE_LIFE_MS` from its ask: to the end of its second even when
+# asked for ahead.
+assert (1 + AHEAD_LEAD) * 1000 <= keycache.LEASE_LIFE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -945,18 +955,23 @@ def grant(
 
 
 def lease_ahead() -> int:
-    """Ask for the host's leases of the second that began on the keys whose last lease
-    this process granted and that were busy on the host in the second before (at least
-    `AHEAD_MIN_DEMAND` requests), in one call per `AHEAD_CHUNK` keys (ADR 0093). Each is
-    sized by that demand and checked as a round trip's lease is: granted only with the
-    key's state this process knows, in an epoch not older than the host's reading. A key
-    that already has the second's lease, or whose lease another worker is asking for, is
-    kept for the next second; a quiet one is forgotten. The pusher's thread calls it as
-    each second begins. Answers the leases granted."""
+    """Ask for the host's leases of the second about to begin (`AHEAD_LEAD` from now),
+    or of the one that began, on the keys whose last lease this process granted and that
+    were busy on the host in the second before it (at least `AHEAD_MIN_DEMAND` requests),
+    in one call per `AHEAD_CHUNK` keys (ADR 0093, 0100). Each is sized by that demand,
+    counted in that second's windows, and checked as a round trip's lease is: granted only
+    with the key's state this process knows, in an epoch not older than the host's
+    reading. The leases are written into the table once their second has begun (this
+    waits for it). A key that already has the second's lease, or whose lease another
+    worker is asking for, is kept for the next second; a quiet one is forgotten. The
+    pusher's thread calls it as each second is about to begin. Answers the leases
+    granted."""
     if not _ahead:
         return 0
-    now = ratelimit.clock()
-    second = int(now)
+    wall = ratelimit.clock()
+    second = ahead_target(wall)
+    # When the leases begin: their second's start, or now if it has begun.
+    now = max(wall, float(second))
     table = _table()
     asks: list[tuple[str, tuple[bytes, keycache.Resolved, int], int]] = []
     with _lock:
@@ -989,29 +1004,70 @@ def lease_ahead() -> int:
             finally:
                 table.unlock(index)
             asks.append((digest, known, wanted))
-    granted = 0
-    for start in range(0, len(asks), AHEAD_CHUNK):
-        granted += _ask_ahead(asks[start : start + AHEAD_CHUNK], now)
+    answered: list[_Answered] = []
+    try:
+        for start in range(0, len(asks), AHEAD_CHUNK):
+            answered.append(_ask_ahead(asks[start : start + AHEAD_CHUNK], now))
+    finally:
+        # Whatever was answered is held (or given back) even if a later call failed.
+        if answered:
+            _wait_for(now)
+        granted = sum(_hold_ahead(answer, now) for answer in answered)
     return granted
 
 
+def ahead_target(wall: float) -> int:
+    """The second the pusher, awake at `wall` (epoch seconds), asks ahead for: the next
+    one from `AHEAD_LEAD` before it begins, else the current one."""
+    return int(wall + AHEAD_LEAD)
+
+
 def ahead_wait(wall: float) -> float:
-    """How long (s) from `wall` (epoch seconds) until the pusher asks ahead:
-    `AHEAD_DELAY` after the next second begins."""
-    return math.floor(wall) + 1 + AHEAD_DELAY - wall
+    """How long (s) from `wall` until the pusher asks ahead: `AHEAD_LEAD` before the
+    next second it has not asked for begins."""
+    return math.floor(wall + AHEAD_LEAD) + 1 - AHEAD_LEAD - wall
 
 
 def ahead_due(wall: float, last: int) -> bool:
     """Whether the pusher, awake at `wall`, asks ahead (`lease_ahead`) now: there are keys
-    to ask for, it has not asked in this second (`last`), and the second is less than
+    to ask for, it has not asked for the second `ahead_target` names (`last`: the one it
+    asked for last), and that second begins within `AHEAD_LEAD` or is less than
     `AHEAD_WINDOW` old (later, the second is left to round trips)."""
-    return bool(_ahead) and int(wall) != last and wall % 1 < AHEAD_WINDOW
+    return (
+        bool(_ahead)
+        and ahead_target(wall) != last
+        and (wall + AHEAD_LEAD) % 1 < AHEAD_LEAD + AHEAD_WINDOW
+    )
+
+
+def _wait_for(start: float) -> None:
+    """Sleep until `start` (epoch seconds, as `ratelimit.clock()` reads them), for at
+    most `AHEAD_LEAD` and a little: leases asked for ahead are written into the table as
+    their second begins, not before (the current second's leases serve until then)."""
+    deadline = time.monotonic() + AHEAD_LEAD + 0.01
+    while True:
+        left = min(start - ratelimit.clock(), deadline - time.monotonic())
+        if left <= 0:
+            return
+        time.sleep(left)
+
+
+@dataclass(slots=True)
+class _Answered:
+    """One call of `lease_ahead`, answered: the keys asked for, the epoch read, each
+    key's reply, and when the call was sent (`time.monotonic()`)."""
+
+    asks: list[tuple[str, tuple[bytes, keycache.Resolved, int], int]]
+    epoch: int
+    replies: list[Any]
+    asked_at: float
+    chosen: _AheadLease
 
 
 def _ask_ahead(
     asks: list[tuple[str, tuple[bytes, keycache.Resolved, int], int]], now: float
-) -> int:
-    """One call of `lease_ahead`: the leases granted."""
+) -> _Answered:
+    """One call of `lease_ahead`, for leases that begin at `now`."""
     chosen = _ahead_lease
     asked: list[backend.AheadAsk] = []
     prefix = ""
@@ -1043,7 +1099,16 @@ def _ask_ahead(
         ),
     )
     observe(epoch, asked_at)
-    pending = [(ask, reply) for ask, reply in zip(asks, replies, strict=True) if reply[1] > 0]
+    return _Answered(asks, epoch, list(replies), asked_at, chosen)
+
+
+def _hold_ahead(answer: _Answered, now: float) -> int:
+    """Hold the leases one call of `lease_ahead` was given (or give their tokens back):
+    the leases granted."""
+    chosen, epoch, asked_at = answer.chosen, answer.epoch, answer.asked_at
+    pending = [
+        (ask, reply) for ask, reply in zip(answer.asks, answer.replies, strict=True) if reply[1] > 0
+    ]
     changed: list[tuple[tuple[bytes, keycache.Resolved, int], int, int]] = []
     granted = 0
     try:
@@ -1280,12 +1345,14 @@ _push_lock = threading.Lock()
 _unsent: list[tuple[str, list[str | int]]] = []
 
 
-def push() -> None:
-    """Send what leased requests added (usage, recent requests, unused tokens) to Redis.
+def push(*, usage_too: bool = True) -> None:
+    """Send what leased requests added (usage, recent requests, unused tokens) to Redis;
+    without `usage_too`, the unused tokens alone (the rest waits for the next push).
 
     Also retires leases that have ended. A batch that may not have arrived (Redis down, a
     timeout) is kept and sent again under its id, which Redis applies at most once.
-    Called every `PUSH_INTERVAL` by a thread, before a usage fold and at exit.
+    Called by a thread every `PUSH_INTERVAL` (with usage every `USAGE_PUSH_INTERVAL`),
+    before a usage fold and at exit.
     """
     conn = redisconn.client()
     if conn is None:
@@ -1298,7 +1365,10 @@ def push() -> None:
                 _drop_batches(lambda batch: batch.lease.second != second)
             if _granted:
                 _sweep(list(_granted), ended_only=True)
-            batch, _pending = _pending, _Pending()
+            if usage_too:
+                batch, _pending = _pending, _Pending()
+            else:
+                batch, _pending.returns = _Pending(returns=_pending.returns), {}
         if not batch.empty():
             _unsent.append((uuid.uuid4().hex, _payload(batch)))
         while _unsent:
@@ -1467,6 +1537,7 @@ class _Pusher:
 
     def _run(self) -> None:
         next_push = time.monotonic() + PUSH_INTERVAL
+        next_usage = time.monotonic() + USAGE_PUSH_INTERVAL
         ahead_second = 0
         while True:
             wait = min(tick(time.monotonic()), next_push - time.monotonic())
@@ -1475,7 +1546,7 @@ class _Pusher:
             time.sleep(max(0.0, wait))
             wall = ratelimit.clock()
             if ahead_due(wall, ahead_second):
-                ahead_second = int(wall)
+                ahead_second = ahead_target(wall)
                 try:
                     lease_ahead()
                 except Exception as exc:  # the keys' round trips ask instead
@@ -1486,9 +1557,15 @@ class _Pusher:
                 redisconn.error_log.error("lease-epoch", "Reading the lease epoch failed", exc)
             if time.monotonic() < next_push:
                 continue
-            next_push = time.monotonic() + PUSH_INTERVAL
+            clock = time.monotonic()
+            next_push = clock + PUSH_INTERVAL
+            # Usage goes with this push when it is due before the middle of the next
+            # interval (with every other push, at the default intervals).
+            usage_too = clock + PUSH_INTERVAL / 2 >= next_usage
+            if usage_too:
+                next_usage = clock + USAGE_PUSH_INTERVAL
             try:
-                push()
+                push(usage_too=usage_too)
             except Exception:
                 logger.exception("Pushing leased requests' usage to Redis failed; will retry.")
 

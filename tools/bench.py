@@ -51,7 +51,7 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
 WARM_CONNECTIONS = int(os.environ.get("BENCH_WARM_CONNECTIONS", "48"))
 WARM_SECONDS = int(os.environ.get("BENCH_WARM_SECONDS", "5"))
 # Seconds of each shape's own load, unmeasured, before each measured run: what the shape
-# before it left to do (usage pushed every half second, unused tokens given back) is done
+# before it left to do (usage pushed every second, unused tokens given back) is done
 # by then, and the shape is in its steady state (its keys busy, their leases asked for
 # ahead), not starting from keys that were idle while the other shapes ran.
 LEAD_SECONDS = int(os.environ.get("BENCH_LEAD_SECONDS", "2"))

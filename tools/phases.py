@@ -1,7 +1,8 @@
 """Where in each second the stack's CPU goes, per group of threads, under `make bench`'s
 load: for telling work that comes in bursts at fixed points of the second (the lease
-pusher asks for the keys' leases as each second begins, ADR 0093, and pushes usage every
-half second) apart from work spread over every request.
+pusher asks for the keys' leases just before each second begins, ADR 0093 and 0100, gives
+back unused tokens every half second and pushes usage every second) apart from work spread
+over every request.
 
     .venv/bin/python tools/phases.py                  # me, then the 200-key shape
     .venv/bin/python tools/phases.py --shapes ping,me,tenants,gateway --seconds 12 --rounds 2

@@ -658,6 +658,58 @@ def test_one_push_writes_every_entry_list_and_return_of_its_batch(
     assert conn.get(month) == b"16"
 
 
+def test_a_push_without_usage_gives_back_tokens_and_keeps_the_usage_for_the_next(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any
+) -> None:
+    """ADR 0100: the pusher gives back ended leases' tokens every `PUSH_INTERVAL`, and
+    sends usage with every other push; a push without it leaves the usage pending."""
+    key, api = leased_key(org)
+    assert all(api.get("me").status_code == 200 for _ in range(3))  # under the lease
+    (index,) = leases._granted
+    unused = leases._table().read(index)[leases._TOKENS_UNUSED]
+    unused += sum(batch.tokens for batch in leases._batches.values())
+    counted = counters(key, org, frozen_clock.now)[1]
+    name = usage.redis_hash_key(key.pk, org.pk, usage.hour_start(frozen_clock.now))
+    before = int(redis().hget(name, "n") or 0)
+    recent = len(usage.recent_requests(key_pk=key.pk))
+    leased = sum(delta.requests for delta in leases._pending.usage.values())
+    assert leased > 0
+    frozen_clock.advance(1)  # the lease has ended
+    leases.push(usage_too=False)
+    assert counters(key, org, frozen_clock.now - 1)[1] == counted - unused
+    assert int(redis().hget(name, "n") or 0) == before
+    assert len(usage.recent_requests(key_pk=key.pk)) == recent
+    assert leases._pending.usage and leases._pending.recent
+    assert not leases._pending.returns
+    leases.push()
+    assert int(redis().hget(name, "n") or 0) == before + leased
+    assert len(usage.recent_requests(key_pk=key.pk)) == recent + leased
+    assert leases._pending.empty()
+
+
+def test_the_pusher_sends_usage_with_every_other_push(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pushes: list[bool] = []
+
+    def counted_push(*, usage_too: bool = True) -> None:
+        pushes.append(usage_too)
+        if len(pushes) == 6:
+            raise _Stop
+
+    monkeypatch.setattr(leases, "PUSH_INTERVAL", 0.1)
+    monkeypatch.setattr(leases, "USAGE_PUSH_INTERVAL", 0.2)
+    monkeypatch.setattr(leases, "refresh_epoch", lambda: False)
+    monkeypatch.setattr(leases, "push", counted_push)
+    monkeypatch.setattr(leases, "_ahead", {})
+    with pytest.raises(_Stop):
+        leases._Pusher()._run()
+    # Usage never waits more than two pushes, and is not sent with every one.
+    assert pushes[1]
+    assert all(pushes[i] or pushes[i + 1] for i in range(len(pushes) - 1))
+    assert False in pushes
+
+
 def test_a_push_renews_a_recent_lists_expiry_only_once_it_has_run_down(
     leases_on: RedisServer, frozen_clock: Any
 ) -> None:
@@ -1168,7 +1220,7 @@ def test_the_pusher_goes_on_pushing_whatever_the_reading_of_the_epoch_raises(
     def failing_refresh() -> bool:
         raise OSError("a lock the kernel refused")
 
-    def counted_push() -> None:
+    def counted_push(*, usage_too: bool = True) -> None:
         pushes.append(time.monotonic())
         if len(pushes) == 2:
             raise _Stop
@@ -1709,15 +1761,84 @@ def test_a_node_that_takes_no_writes_leases_nothing_ahead_and_renews_no_reading(
     assert leases._table().epoch_reading()[1] < time.monotonic() - TRUST * 0.9
 
 
-def test_the_pusher_asks_ahead_once_early_in_each_second(
+def test_the_pusher_asks_ahead_once_just_before_each_second_begins(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
-    assert leases.ahead_wait(100.5) == pytest.approx(0.5 + leases.AHEAD_DELAY)
-    assert not leases.ahead_due(100.01, 99)  # no key to ask for
+    lead = leases.AHEAD_LEAD
+    assert leases.ahead_wait(100.5) == pytest.approx(0.5 - lead)
+    assert leases.ahead_wait(100.0) == pytest.approx(1 - lead)
+    assert not leases.ahead_due(101 - lead / 2, 100)  # no key to ask for
     growth_key_busy(org, redis_commands)
-    assert leases.ahead_due(100.01, 99)
-    assert not leases.ahead_due(100.01, 100)  # asked in this second already
-    assert not leases.ahead_due(100.0 + leases.AHEAD_WINDOW + 0.01, 99)  # too late in it
+    # Within the lead: for the second about to begin.
+    assert leases.ahead_target(101 - lead / 2) == 101
+    assert leases.ahead_due(101 - lead / 2, 100)
+    assert not leases.ahead_due(101 - lead / 2, 101)  # asked for it already
+    # Before the lead: too late for this second, too early for the next.
+    assert leases.ahead_target(101 - 2 * lead) == 100
+    assert not leases.ahead_due(101 - 2 * lead, 99)
+    # A pusher that woke late still asks early in the second, not later.
+    assert leases.ahead_due(101.01, 100)
+    assert not leases.ahead_due(101 + leases.AHEAD_WINDOW + 0.01, 100)
+
+
+def test_a_lease_asked_for_before_its_second_is_counted_in_it_and_held_as_it_begins(
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    redis_commands: CommandLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ADR 0100: asked for `AHEAD_LEAD` before its second, the lease is counted in that
+    second's windows at once, but written into the host's table only as the second
+    begins: until then the current second's lease serves the key's requests, and its
+    unused tokens go back when the new one replaces it."""
+    set_limits(org, per_minute=HIGH, burst=HIGH, monthly=HIGH)
+    key, api = new_key(org)
+    lease_up(api)  # the current second's lease, tokens left
+    (index,) = leases._ahead
+    second = int(frozen_clock.now)
+    frozen_clock.advance(1 - leases.AHEAD_LEAD / 2)
+    table = leases._table()
+    seen: dict[str, Any] = {}
+
+    def wait_for(start: float) -> None:
+        seen["start"] = start
+        # Counted in the next second's burst window; the current lease still held.
+        seen["next_burst"] = counters(key, org, start)[0]
+        seen["held_second"] = table.read(index)[leases._SECOND]
+        seen["served"] = served_without_redis(api, redis_commands, 3)
+        seen["unused"] = table.read(index)[leases._TOKENS_UNUSED]
+        for _, batch in list(leases._batches.items()):
+            seen["unused"] += batch.tokens  # this process's batch goes back too
+        frozen_clock.advance(start - frozen_clock.now)
+
+    monkeypatch.setattr(leases, "_wait_for", wait_for)
+    returned = sum(leases._pending.returns.values())
+    asked_from = time.monotonic()
+    assert leases.lease_ahead() == 1
+    assert seen["start"] == second + 1
+    assert seen["next_burst"] > 0
+    assert seen["held_second"] == second
+    assert seen["served"]
+    slot = table.read(index)
+    assert slot[leases._SECOND] == second + 1
+    assert slot[leases._TOKENS_UNUSED] == seen["next_burst"]
+    # Trusted to the end of its second, though asked for before it began.
+    assert slot[leases._TRUST] >= asked_from + 1 + leases.AHEAD_LEAD
+    # The replaced lease's tokens go back (its batch's when the next request settles it).
+    assert api.get("me").status_code == 200
+    assert sum(leases._pending.returns.values()) == returned + seen["unused"]
+    # The lease's other tokens admit the next requests with no Redis call.
+    assert served_without_redis(api, redis_commands, seen["next_burst"] - 1)
+
+
+def test_the_wait_for_a_second_to_begin_ends_with_it_or_after_the_lead() -> None:
+    start = ratelimit.clock() + leases.AHEAD_LEAD / 2
+    leases._wait_for(start)
+    assert ratelimit.clock() >= start
+    began = time.monotonic()
+    leases._wait_for(ratelimit.clock() + 60)  # a clock that never gets there
+    assert time.monotonic() - began < 1
 
 
 def test_a_key_this_process_verified_skips_the_format_check_and_any_other_key_gets_it(
