@@ -999,7 +999,8 @@ def lease_ahead() -> int:
                     del _ahead[index]  # quiet: a round trip's lease brings it back
                     continue
                 del _ahead[index]  # back with the lease granted
-                slot[_ASKING] = clock + ASKING_SECONDS
+                # Others leave it to this ask until a little after its second begins.
+                slot[_ASKING] = clock + (now - wall) + ASKING_SECONDS
                 table.write_demand(index, slot)
             finally:
                 table.unlock(index)
@@ -1012,7 +1013,21 @@ def lease_ahead() -> int:
         # Whatever was answered is held (or given back) even if a later call failed.
         if answered:
             _wait_for(now)
-        granted = sum(_hold_ahead(answer, now) for answer in answered)
+        granted = _hold_all(answered, now)
+    return granted
+
+
+def _hold_all(answered: list[_Answered], now: float) -> int:
+    """`_hold_ahead` each answer in turn, every one of them even if one raises (the
+    first error is raised after the rest): the leases granted."""
+    granted, failed = 0, None
+    for answer in answered:
+        try:
+            granted += _hold_ahead(answer, now)
+        except Exception as exc:
+            failed = failed or exc
+    if failed is not None:
+        raise failed
     return granted
 
 

@@ -697,15 +697,15 @@ def test_the_pusher_sends_usage_with_every_other_push(
         if len(pushes) == 6:
             raise _Stop
 
-    monkeypatch.setattr(leases, "PUSH_INTERVAL", 0.1)
-    monkeypatch.setattr(leases, "USAGE_PUSH_INTERVAL", 0.2)
+    monkeypatch.setattr(leases, "PUSH_INTERVAL", 0.2)
+    monkeypatch.setattr(leases, "USAGE_PUSH_INTERVAL", 0.4)
     monkeypatch.setattr(leases, "refresh_epoch", lambda: False)
     monkeypatch.setattr(leases, "push", counted_push)
     monkeypatch.setattr(leases, "_ahead", {})
     with pytest.raises(_Stop):
         leases._Pusher()._run()
     # Usage never waits more than two pushes, and is not sent with every one.
-    assert pushes[1]
+    assert pushes[0] or pushes[1]
     assert all(pushes[i] or pushes[i + 1] for i in range(len(pushes) - 1))
     assert False in pushes
 
@@ -1830,6 +1830,23 @@ def test_a_lease_asked_for_before_its_second_is_counted_in_it_and_held_as_it_beg
     assert sum(leases._pending.returns.values()) == returned + seen["unused"]
     # The lease's other tokens admit the next requests with no Redis call.
     assert served_without_redis(api, redis_commands, seen["next_burst"] - 1)
+
+
+def test_every_answer_asked_for_ahead_is_held_even_if_holding_one_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    held: list[str] = []
+
+    def hold(answer: Any, now: float) -> int:
+        held.append(answer)
+        if answer == "first":
+            raise OSError("a lock the kernel refused")
+        return 1
+
+    monkeypatch.setattr(leases, "_hold_ahead", hold)
+    with pytest.raises(OSError):
+        leases._hold_all(["first", "second", "third"], 0.0)  # type: ignore[list-item]
+    assert held == ["first", "second", "third"]
 
 
 def test_the_wait_for_a_second_to_begin_ends_with_it_or_after_the_lead() -> None:
