@@ -616,13 +616,25 @@ def _count_local(
 # b, m, q; counted (a new counter gets its expiry), with the key's and org's lease markers
 # and the longest trust a granting host declares. Answers the tokens counted beyond `keep`
 # (0: none) and the minute window's count.
+# `st`, one table for the whole call, holds what every lease of the call shares, so that a
+# call for many keys does it once (ADR 0101): the org generations read (`gens`), the
+# markers' end (Redis' clock, read once, before the first lease is counted: no later
+# than when any of them is), the org markers already set (`orgs`) and whether the trust
+# was declared. `fresh`: which of b, m, q the caller knows to be absent (bits 1, 2, 4),
+# so that their counters are written with their expiry in one step.
 LEASE_LUA_FUNCTIONS = """
-local function lk_entry_limits(e, gprefix, kid, now)
+local function lk_entry_limits(e, gprefix, kid, now, st)
   local nl = string.find(e, '\\n', 1, true)
   if not nl then return false end
   local org = string.sub(e, 1, nl - 1)
   local g = false
-  if nl > 1 then g = redis.call('GET', gprefix .. org) end
+  if nl > 1 then
+    g = st.gens[org]
+    if g == nil then
+      g = redis.call('GET', gprefix .. org)
+      st.gens[org] = g
+    end
+  end
   local untl = 0
   local k, bl, ml, ql
   local nl2 = string.find(e, '\\n', nl + 1, true)
@@ -643,8 +655,12 @@ local function lk_mark_lease(name, untl_ms)
     redis.call('SET', name, string.format('%d', untl_ms))
   end
 end
-local function lk_count_ahead(name, n, limited, expire, at)
+local function lk_count_ahead(name, n, limited, expire, at, fresh)
   if not limited then return 0 end
+  if fresh and not at then
+    redis.call('SET', name, n, 'EX', expire)
+    return n
+  end
   local v = redis.call('INCRBY', name, n)
   if v == n then
     if at then redis.call('EXPIREAT', name, expire) else redis.call('EXPIRE', name, expire) end
@@ -652,7 +668,7 @@ local function lk_count_ahead(name, n, limited, expire, at)
   return v
 end
 local function lk_lease(kb, km, kq, bl, ml, ql, b, m, q, c, keep, key_marker, org_marker,
-    org, length_ms, trust_ms, trust_name, month_expiry)
+    org, length_ms, trust_ms, trust_name, month_expiry, st, fresh)
   c = tonumber(c) or 0
   if c <= keep then return 0, m end
   if bl > 0 then c = math.min(c, math.floor((bl - b) / BURST_DIVISOR)) end
@@ -660,21 +676,32 @@ local function lk_lease(kb, km, kq, bl, ml, ql, b, m, q, c, keep, key_marker, or
   if ql > 0 then c = math.min(c, math.floor((ql - q) / MONTH_DIVISOR)) end
   if c <= keep then return 0, m end
   local n = c - keep
-  lk_count_ahead(kb, n, bl > 0, 2, false)
-  if ml > 0 then m = lk_count_ahead(km, n, true, 120, false) end
-  lk_count_ahead(kq, n, ql > 0, tonumber(month_expiry), true)
+  if not st.untl then
+    local t = redis.call('TIME')
+    st.untl = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(length_ms)
+  end
+  lk_count_ahead(kb, n, bl > 0, 2, false, fresh % 2 == 1)
+  if ml > 0 then m = lk_count_ahead(km, n, true, 120, false, fresh % 4 >= 2) end
+  lk_count_ahead(kq, n, ql > 0, tonumber(month_expiry), true, false)
   -- The markers hold until when (ms, Redis' clock) a lease may be held; no expiry, so
   -- no eviction policy allowed for this deployment drops them (`lk_mark_lease`).
-  local t = redis.call('TIME')
-  local untl_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(length_ms)
-  lk_mark_lease(key_marker, untl_ms)
-  if org ~= '' then lk_mark_lease(org_marker, untl_ms) end
+  lk_mark_lease(key_marker, st.untl)
+  if org ~= '' and not st.orgs[org_marker] then
+    lk_mark_lease(org_marker, st.untl)
+    st.orgs[org_marker] = true
+  end
   -- The longest trust a granting host declares, kept as long as its leases may live.
-  local tr = tonumber(trust_ms) or 0
-  if tr >= (tonumber(redis.call('GET', trust_name) or '0') or 0) then
-    redis.call('SET', trust_name, string.format('%d', tr), 'PX', tonumber(length_ms) + 100)
+  if not st.trusted then
+    local tr = tonumber(trust_ms) or 0
+    if tr >= (tonumber(redis.call('GET', trust_name) or '0') or 0) then
+      redis.call('SET', trust_name, string.format('%d', tr), 'PX', tonumber(length_ms) + 100)
+    end
+    st.trusted = true
   end
   return n, m
+end
+local function lk_call_state()
+  return {gens = {}, orgs = {}, untl = false, trusted = false}
 end
 """
 for _window, _divisor in LEASE_DIVISORS.items():
@@ -698,7 +725,8 @@ _LOOKUP_COUNT_LUA = (
     + """
 local e = redis.call('GET', KEYS[1])
 if not e then return {false, redis.call('GET', KEYS[2]), false} end
-local g, org, bl, ml, ql = lk_entry_limits(e, ARGV[1], ARGV[2], ARGV[3])
+local st = lk_call_state()
+local g, org, bl, ml, ql = lk_entry_limits(e, ARGV[1], ARGV[2], ARGV[3], st)
 if not bl then return {e, redis.call('GET', KEYS[2]), g} end
 local r = lk_limits(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
   bl, ml, ql, true, '', 4)
@@ -707,7 +735,8 @@ local r = lk_limits(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8],
 local extra = 0
 if r[1] == 0 then
   extra, r[3] = lk_lease(KEYS[3], KEYS[4], KEYS[5], bl, ml, ql, r[2], r[3], r[4],
-    tonumber(ARGV[15]), 1, KEYS[9], KEYS[10], org, ARGV[16], ARGV[17], KEYS[12], ARGV[4])
+    tonumber(ARGV[15]), 1, KEYS[9], KEYS[10], org, ARGV[16], ARGV[17], KEYS[12], ARGV[4],
+    st, 0)
 end
 -- The epoch as this host reads it (`lk_epoch`).
 return {e, false, g, r[1], r[3], extra, lk_epoch(KEYS[11], ARGV[18], false)}
@@ -738,18 +767,22 @@ _LEASE_AHEAD_LUA = (
     + LEASE_LUA_FUNCTIONS
     + """
 local out = {}
+local st = lk_call_state()
 for i = 0, (#KEYS - 2) / AHEAD_KEYS - 1 do
   local k, a = 2 + i * AHEAD_KEYS, 6 + i * AHEAD_ARGS
   local e = redis.call('GET', KEYS[k + 1])
   local got, m, w = 0, 0, 0
   if e then
-    local _, org, bl, ml, ql = lk_entry_limits(e, ARGV[4], ARGV[a + 1], ARGV[5])
+    local _, org, bl, ml, ql = lk_entry_limits(e, ARGV[4], ARGV[a + 1], ARGV[5], st)
     if bl then
       local now = redis.call('MGET', KEYS[k + 2], KEYS[k + 3], KEYS[k + 4])
       m = tonumber(now[2] or '0')
+      local fresh = 0
+      if not now[1] then fresh = fresh + 1 end
+      if not now[2] then fresh = fresh + 2 end
       got, m = lk_lease(KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], bl, ml, ql,
         tonumber(now[1] or '0'), m, tonumber(now[3] or '0'), ARGV[a + 2], 0,
-        KEYS[k + 5], KEYS[k + 6], org, ARGV[1], ARGV[2], KEYS[2], ARGV[6])
+        KEYS[k + 5], KEYS[k + 6], org, ARGV[1], ARGV[2], KEYS[2], ARGV[6], st, fresh)
       if bl > 0 then w = w + 1 end
       if ml > 0 then w = w + 2 end
       if ql > 0 then w = w + 4 end

@@ -1702,6 +1702,47 @@ def test_one_call_asks_ahead_for_every_busy_key_of_the_process(
     assert counters(second, org, frozen_clock.now) == [12, 27, 54]
 
 
+def test_one_call_asking_ahead_does_once_what_its_leases_share(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """Two keys of one org in one call (ADR 0101): Redis' clock is read once and both keys'
+    markers end together, the org's generation is read and its marker set once, the trust
+    declared once, and a new burst counter is written with its expiry in one step."""
+    first, _ = growth_key_busy(org, redis_commands)
+    second, _ = growth_key_busy(org, redis_commands)
+    frozen_clock.advance(1)
+    conn = redis()
+    conn.script_load(backend._LEASE_AHEAD.source)
+    conn.delete(keycache.lease_epoch_names()[1])
+    conn.config_resetstat()
+    before_ms = int(conn.time()[0]) * 1000
+    assert leases.lease_ahead() == 2
+    stats = conn.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): row["calls"] for name, row in stats.items()}
+    assert calls.get("time") == 1 + 1  # the script's, and this test's own (before_ms)
+    assert "expire" not in calls  # the burst counters: written with their expiry
+    # Each key's minute and month counters (counted before): added to.
+    assert calls.get("incrby") == 4
+    # GET: the epoch, the trust, each key's entry and marker, the org's generation and
+    # marker once (each key read all of them before).
+    assert calls.get("get") == 1 + 1 + 2 + 2 + 1 + 1
+    for key in (first, second):
+        burst_counter = ratelimit.counter_keys(key.pk, org.pk, frozen_clock.now)[0]
+        assert 0 < conn.ttl(burst_counter) <= 2
+        assert counters(key, org, frozen_clock.now)[0] == 12
+    ends = {
+        int(conn.get(name))
+        for name in (
+            keycache.key_lease_name(first.digest),
+            keycache.key_lease_name(second.digest),
+            keycache.org_lease_name(org.pk),
+        )
+    }
+    (end,) = ends
+    assert end >= before_ms + leases.MARKER_MS
+    assert int(conn.get(keycache.lease_epoch_names()[1])) == min(LEASE_MS, keycache.LEASE_LIFE_MS)
+
+
 def test_a_key_with_the_seconds_lease_already_is_asked_for_the_next_one(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
