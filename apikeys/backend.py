@@ -618,9 +618,9 @@ def _count_local(
 # (0: none) and the minute window's count.
 # `st`, one table for the whole call, holds what every lease of the call shares, so that a
 # call for many keys does it once (ADR 0101): the org generations read (`gens`), the
-# markers' end (Redis' clock, read once, before the first lease is counted: no later
-# than when any of them is), the org markers already set (`orgs`) and whether the trust
-# was declared. `fresh`: which of b, m, q the caller knows to be absent (bits 1, 2, 4),
+# markers' end (`untl`: Redis' clock, read once as the first lease is counted, plus the
+# lease length), the org markers already set (`orgs`) and whether the trust was
+# declared. `fresh`: which of b and m the caller knows to be absent (bits 1 and 2),
 # so that their counters are written with their expiry in one step.
 LEASE_LUA_FUNCTIONS = """
 local function lk_entry_limits(e, gprefix, kid, now, st)

@@ -14,12 +14,13 @@ import fcntl
 import logging
 import os
 import platform
+import secrets
 import struct
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -1702,34 +1703,67 @@ def test_one_call_asks_ahead_for_every_busy_key_of_the_process(
     assert counters(second, org, frozen_clock.now) == [12, 27, 54]
 
 
+def script_commands(sha: str, action: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """What `action` answers, and the commands the script `sha` ran inside it, as Redis'
+    MONITOR shows them: a script's commands follow its call, and no other client's come
+    between them (a script runs alone), so background threads of other tests do not
+    count."""
+    conn = redis()
+    end = f"lk-monitor-end-{secrets.token_hex(4)}"
+    with conn.monitor() as monitor:
+        answer = action()
+        conn.echo(end)
+        seen = []
+        while True:
+            command = monitor.next_command()
+            if command["command"] == f"ECHO {end}":
+                break
+            seen.append(command)
+    (start,) = [
+        i
+        for i, c in enumerate(seen)
+        if c["client_type"] != "lua" and c["command"].startswith(f"EVALSHA {sha} ")
+    ]
+    inside = []
+    for command in seen[start + 1 :]:
+        if command["client_type"] != "lua":
+            break
+        inside.append(command["command"])
+    return answer, inside
+
+
 def test_one_call_asking_ahead_does_once_what_its_leases_share(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
     """Two keys of one org in one call (ADR 0101): Redis' clock is read once and both keys'
     markers end together, the org's generation is read and its marker set once, the trust
-    declared once, and a new burst counter is written with its expiry in one step."""
+    declared once, and new burst and minute counters are written with their expiry in
+    one step."""
     first, _ = growth_key_busy(org, redis_commands)
     second, _ = growth_key_busy(org, redis_commands)
     frozen_clock.advance(1)
     conn = redis()
     conn.script_load(backend._LEASE_AHEAD.source)
     conn.delete(keycache.lease_epoch_names()[1])
-    conn.config_resetstat()
-    before_ms = int(conn.time()[0]) * 1000
-    assert leases.lease_ahead() == 2
-    stats = conn.info("commandstats")
-    calls = {name.removeprefix("cmdstat_"): row["calls"] for name, row in stats.items()}
-    assert calls.get("time") == 1 + 1  # the script's, and this test's own (before_ms)
-    assert "expire" not in calls  # the burst counters: written with their expiry
-    # Each key's minute and month counters (counted before): added to.
-    assert calls.get("incrby") == 4
-    # GET: the epoch, the trust, each key's entry and marker, the org's generation and
-    # marker once (each key read all of them before).
-    assert calls.get("get") == 1 + 1 + 2 + 2 + 1 + 1
+    for key in (first, second):  # as at the start of a minute
+        conn.delete(ratelimit.counter_keys(key.pk, org.pk, frozen_clock.now)[1])
+    seconds, micros = conn.time()
+    before_ms = int(seconds) * 1000 + int(micros) // 1000
+    granted, inside = script_commands(backend._LEASE_AHEAD.sha.decode(), leases.lease_ahead)
+    assert granted == 2
+    names = Counter(command.split(" ", 1)[0].upper() for command in inside)
+    assert names["TIME"] == 1
+    # The epoch, the trust, each key's entry and marker, the org's generation and marker
+    # once (each key read all of them before).
+    assert names["GET"] == 1 + 1 + 2 + 2 + 1 + 1
+    assert names["INCRBY"] == 2  # the org's month counter, for each key
+    assert names["EXPIRE"] == 0
     for key in (first, second):
-        burst_counter = ratelimit.counter_keys(key.pk, org.pk, frozen_clock.now)[0]
-        assert 0 < conn.ttl(burst_counter) <= 2
-        assert counters(key, org, frozen_clock.now)[0] == 12
+        burst, minute, _ = ratelimit.counter_keys(key.pk, org.pk, frozen_clock.now)
+        assert f"SET {burst} 12 EX 2" in inside
+        assert 0 < conn.ttl(burst) <= 2
+        assert 60 < conn.ttl(minute) <= 120
+        assert counters(key, org, frozen_clock.now)[:2] == [12, 12]
     ends = {
         int(conn.get(name))
         for name in (
@@ -1740,7 +1774,9 @@ def test_one_call_asking_ahead_does_once_what_its_leases_share(
     }
     (end,) = ends
     assert end >= before_ms + leases.MARKER_MS
-    assert int(conn.get(keycache.lease_epoch_names()[1])) == min(LEASE_MS, keycache.LEASE_LIFE_MS)
+    assert f"SET {keycache.lease_epoch_names()[1]} {min(LEASE_MS, keycache.LEASE_LIFE_MS)} PX" in (
+        " ".join(c.split(" ")[:4]) for c in inside
+    )
 
 
 def test_a_key_with_the_seconds_lease_already_is_asked_for_the_next_one(
