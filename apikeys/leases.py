@@ -23,8 +23,9 @@ its trust run out.
   minute and monthly windows (the monthly quota counts admitted requests only).
 - **One table per host.** The leases live in a small file in shared memory (`/dev/shm`,
   one per host, Redis database and key prefix; `LATCHKEY_LEASE_TABLE` names another
-  place), one slot per key, each slot guarded by a POSIX record lock (released by the
-  kernel if its holder dies). Only keys this process has verified touch it. A process
+  place), one slot per key, each slot guarded by a robust, process-shared mutex in the
+  table (ADR 0102; off tmpfs, by a POSIX record lock); either kind is released if its
+  holder dies. Only keys this process has verified touch it. A process
   uses a lease only with the key's state it got from its own round trips, and only when
   that state is the one the lease was granted with (the cache entry's fingerprint): a
   change made since (a limit, a scope, the org's state) is never applied late by a
@@ -64,6 +65,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import errno
 import fcntl
 import hashlib
 import hmac
@@ -133,8 +135,18 @@ SLOTS = 16384
 # read it was sent.
 _HEADER_AT = SLOT_SIZE * SLOTS
 _HEADER, _SEQUENCE = struct.Struct("<qqd"), struct.Struct("<q")
-TABLE_SIZE = SLOT_SIZE * (SLOTS + 1)
-_LAYOUT = "leases-v2"
+# After the header, the slots' locks where they are mutexes (ADR 0102): which kind of
+# lock guards the table (`_RECORDS` or `_MUTEXES`, 0 until its first opener decides), then
+# one robust, process-shared pthread mutex per slot and one for the header, each in
+# `_MUTEX_STRIDE` bytes (`pthread_mutex_t` is 40 bytes on x86-64 glibc and musl, 48 on
+# aarch64 glibc).
+_GUARD_AT = SLOT_SIZE * (SLOTS + 1)
+_GUARD = struct.Struct("<Q")
+_RECORDS, _MUTEXES = 0x7265636F726473, 0x6D7574657865
+_MUTEX_STRIDE = 64
+_MUTEXES_AT = _GUARD_AT + _MUTEX_STRIDE
+TABLE_SIZE = _MUTEXES_AT + _MUTEX_STRIDE * (SLOTS + 1)
+_LAYOUT = "leases-v3"
 _BURST, _MINUTE, _MONTH = 1, 2, 4
 # A request's token is taken by rewriting these fields alone, never the lease's second or
 # trust; a new lease is written with no tokens first and gets them last, so a process
@@ -200,6 +212,62 @@ _FLOCK = struct.Struct("hhqqi4x")
 _TMPFS_MAGIC = 0x01021994
 _c_libc = _libc()
 
+_PTHREAD_PROCESS_SHARED, _PTHREAD_MUTEX_ROBUST, _PTHREAD_MUTEX_ERRORCHECK = 1, 1, 2
+
+
+class _Pthread:
+    """libc's robust, process-shared mutexes (ADR 0102): `try_lock`, `unlock`, `consistent`
+    and `init` keep the GIL (`PyDLL`: none of them waits); `wait` (`pthread_mutex_lock`)
+    releases it while it waits (`CDLL`). Every argument is an address in the table's
+    mapping."""
+
+    def __init__(self, keeping: Any) -> None:
+        waiting = ctypes.CDLL(None)
+        self.try_lock = keeping.pthread_mutex_trylock
+        self.unlock = keeping.pthread_mutex_unlock
+        self.consistent = keeping.pthread_mutex_consistent
+        self.init = keeping.pthread_mutex_init
+        self.wait = waiting.pthread_mutex_lock
+        for call in (self.try_lock, self.unlock, self.consistent, self.wait):
+            call.argtypes = [ctypes.c_void_p]
+        self.init.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+        self.attr_init = keeping.pthread_mutexattr_init
+        self.attr_shared = keeping.pthread_mutexattr_setpshared
+        self.attr_robust = keeping.pthread_mutexattr_setrobust
+        self.attr_type = keeping.pthread_mutexattr_settype
+        self.attr_destroy = keeping.pthread_mutexattr_destroy
+
+    def attributes(self) -> Any:
+        """A mutex attribute object for robust, process-shared, error-checking mutexes
+        (a thread locking a mutex it holds is told so, `EDEADLK`, instead of waiting for
+        itself for ever)."""
+        attr = ctypes.create_string_buffer(_MUTEX_STRIDE)
+        _check(self.attr_init(attr))
+        _check(self.attr_shared(attr, _PTHREAD_PROCESS_SHARED))
+        _check(self.attr_robust(attr, _PTHREAD_MUTEX_ROBUST))
+        _check(self.attr_type(attr, _PTHREAD_MUTEX_ERRORCHECK))
+        return attr
+
+
+def _check(done: int) -> None:
+    if done != 0:
+        raise OSError(done, os.strerror(done))
+
+
+def _pthread() -> _Pthread | None:
+    if _c_libc is None:
+        return None
+    try:
+        return _Pthread(_c_libc)
+    except (OSError, AttributeError):
+        return None
+
+
+_pthreads = _pthread()
+# The two calls of every request's slot lock, looked up once.
+_try_lock: Any = _pthreads.try_lock if _pthreads is not None else None
+_unlock_mutex: Any = _pthreads.unlock if _pthreads is not None else None
+
 
 def _on_tmpfs(fd: int) -> bool:
     """The file is in memory (tmpfs: `/dev/shm`), where a lock call never waits on a
@@ -221,6 +289,8 @@ class _Table:
         self.path = path
         self.fd = -1
         self.keeps_gil = False
+        # The address of the first slot's mutex when mutexes guard the slots, else 0.
+        self.mutexes = 0
         if path is None:
             self.map = mmap.mmap(-1, TABLE_SIZE)
             return
@@ -241,23 +311,95 @@ class _Table:
             self.map = mmap.mmap(fd, TABLE_SIZE)
             # A free slot's lock is taken keeping the GIL where that cannot wait (ADR 0099).
             self.keeps_gil = _on_tmpfs(fd)
+            self._guard(fd)
         except BaseException:
             os.close(fd)
             raise
         self.fd = fd
 
+    def _guard(self, fd: int) -> None:
+        """Which locks guard the slots, decided once for the file by its first opener
+        under a record lock on the word that says it (ADR 0102): robust, process-shared
+        mutexes where the table is in memory (tmpfs) and libc has them, else record locks.
+        Every opener then uses that kind; one that cannot use the mutexes a table was
+        made with does not use the table."""
+        fcntl.lockf(fd, fcntl.LOCK_EX, _MUTEX_STRIDE, _GUARD_AT)
+        try:
+            guard = _GUARD.unpack_from(self.map, _GUARD_AT)[0]
+            if guard == 0:
+                guard = _RECORDS
+                if self.keeps_gil and _pthreads is not None:
+                    self._init_mutexes(_pthreads)
+                    guard = _MUTEXES
+                _GUARD.pack_into(self.map, _GUARD_AT, guard)
+            if guard == _MUTEXES:
+                if _pthreads is None or not self.keeps_gil:
+                    raise OSError(f"{self.path}'s slots are guarded by mutexes this process lacks")
+                self.mutexes = self._address(_MUTEXES_AT)
+            elif guard != _RECORDS:
+                raise OSError(f"{self.path} is not a lease table of this layout")
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, _MUTEX_STRIDE, _GUARD_AT)
+
+    def _address(self, at: int) -> int:
+        """The address of byte `at` of the mapping, which stays mapped (`_kept`)."""
+        self._exported = ctypes.c_char.from_buffer(self.map)
+        return ctypes.addressof(self._exported) + at
+
+    def _init_mutexes(self, pthreads: _Pthread) -> None:
+        """(once for the file, under the guard word's record lock) Every slot's mutex and
+        the header's, robust and process-shared."""
+        attr = pthreads.attributes()
+        try:
+            first = self._address(_MUTEXES_AT)
+            for index in range(SLOTS + 1):
+                _check(pthreads.init(first + index * _MUTEX_STRIDE, attr))
+        finally:
+            pthreads.attr_destroy(attr)
+
     def lock(self, index: int) -> None:
-        """The record lock on slot `index` (`SLOTS`: the header). On tmpfs, first tried
-        without waiting and without releasing the GIL (ADR 0099): `fcntl.lockf` releases
-        it for the system call, and a thread waiting for the GIL (the worker's main
-        thread, the pusher) then takes it, so a free lock cost the request a switch each
-        way. A slot another process holds is waited for as before, the GIL released."""
+        """The lock on slot `index` (`SLOTS`: the header): its mutex (ADR 0102), else
+        its record lock. Either is first tried without waiting and without releasing
+        the GIL (a record lock only on tmpfs, ADR 0099): a call that releases it lets a
+        thread waiting for the GIL (the worker's main thread, the pusher) take it, so a
+        free lock would cost the request a switch each way. A slot another process
+        holds is waited for with the GIL released."""
+        if self.mutexes:
+            address = self.mutexes + index * _MUTEX_STRIDE
+            done = _try_lock(address)
+            if done != 0:
+                self._wait_mutex(address, index, done)
+            return
         if self.fd < 0:
             return
         at = index * SLOT_SIZE
         if self.keeps_gil and self._set_now(fcntl.F_WRLCK, at):
             return
         fcntl.lockf(self.fd, fcntl.LOCK_EX, SLOT_SIZE, at)
+
+    def _wait_mutex(self, address: int, index: int, done: int) -> None:
+        """Slot `index`'s mutex at `address`, which a try answered with `done` (ADR
+        0102): waited for releasing the GIL if busy.
+
+        - A mutex whose holder died holding it is now this thread's: it is made
+          consistent at once (given up without that, it could never be taken again:
+          `ENOTRECOVERABLE`), and the slot is used as it was left, as with a record lock
+          the kernel released (its writes leave a slot usable at every step).
+        - One this thread already holds (a lock left held by an exception between its
+          taking and its `try`) is held: as a process's record lock was, given up by
+          the next unlock."""
+        pthreads: Any = _pthreads
+        if done == errno.EBUSY:
+            done = pthreads.wait(address)
+        if done == errno.EDEADLK:
+            return
+        if done == errno.EOWNERDEAD:
+            _check(pthreads.consistent(address))
+            logger.warning(
+                "A process died holding lease slot %d; the slot is used as it was left.", index
+            )
+            return
+        _check(done)
 
     def _set_now(self, kind: int, at: int) -> bool:
         """`F_SETLK` of `kind` on the slot at `at`, through libc keeping the GIL (it never
@@ -266,6 +408,12 @@ class _Table:
         return bool(_c_libc.fcntl(self.fd, fcntl.F_SETLK, flock) == 0)
 
     def unlock(self, index: int) -> None:
+        """Give up slot `index`'s lock, from the thread that took it (a mutex's owner)."""
+        if self.mutexes:
+            done = _unlock_mutex(self.mutexes + index * _MUTEX_STRIDE)
+            if done:
+                raise OSError(done, os.strerror(done))
+            return
         if self.fd < 0:
             return
         at = index * SLOT_SIZE
@@ -334,17 +482,22 @@ class _Table:
             self.unlock(SLOTS)
 
     def clear(self) -> None:
-        self.map[:] = bytes(TABLE_SIZE)
+        """Empty every slot and the header; the locks and the word saying which they are
+        stay as they are."""
+        self.map[:_GUARD_AT] = bytes(_GUARD_AT)
 
 
 def table_path() -> str:
-    """Where this host's lease table lives: `LATCHKEY_LEASE_TABLE`, else a file in
+    """Where this host's lease table lives: `LATCHKEY_LEASE_TABLE` with the layout's name
+    appended (`.leases-v3`), else a file in
     `/dev/shm` whose name is keyed by `SECRET_KEY` and made of the user, the Redis
     database and the key prefix (processes that share those share leases; the name says
     nothing about `REDIS_URL` to whoever lists the folder)."""
     configured = str(getattr(settings, "LATCHKEY_LEASE_TABLE", "") or "")
     if configured:
-        return configured
+        # A release of another layout (another size, another kind of lock) never opens
+        # the same file, even during a rolling deploy or a rollback (ADR 0102).
+        return f"{configured}.{_LAYOUT}"
     about = f"{_LAYOUT}|{os.getuid()}|{getattr(settings, 'REDIS_URL', '')}|{redisconn.prefix()}"
     name = hmac.new(settings.SECRET_KEY.encode(), about.encode(), hashlib.sha256).hexdigest()
     # The file is opened without following links and used only if it is this user's

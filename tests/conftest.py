@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -15,12 +19,22 @@ from tests.programs import PROGRAMS, REQUIRE_ALL_VARIABLE
 
 
 @pytest.fixture(scope="session", autouse=True)
-def lease_table_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The host's lease table (ADR 0090) of this test run: in the run's temporary folder,
-    not a new 2 MiB file in /dev/shm for every Redis server the tests start."""
+def lease_table_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The host's lease table (ADR 0090) of this test run: one file for the run, not a
+    new one for every Redis server the tests start. It is in shared memory where the
+    machine has it, as a host's default table is, so that its slots are guarded as in
+    production (by mutexes, ADR 0102), and removed at the end."""
     from django.conf import settings
 
-    settings.LATCHKEY_LEASE_TABLE = str(tmp_path_factory.mktemp("leases") / "table")
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        folder = Path(tempfile.mkdtemp(prefix="latchkey-tests-", dir=shm))
+    else:
+        folder = tmp_path_factory.mktemp("leases")
+    settings.LATCHKEY_LEASE_TABLE = str(folder / "table")
+    yield
+    if folder.parent == shm:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -78,7 +78,7 @@ def measure(out: str, count: int, shapes: list[str]) -> None:
     finally:
         redis_process.terminate()
         shutil.rmtree(workdir, ignore_errors=True)
-        pm.lease_table(workdir).unlink(missing_ok=True)
+        pm.remove_lease_table(workdir)
 
 
 def main() -> None:

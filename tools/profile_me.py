@@ -85,6 +85,14 @@ def lease_table(workdir: Path) -> Path:
     return workdir / "leases"
 
 
+def remove_lease_table(workdir: Path) -> None:
+    """Remove the run's lease table: the file the setting names, with the layout's name
+    appended (ADR 0102)."""
+    named = lease_table(workdir)
+    for path in named.parent.glob(f"{named.name}.*"):
+        path.unlink(missing_ok=True)
+
+
 def setup_django(workdir: Path, redis_url: str, *, leases: bool) -> None:
     os.environ.update(
         {
@@ -566,7 +574,7 @@ def main() -> None:
         redis_process.terminate()
         redis_process.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
-        lease_table(workdir).unlink(missing_ok=True)
+        remove_lease_table(workdir)
 
 
 if __name__ == "__main__":

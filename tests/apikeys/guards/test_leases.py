@@ -15,6 +15,8 @@ import logging
 import os
 import platform
 import secrets
+import select
+import signal
 import struct
 import sys
 import threading
@@ -284,16 +286,19 @@ def test_a_process_that_saw_another_state_of_the_key_does_not_use_the_hosts_leas
 def test_the_hosts_table_is_used_only_if_it_is_this_users_alone(
     leases_on: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    def named(path: Path) -> Path:  # the file a setting of `path` names (ADR 0102)
+        return Path(f"{path}.{leases._LAYOUT}")
+
     shared = tmp_path / "table"
-    shared.write_bytes(b"")
-    shared.chmod(0o666)
+    named(shared).write_bytes(b"")
+    named(shared).chmod(0o666)
     link = tmp_path / "link"
-    link.symlink_to(tmp_path / "elsewhere")
+    named(link).symlink_to(tmp_path / "elsewhere")
     linked = tmp_path / "linked"
     hard = tmp_path / "hard"
     linked.write_bytes(b"")
     linked.chmod(0o600)
-    os.link(linked, hard)  # a second name of one of this user's files
+    os.link(linked, named(hard))  # a second name of one of this user's files
     for path in (shared, link, hard):
         with override_settings(LATCHKEY_LEASE_TABLE=str(path)):
             with caplog.at_level(logging.ERROR, logger="apikeys.guards"):
@@ -301,14 +306,15 @@ def test_the_hosts_table_is_used_only_if_it_is_this_users_alone(
             assert "keeps its leases to itself" in caplog.text
             table.map[:4] = b"used"
             caplog.clear()
-    assert shared.read_bytes() == b""
+    assert named(shared).read_bytes() == b""
     assert linked.read_bytes() == b""
     assert not (tmp_path / "elsewhere").exists()
     mine = tmp_path / "mine"
     with override_settings(LATCHKEY_LEASE_TABLE=str(mine)):
         leases._table().map[:4] = b"used"
-    assert mine.stat().st_mode & 0o777 == 0o600
-    assert mine.read_bytes()[:4] == b"used"
+    assert not mine.exists()  # a release of another layout's file is never opened
+    assert named(mine).stat().st_mode & 0o777 == 0o600
+    assert named(mine).read_bytes()[:4] == b"used"
 
 
 def test_never_more_than_the_quota_and_exactly_the_quota_once_tokens_are_back(
@@ -784,12 +790,37 @@ def test_leased_requests_after_a_fold_start_a_pending_hash_of_their_own(
     assert KeyUsageHour.objects.get(api_key=key).count_2xx == 9
 
 
+gil_keeping = pytest.mark.skipif(
+    sys.platform != "linux"
+    or platform.machine() not in ("x86_64", "aarch64")
+    or struct.calcsize("P") != 8,
+    reason="the GIL-keeping locks are used on 64-bit Linux with a 64-bit interpreter only",
+)
+
+
+@pytest.mark.parametrize("locks", [pytest.param("mutexes", marks=gil_keeping), "records"])
 def test_two_processes_share_one_lease_without_losing_or_making_a_token(
-    leases_on: RedisServer, org: Organization, frozen_clock: Any
+    leases_on: RedisServer,
+    org: Organization,
+    frozen_clock: Any,
+    locks: str,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     """A forked process and this one take and give back tokens of the same lease at the
-    same time; the slot's record locks make every change count: the tokens left are
-    exactly those of the grant, and draining it from both yields each token once."""
+    same time; the slot's locks (mutexes in memory, record locks elsewhere: ADR 0102)
+    make every change count: the tokens left are exactly those of the grant, and
+    draining it from both yields each token once."""
+    if locks == "records":
+        monkeypatch.setattr(leases, "_pthreads", None)
+        table = tmp_path / "leases"
+    else:
+        table = Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+    settings.LATCHKEY_LEASE_TABLE = str(table)
+    request.addfinalizer(lambda: Path(leases.table_path()).unlink(missing_ok=True))
+    assert bool(leases._table().mutexes) == (locks == "mutexes")
     key, _ = leased_key(org)
     (index,) = leases._granted
     granted = leases._table().read(index)[leases._TOKENS_UNUSED]
@@ -825,24 +856,32 @@ def test_two_processes_share_one_lease_without_losing_or_making_a_token(
     assert mine + theirs == granted
 
 
-@pytest.mark.skipif(
-    sys.platform != "linux"
-    or platform.machine() not in ("x86_64", "aarch64")
-    or struct.calcsize("P") != 8,
-    reason="the GIL-keeping lock is used on 64-bit Linux with a 64-bit interpreter only",
-)
+def shm_table(path: Path | None = None) -> leases._Table:
+    """A lease table in shared memory, as the default one (`/dev/shm`, tmpfs), kept
+    mapped (closing it would drop this process's record locks); its file is removed
+    unless `path` names it."""
+    named = path
+    path = path or Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+    table = leases._Table(str(path))
+    if named is None:
+        path.unlink()  # the open descriptor and the mapping live on
+    leases._kept.append(table)
+    return table
+
+
+@gil_keeping
 def test_a_free_slot_is_locked_without_releasing_the_gil_and_a_held_one_is_waited_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """ADR 0099: a free slot's record lock is taken (and given up) without the GIL-
-    releasing `fcntl.lockf`, and is a real record lock another process sees; a slot
-    another process holds is waited for (through `fcntl.lockf`) until it lets go."""
-    # In shared memory, as the default table (`/dev/shm`, tmpfs): kept only there.
-    path = Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
-    table = leases._Table(str(path))
-    path.unlink()  # the open descriptor and the mapping live on
-    leases._kept.append(table)  # never closed: that would drop this process's locks
+    """ADR 0099: where the slots are guarded by record locks (ADR 0102: where libc's
+    robust mutexes cannot be used), a free slot's record lock is taken (and given up)
+    without the GIL-releasing `fcntl.lockf`, and is a real record lock another process
+    sees; a slot another process holds is waited for (through `fcntl.lockf`) until it
+    lets go."""
+    monkeypatch.setattr(leases, "_pthreads", None)
+    table = shm_table()
     assert table.keeps_gil
+    assert not table.mutexes
     waited: list[int] = []
     lockf = fcntl.lockf
 
@@ -899,6 +938,233 @@ def test_a_free_slot_is_locked_without_releasing_the_gil_and_a_held_one_is_waite
         os.close(to_child_w)  # a child still waiting for a word reads the end and leaves
         os.waitpid(pid, 0)
         os.close(to_parent_r)
+
+
+def mutex_at(table: leases._Table, index: int) -> int:
+    return table.mutexes + index * leases._MUTEX_STRIDE
+
+
+def read_within(fd: int, seconds: float = 10) -> bytes:
+    """A byte from `fd`, failing the test (not hanging it) if none comes in time."""
+    ready, _, _ = select.select([fd], [], [], seconds)
+    assert ready, "no answer in time"
+    return os.read(fd, 16)
+
+
+def in_child(work: Callable[[], bytes]) -> bytes:
+    """What `work` answers in a forked process of the host (b"!": it failed)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.write(write_end, work())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    try:
+        return read_within(read_end) or b"!"
+    finally:
+        os.close(read_end)
+        os.kill(pid, signal.SIGKILL)  # (gone already unless it hangs)
+        os.waitpid(pid, 0)
+
+
+def tried_elsewhere(table: leases._Table, index: int) -> int:
+    """What another process's try of slot `index`'s mutex answers (it lets go of what it
+    took): 0 taken, 16 (EBUSY) held."""
+
+    def attempt() -> bytes:
+        done = leases._try_lock(mutex_at(table, index))
+        if done == 0:
+            leases._unlock_mutex(mutex_at(table, index))
+        return str(done).encode()
+
+    return int(in_child(attempt))
+
+
+@gil_keeping
+def test_slots_in_memory_are_guarded_by_robust_process_shared_mutexes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ADR 0102: in memory, a slot's lock is a process-shared mutex: a free one is taken
+    and given up keeping the GIL (no waiting call, no record lock), another process sees
+    it held, and one another process holds is waited for (the GIL released) until it
+    lets go."""
+    table = shm_table()
+    assert table.keeps_gil and table.mutexes
+    pthreads: Any = leases._pthreads
+    waited: list[int] = []
+    wait = pthreads.wait
+
+    def recording(address: int) -> int:
+        waited.append(address)
+        return int(wait(address))
+
+    monkeypatch.setattr(pthreads, "wait", recording)
+    monkeypatch.setattr(fcntl, "lockf", lambda *args: pytest.fail("a record lock was used"))
+    index = 7
+    table.lock(index)
+    assert tried_elsewhere(table, index) == 16
+    table.unlock(index)
+    assert tried_elsewhere(table, index) == 0
+    assert waited == []
+    # Another process holds it until told to let go.
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            done = leases._try_lock(mutex_at(table, index))
+            os.write(to_parent_w, b"t" if done == 0 else b"n")
+            os.read(to_child_r, 1)
+            leases._unlock_mutex(mutex_at(table, index))
+            os.write(to_parent_w, b"r")
+        finally:
+            os._exit(0)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    taken, release = threading.Event(), threading.Event()
+
+    def holder() -> None:  # a mutex is given up by the thread that took it
+        table.lock(index)
+        taken.set()
+        release.wait(10)
+        table.unlock(index)
+
+    try:
+        assert read_within(to_parent_r) == b"t"
+        locker = threading.Thread(target=holder, daemon=True)
+        locker.start()
+        deadline = time.monotonic() + 10
+        while not waited and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert waited == [mutex_at(table, index)]  # waits through the GIL-releasing call...
+        assert not taken.wait(0.2)  # ...while the other process holds the slot
+        os.write(to_child_w, b"!")
+        assert read_within(to_parent_r) == b"r"
+        assert taken.wait(5)
+        release.set()
+        locker.join(5)
+        assert not locker.is_alive()
+    finally:
+        release.set()
+        os.close(to_child_w)
+        os.waitpid(pid, 0)
+        os.close(to_parent_r)
+    assert tried_elsewhere(table, index) == 0
+
+
+@gil_keeping
+def test_a_slot_whose_holder_died_holding_it_is_taken_and_usable_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ADR 0102: a process killed while it holds a slot's mutex does not hold the slot
+    for ever: the next process to lock it takes it, makes it consistent and uses the
+    slot as it was left (as the kernel's release of a record lock did), and every
+    process can take it again afterwards."""
+    table = shm_table()
+    index = 9
+
+    def die_holding() -> bytes:
+        table.lock(index)
+        leases._TOKENS_FIELD.pack_into(table.map, index * leases.SLOT_SIZE + leases._TOKENS_AT, 5)
+        os.kill(os.getpid(), signal.SIGKILL)
+        return b""
+
+    assert in_child(die_holding) == b"!"  # killed before it answered
+    taken = threading.Event()
+
+    def locker() -> None:
+        table.lock(index)
+        taken.set()
+        table.unlock(index)
+
+    with caplog.at_level(logging.WARNING, logger="apikeys.guards"):
+        thread = threading.Thread(target=locker, daemon=True)
+        thread.start()
+        assert taken.wait(5), "the dead holder's slot was never taken"
+        thread.join(5)
+    assert "died holding lease slot 9" in caplog.text
+    assert table.read(index)[leases._TOKENS_UNUSED] == 5  # as it was left
+    assert tried_elsewhere(table, index) == 0  # consistent: usable by every process
+    table.lock(index)
+    table.unlock(index)
+
+
+@gil_keeping
+def test_a_slot_this_thread_already_holds_is_not_waited_for() -> None:
+    """ADR 0102: a thread locking a slot it holds (a lock an exception left held) is not
+    stuck waiting for itself: it holds the slot, as a process held its record lock, and
+    the next unlock gives it up for every process."""
+    table = shm_table()
+    done = threading.Event()
+
+    def twice() -> None:
+        table.lock(4)
+        table.lock(4)
+        done.set()
+        table.unlock(4)
+
+    thread = threading.Thread(target=twice, daemon=True)
+    thread.start()
+    assert done.wait(5), "the thread waited for itself"
+    thread.join(5)
+    assert tried_elsewhere(table, 4) == 0
+
+
+@gil_keeping
+def test_a_tables_mutexes_are_made_once_and_outlive_a_clear() -> None:
+    """ADR 0102: the process that creates the table makes its mutexes; one that opens
+    it later uses them as they are (a slot held stays held), and emptying the table
+    keeps them."""
+    path = Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        first = shm_table(path)
+        first.lock(3)
+        try:
+            later = shm_table(path)
+            assert later.mutexes and later.mutexes != first.mutexes  # a mapping of its own
+            assert tried_elsewhere(later, 3) == 16  # not made again: still held
+            later.clear()
+            assert tried_elsewhere(later, 3) == 16
+        finally:
+            first.unlock(3)
+        assert tried_elsewhere(later, 3) == 0
+    finally:
+        path.unlink()
+
+
+@gil_keeping
+def test_a_table_keeps_the_kind_of_lock_it_was_made_with(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """ADR 0102: the first opener decides, once for the file, which locks guard its
+    slots: record locks off tmpfs or without libc's mutexes, mutexes in memory. Every
+    later opener uses that kind; one that cannot use a table's mutexes does not use the
+    table (the slots would be guarded by two kinds of lock at once)."""
+    with monkeypatch.context() as on_disk:
+        on_disk.setattr(leases, "_on_tmpfs", lambda fd: False)
+        table = leases._Table(str(tmp_path / "leases"))
+        assert not table.mutexes
+        os.close(table.fd)
+    pthreads = leases._pthreads
+    monkeypatch.setattr(leases, "_pthreads", None)
+    made_with_records = Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+    made_with_mutexes = Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        assert not shm_table(made_with_records).mutexes
+        monkeypatch.setattr(leases, "_pthreads", pthreads)
+        assert not shm_table(made_with_records).mutexes  # records still
+        assert shm_table(made_with_mutexes).mutexes
+        monkeypatch.setattr(leases, "_pthreads", None)
+        with pytest.raises(OSError, match="guarded by mutexes"):
+            leases._Table(str(made_with_mutexes))
+    finally:
+        made_with_records.unlink(missing_ok=True)
+        made_with_mutexes.unlink(missing_ok=True)
 
 
 def test_a_worker_that_only_uses_the_hosts_lease_pushes_its_usage(
