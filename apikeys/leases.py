@@ -335,23 +335,24 @@ class _Table:
             if guard == _MUTEXES:
                 if _pthreads is None or not self.keeps_gil:
                     raise OSError(f"{self.path}'s slots are guarded by mutexes this process lacks")
-                self.mutexes = self._address(_MUTEXES_AT)
+                self.mutexes = self._mutexes_address()
             elif guard != _RECORDS:
                 raise OSError(f"{self.path} is not a lease table of this layout")
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN, _MUTEX_STRIDE, _GUARD_AT)
 
-    def _address(self, at: int) -> int:
-        """The address of byte `at` of the mapping, which stays mapped (`_kept`)."""
+    def _mutexes_address(self) -> int:
+        """The address of the first slot's mutex in the mapping, which stays mapped
+        (`_kept`; the exported buffer keeps it from being closed)."""
         self._exported = ctypes.c_char.from_buffer(self.map)
-        return ctypes.addressof(self._exported) + at
+        return ctypes.addressof(self._exported) + _MUTEXES_AT
 
     def _init_mutexes(self, pthreads: _Pthread) -> None:
         """(once for the file, under the guard word's record lock) Every slot's mutex and
-        the header's, robust and process-shared."""
+        the header's: robust, process-shared and error-checking."""
         attr = pthreads.attributes()
         try:
-            first = self._address(_MUTEXES_AT)
+            first = self._mutexes_address()
             for index in range(SLOTS + 1):
                 _check(pthreads.init(first + index * _MUTEX_STRIDE, attr))
         finally:
@@ -489,10 +490,10 @@ class _Table:
 
 def table_path() -> str:
     """Where this host's lease table lives: `LATCHKEY_LEASE_TABLE` with the layout's name
-    appended (`.leases-v3`), else a file in
-    `/dev/shm` whose name is keyed by `SECRET_KEY` and made of the user, the Redis
-    database and the key prefix (processes that share those share leases; the name says
-    nothing about `REDIS_URL` to whoever lists the folder)."""
+    appended (`.leases-v3`), else a file in `/dev/shm` whose name is keyed by
+    `SECRET_KEY` and made of the user, the Redis database and the key prefix (processes
+    that share those share leases; the name says nothing about `REDIS_URL` to whoever
+    lists the folder)."""
     configured = str(getattr(settings, "LATCHKEY_LEASE_TABLE", "") or "")
     if configured:
         # A release of another layout (another size, another kind of lock) never opens
