@@ -790,6 +790,11 @@ def test_leased_requests_after_a_fold_start_a_pending_hash_of_their_own(
     assert KeyUsageHour.objects.get(api_key=key).count_2xx == 9
 
 
+def shm_path() -> Path:
+    """A new file name of this test process in shared memory (`/dev/shm`, tmpfs)."""
+    return Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+
+
 gil_keeping = pytest.mark.skipif(
     sys.platform != "linux"
     or platform.machine() not in ("x86_64", "aarch64")
@@ -817,7 +822,7 @@ def test_two_processes_share_one_lease_without_losing_or_making_a_token(
         monkeypatch.setattr(leases, "_pthreads", None)
         table = tmp_path / "leases"
     else:
-        table = Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+        table = shm_path()
     settings.LATCHKEY_LEASE_TABLE = str(table)
     request.addfinalizer(lambda: Path(leases.table_path()).unlink(missing_ok=True))
     assert bool(leases._table().mutexes) == (locks == "mutexes")
@@ -861,7 +866,7 @@ def shm_table(path: Path | None = None) -> leases._Table:
     mapped (closing it would drop this process's record locks); its file is removed
     unless `path` names it."""
     named = path
-    path = path or Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+    path = path or shm_path()
     table = leases._Table(str(path))
     if named is None:
         path.unlink()  # the open descriptor and the mapping live on
@@ -1120,7 +1125,7 @@ def test_a_tables_mutexes_are_made_once_and_outlive_a_clear() -> None:
     """ADR 0102: the process that creates the table makes its mutexes; one that opens
     it later uses them as they are (a slot held stays held), and emptying the table
     keeps them."""
-    path = Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+    path = shm_path()
     try:
         first = shm_table(path)
         first.lock(3)
@@ -1152,8 +1157,8 @@ def test_a_table_keeps_the_kind_of_lock_it_was_made_with(
         os.close(table.fd)
     pthreads = leases._pthreads
     monkeypatch.setattr(leases, "_pthreads", None)
-    made_with_records = Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
-    made_with_mutexes = Path("/dev/shm") / f"latchkey-test-{os.getpid()}-{time.monotonic_ns()}"
+    made_with_records = shm_path()
+    made_with_mutexes = shm_path()
     try:
         assert not shm_table(made_with_records).mutexes
         monkeypatch.setattr(leases, "_pthreads", pthreads)
