@@ -2,8 +2,9 @@
 
 A moment in epoch seconds (`now`) that a test moves by hand. It stands in for each clock
 the code reads: the limiter's (`apikeys.ratelimit.clock`: calling it gives seconds),
-Django's `timezone.now` (`datetime()`), django-otp's `time` module (`time()`) and the
-leak endpoint's (`apikeys.leaks._now`).
+Django's `timezone.now` (`datetime()`), django-otp's `time` module (`time()`), the
+leak endpoint's (`apikeys.leaks._now`), and the lease code's steady clock (its `time`
+module's `monotonic()`, with a clock made at `time.monotonic()`; its `sleep` stays real).
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ class FrozenClock:
 
     def time(self) -> float:
         return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    sleep = staticmethod(_time.sleep)
 
     def datetime(self) -> datetime:
         return datetime.fromtimestamp(self.now, tz=UTC)

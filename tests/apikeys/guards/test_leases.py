@@ -40,6 +40,7 @@ from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.api.conftest import ApiClient
 from tests.apikeys.guards.conftest import CommandLog, RedisServer, new_key, set_limits
+from tests.clock import FrozenClock
 
 HIGH = 10**9
 # How long a host trusts its reading of the lease epoch (longer than the default's 200 ms,
@@ -180,21 +181,6 @@ def test_a_busy_growth_key_is_leased_a_quarter_of_its_burst(
     assert redis_commands.names == ["EVALSHA"]
 
 
-class SteadyClockHeld:
-    """The `time` module as the lease code sees it, with `time.monotonic()` held still:
-    a lease and the host's reading of the epoch stay trusted however long the machine
-    takes to serve a test's requests (the wall clock is `frozen_clock`'s)."""
-
-    def __init__(self) -> None:
-        self.held = time.monotonic()
-
-    def monotonic(self) -> float:
-        return self.held
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-
 def test_a_busy_key_is_leased_up_to_256_tokens_by_default(
     use_redis: RedisServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -208,7 +194,7 @@ def test_a_busy_key_is_leased_up_to_256_tokens_by_default(
     loaded machine, so the steady clock is held still."""
     leases.discard()
     monkeypatch.setattr(leases._pusher, "ensure_started", lambda: None)
-    steady = SteadyClockHeld()
+    steady = FrozenClock(time.monotonic())
     monkeypatch.setattr(leases, "time", steady)
     monkeypatch.setattr(counting, "time", steady)
     try:
