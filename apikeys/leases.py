@@ -23,9 +23,10 @@ its trust run out.
   minute and monthly windows (the monthly quota counts admitted requests only).
 - **One table per host.** The leases live in a small file in shared memory (`/dev/shm`,
   one per host, Redis database and key prefix; `LATCHKEY_LEASE_TABLE` names another
-  place), one slot per key, each slot guarded by a robust, process-shared mutex in the
-  table (ADR 0102; off tmpfs, by a POSIX record lock); either kind is released if its
-  holder dies. Only keys this process has verified touch it. A process
+  place), a pair of slots per key (ADR 0103), each slot guarded by a robust,
+  process-shared mutex in the table (ADR 0102; off tmpfs, by a POSIX record lock);
+  either kind is released if its holder dies. Only keys this process has verified touch
+  it. A process
   uses a lease only with the key's state it got from its own round trips, and only when
   that state is the one the lease was granted with (the cache entry's fingerprint): a
   change made since (a limit, a scope, the org's state) is never applied late by a
@@ -118,18 +119,21 @@ REFRESH_WHILE_USED = 1.0
 
 # --- the host's table ----------------------------------------------------------------
 #
-# One slot per key (by its digest; a key whose slot holds another key's live lease gets
-# no lease): tag, fingerprint of the cache entry the lease was granted with, key id, org
-# id (-1: none), the lease's second, trusted until (time.monotonic(), one clock for every
-# process of a host), serial, the minute counter after the grant (tokens included),
-# tokens left, which windows are limited (bits: burst, minute, month), the key's demand on
-# this host (the second it counts, requests in it, requests in the one before), until
-# when a worker is asking Redis for the host's next lease (others then do not), the
-# lease epoch it was granted in, and how long (s) the granting worker trusts a reading of
-# the epoch (ADR 0091: a worker with a longer setting uses the shorter).
+# Two candidate slots per key, a pair (by its digest, ADR 0103): the one that holds the
+# key, else one without a current lease (a key whose two slots both hold other keys' live
+# leases gets no lease). Each slot: tag, fingerprint of the cache entry the lease was
+# granted with, key id, org id (-1: none), the lease's second, trusted until
+# (time.monotonic(), one clock for every process of a host), serial, the minute counter
+# after the grant (tokens included), tokens left, which windows are limited (bits: burst,
+# minute, month), the key's demand on this host (the second it counts, requests in it,
+# requests in the one before), until when a worker is asking Redis for the host's next
+# lease (others then do not), the lease epoch it was granted in, and how long (s) the
+# granting worker trusts a reading of the epoch (ADR 0091: a worker with a longer setting
+# uses the shorter).
 _SLOT = struct.Struct("<QQqqqdqqqqqiidqd")
 SLOT_SIZE = 128
 SLOTS = 16384
+assert SLOTS % 2 == 0  # slots come in pairs (ADR 0103)
 # After the slots, the host's newest reading of the lease epoch: a sequence number (odd
 # while it is being written), the epoch, and when (time.monotonic()) the round trip that
 # read it was sent.
@@ -146,7 +150,7 @@ _RECORDS, _MUTEXES = 0x7265636F726473, 0x6D7574657865
 _MUTEX_STRIDE = 64
 _MUTEXES_AT = _GUARD_AT + _MUTEX_STRIDE
 TABLE_SIZE = _MUTEXES_AT + _MUTEX_STRIDE * (SLOTS + 1)
-_LAYOUT = "leases-v3"
+_LAYOUT = "leases-v4"
 _BURST, _MINUTE, _MONTH = 1, 2, 4
 # A request's token is taken by rewriting these fields alone, never the lease's second or
 # trust; a new lease is written with no tokens first and gets them last, so a process
@@ -183,6 +187,8 @@ _TRUST_SERIAL_AT, _TRUST_SERIAL = 40, struct.Struct("<dq")
 _DECLARED_AT = 112
 # ... and by the sweep of ended leases, for a hint (`_current_unlocked`): second and trust.
 _SECOND_AT, _SECOND_TRUST = 32, struct.Struct("<qd")
+# ... and by a key choosing between its two slots (`_slot_for`): the tag.
+_TAG_FIELD = struct.Struct("<Q")
 _FLOAT = struct.Struct("<d")
 assert struct.calcsize("<QQqqq") == _TRUST_SERIAL_AT
 assert struct.calcsize("<QQqqqdqqqqqiidq") == _DECLARED_AT
@@ -490,7 +496,7 @@ class _Table:
 
 def table_path() -> str:
     """Where this host's lease table lives: `LATCHKEY_LEASE_TABLE` with the layout's name
-    appended (`.leases-v3`), else a file in `/dev/shm` whose name is keyed by
+    appended (`.leases-v4`), else a file in `/dev/shm` whose name is keyed by
     `SECRET_KEY` and made of the user, the Redis database and the key prefix (processes
     that share those share leases; the name says nothing about `REDIS_URL` to whoever
     lists the folder)."""
@@ -554,8 +560,30 @@ def _table() -> _Table:
 
 
 def _slot_of(digest: str) -> tuple[int, int]:
+    """The key's tag and its first slot; its second is the other of the pair
+    (`index ^ 1`)."""
     tag = int(digest[:16], 16) or 1
     return tag, tag % SLOTS
+
+
+def _slot_for(table: _Table, digest: str, second: int, clock: float) -> tuple[int, int]:
+    """The key's tag and the slot it uses (ADR 0103): of its two slots, the one that
+    holds it (the first if both do), else the first unless only the second is free of a
+    live lease. Read without the locks: a hint, which the caller checks again under the
+    slot's lock (a slot of another key is taken over only when its lease is not live
+    there, as with one slot a key)."""
+    tag, first = _slot_of(digest)
+    held = _TAG_FIELD.unpack_from(table.map, first * SLOT_SIZE)[0]
+    if held == tag:
+        return tag, first
+    second_slot = first ^ 1
+    if _TAG_FIELD.unpack_from(table.map, second_slot * SLOT_SIZE)[0] == tag or (
+        held
+        and _live_unlocked(table, first, second, clock)
+        and not _live_unlocked(table, second_slot, second, clock)
+    ):
+        return tag, second_slot
+    return tag, first
 
 
 def _current(slot: list[Any], second: int, clock: float) -> bool:
@@ -568,6 +596,14 @@ def _current_unlocked(table: _Table, index: int, second: int, clock: float) -> b
     admit): the lease's second and trust, which are adjacent."""
     held, trust = _SECOND_TRUST.unpack_from(table.map, index * SLOT_SIZE + _SECOND_AT)
     return bool(held == second and clock < trust)
+
+
+def _live_unlocked(table: _Table, index: int, second: int, clock: float) -> bool:
+    """`_live` of slot `index`, read without its lock (a hint, as `_current_unlocked`)."""
+    at = index * SLOT_SIZE
+    return _TOKENS_FIELD.unpack_from(table.map, at + _TOKENS_AT)[0] > 0 and _current_unlocked(
+        table, index, second, clock
+    )
 
 
 def _live(slot: list[Any], second: int, clock: float) -> bool:
@@ -746,7 +782,10 @@ def take(
             if taken is not None:
                 return taken, 0
             del _batches[digest]
-        tag, index = _slot_of(digest)
+        tag, index = _slot_for(table, digest, second, time.monotonic())
+        if batch is not None and batch.lease.index != index:
+            _settle_where_taken(table, tag, batch)  # the key has moved to its other slot
+            batch = None
         table.lock(index)
         try:
             slot = table.read(index)
@@ -894,14 +933,17 @@ def _drop_batches(matches: Any, *, leaving: bool = False) -> None:
     for digest, batch in list(_batches.items()):
         if matches(batch):
             del _batches[digest]
-            tag, index = _slot_of(digest)
-            table.lock(index)
-            try:
-                _settle(
-                    table, index, table.read(index), tag, batch, time.monotonic(), leaving=leaving
-                )
-            finally:
-                table.unlock(index)
+            _settle_where_taken(table, _slot_of(digest)[0], batch, leaving=leaving)
+
+
+def _settle_where_taken(table: _Table, tag: int, batch: _Batch, *, leaving: bool = False) -> None:
+    """(under `_lock`) `_settle` the batch in the slot its tokens came from."""
+    index = batch.lease.index
+    table.lock(index)
+    try:
+        _settle(table, index, table.read(index), tag, batch, time.monotonic(), leaving=leaving)
+    finally:
+        table.unlock(index)
 
 
 # A reading no more than this much newer than the host's is not written (the host's
@@ -1043,12 +1085,12 @@ def grant(
     org_pk = org.pk if org is not None else None
     key_pk = resolved.key.pk
     flags = _flags(limits, org)
-    tag, index = _slot_of(digest)
     second = int(now)
+    table = _table()
+    tag, index = _slot_for(table, digest, second, time.monotonic())
     known = _known.get(digest)
     fingerprint = known[2] if known is not None and known[0] == resolved.entry else 0
     trust = asked_at + length_ms / 1000 * HOLDER_FRACTION
-    table = _table()
     with _lock:
         table.lock(index)
         try:
@@ -1098,6 +1140,8 @@ def grant(
             table.write(index, slot)
             _granted.add(index)
             if ahead is not None and len(_ahead) < AHEAD_MAX:
+                if _ahead.get(index ^ 1) == digest:
+                    del _ahead[index ^ 1]  # the key has moved within its pair: asked for once
                 _ahead[index] = digest
                 chosen = _AheadLease(ahead[0], length_ms, ahead[1], epoch_trust)
                 if chosen != _ahead_lease:
@@ -1608,10 +1652,11 @@ def forget(*, digest: str | None = None, org_pk: int | None = None) -> None:
     invalidation made here; other hosts' end by time, which it waits for)."""
     table = _table()
     if digest is not None:
-        tag, index = _slot_of(digest)
+        tag, first = _slot_of(digest)
         with _lock:
             _drop_batches(lambda batch: batch.lease.digest == digest)
-            _end(table, index, lambda slot: slot[_TAG] == tag)
+            for index in (first, first ^ 1):  # either of its slots (ADR 0103)
+                _end(table, index, lambda slot: slot[_TAG] == tag)
     if org_pk is not None:
         # The scan reads without locks (a torn read only adds a candidate); each slot that
         # may be the org's is checked again under its lock.

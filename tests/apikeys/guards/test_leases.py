@@ -1201,22 +1201,137 @@ def test_a_lease_is_not_used_in_the_next_second(
     assert redis_commands.names == ["EVALSHA"]
 
 
-def test_a_key_whose_slot_holds_another_keys_lease_gets_none(
+def _same_first_slot(key: ApiKey, org: Organization, offset: int = 1) -> str:
+    """A digest whose first slot is `key`'s (same tag modulo the table size), known to this
+    process with the state of a new key of `org` (another key id)."""
+    tag = int(key.digest[:16], 16) + offset * leases.SLOTS
+    other = f"{tag % 2**64:016x}" + key.digest[16:]
+    assert other != key.digest
+    assert leases._slot_of(other)[1] == leases._slot_of(key.digest)[1]
+    new, api = new_key(org)
+    for _ in range(3):  # the third is the first warm one (`lease_up`): its state known
+        assert api.get("me").status_code == 200
+    leases._known[other] = leases._known[new.digest]
+    return other
+
+
+def _grant_like(key: ApiKey, digest: str, org: Organization, now: float, tokens: int = 7) -> bool:
+    """Grant `digest` a lease of `tokens` as a round trip would, in `key`'s epoch."""
+    index = leases._slot_of(key.digest)[1]
+    return leases.grant(
+        digest=digest,
+        resolved=leases._known[digest][1],
+        limits=org.limits,
+        now=now,
+        asked_at=time.monotonic(),
+        length_ms=LEASE_MS,
+        tokens=tokens,
+        minute_used=tokens,
+        epoch=leases._table().read(index)[leases._EPOCH],
+        epoch_trust=TRUST,
+    )
+
+
+def test_a_key_whose_first_slot_holds_another_keys_lease_uses_its_second(
     leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
 ) -> None:
+    """Two busy keys whose digests fall on one slot both keep leases (ADR 0103): with one
+    slot a key, the second would make a round trip on every request while the first's
+    lease is live."""
     key, api = leased_key(org)
-    _, index = leases._slot_of(key.digest)
-    # Another digest with the same slot (same tag modulo the table size).
-    tag = int(key.digest[:16], 16) + leases.SLOTS
-    other_digest = f"{tag % 2**64:016x}" + key.digest[16:]
-    assert leases._slot_of(other_digest)[1] == index
-    entry, resolved, fingerprint = leases._known[key.digest]
-    leases._known[other_digest] = (entry, resolved, fingerprint)
-    assert leases.take(other_digest, frozen_clock.now, 64, TRUST) == (None, 0)
-    # The slot still holds the key's lease, and the key still admits from it.
+    first = leases._slot_of(key.digest)[1]
+    other = _same_first_slot(key, org)
+    left = leases._table().read(first)[leases._TOKENS_UNUSED]
+    # Seen once: its second slot is taken for it (no lease yet), the first left alone.
+    assert leases.take(other, frozen_clock.now, 64, TRUST) == (None, 0)
+    assert leases._table().read(first ^ 1)[leases._TAG] == leases._slot_of(other)[0]
+    assert _grant_like(key, other, org, frozen_clock.now)
+    taken, _ = leases.take(other, frozen_clock.now, 64, TRUST)
+    assert taken is not None
+    assert taken[0].index == first ^ 1
+    assert taken[0].key_pk != key.pk
+    # The first key's lease gave none of its tokens, and still admits, in its first slot.
+    assert leases._table().read(first)[leases._TOKENS_UNUSED] == left
     redis_commands.clear()
     assert api.get("me").status_code == 200
     assert redis_commands.names == []
+    assert leases._table().read(first)[leases._TAG] == leases._slot_of(key.digest)[0]
+    # Ending one key's leases leaves the other's.
+    leases.forget(digest=other)
+    assert leases.take(other, frozen_clock.now, 64, TRUST)[0] is None
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == []
+
+
+def test_a_key_whose_two_slots_hold_other_keys_leases_gets_none(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    key, api = leased_key(org)
+    second = _same_first_slot(key, org, 1)
+    leases.take(second, frozen_clock.now, 64, TRUST)
+    assert _grant_like(key, second, org, frozen_clock.now)
+    third = _same_first_slot(key, org, 2)
+    assert leases.take(third, frozen_clock.now, 64, TRUST) == (None, 0)
+    assert not _grant_like(key, third, org, frozen_clock.now)
+    assert leases.take(third, frozen_clock.now, 64, TRUST) == (None, 0)
+    # Both slots still hold their keys' leases, and those keys still admit from them.
+    assert leases.take(second, frozen_clock.now, 64, TRUST)[0] is not None
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == []
+
+
+def test_a_batch_from_the_second_slot_is_settled_there_after_the_key_moves(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any
+) -> None:
+    """A key whose batch came from its second slot and whose next request uses its first:
+    the batch's unused tokens go back to the lease they came from, and from it to their
+    windows when it ends, once."""
+    key, _ = leased_key(org)
+    first = leases._slot_of(key.digest)[1]
+    other = _same_first_slot(key, org)
+    now = frozen_clock.now
+    leases.take(other, now, 64, TRUST)
+    assert _grant_like(key, other, org, now, tokens=40)
+    table = leases._table()
+    taken, _ = leases.take(other, now, 64, TRUST)
+    assert taken is not None and taken[0].index == first ^ 1
+    unused = leases._batches[other].tokens
+    assert unused > 0
+    in_slot = table.read(first ^ 1)[leases._TOKENS_UNUSED]
+    # The key's state as this process knows it changes (its batch no longer admits), and
+    # its first slot is free with its tag in it: its next request uses the first.
+    entry, resolved, fingerprint = leases._known[other]
+    leases._known[other] = (entry, resolved, fingerprint + 1)
+    with leases._lock:
+        leases._end(table, first, lambda slot: True)
+    table.write(first, leases._fresh(leases._slot_of(other)[0], int(now)))
+    assert leases.take(other, now, 64, TRUST)[0] is None
+    assert other not in leases._batches
+    assert table.read(first ^ 1)[leases._TOKENS_UNUSED] == in_slot + unused
+    returned = sum(leases._pending.returns.values())
+    frozen_clock.advance(1)
+    with leases._lock:
+        leases._sweep(list(leases._granted), ended_only=True)
+    assert table.read(first ^ 1)[leases._TOKENS_UNUSED] == 0
+    assert sum(leases._pending.returns.values()) - returned == in_slot + unused
+
+
+def test_ending_a_keys_leases_ends_them_in_both_its_slots(
+    leases_on: RedisServer, org: Organization, frozen_clock: Any, redis_commands: CommandLog
+) -> None:
+    """Two workers that placed a key at once may each have put it in one of its slots: an
+    invalidation made here ends both."""
+    key, api = leased_key(org)
+    first = leases._slot_of(key.digest)[1]
+    table = leases._table()
+    table.write(first ^ 1, table.read(first))  # the key in both, each with a live lease
+    leases.forget(digest=key.digest)
+    for index in (first, first ^ 1):
+        assert table.read(index)[leases._TRUST] == 0.0
+    redis_commands.clear()
+    assert api.get("me").status_code == 200
+    assert redis_commands.names == ["EVALSHA"]
 
 
 def test_grants_of_the_same_second_and_state_add_up_in_one_lease(
