@@ -56,6 +56,7 @@ from apikeys.models import ApiKey
 from apikeys.pagination import ApiCursorPagination
 from apikeys.permissions import ANY_SCOPE, required_scope
 from apikeys.selectors import apikey_get
+from config.middleware import on_close
 from orgs.actors import Actor
 from orgs.models import Organization
 from orgs.selectors import organization_by_pk
@@ -231,9 +232,26 @@ class ApiView(APIView):
             response = self.run_handler(drf_request, *args, **kwargs)
         except Exception as exc:
             response = self.handle_exception(exc)
+            # Handled: its traceback's frames would hold this view and the request in a
+            # cycle with it (ADR 0104).
+            exc.__traceback__ = None
         final = self.finalize_response(drf_request, response, *args, **kwargs)
         self.response = final  # type: ignore[assignment]
+        on_close(final, self._release)
         return final
+
+    def _release(self) -> None:
+        """(when the response is closed) Break the cycles of this view, DRF's request
+        (which keeps the view in its parser context) and a DRF response (whose renderer
+        context keeps the view, the request and the response itself), so that all are
+        freed by reference counting (ADR 0104)."""
+        response = self.__dict__.get("response")
+        if response is not None:
+            response.__dict__.pop("renderer_context", None)
+        request = self.__dict__.get("request")
+        if isinstance(request, Request):  # (Django's own is left to its middleware)
+            request.__dict__.clear()
+        self.__dict__.clear()
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self.format_kwarg = None

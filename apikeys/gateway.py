@@ -33,6 +33,7 @@ from apikeys.errors import ApiError
 from apikeys.exceptions import error_response_for
 from apikeys.guard import Facts, admit, notes, settle
 from apikeys.permissions import ANY_SCOPE
+from config.middleware import on_close
 
 MAX_ORIGINAL_URI = 4096
 DENY_STATUS_HEADER = "HTTP_X_LATCHKEY_DENY_STATUS"
@@ -137,10 +138,13 @@ class GatewayAuthApi(OrgApiView):
             store["x-latchkey-actor-id"] = ("X-Latchkey-Actor-Id", admission.external_actor_id)
         except Exception as exc:
             response = self._denial(request, exc)
+            exc.__traceback__ = None  # as `ApiView.dispatch` (ADR 0104)
         store = response.headers._store
         store["cache-control"] = ("Cache-Control", "no-store")
         if admission is not None:
             admission.write_headers(store)
+        self.response = response  # type: ignore[assignment]
+        on_close(response, self._release)
         return response
 
     def _denial(self, request: Any, exc: Exception) -> HttpResponseBase:

@@ -1,5 +1,5 @@
-"""Project-wide middleware: a request id on every request and response, and bounded
-request bodies."""
+"""Project-wide middleware: a request id on every request and response, bounded request
+bodies, and each request's objects freed when its response is closed."""
 
 from __future__ import annotations
 
@@ -15,6 +15,44 @@ _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 
 def new_request_id() -> str:
     return "req_" + uuid.uuid4().hex
+
+
+def on_close(response: Any, release: Callable[[], None]) -> None:
+    """Call `release` when the server closes `response` (after its body is sent), with
+    the response's other resources (Django's own list of closers, which swallows a
+    closer's error and is emptied after the close). Without that list (another Django),
+    nothing is called, and the garbage collector frees what `release` would have."""
+    closers = getattr(response, "_resource_closers", None)
+    if closers is not None:
+        closers.append(release)
+
+
+def _released(request: HttpRequest) -> Callable[[], None]:
+    def release() -> None:
+        request.close()  # its uploaded files, as Django's own closer would
+        request.__dict__.clear()
+
+    return release
+
+
+class ReleaseRequestMiddleware:
+    """Free each request's objects by reference counting when its response is closed,
+    instead of leaving them to the cyclic garbage collector (ADR 0104).
+
+    A request is tied into reference cycles by the middleware that hang objects on it
+    (the messages' storage keeps the request, the lazy user and the CSP nonce close over
+    it), so about 100 objects a request stayed until a collection found them, and the
+    collections cost 5-7 % of an API request. Emptying the request once the server has
+    closed its response breaks those cycles. Nothing reads a request after that: Django
+    closes its files first (done here too, as the closers run in order)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        on_close(response, _released(request))
+        return response
 
 
 class RequestIdMiddleware:

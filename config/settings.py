@@ -109,6 +109,7 @@ INSTALLED_APPS += [app for app in LATCHKEY_EXTRA_APPS if app not in INSTALLED_AP
 LATCHKEY_EXTRA_URLCONF = env.str("LATCHKEY_EXTRA_URLCONF", default="")
 
 MIDDLEWARE = [
+    "config.middleware.ReleaseRequestMiddleware",
     "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

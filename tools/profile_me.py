@@ -218,7 +218,11 @@ def call(app: Any, template: dict[str, Any]) -> tuple[str, bytes]:
     def start_response(s: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
         status.append(s)
 
-    body = b"".join(app(environ, start_response))
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        result.close()  # as a WSGI server does once the body is sent
     return status[0], body
 
 

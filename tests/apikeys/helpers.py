@@ -3,13 +3,17 @@ keys."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import gc
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from unittest import mock
 
+from django.http import HttpRequest, HttpResponseBase
 from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from apikeys.models import ApiKey
 from orgs.models import Organization
@@ -30,3 +34,25 @@ def frozen_clock(start: datetime | None = None) -> Iterator[FrozenClock]:
 
 def make_key(org: Organization, **overrides: Any) -> tuple[ApiKey, str]:
     return ApiKeyFactory.pair(**{"org": org, "scopes": ["members:read"], **overrides})
+
+
+# What a request leaves behind when its cycles are not broken.
+_REQUEST_OBJECTS = (HttpRequest, Request, APIView, HttpResponseBase)
+
+
+def cyclic_garbage(call: Callable[[], Any]) -> list[str]:
+    """Run `call` with the collector off, then answer the request objects it left that only
+    the collector could free (kept for inspection with `DEBUG_SAVEALL`). The test client
+    ties its own objects to a response (`json`, a partial of it), so `call` should drop
+    the responses it gets."""
+    gc.collect()
+    gc.disable()
+    try:
+        call()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        return sorted(type(o).__name__ for o in gc.garbage if isinstance(o, _REQUEST_OBJECTS))
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()

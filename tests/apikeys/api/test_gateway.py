@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client, override_settings
@@ -14,6 +15,7 @@ from apikeys.services import apikey_create, apikey_revoke
 from orgs.actors import Actor
 from orgs.models import Organization
 from tests.apikeys.guards.conftest import set_limits
+from tests.apikeys.helpers import cyclic_garbage
 
 PRODUCT = Path(__file__).resolve().parents[1] / "catalogues" / "product.toml"
 
@@ -146,3 +148,20 @@ def test_a_system_key_is_refused_before_any_route_is_looked_up(product: None, db
         response = ask("GET", uri, secret)
         assert response.status_code == 403, uri  # type: ignore[attr-defined]
         assert json.loads(response.content)["error"]["code"] == "insufficient_scope"  # type: ignore[attr-defined]
+
+
+def test_the_door_leaves_no_cycles(product: None, org: Organization) -> None:
+    """Allowed or denied, the door's view, its admission and the request are freed by
+    reference counting when the response is closed (ADR 0104)."""
+    _, secret = apikey_create(
+        actor=Actor.system(), org=org, name="Svc", environment="test", scopes=["payments:read"]
+    )
+    for sent, expected in ((secret, 200), (secret[:-4] + "AAAA", 401)):
+        response: Any = ask("GET", "/v1/payments/pay_1", sent)
+        assert response.status_code == expected
+
+        def once(secret: str = sent) -> None:
+            answer: Any = ask("GET", "/v1/payments/pay_1", secret)
+            answer.__dict__.pop("json", None)
+
+        assert (expected, cyclic_garbage(once)) == (expected, [])
