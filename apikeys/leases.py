@@ -120,7 +120,7 @@ REFRESH_WHILE_USED = 1.0
 # --- the host's table ----------------------------------------------------------------
 #
 # Two candidate slots per key, a pair (by its digest, ADR 0103): the one that holds the
-# key, else one without a current lease (a key whose two slots both hold other keys' live
+# key, else one without a live lease (a key whose two slots both hold other keys' live
 # leases gets no lease). Each slot: tag, fingerprint of the cache entry the lease was
 # granted with, key id, org id (-1: none), the lease's second, trusted until
 # (time.monotonic(), one clock for every process of a host), serial, the minute counter
