@@ -196,7 +196,9 @@ def test_usage_counts_survive_a_fold_and_a_restart(server: Server) -> None:
     server.run_django("from apikeys.usage import fold\nfold()")
     report = server.call("GET", f"/api/v1/usage?key={public_id}", headers=bearer(secret)).json()
     assert report["totals"]["requests"] == 9
-    assert report["results"][0]["client_versions"] == ["v9"]
+    # In whichever hour's bucket it fell (a run may cross the hour).
+    versions = {v for bucket in report["results"] for v in bucket["client_versions"]}
+    assert versions == {"v9"}
 
 
 def test_usage_of_the_embedded_default_is_folded_when_the_server_stops(
