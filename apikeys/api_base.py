@@ -235,10 +235,14 @@ class ApiView(APIView):
             # Handled: its traceback's frames would hold this view and the request in a
             # cycle with it (ADR 0104).
             exc.__traceback__ = None
-        final = self.finalize_response(drf_request, response, *args, **kwargs)
-        self.response = final  # type: ignore[assignment]
-        on_close(final, self._release)
-        return final
+        return self.answered(self.finalize_response(drf_request, response, *args, **kwargs))
+
+    def answered(self, response: HttpResponseBase) -> HttpResponseBase:
+        """`response`, kept as this view's, to be released with it when the server closes
+        it (`_release`)."""
+        self.response = response  # type: ignore[assignment]
+        on_close(response, self._release)
+        return response
 
     def _release(self) -> None:
         """(when the response is closed) Break the cycles of this view, DRF's request

@@ -33,7 +33,6 @@ from apikeys.errors import ApiError
 from apikeys.exceptions import error_response_for
 from apikeys.guard import Facts, admit, notes, settle
 from apikeys.permissions import ANY_SCOPE
-from config.middleware import on_close
 
 MAX_ORIGINAL_URI = 4096
 DENY_STATUS_HEADER = "HTTP_X_LATCHKEY_DENY_STATUS"
@@ -143,9 +142,7 @@ class GatewayAuthApi(OrgApiView):
         store["cache-control"] = ("Cache-Control", "no-store")
         if admission is not None:
             admission.write_headers(store)
-        self.response = response  # type: ignore[assignment]
-        on_close(response, self._release)
-        return response
+        return self.answered(response)
 
     def _denial(self, request: Any, exc: Exception) -> HttpResponseBase:
         """The API's error response for `exc`, with the error also in headers (a gateway
