@@ -3,13 +3,18 @@ left in reference cycles for the garbage collector (ADR 0104)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.core.files import uploadhandler
+from django.core.files.uploadedfile import TemporaryUploadedFile
+from django.test import Client, override_settings
 
 from tests.apikeys.api.conftest import ApiClient
 from tests.apikeys.helpers import cyclic_garbage
+from tests.platform_admin.conftest import upload
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +36,55 @@ def test_a_keyed_api_request_leaves_no_cycles(full_client: ApiClient) -> None:
 def test_a_refused_api_request_leaves_no_cycles() -> None:
     refused = Client(HTTP_AUTHORIZATION="Bearer lk_test_" + "x" * 38)
     assert cyclic_garbage(lambda: _status(refused.get("/api/v1/me"), 401)) == []
+
+
+def test_an_unexpected_error_leaves_no_cycles(
+    full_client: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 500, answered and logged by the API's exception handler, leaves no request, view
+    or response for the collector either."""
+
+    def explode(**kwargs: Any) -> None:
+        raise RuntimeError("the database is down")
+
+    monkeypatch.setattr("apikeys.api.apikey_create", explode)
+    body = {"name": "x", "scopes": ["members:read"]}
+    _status(full_client.post("api-keys", body), 500)  # warm
+    assert cyclic_garbage(lambda: _status(full_client.post("api-keys", body), 500)) == []
+
+
+@override_settings(FILE_UPLOAD_MAX_MEMORY_SIZE=16)
+def test_uploaded_files_are_closed_and_deleted_when_the_response_is_closed(
+    api_client_with_scopes: Callable[..., ApiClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request is emptied only after its uploaded files are closed (a temporary file
+    on disk is deleted when closed): emptying it first would leave them open."""
+    spooled: list[TemporaryUploadedFile] = []
+
+    class Watched(TemporaryUploadedFile):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            spooled.append(self)
+
+    monkeypatch.setattr(uploadhandler, "TemporaryUploadedFile", Watched)
+    api = api_client_with_scopes("kyc:write")
+    document = upload("scan.jpg", b"\xff\xd8\xff\xe0" + b"0" * 4096, "image/jpeg")
+    response = api.multipart(
+        "kyc",
+        {
+            "legal_name": "Acme Corporation Ltd",
+            "registration_number": "RC-123456",
+            "country": "GB",
+            "address": "1 High Street, London",
+            "director_name": "Wile E. Coyote",
+            "documents": [document],
+        },
+    )
+    assert response.status_code == 201, response.content[:500]
+    assert response.wsgi_request.__dict__ == {}
+    [spool] = spooled
+    assert spool.closed
+    assert not os.path.exists(spool.temporary_file_path())
 
 
 def test_a_page_request_is_emptied_when_its_response_is_closed() -> None:
