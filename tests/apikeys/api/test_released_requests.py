@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 
 from tests.apikeys.api.conftest import ApiClient
 from tests.apikeys.helpers import cyclic_garbage
-from tests.platform_admin.conftest import upload
+from tests.platform_admin.conftest import KYC_DATA, upload
 
 pytestmark = pytest.mark.django_db
 
@@ -54,17 +54,7 @@ def test_uploaded_files_are_closed_and_deleted_when_the_response_is_closed(
     monkeypatch.setattr(uploadhandler, "TemporaryUploadedFile", Watched)
     api = api_client_with_scopes("kyc:write")
     document = upload("scan.jpg", b"\xff\xd8\xff\xe0" + b"0" * 4096, "image/jpeg")
-    response = api.multipart(
-        "kyc",
-        {
-            "legal_name": "Acme Corporation Ltd",
-            "registration_number": "RC-123456",
-            "country": "GB",
-            "address": "1 High Street, London",
-            "director_name": "Wile E. Coyote",
-            "documents": [document],
-        },
-    )
+    response = api.multipart("kyc", {**KYC_DATA, "documents": [document]})
     assert response.status_code == 201, response.content[:500]
     assert response.wsgi_request.__dict__ == {}
     [spool] = spooled
