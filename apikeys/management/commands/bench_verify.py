@@ -8,7 +8,11 @@ index), then times, for the same sample at each size:
   cache fill);
 - `second`: again (the cache entry gains its org part: one small query);
 - `warm`: a third time (format, HMAC, one Redis round trip, no query).
-Prints one JSON object; the rows are deleted afterwards unless --keep.
+Prints one JSON object; the rows are deleted afterwards unless --keep. `--sizes` and
+`--sample` make it small (the test that keeps it working runs it so).
+
+The rows are written with every column of the model's table, each from the field's own
+default (or the values above), so that a column added to `ApiKey` later cannot break it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from django.utils import timezone
 from apikeys import keycache
 from apikeys.authentication import authenticate_key
 from apikeys.keys import display_form, generate_secret, key_digest
+from apikeys.models import ApiKey
 from orgs.models import Organization
 
 SLUG = "bench-verify"
@@ -48,17 +53,34 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--keep", action="store_true", help="keep the inserted keys")
+        parser.add_argument(
+            "--sizes",
+            default=",".join(str(size) for size in SIZES),
+            help="the key counts to time at, comma-separated, ascending",
+        )
+        parser.add_argument(
+            "--sample", type=int, default=SAMPLE, help="real keys inserted and timed"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if connection.vendor != "postgresql":
             raise CommandError("bench_verify measures PostgreSQL: run it on `make stack`.")
+        sample = options["sample"]
+        try:
+            sizes = [int(size) for size in options["sizes"].split(",")]
+        except ValueError:
+            raise CommandError("--sizes takes whole numbers, comma-separated.") from None
+        if sample < 1 or len(sizes) < 2 or sizes != sorted(sizes) or sizes[0] < sample:
+            raise CommandError(
+                "--sizes takes two or more ascending counts, each at least --sample (>= 1)."
+            )
         org, _ = Organization.objects.get_or_create(slug=SLUG, defaults={"name": "Bench verify"})
         self._delete(org)
-        secrets = [generate_secret("test") for _ in range(SAMPLE)]
+        secrets = [generate_secret("test") for _ in range(sample)]
         self._copy(org, [(key_digest(s), display_form(s)) for s in secrets], start=0)
         results: dict[str, Any] = {}
-        inserted = SAMPLE
-        for size in SIZES:
+        inserted = sample
+        for size in sizes:
             if size > inserted:
                 self._copy_random(org, size - inserted, start=inserted)
                 inserted = size
@@ -66,7 +88,7 @@ class Command(BaseCommand):
                 cursor.execute("ANALYZE apikeys_apikey")
             results[str(size)] = self._measure(secrets)
             self.stderr.write(f"{size:>9,} keys: {json.dumps(results[str(size)])}")
-        small, large = results[str(SIZES[0])], results[str(SIZES[-1])]
+        small, large = results[str(sizes[0])], results[str(sizes[-1])]
         results["db_ratio_large_over_small"] = round(
             large["db"]["median_us"] / small["db"]["median_us"], 3
         )
@@ -112,31 +134,33 @@ class Command(BaseCommand):
         }
 
     def _copy(self, org: Organization, rows: list[tuple[str, str]], *, start: int) -> None:
-        now = timezone.now()
+        """Insert a key of `org` for each (digest, display) with COPY: every column of the
+        table, the rest from a key built with the model's defaults."""
+        template = ApiKey(org=org, name="bench", environment="test", created_at=timezone.now())
+        fields = [field for field in ApiKey._meta.concrete_fields if not field.primary_key]
+        base = [
+            field.get_db_prep_save(getattr(template, field.attname), connection) for field in fields
+        ]
+        names = [field.column for field in fields]
+        attnames = [field.attname for field in fields]
+        public_at, digest_at, display_at = (
+            attnames.index(name) for name in ("public_id", "digest", "display")
+        )
         raw = connection.connection
         if raw is None:
             connection.ensure_connection()
             raw = connection.connection
+        columns = ", ".join(connection.ops.quote_name(name) for name in names)
+        table = connection.ops.quote_name(ApiKey._meta.db_table)
         with (
             raw.cursor() as cursor,
-            cursor.copy(
-                "COPY apikeys_apikey (public_id, org_id, name, environment, scopes, digest, "
-                "display, created_at) FROM STDIN"
-            ) as copy,
+            cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
         ):
             for offset, (digest, display) in enumerate(rows):
-                copy.write_row(
-                    (
-                        f"key_bench{start + offset}",
-                        org.pk,
-                        "bench",
-                        "test",
-                        "[]",
-                        digest,
-                        display,
-                        now,
-                    )
-                )
+                row = list(base)
+                row[public_at] = f"key_bench{start + offset}"
+                row[digest_at], row[display_at] = digest, display
+                copy.write_row(row)
 
     def _copy_random(self, org: Organization, count: int, *, start: int) -> None:
         self.stderr.write(f"inserting {count:,} keys with COPY ...")
