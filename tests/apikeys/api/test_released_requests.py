@@ -3,6 +3,7 @@ left in reference cycles for the garbage collector (ADR 0104)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ from django.core.files import uploadhandler
 from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.test import Client, override_settings
 
+from apikeys import api
 from tests.apikeys.api.conftest import ApiClient
 from tests.apikeys.helpers import cyclic_garbage
 from tests.platform_admin.conftest import KYC_DATA, upload
@@ -68,3 +70,32 @@ def test_a_page_request_is_emptied_when_its_response_is_closed() -> None:
     response = Client().get("/login/")
     assert response.status_code == 200
     assert response.wsgi_request.__dict__ == {}
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["ping", "me"])
+def test_a_request_answered_500_leaves_no_cycles(
+    keyed: bool, full_client: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault in a handler is answered 500 `internal_error`, and its request freed by
+    reference counting all the same. The two log records of a 500 keep the request (the
+    API's, through the traceback; Django's `django.request`, in its `extra`): the test's
+    log capture would keep every request alive and hide a cycle, so both loggers are
+    switched off here (the API's record is checked in test_errors.py)."""
+
+    def fault(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a fault in the handler")
+
+    view = api.MeApi if keyed else api.PingApi
+    monkeypatch.setattr(view, "get", fault)
+    for name in ("apikeys.api", "django.request"):
+        monkeypatch.setattr(logging.getLogger(name), "disabled", True)
+    client = full_client if keyed else Client()
+
+    def answer() -> Any:
+        response = full_client.get("me") if keyed else client.get("/api/v1/ping")
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "internal_error"
+        return response
+
+    answer()  # warm
+    assert cyclic_garbage(answer) == []
