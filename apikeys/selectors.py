@@ -107,8 +107,10 @@ def apikey_get(*, org: Organization, public_id: str) -> ApiKey:
 
 
 def apikey_get_by_digest(digest: str) -> ApiKey | None:
-    """The key with this HMAC digest (deleted and revoked ones included), with its org."""
-    return ApiKey.objects.select_related("org").filter(digest=digest).first()
+    """The key with this HMAC digest (deleted and revoked ones included), with its org.
+    The digest is unique: no ordering to compile or sort (`first()` would add the model's)."""
+    found = ApiKey.objects.select_related("org").filter(digest=digest).order_by()[:1]
+    return next(iter(found), None)
 
 
 def apikey_successor(*, org: Organization, key: ApiKey) -> ApiKey | None:
