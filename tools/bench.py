@@ -166,7 +166,7 @@ def manage(*args: str) -> str:
     if result.returncode != 0:
         sys.stderr.write(result.stderr)
         log(f"manage.py {' '.join(args)} failed (exit status {result.returncode})")
-        raise SystemExit(result.returncode)
+        raise SystemExit(result.returncode if result.returncode > 0 else 1)
     return result.stdout
 
 

@@ -22,6 +22,7 @@ import os
 import random
 import statistics
 import time
+from itertools import pairwise
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -48,6 +49,11 @@ def _timings(samples: list[float]) -> dict[str, float]:
     }
 
 
+def _table() -> str:
+    """The keys' table, quoted."""
+    return str(connection.ops.quote_name(ApiKey._meta.db_table))
+
+
 class Command(BaseCommand):
     help = "Time API-key verification with 1,000 and 1,000,000 keys (PostgreSQL)."
 
@@ -63,17 +69,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if connection.vendor != "postgresql":
-            raise CommandError("bench_verify measures PostgreSQL: run it on `make stack`.")
         sample = options["sample"]
         try:
             sizes = [int(size) for size in options["sizes"].split(",")]
         except ValueError:
             raise CommandError("--sizes takes whole numbers, comma-separated.") from None
-        if sample < 1 or len(sizes) < 2 or sizes != sorted(sizes) or sizes[0] < sample:
+        ascending = all(small < large for small, large in pairwise(sizes))
+        if sample < 1 or len(sizes) < 2 or not ascending or sizes[0] < sample:
             raise CommandError(
-                "--sizes takes two or more ascending counts, each at least --sample (>= 1)."
+                "--sizes takes two or more strictly ascending counts, each at least --sample "
+                "(>= 1)."
             )
+        if connection.vendor != "postgresql":
+            raise CommandError("bench_verify measures PostgreSQL: run it on `make stack`.")
         org, _ = Organization.objects.get_or_create(slug=SLUG, defaults={"name": "Bench verify"})
         self._delete(org)
         secrets = [generate_secret("test") for _ in range(sample)]
@@ -85,7 +93,7 @@ class Command(BaseCommand):
                 self._copy_random(org, size - inserted, start=inserted)
                 inserted = size
             with connection.cursor() as cursor:
-                cursor.execute("ANALYZE apikeys_apikey")
+                cursor.execute(f"ANALYZE {_table()}")
             results[str(size)] = self._measure(secrets)
             self.stderr.write(f"{size:>9,} keys: {json.dumps(results[str(size)])}")
         small, large = results[str(sizes[0])], results[str(sizes[-1])]
@@ -137,10 +145,15 @@ class Command(BaseCommand):
         """Insert a key of `org` for each (digest, display) with COPY: every column of the
         table, the rest from a key built with the model's defaults."""
         template = ApiKey(org=org, name="bench", environment="test", created_at=timezone.now())
-        fields = [field for field in ApiKey._meta.concrete_fields if not field.primary_key]
-        base = [
-            field.get_db_prep_save(getattr(template, field.attname), connection) for field in fields
-        ]
+        fields, base = [], []
+        for field in ApiKey._meta.local_concrete_fields:
+            if field.primary_key or field.generated:
+                continue
+            value = field.get_db_prep_save(field.pre_save(template, True), connection)
+            if hasattr(value, "as_sql"):  # a database default (`db_default`): left to it
+                continue
+            fields.append(field)
+            base.append(value)
         names = [field.column for field in fields]
         attnames = [field.attname for field in fields]
         public_at, digest_at, display_at = (
@@ -151,10 +164,9 @@ class Command(BaseCommand):
             connection.ensure_connection()
             raw = connection.connection
         columns = ", ".join(connection.ops.quote_name(name) for name in names)
-        table = connection.ops.quote_name(ApiKey._meta.db_table)
         with (
             raw.cursor() as cursor,
-            cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy,
+            cursor.copy(f"COPY {_table()} ({columns}) FROM STDIN") as copy,
         ):
             for offset, (digest, display) in enumerate(rows):
                 row = list(base)
@@ -174,4 +186,4 @@ class Command(BaseCommand):
 
     def _delete(self, org: Organization) -> None:
         with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM apikeys_apikey WHERE org_id = %s", [org.pk])
+            cursor.execute(f"DELETE FROM {_table()} WHERE org_id = %s", [org.pk])  # noqa: S608
